@@ -1,0 +1,359 @@
+//! The embedded cluster: N nodes in one process, each with its own data dir under a root dir.
+//! The root dir is temporary (removed on shutdown) unless one is given; a given dir is kept and
+//! reopened with its stored configuration, and arguments that contradict it are refused.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+
+use crate::client::{Client, ClientOptions, DEFAULT_GROUP};
+use crate::config::{Limits, RaftTiming, StorageOptions};
+use crate::error::{Error, Result};
+use crate::inproc::InProcNetwork;
+use crate::node::{GroupStatus, Node, NodeConfig};
+use crate::storage::identity::write_synced;
+use crate::storage::StorageStats;
+use crate::types::{GroupId, NodeId};
+
+const CLUSTER_FILE: &str = "scalestore-cluster.json";
+
+/// How to start an embedded cluster.
+#[derive(Debug, Clone)]
+pub struct ClusterOptions {
+    /// Number of nodes (ids 1..=nodes). For a reopened dir, must match the stored value.
+    pub nodes: usize,
+    /// Root of the node data dirs. `None`: a temporary dir removed on shutdown.
+    pub root_dir: Option<PathBuf>,
+    pub timing: RaftTiming,
+    pub limits: Limits,
+    pub storage: StorageOptions,
+    pub client: ClientOptions,
+}
+
+impl Default for ClusterOptions {
+    fn default() -> Self {
+        ClusterOptions {
+            nodes: 3,
+            root_dir: None,
+            timing: RaftTiming::default(),
+            limits: Limits::default(),
+            storage: StorageOptions::default(),
+            client: ClientOptions::default(),
+        }
+    }
+}
+
+/// What a cluster's root dir remembers about it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct StoredCluster {
+    format_version: u32,
+    cluster_id: String,
+    nodes: usize,
+    groups: Vec<GroupId>,
+}
+
+enum Root {
+    Temp(tempfile::TempDir),
+    Kept(PathBuf),
+}
+
+impl Root {
+    fn path(&self) -> &Path {
+        match self {
+            Root::Temp(t) => t.path(),
+            Root::Kept(p) => p,
+        }
+    }
+}
+
+pub struct EmbeddedCluster {
+    root: Option<Root>,
+    stored: StoredCluster,
+    options: ClusterOptions,
+    network: Arc<InProcNetwork>,
+    nodes: Mutex<BTreeMap<NodeId, Arc<Node>>>,
+}
+
+impl EmbeddedCluster {
+    /// Starts (or reopens) a cluster and, for a new one, initializes its group on all nodes.
+    pub async fn start(options: ClusterOptions) -> Result<EmbeddedCluster> {
+        if options.nodes == 0 {
+            return Err(Error::InvalidArgument("a cluster needs at least one node".into()));
+        }
+        options.timing.to_openraft()?;
+        let root = match &options.root_dir {
+            None => Root::Temp(tempfile::Builder::new().prefix("scalestore-").tempdir()?),
+            Some(p) => {
+                std::fs::create_dir_all(p)?;
+                Root::Kept(p.clone())
+            }
+        };
+        let stored = load_or_create(root.path(), &options)?;
+        let ids: Vec<NodeId> = (1..=stored.nodes as NodeId).collect();
+        let network = InProcNetwork::new(ids.clone());
+        let cluster = EmbeddedCluster {
+            root: Some(root),
+            stored,
+            options,
+            network,
+            nodes: Mutex::new(BTreeMap::new()),
+        };
+        for id in &ids {
+            cluster.start_node(*id).await?;
+        }
+        // Only the first node ever initializes, so if it is not initialized nobody is.
+        let first = cluster.node(ids[0])?;
+        for group in cluster.stored.groups.clone() {
+            let raft = first.raft(group).ok_or(Error::WrongShard { group, node: ids[0] })?;
+            let initialized = raft.is_initialized().await.map_err(|e| Error::Fatal {
+                group,
+                message: e.to_string(),
+            })?;
+            if !initialized {
+                first.initialize_group(group, &ids).await?;
+            }
+        }
+        Ok(cluster)
+    }
+
+    fn node_dir(&self, id: NodeId) -> Result<PathBuf> {
+        let root = self.root.as_ref().ok_or_else(|| Error::Closed("cluster shut down".into()))?;
+        Ok(root.path().join(format!("node-{id}")))
+    }
+
+    async fn start_node(&self, id: NodeId) -> Result<Arc<Node>> {
+        let config = NodeConfig {
+            id,
+            cluster_id: self.stored.cluster_id.clone(),
+            timing: self.options.timing,
+            limits: self.options.limits,
+            storage: self.options.storage,
+        };
+        let node = Node::open(config, &self.node_dir(id)?, self.network.clone())?;
+        for group in &self.stored.groups {
+            node.start_group(*group).await?;
+        }
+        self.network.register(node.clone());
+        self.lock_nodes()?.insert(id, node.clone());
+        Ok(node)
+    }
+
+    fn lock_nodes(&self) -> Result<std::sync::MutexGuard<'_, BTreeMap<NodeId, Arc<Node>>>> {
+        self.nodes
+            .lock()
+            .map_err(|_| Error::Unavailable("cluster state poisoned".into()))
+    }
+
+    pub fn cluster_id(&self) -> &str {
+        &self.stored.cluster_id
+    }
+
+    pub fn root_dir(&self) -> Option<&Path> {
+        self.root.as_ref().map(Root::path)
+    }
+
+    /// Every node of the cluster, up or not.
+    pub fn node_ids(&self) -> Vec<NodeId> {
+        (1..=self.stored.nodes as NodeId).collect()
+    }
+
+    pub fn groups(&self) -> &[GroupId] {
+        &self.stored.groups
+    }
+
+    /// A running node.
+    pub fn node(&self, id: NodeId) -> Result<Arc<Node>> {
+        if !self.node_ids().contains(&id) {
+            return Err(Error::UnknownNode(id));
+        }
+        self.lock_nodes()?
+            .get(&id)
+            .cloned()
+            .ok_or_else(|| Error::Unavailable(format!("node {id} is down")))
+    }
+
+    /// A client that finds the leader itself.
+    pub fn client(&self) -> Client {
+        Client::new(self.network.clone(), self.options.client)
+    }
+
+    /// A client whose requests enter through `node` (and whose `Stale` reads it answers).
+    pub fn client_pinned(&self, node: NodeId) -> Result<Client> {
+        self.client().pinned_to(node)
+    }
+
+    pub fn storage_stats(&self, node: NodeId) -> Result<Arc<StorageStats>> {
+        Ok(self.node(node)?.storage_stats())
+    }
+
+    /// Status of `group` on every running node.
+    pub fn group_status(&self, group: GroupId) -> Result<Vec<GroupStatus>> {
+        let nodes: Vec<Arc<Node>> = self.lock_nodes()?.values().cloned().collect();
+        nodes.iter().map(|n| n.status(group)).collect()
+    }
+
+    /// Waits until the running nodes agree on one leader of `group`, and returns it.
+    pub async fn wait_for_leader(&self, group: GroupId, timeout: Duration) -> Result<NodeId> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let statuses = self.group_status(group)?;
+            let leaders: Vec<NodeId> = statuses.iter().filter(|s| s.is_leader).map(|s| s.node).collect();
+            if let [leader] = leaders[..] {
+                let term = statuses.iter().find(|s| s.node == leader).map(|s| s.term);
+                if statuses.iter().all(|s| s.leader == Some(leader) && Some(s.term) == term) {
+                    return Ok(leader);
+                }
+            }
+            if Instant::now() >= deadline {
+                return Err(Error::Timeout {
+                    what: format!("waiting for a leader of group {group}: {statuses:?}"),
+                    waited_ms: timeout.as_millis() as u64,
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// Waits until every running node has applied `group`'s log up to the leader's commit index.
+    pub async fn wait_for_replication(&self, group: GroupId, timeout: Duration) -> Result<u64> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let statuses = self.group_status(group)?;
+            let committed = statuses.iter().filter(|s| s.is_leader).filter_map(|s| s.committed_index).max();
+            if let Some(c) = committed {
+                if statuses.iter().all(|s| s.applied_index >= Some(c)) {
+                    return Ok(c);
+                }
+            }
+            if Instant::now() >= deadline {
+                return Err(Error::Timeout {
+                    what: format!("waiting for group {group} to replicate: {statuses:?}"),
+                    waited_ms: timeout.as_millis() as u64,
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// Stops node `id`: it leaves the network, its groups stop, its RocksDB is closed. What it
+    /// had on disk stays for [`restart_node`](Self::restart_node).
+    pub async fn stop_node(&self, id: NodeId) -> Result<()> {
+        if !self.node_ids().contains(&id) {
+            return Err(Error::UnknownNode(id));
+        }
+        let node = self.lock_nodes()?.remove(&id);
+        let node = node.ok_or_else(|| Error::InvalidArgument(format!("node {id} is already down")))?;
+        self.network.unregister(id);
+        node.shutdown().await;
+        Ok(())
+    }
+
+    /// Restarts a stopped node from its data dir.
+    pub async fn restart_node(&self, id: NodeId) -> Result<()> {
+        if !self.node_ids().contains(&id) {
+            return Err(Error::UnknownNode(id));
+        }
+        if self.lock_nodes()?.contains_key(&id) {
+            return Err(Error::InvalidArgument(format!("node {id} is already up")));
+        }
+        self.start_node(id).await.map(|_| ())
+    }
+
+    /// The group of every key until sharding arrives.
+    pub fn default_group(&self) -> GroupId {
+        DEFAULT_GROUP
+    }
+
+    /// Stops every node and, for a temporary root, removes it. Data in a given root is kept.
+    pub async fn shutdown(mut self) -> Result<()> {
+        self.stop_all().await;
+        if let Some(Root::Temp(t)) = self.root.take() {
+            t.close()?;
+        }
+        Ok(())
+    }
+
+    async fn stop_all(&self) {
+        let nodes: Vec<Arc<Node>> = match self.nodes.lock() {
+            Ok(mut n) => std::mem::take(&mut *n).into_values().collect(),
+            Err(_) => return,
+        };
+        for node in &nodes {
+            self.network.unregister(node.id());
+        }
+        for node in nodes {
+            node.shutdown().await;
+        }
+    }
+}
+
+fn load_or_create(root: &Path, options: &ClusterOptions) -> Result<StoredCluster> {
+    let path = root.join(CLUSTER_FILE);
+    match std::fs::read(&path) {
+        Ok(bytes) => {
+            let stored: StoredCluster = serde_json::from_slice(&bytes).map_err(|e| Error::DataDir {
+                path: path.clone(),
+                reason: format!("corrupt cluster file: {e}"),
+            })?;
+            if stored.format_version != 1 {
+                return Err(Error::DataDir {
+                    path,
+                    reason: format!("unsupported cluster format {}", stored.format_version),
+                });
+            }
+            if stored.nodes != options.nodes {
+                return Err(Error::InvalidArgument(format!(
+                    "{root:?} holds a cluster of {} nodes; asked for {}",
+                    stored.nodes, options.nodes
+                )));
+            }
+            Ok(stored)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let not_empty = std::fs::read_dir(root)?.next().is_some();
+            if not_empty {
+                return Err(Error::DataDir {
+                    path: root.to_path_buf(),
+                    reason: format!("not empty and has no {CLUSTER_FILE}: not a ScaleStore cluster dir"),
+                });
+            }
+            let stored = StoredCluster {
+                format_version: 1,
+                cluster_id: new_cluster_id(),
+                nodes: options.nodes,
+                groups: vec![DEFAULT_GROUP],
+            };
+            let bytes = serde_json::to_vec_pretty(&stored).map_err(Error::storage)?;
+            write_synced(&path, &bytes)?;
+            Ok(stored)
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+impl Drop for EmbeddedCluster {
+    /// A cluster dropped without `shutdown` still stops its nodes (in the background).
+    fn drop(&mut self) {
+        let nodes: Vec<Arc<Node>> = match self.nodes.lock() {
+            Ok(mut n) => std::mem::take(&mut *n).into_values().collect(),
+            Err(_) => return,
+        };
+        for node in &nodes {
+            self.network.unregister(node.id());
+        }
+        if let Ok(handle) = tokio::runtime::Handle::try_current() {
+            handle.spawn(async move {
+                for node in nodes {
+                    node.shutdown().await;
+                }
+            });
+        }
+    }
+}
+
+fn new_cluster_id() -> String {
+    format!("{:032x}", rand::random::<u128>())
+}

@@ -1,0 +1,119 @@
+//! Tunables: request size limits, Raft timing, storage switches.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::types::Command;
+
+/// Size limits on what a client may write. Over a limit: `InvalidArgument`, nothing written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Limits {
+    /// Largest key, in bytes (etcd and TiKV use a few KiB; default 4 KiB).
+    pub max_key_bytes: usize,
+    /// Largest value carried by a request, in bytes (default 1 MiB, etcd's default request size).
+    pub max_value_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_key_bytes: 4 * 1024,
+            max_value_bytes: 1024 * 1024,
+        }
+    }
+}
+
+impl Limits {
+    pub fn check_key(&self, key: &[u8]) -> Result<()> {
+        if key.is_empty() {
+            return Err(Error::InvalidArgument("key must not be empty".into()));
+        }
+        if key.len() > self.max_key_bytes {
+            return Err(Error::InvalidArgument(format!(
+                "key is {} bytes, limit is {}",
+                key.len(),
+                self.max_key_bytes
+            )));
+        }
+        Ok(())
+    }
+
+    pub fn check_value(&self, value: &[u8]) -> Result<()> {
+        if value.len() > self.max_value_bytes {
+            return Err(Error::InvalidArgument(format!(
+                "value is {} bytes, limit is {}",
+                value.len(),
+                self.max_value_bytes
+            )));
+        }
+        Ok(())
+    }
+
+    pub fn check_command(&self, command: &Command) -> Result<()> {
+        self.check_key(command.key())?;
+        command.values().try_for_each(|v| self.check_value(v))
+    }
+}
+
+/// Raft timing and log compaction, shared by every group of a cluster.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RaftTiming {
+    pub heartbeat_ms: u64,
+    pub election_timeout_min_ms: u64,
+    pub election_timeout_max_ms: u64,
+    /// Build a snapshot after this many applied entries since the last one.
+    pub snapshot_logs_since_last: u64,
+    /// Entries kept in the log behind a snapshot (for slow followers).
+    pub max_in_snapshot_log_to_keep: u64,
+}
+
+impl Default for RaftTiming {
+    fn default() -> Self {
+        RaftTiming {
+            heartbeat_ms: 50,
+            election_timeout_min_ms: 300,
+            election_timeout_max_ms: 600,
+            snapshot_logs_since_last: 10_000,
+            max_in_snapshot_log_to_keep: 1_000,
+        }
+    }
+}
+
+impl RaftTiming {
+    pub fn to_openraft(&self) -> Result<Arc<openraft::Config>> {
+        let config = openraft::Config {
+            cluster_name: "scalestore".into(),
+            heartbeat_interval: self.heartbeat_ms,
+            election_timeout_min: self.election_timeout_min_ms,
+            election_timeout_max: self.election_timeout_max_ms,
+            snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(self.snapshot_logs_since_last),
+            max_in_snapshot_log_to_keep: self.max_in_snapshot_log_to_keep,
+            ..Default::default()
+        };
+        let config = config
+            .validate()
+            .map_err(|e| Error::InvalidArgument(format!("raft timing: {e}")))?;
+        Ok(Arc::new(config))
+    }
+
+    pub fn election_timeout(&self) -> Duration {
+        Duration::from_millis(self.election_timeout_max_ms)
+    }
+}
+
+/// Per-node storage switches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StorageOptions {
+    /// fsync the log and vote before acknowledging them to Raft. Turning this off is for
+    /// experiments only: an acknowledged write can be lost in a crash.
+    pub sync: bool,
+}
+
+impl Default for StorageOptions {
+    fn default() -> Self {
+        StorageOptions { sync: true }
+    }
+}

@@ -1,0 +1,84 @@
+//! The crate's one error type. Every variant is something a caller can act on.
+
+use std::path::PathBuf;
+
+use crate::types::{GroupId, NodeId};
+
+/// Result alias used across the crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Errors returned by ScaleStore's public API.
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Error {
+    /// The node asked is not the group's leader; `leader` is its best guess, if any.
+    #[error("node {node} is not the leader of group {group}; leader hint: {leader:?}")]
+    NotLeader {
+        group: GroupId,
+        node: NodeId,
+        leader: Option<NodeId>,
+    },
+
+    /// The group does not live on the node asked (or the key does not belong to the group).
+    #[error("group {group} is not served by node {node}")]
+    WrongShard { group: GroupId, node: NodeId },
+
+    /// The node or group cannot serve right now (no quorum, node down, shutting down). Retryable.
+    #[error("unavailable: {0}")]
+    Unavailable(String),
+
+    /// The operation did not finish before its deadline. A write may or may not have been applied.
+    #[error("timed out after {waited_ms} ms: {what}")]
+    Timeout { what: String, waited_ms: u64 },
+
+    /// The request is malformed or exceeds a limit; nothing was written.
+    #[error("invalid argument: {0}")]
+    InvalidArgument(String),
+
+    /// A node id that is not part of the cluster.
+    #[error("unknown node {0}")]
+    UnknownNode(NodeId),
+
+    /// The client (or cluster) was closed; no request was sent.
+    #[error("closed: {0}")]
+    Closed(String),
+
+    /// The data directory belongs to another cluster or node, or has an unknown format. Nothing in
+    /// it was changed.
+    #[error("data dir {path:?} refused: {reason}")]
+    DataDir { path: PathBuf, reason: String },
+
+    /// RocksDB or the file system failed.
+    #[error("storage error: {0}")]
+    Storage(String),
+
+    /// Raft reported a fatal error for a group (storage failure, panicked core).
+    #[error("raft fatal error in group {group}: {message}")]
+    Fatal { group: GroupId, message: String },
+}
+
+impl Error {
+    /// Whether retrying the same request (possibly at another node) may succeed.
+    pub fn is_retryable(&self) -> bool {
+        matches!(
+            self,
+            Error::NotLeader { .. } | Error::Unavailable(_) | Error::WrongShard { .. }
+        )
+    }
+
+    pub(crate) fn storage(e: impl std::fmt::Display) -> Self {
+        Error::Storage(e.to_string())
+    }
+}
+
+impl From<rocksdb::Error> for Error {
+    fn from(e: rocksdb::Error) -> Self {
+        Error::Storage(e.into_string())
+    }
+}
+
+impl From<std::io::Error> for Error {
+    fn from(e: std::io::Error) -> Self {
+        Error::Storage(e.to_string())
+    }
+}

@@ -1,0 +1,71 @@
+//! The in-process network of an embedded cluster: it carries node-to-node messages and client
+//! requests between nodes living in one process. Each cluster owns its own (no global state).
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, RwLock};
+
+use async_trait::async_trait;
+
+use crate::error::{Error, Result};
+use crate::network::{PeerRequest, PeerResponse, PeerTransport};
+use crate::node::Node;
+use crate::transport::Transport;
+use crate::types::{ClientRequest, ClientResponse, NodeId};
+
+#[derive(Default)]
+pub struct InProcNetwork {
+    /// Nodes that are up. A stopped node is absent: messages to it fail as unreachable.
+    up: RwLock<BTreeMap<NodeId, Arc<Node>>>,
+    /// Every node of the cluster, up or not (what clients may try).
+    members: RwLock<Vec<NodeId>>,
+}
+
+impl InProcNetwork {
+    pub fn new(members: Vec<NodeId>) -> Arc<Self> {
+        Arc::new(InProcNetwork {
+            up: RwLock::new(BTreeMap::new()),
+            members: RwLock::new(members),
+        })
+    }
+
+    pub fn register(&self, node: Arc<Node>) {
+        if let Ok(mut up) = self.up.write() {
+            up.insert(node.id(), node);
+        }
+    }
+
+    pub fn unregister(&self, id: NodeId) -> Option<Arc<Node>> {
+        self.up.write().ok()?.remove(&id)
+    }
+
+    fn lookup(&self, id: NodeId) -> Result<Arc<Node>> {
+        let known = self.members.read().map(|m| m.contains(&id)).unwrap_or(false);
+        if !known {
+            return Err(Error::UnknownNode(id));
+        }
+        self.up
+            .read()
+            .ok()
+            .and_then(|up| up.get(&id).cloned())
+            .ok_or_else(|| Error::Unavailable(format!("node {id} is down")))
+    }
+}
+
+#[async_trait]
+impl PeerTransport for InProcNetwork {
+    async fn send(&self, _from: NodeId, to: NodeId, request: PeerRequest) -> Result<PeerResponse> {
+        let node = self.lookup(to)?;
+        node.handle_peer(request).await
+    }
+}
+
+#[async_trait]
+impl Transport for InProcNetwork {
+    async fn call(&self, node: NodeId, request: ClientRequest, forward: bool) -> Result<ClientResponse> {
+        self.lookup(node)?.handle_client(request, forward).await
+    }
+
+    fn nodes(&self) -> Vec<NodeId> {
+        self.members.read().map(|m| m.clone()).unwrap_or_default()
+    }
+}

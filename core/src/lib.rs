@@ -1,0 +1,23 @@
+//! ScaleStore core: a sharded, Raft-replicated key-value store on openraft and RocksDB.
+//!
+//! Start here: [`EmbeddedCluster`] runs nodes in this process; [`Client`] talks to any cluster
+//! through a [`Transport`]. See ARCHITECTURE.md for the map.
+
+pub mod client;
+pub mod cluster;
+pub mod config;
+pub mod error;
+pub mod inproc;
+pub mod network;
+pub mod node;
+pub mod storage;
+pub mod transport;
+pub mod types;
+
+pub use client::{CasOutcome, Client, ClientOptions};
+pub use cluster::{ClusterOptions, EmbeddedCluster};
+pub use config::{Limits, RaftTiming, StorageOptions};
+pub use error::{Error, Result};
+pub use node::{GroupStatus, Node};
+pub use transport::Transport;
+pub use types::{Command, CommandResult, GroupId, NodeId, ReadConsistency};

@@ -1,0 +1,186 @@
+//! Node-to-node messaging. Every message names its group, so one transport per node carries the
+//! Raft traffic of all the groups it hosts. [`PeerTransport`] is the seam: the embedded cluster
+//! implements it in-process (see `cluster.rs`), the gRPC server will implement it over the wire.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use openraft::errors::{RPCError, ReplicationClosed, StreamingError, Unreachable};
+use openraft::network::{RPCOption, RaftNetworkFactory, RaftNetworkV2};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, TransferLeaderRequest,
+    TransferLeaderResponse, VoteRequest, VoteResponse,
+};
+use openraft::storage::Snapshot;
+use openraft::BasicNode;
+
+use crate::error::{Error, Result};
+use crate::storage::SnapshotFile;
+use crate::types::{ClientRequest, ClientResponse, GroupId, NodeId, SnapshotMeta, TypeConfig, Vote};
+
+/// A Raft RPC of one group.
+#[derive(Debug)]
+pub enum RaftRpc {
+    Append(AppendEntriesRequest<TypeConfig>),
+    Vote(VoteRequest<TypeConfig>),
+    PreVote(VoteRequest<TypeConfig>),
+    Snapshot {
+        vote: Vote,
+        meta: SnapshotMeta,
+        file: SnapshotFile,
+    },
+    TransferLeader(TransferLeaderRequest<TypeConfig>),
+}
+
+#[derive(Debug)]
+pub enum RaftReply {
+    Append(AppendEntriesResponse<TypeConfig>),
+    Vote(VoteResponse<TypeConfig>),
+    Snapshot(SnapshotResponse<TypeConfig>),
+    TransferLeader(TransferLeaderResponse<TypeConfig>),
+}
+
+/// What one node sends another.
+#[derive(Debug)]
+pub enum PeerRequest {
+    Raft { group: GroupId, rpc: RaftRpc },
+    /// A client request forwarded to the leader by the node it entered through.
+    Client(ClientRequest),
+}
+
+#[derive(Debug)]
+pub enum PeerResponse {
+    Raft(RaftReply),
+    Client(ClientResponse),
+}
+
+/// Delivers requests between nodes. Implementations decide what the "wire" is.
+#[async_trait]
+pub trait PeerTransport: Send + Sync + 'static {
+    async fn send(&self, from: NodeId, to: NodeId, request: PeerRequest) -> Result<PeerResponse>;
+}
+
+/// openraft's network factory for one group on one node.
+pub struct GroupNetworkFactory {
+    pub(crate) node: NodeId,
+    pub(crate) group: GroupId,
+    pub(crate) transport: Arc<dyn PeerTransport>,
+}
+
+/// openraft's connection from one node to another, for one group.
+pub struct GroupNetwork {
+    from: NodeId,
+    to: NodeId,
+    group: GroupId,
+    transport: Arc<dyn PeerTransport>,
+}
+
+impl RaftNetworkFactory<TypeConfig> for GroupNetworkFactory {
+    type Network = GroupNetwork;
+
+    async fn new_client(&mut self, target: NodeId, _node: &BasicNode) -> GroupNetwork {
+        GroupNetwork {
+            from: self.node,
+            to: target,
+            group: self.group,
+            transport: self.transport.clone(),
+        }
+    }
+}
+
+impl GroupNetwork {
+    async fn call(&self, rpc: RaftRpc) -> Result<RaftReply> {
+        let req = PeerRequest::Raft {
+            group: self.group,
+            rpc,
+        };
+        match self.transport.send(self.from, self.to, req).await? {
+            PeerResponse::Raft(reply) => Ok(reply),
+            PeerResponse::Client(_) => Err(Error::Unavailable("unexpected reply kind".into())),
+        }
+    }
+}
+
+fn unreachable(e: impl std::fmt::Display) -> RPCError<TypeConfig> {
+    Unreachable::<TypeConfig>::from_string(e).into()
+}
+
+fn mismatch(what: &str) -> RPCError<TypeConfig> {
+    unreachable(format!("mismatched reply to {what}"))
+}
+
+impl RaftNetworkV2<TypeConfig> for GroupNetwork {
+    type SnapshotData = SnapshotFile;
+
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<TypeConfig>,
+        _option: RPCOption,
+    ) -> Result<AppendEntriesResponse<TypeConfig>, RPCError<TypeConfig>> {
+        match self.call(RaftRpc::Append(rpc)).await.map_err(unreachable)? {
+            RaftReply::Append(r) => Ok(r),
+            _ => Err(mismatch("append")),
+        }
+    }
+
+    async fn vote(
+        &mut self,
+        rpc: VoteRequest<TypeConfig>,
+        _option: RPCOption,
+    ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
+        match self.call(RaftRpc::Vote(rpc)).await.map_err(unreachable)? {
+            RaftReply::Vote(r) => Ok(r),
+            _ => Err(mismatch("vote")),
+        }
+    }
+
+    async fn pre_vote(
+        &mut self,
+        rpc: VoteRequest<TypeConfig>,
+        _option: RPCOption,
+    ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
+        match self.call(RaftRpc::PreVote(rpc)).await.map_err(unreachable)? {
+            RaftReply::Vote(r) => Ok(r),
+            _ => Err(mismatch("pre_vote")),
+        }
+    }
+
+    async fn full_snapshot(
+        &mut self,
+        vote: Vote,
+        snapshot: Snapshot<
+            openraft::type_config::alias::CommittedLeaderIdOf<TypeConfig>,
+            NodeId,
+            BasicNode,
+            SnapshotFile,
+        >,
+        cancel: impl Future<Output = ReplicationClosed> + Send + 'static,
+        _option: RPCOption,
+    ) -> Result<SnapshotResponse<TypeConfig>, StreamingError<TypeConfig>> {
+        let rpc = RaftRpc::Snapshot {
+            vote,
+            meta: snapshot.meta,
+            file: snapshot.snapshot,
+        };
+        tokio::select! {
+            closed = cancel => Err(StreamingError::Closed(closed)),
+            reply = self.call(rpc) => match reply {
+                Ok(RaftReply::Snapshot(r)) => Ok(r),
+                Ok(_) => Err(Unreachable::from_string("mismatched reply to snapshot").into()),
+                Err(e) => Err(Unreachable::from_string(e).into()),
+            },
+        }
+    }
+
+    async fn transfer_leader(
+        &mut self,
+        req: TransferLeaderRequest<TypeConfig>,
+        _option: RPCOption,
+    ) -> Result<TransferLeaderResponse<TypeConfig>, RPCError<TypeConfig>> {
+        match self.call(RaftRpc::TransferLeader(req)).await.map_err(unreachable)? {
+            RaftReply::TransferLeader(r) => Ok(r),
+            _ => Err(mismatch("transfer_leader")),
+        }
+    }
+}

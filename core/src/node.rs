@@ -1,0 +1,283 @@
+//! A node: one RocksDB, one peer transport, and the Raft groups it hosts. It answers client
+//! requests (forwarding to the leader when asked to) and Raft RPCs from its peers.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use openraft::errors::{ClientWriteError, LinearizableReadError, RaftError};
+use openraft::async_runtime::watch::WatchReceiver;
+use openraft::storage::Snapshot;
+use openraft::{BasicNode, ReadPolicy};
+
+use crate::config::{Limits, RaftTiming, StorageOptions};
+use crate::error::{Error, Result};
+use crate::network::{GroupNetworkFactory, PeerRequest, PeerResponse, PeerTransport, RaftReply, RaftRpc};
+use crate::storage::identity::Identity;
+use crate::storage::{NodeStore, StorageStats};
+use crate::types::{
+    ClientRequest, ClientResponse, Command, CommandResult, GroupId, NodeId, Raft, ReadConsistency,
+};
+
+/// Everything a node needs to start.
+#[derive(Clone)]
+pub struct NodeConfig {
+    pub id: NodeId,
+    pub cluster_id: String,
+    pub timing: RaftTiming,
+    pub limits: Limits,
+    pub storage: StorageOptions,
+}
+
+/// Role and progress of one group on one node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupStatus {
+    pub group: GroupId,
+    pub node: NodeId,
+    pub is_leader: bool,
+    pub leader: Option<NodeId>,
+    pub term: u64,
+    pub last_log_index: Option<u64>,
+    pub committed_index: Option<u64>,
+    pub applied_index: Option<u64>,
+    pub voters: Vec<NodeId>,
+    pub snapshot_index: Option<u64>,
+    pub purged_index: Option<u64>,
+}
+
+pub struct Node {
+    config: NodeConfig,
+    store: Arc<NodeStore>,
+    peers: Arc<dyn PeerTransport>,
+    groups: RwLock<HashMap<GroupId, Raft>>,
+}
+
+impl Node {
+    /// Opens the node's data dir (refusing a foreign one) and its store. Groups are added after.
+    pub fn open(config: NodeConfig, dir: &Path, peers: Arc<dyn PeerTransport>) -> Result<Arc<Node>> {
+        let identity = Identity::new(&config.cluster_id, config.id);
+        let store = NodeStore::open(dir, &identity, config.storage)?;
+        Ok(Arc::new(Node {
+            config,
+            store,
+            peers,
+            groups: RwLock::new(HashMap::new()),
+        }))
+    }
+
+    pub fn id(&self) -> NodeId {
+        self.config.id
+    }
+
+    pub fn store(&self) -> &Arc<NodeStore> {
+        &self.store
+    }
+
+    pub fn storage_stats(&self) -> Arc<StorageStats> {
+        self.store.stats().clone()
+    }
+
+    /// Starts the Raft instance of `group` on this node from whatever its storage holds.
+    pub async fn start_group(&self, group: GroupId) -> Result<Raft> {
+        if let Some(r) = self.raft(group) {
+            return Ok(r);
+        }
+        let network = GroupNetworkFactory {
+            node: self.id(),
+            group,
+            transport: self.peers.clone(),
+        };
+        let raft = Raft::new(
+            self.id(),
+            self.config.timing.to_openraft()?,
+            network,
+            self.store.log_store(group),
+            self.store.state_machine(group)?,
+        )
+        .await
+        .map_err(|e| Error::Fatal {
+            group,
+            message: e.to_string(),
+        })?;
+        self.groups
+            .write()
+            .map_err(|_| Error::Unavailable("node state poisoned".into()))?
+            .insert(group, raft.clone());
+        Ok(raft)
+    }
+
+    /// Makes `members` the first membership of `group` (once, on one node, for a new group).
+    pub async fn initialize_group(&self, group: GroupId, members: &[NodeId]) -> Result<()> {
+        let raft = self.raft_or_wrong_shard(group)?;
+        let members: BTreeMap<NodeId, BasicNode> = members
+            .iter()
+            .map(|id| (*id, BasicNode { addr: format!("node-{id}") }))
+            .collect();
+        raft.initialize(members).await.map_err(|e| Error::Fatal {
+            group,
+            message: e.to_string(),
+        })
+    }
+
+    pub fn raft(&self, group: GroupId) -> Option<Raft> {
+        self.groups.read().ok()?.get(&group).cloned()
+    }
+
+    pub fn groups(&self) -> Vec<GroupId> {
+        let mut g: Vec<_> = self
+            .groups
+            .read()
+            .map(|m| m.keys().copied().collect())
+            .unwrap_or_default();
+        g.sort();
+        g
+    }
+
+    fn raft_or_wrong_shard(&self, group: GroupId) -> Result<Raft> {
+        self.raft(group).ok_or(Error::WrongShard {
+            group,
+            node: self.id(),
+        })
+    }
+
+    pub fn status(&self, group: GroupId) -> Result<GroupStatus> {
+        let raft = self.raft_or_wrong_shard(group)?;
+        let m = raft.metrics().borrow_watched().clone();
+        Ok(GroupStatus {
+            group,
+            node: self.id(),
+            is_leader: m.current_leader == Some(self.id()),
+            leader: m.current_leader,
+            term: m.current_term,
+            last_log_index: m.last_log_index,
+            committed_index: m.local_committed.as_ref().map(|l| l.index),
+            applied_index: m.last_applied.as_ref().map(|l| l.index),
+            voters: m.membership_config.membership().voter_ids().collect(),
+            snapshot_index: m.snapshot.as_ref().map(|l| l.index),
+            purged_index: m.purged.as_ref().map(|l| l.index),
+        })
+    }
+
+    /// Serves a client request. With `forward`, a request that needs the leader is passed on to
+    /// it; without, the caller gets `NotLeader` with a hint.
+    pub async fn handle_client(&self, request: ClientRequest, forward: bool) -> Result<ClientResponse> {
+        match self.serve_locally(&request).await {
+            Err(Error::NotLeader {
+                leader: Some(leader),
+                ..
+            }) if forward && leader != self.id() => {
+                match self.peers.send(self.id(), leader, PeerRequest::Client(request)).await? {
+                    PeerResponse::Client(r) => Ok(r),
+                    PeerResponse::Raft(_) => Err(Error::Unavailable("unexpected reply kind".into())),
+                }
+            }
+            other => other,
+        }
+    }
+
+    async fn serve_locally(&self, request: &ClientRequest) -> Result<ClientResponse> {
+        match request {
+            ClientRequest::Write { group, command } => {
+                self.write(*group, command.clone()).await.map(ClientResponse::Write)
+            }
+            ClientRequest::Read {
+                group,
+                key,
+                consistency,
+            } => self.read(*group, key, *consistency).await.map(ClientResponse::Read),
+        }
+    }
+
+    async fn write(&self, group: GroupId, command: Command) -> Result<CommandResult> {
+        self.config.limits.check_command(&command)?;
+        let raft = self.raft_or_wrong_shard(group)?;
+        match raft.client_write(command).await {
+            Ok(resp) => Ok(resp.data),
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => Err(Error::NotLeader {
+                group,
+                node: self.id(),
+                leader: f.leader_id,
+            }),
+            Err(RaftError::APIError(e)) => Err(Error::Unavailable(format!("group {group}: {e}"))),
+            Err(RaftError::Fatal(e)) => Err(Error::Fatal {
+                group,
+                message: e.to_string(),
+            }),
+        }
+    }
+
+    async fn read(&self, group: GroupId, key: &[u8], consistency: ReadConsistency) -> Result<Option<Vec<u8>>> {
+        self.config.limits.check_key(key)?;
+        let raft = self.raft_or_wrong_shard(group)?;
+        let policy = match consistency {
+            ReadConsistency::Stale => return self.store.get(group, key),
+            ReadConsistency::Linearizable => ReadPolicy::ReadIndex,
+            ReadConsistency::Lease => ReadPolicy::LeaseRead,
+        };
+        match raft.ensure_linearizable(policy).await {
+            Ok(_) => self.store.get(group, key),
+            Err(RaftError::APIError(LinearizableReadError::ForwardToLeader(f))) => Err(Error::NotLeader {
+                group,
+                node: self.id(),
+                leader: f.leader_id,
+            }),
+            Err(RaftError::APIError(e)) => Err(Error::Unavailable(format!("group {group}: {e}"))),
+            Err(RaftError::Fatal(e)) => Err(Error::Fatal {
+                group,
+                message: e.to_string(),
+            }),
+        }
+    }
+
+    /// Serves a request from a peer node.
+    pub async fn handle_peer(&self, request: PeerRequest) -> Result<PeerResponse> {
+        match request {
+            PeerRequest::Client(req) => self.handle_client(req, false).await.map(PeerResponse::Client),
+            PeerRequest::Raft { group, rpc } => {
+                let raft = self.raft_or_wrong_shard(group)?;
+                let fatal = |e: &dyn std::fmt::Display| Error::Fatal {
+                    group,
+                    message: e.to_string(),
+                };
+                let reply = match rpc {
+                    RaftRpc::Append(r) => RaftReply::Append(raft.append_entries(r).await.map_err(|e| fatal(&e))?),
+                    RaftRpc::Vote(r) => RaftReply::Vote(raft.vote(r).await.map_err(|e| fatal(&e))?),
+                    RaftRpc::PreVote(r) => RaftReply::Vote(raft.pre_vote(r).await.map_err(|e| fatal(&e))?),
+                    RaftRpc::Snapshot { vote, meta, file } => {
+                        let snapshot = Snapshot { meta, snapshot: file };
+                        RaftReply::Snapshot(
+                            raft.install_full_snapshot(vote, snapshot)
+                                .await
+                                .map_err(|e| fatal(&e))?,
+                        )
+                    }
+                    RaftRpc::TransferLeader(r) => RaftReply::TransferLeader(
+                        raft.handle_transfer_leader(r).await.map_err(|e| fatal(&e))?,
+                    ),
+                };
+                Ok(PeerResponse::Raft(reply))
+            }
+        }
+    }
+
+    /// Stops every group and waits until nothing but this handle refers to the RocksDB, so the
+    /// store closes when the node is dropped.
+    pub async fn shutdown(&self) {
+        let rafts: Vec<Raft> = self
+            .groups
+            .write()
+            .map(|mut g| g.drain().map(|(_, r)| r).collect())
+            .unwrap_or_default();
+        for raft in rafts {
+            let _ = raft.shutdown().await;
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Arc::strong_count(&self.store) > 1 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        if Arc::strong_count(&self.store) > 1 {
+            tracing::warn!(node = self.id(), "store still referenced after shutdown");
+        }
+    }
+}

@@ -1,0 +1,178 @@
+//! One RocksDB per node holding, for every group the node hosts, the Raft log, the Raft metadata
+//! and the state machine (see [`keys`] for the layout).
+
+pub mod identity;
+pub mod keys;
+mod log_store;
+mod snapshot;
+mod state_machine;
+mod syncer;
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use rocksdb::{ColumnFamily, ColumnFamilyDescriptor, Options, WriteBatch, WriteOptions, DB};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+pub use log_store::LogStore;
+pub use snapshot::SnapshotFile;
+pub use state_machine::StateMachine;
+
+use crate::config::StorageOptions;
+use crate::error::{Error, Result};
+use crate::types::GroupId;
+use identity::Identity;
+use syncer::Syncer;
+
+/// Counters a benchmark or test reads to see what the storage did.
+#[derive(Debug, Default)]
+pub struct StorageStats {
+    /// WAL fsyncs issued for log appends (one may cover appends of many groups).
+    pub log_syncs: AtomicU64,
+    /// Log append calls acknowledged to Raft.
+    pub log_appends: AtomicU64,
+    /// Entries applied to state machines.
+    pub entries_applied: AtomicU64,
+}
+
+/// The per-node store: one RocksDB shared by all groups, one WAL syncer.
+pub struct NodeStore {
+    db: Arc<DB>,
+    dir: PathBuf,
+    options: StorageOptions,
+    syncer: Syncer,
+    stats: Arc<StorageStats>,
+}
+
+impl NodeStore {
+    /// Opens (or creates) the node's store in `dir`, refusing a dir of another identity.
+    pub fn open(dir: &Path, identity: &Identity, options: StorageOptions) -> Result<Arc<Self>> {
+        identity.claim(dir)?;
+        let mut db_opts = Options::default();
+        db_opts.create_if_missing(true);
+        db_opts.create_missing_column_families(true);
+        db_opts.set_compression_type(rocksdb::DBCompressionType::Lz4);
+        let cfs = keys::ALL_CFS
+            .iter()
+            .map(|name| ColumnFamilyDescriptor::new(*name, Options::default()));
+        let db = DB::open_cf_descriptors(&db_opts, dir.join("db"), cfs)?;
+        let db = Arc::new(db);
+        let stats = Arc::new(StorageStats::default());
+        let syncer = Syncer::spawn(db.clone(), options.sync, stats.clone())?;
+        std::fs::create_dir_all(dir.join("snapshots"))?;
+        Ok(Arc::new(NodeStore {
+            db,
+            dir: dir.to_path_buf(),
+            options,
+            syncer,
+            stats,
+        }))
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn stats(&self) -> &Arc<StorageStats> {
+        &self.stats
+    }
+
+    /// The log store of `group` in this node's RocksDB.
+    pub fn log_store(self: &Arc<Self>, group: GroupId) -> LogStore {
+        LogStore::new(group, self.clone())
+    }
+
+    /// The state machine of `group` in this node's RocksDB.
+    pub fn state_machine(self: &Arc<Self>, group: GroupId) -> Result<StateMachine> {
+        StateMachine::new(group, self.clone())
+    }
+
+    /// Reads a user key of `group` from the local state machine, whatever this replica's role.
+    pub fn get(&self, group: GroupId, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        Ok(self.db.get_cf(self.cf(keys::CF_SM), keys::data_key(group, key))?)
+    }
+
+    /// Every user key/value of `group`, in key order (for tests and tools).
+    pub fn scan_group(&self, group: GroupId) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        let (start, end) = keys::data_range(group);
+        let mut ro = rocksdb::ReadOptions::default();
+        ro.set_iterate_upper_bound(end);
+        let iter = self.db.iterator_cf_opt(
+            self.cf(keys::CF_SM),
+            ro,
+            rocksdb::IteratorMode::From(&start, rocksdb::Direction::Forward),
+        );
+        iter.map(|kv| {
+            let (k, v) = kv?;
+            Ok((keys::user_key_of(&k).to_vec(), v.to_vec()))
+        })
+        .collect()
+    }
+
+    /// Every key of `group` in every column family, as (column family, key, value): what the
+    /// node stores for the group (used to prove groups are isolated and removals reclaim space).
+    pub fn dump_group(&self, group: GroupId) -> Result<Vec<(String, Vec<u8>, Vec<u8>)>> {
+        let mut out = Vec::new();
+        for cf in keys::ALL_CFS {
+            let mut ro = rocksdb::ReadOptions::default();
+            ro.set_iterate_upper_bound(keys::group_end(group));
+            let start = keys::group_prefix(group);
+            let iter = self.db.iterator_cf_opt(
+                self.cf(cf),
+                ro,
+                rocksdb::IteratorMode::From(&start, rocksdb::Direction::Forward),
+            );
+            for kv in iter {
+                let (k, v) = kv?;
+                out.push((cf.to_string(), k.to_vec(), v.to_vec()));
+            }
+        }
+        Ok(out)
+    }
+
+    fn cf(&self, name: &str) -> &ColumnFamily {
+        // Every column family in ALL_CFS is created at open, so this cannot fail.
+        self.db
+            .cf_handle(name)
+            .unwrap_or_else(|| panic!("column family {name} missing"))
+    }
+
+    fn get_value<T: DeserializeOwned>(&self, cf: &str, key: &[u8]) -> std::io::Result<Option<T>> {
+        match self.db.get_pinned_cf(self.cf(cf), key).map_err(io_err)? {
+            None => Ok(None),
+            Some(bytes) => postcard::from_bytes(&bytes).map(Some).map_err(io_err),
+        }
+    }
+
+    fn write(&self, batch: WriteBatch, sync: bool) -> std::io::Result<()> {
+        let mut wo = WriteOptions::default();
+        wo.set_sync(sync && self.options.sync);
+        self.db.write_opt(batch, &wo).map_err(io_err)
+    }
+}
+
+impl Drop for NodeStore {
+    fn drop(&mut self) {
+        self.syncer.stop();
+    }
+}
+
+pub(crate) fn encode<T: Serialize>(value: &T) -> std::io::Result<Vec<u8>> {
+    postcard::to_allocvec(value).map_err(io_err)
+}
+
+pub(crate) fn io_err(e: impl std::fmt::Display) -> std::io::Error {
+    std::io::Error::other(e.to_string())
+}
+
+impl From<Error> for std::io::Error {
+    fn from(e: Error) -> Self {
+        io_err(e)
+    }
+}
+
+pub(crate) fn count(counter: &AtomicU64, n: u64) {
+    counter.fetch_add(n, Ordering::Relaxed);
+}

@@ -1,0 +1,17 @@
+//! How a [`Client`](crate::Client) reaches nodes. The embedded cluster implements it in-process;
+//! the gRPC client will implement it over the network. The client never knows which.
+
+use async_trait::async_trait;
+
+use crate::error::Result;
+use crate::types::{ClientRequest, ClientResponse, NodeId};
+
+#[async_trait]
+pub trait Transport: Send + Sync + 'static {
+    /// Sends `request` to `node`. With `forward`, the node passes a request that needs the leader
+    /// on to it; without, it answers `NotLeader` with a leader hint.
+    async fn call(&self, node: NodeId, request: ClientRequest, forward: bool) -> Result<ClientResponse>;
+
+    /// Nodes the client may try, in a stable order.
+    fn nodes(&self) -> Vec<NodeId>;
+}

@@ -1,0 +1,149 @@
+//! Shared vocabulary: ids, the replicated command set, its results, and openraft's type config.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+/// A node of the cluster. Node ids start at 1.
+pub type NodeId = u64;
+
+/// A Raft group (a shard, or later the shard manager). Every key, message and metric carries it.
+pub type GroupId = u64;
+
+openraft::declare_raft_types!(
+    /// openraft type configuration for every ScaleStore Raft group.
+    pub TypeConfig:
+        D = Command,
+        R = CommandResult,
+        NodeId = NodeId,
+        Node = openraft::BasicNode,
+);
+
+pub type Raft = openraft::Raft<TypeConfig, crate::storage::StateMachine>;
+pub type LogId = openraft::type_config::alias::LogIdOf<TypeConfig>;
+pub type Entry = <TypeConfig as openraft::RaftTypeConfig>::Entry;
+pub type Vote = <TypeConfig as openraft::RaftTypeConfig>::Vote;
+pub type StoredMembership = openraft::type_config::alias::StoredMembershipOf<TypeConfig>;
+pub type SnapshotMeta = openraft::type_config::alias::SnapshotMetaOf<TypeConfig>;
+
+/// A write replicated through a group's log and applied by its state machine.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Command {
+    /// Set `key` to `value`.
+    Put { key: Vec<u8>, value: Vec<u8> },
+    /// Remove `key`; the result says whether it existed.
+    Delete { key: Vec<u8> },
+    /// Append `value` to the key's current value (absent = empty); the result is the new length.
+    Append { key: Vec<u8>, value: Vec<u8> },
+    /// Set `key` to `new` if its current value equals `expected` (`None` = absent).
+    Cas {
+        key: Vec<u8>,
+        expected: Option<Vec<u8>>,
+        new: Vec<u8>,
+    },
+}
+
+impl Command {
+    pub fn key(&self) -> &[u8] {
+        match self {
+            Command::Put { key, .. }
+            | Command::Delete { key }
+            | Command::Append { key, .. }
+            | Command::Cas { key, .. } => key,
+        }
+    }
+
+    /// Byte strings carried besides the key (checked against the value size limit).
+    pub fn values(&self) -> impl Iterator<Item = &[u8]> {
+        let (a, b): (Option<&[u8]>, Option<&[u8]>) = match self {
+            Command::Put { value, .. } | Command::Append { value, .. } => (Some(value), None),
+            Command::Delete { .. } => (None, None),
+            Command::Cas { expected, new, .. } => (expected.as_deref(), Some(new)),
+        };
+        a.into_iter().chain(b)
+    }
+}
+
+impl fmt::Debug for Command {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+impl fmt::Display for Command {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let k = |k: &[u8]| String::from_utf8_lossy(k).into_owned();
+        match self {
+            Command::Put { key, value } => write!(f, "put({}, {}B)", k(key), value.len()),
+            Command::Delete { key } => write!(f, "delete({})", k(key)),
+            Command::Append { key, value } => write!(f, "append({}, {}B)", k(key), value.len()),
+            Command::Cas { key, expected, new } => write!(
+                f,
+                "cas({}, {:?}B -> {}B)",
+                k(key),
+                expected.as_ref().map(Vec::len),
+                new.len()
+            ),
+        }
+    }
+}
+
+/// What applying a [`Command`] produced. Blank and membership entries produce `None`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub enum CommandResult {
+    #[default]
+    None,
+    Put,
+    Delete {
+        existed: bool,
+    },
+    Append {
+        new_len: u64,
+    },
+    /// `current` is the value after the operation: `new` on success, the unchanged value otherwise.
+    Cas {
+        success: bool,
+        current: Option<Vec<u8>>,
+    },
+}
+
+/// How fresh a read must be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub enum ReadConsistency {
+    /// The leader confirms with a quorum (ReadIndex) and waits for apply. The default.
+    #[default]
+    Linearizable,
+    /// The leader answers while its lease is valid: no round trip, assumes bounded clock drift.
+    Lease,
+    /// The replica asked answers from its own state whatever its role; may be behind.
+    Stale,
+}
+
+/// A request entering a node from a client.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ClientRequest {
+    Write {
+        group: GroupId,
+        command: Command,
+    },
+    Read {
+        group: GroupId,
+        key: Vec<u8>,
+        consistency: ReadConsistency,
+    },
+}
+
+impl ClientRequest {
+    pub fn group(&self) -> GroupId {
+        match self {
+            ClientRequest::Write { group, .. } | ClientRequest::Read { group, .. } => *group,
+        }
+    }
+}
+
+/// A node's answer to a [`ClientRequest`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ClientResponse {
+    Write(CommandResult),
+    Read(Option<Vec<u8>>),
+}
