@@ -56,7 +56,14 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let before: Vec<(u64, u64)> = cluster
         .node_ids()
         .iter()
-        .map(|n| cluster.storage_stats(*n).map(|s| (s.log_syncs.load(Ordering::Relaxed), s.log_appends.load(Ordering::Relaxed))))
+        .map(|n| {
+            cluster.storage_stats(*n).map(|s| {
+                (
+                    s.log_syncs.load(Ordering::Relaxed),
+                    s.log_appends.load(Ordering::Relaxed),
+                )
+            })
+        })
         .collect::<Result<_, _>>()?;
     let value = vec![b'v'; args.value_bytes];
     let deadline = Instant::now() + Duration::from_secs(args.seconds);
@@ -91,7 +98,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         syncs += s.log_syncs.load(Ordering::Relaxed) - s0;
         appends += s.log_appends.load(Ordering::Relaxed) - a0;
     }
-    let pct = |p: f64| lat.get(((lat.len() as f64 - 1.0) * p) as usize).copied().unwrap_or_default();
+    let pct = |p: f64| {
+        lat.get(((lat.len() as f64 - 1.0) * p) as usize)
+            .copied()
+            .unwrap_or_default()
+    };
     println!(
         "writers={} value={}B sync={} duration={:.1}s",
         args.writers,
@@ -99,7 +110,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         args.sync,
         elapsed.as_secs_f64()
     );
-    println!("writes={} throughput={:.0} ops/s", lat.len(), writes / elapsed.as_secs_f64());
+    println!(
+        "writes={} throughput={:.0} ops/s",
+        lat.len(),
+        writes / elapsed.as_secs_f64()
+    );
     println!(
         "latency p50={:.2}ms p99={:.2}ms max={:.2}ms",
         pct(0.5).as_secs_f64() * 1e3,

@@ -23,23 +23,42 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let t = Instant::now();
     let cluster = EmbeddedCluster::start(options.clone()).await?;
     let leader = cluster.wait_for_leader(0, Duration::from_secs(10)).await?;
-    println!("started 3 nodes in {:?} under {}; leader of group 0: node {leader}", t.elapsed(), root.display());
+    println!(
+        "started 3 nodes in {:?} under {}; leader of group 0: node {leader}",
+        t.elapsed(),
+        root.display()
+    );
 
     let client = cluster.client();
     let t = Instant::now();
     for i in 0..KEYS {
-        client.put(format!("key-{i:03}"), format!("value-{i}")).await?;
+        client
+            .put(format!("key-{i:03}"), format!("value-{i}"))
+            .await?;
     }
-    println!("wrote {KEYS} keys in {:?} (each committed on a majority, fsynced)", t.elapsed());
+    println!(
+        "wrote {KEYS} keys in {:?} (each committed on a majority, fsynced)",
+        t.elapsed()
+    );
     let n = client.append("log", "hello ").await?;
     let n2 = client.append("log", "world").await?;
     println!("append -> {n}, append -> {n2}");
     let cas = client.cas("lock", None, "owner-1").await?;
     println!("cas(lock, absent -> owner-1) success={}", cas.success);
     println!("get(key-042) = {:?}", utf8(client.get("key-042").await?));
-    let follower = cluster.node_ids().into_iter().find(|n| *n != leader).unwrap_or(leader);
-    let stale = cluster.client_pinned(follower)?.get_with("key-042", ReadConsistency::Stale).await?;
-    println!("stale get(key-042) from node {follower} = {:?}", utf8(stale));
+    let follower = cluster
+        .node_ids()
+        .into_iter()
+        .find(|n| *n != leader)
+        .unwrap_or(leader);
+    let stale = cluster
+        .client_pinned(follower)?
+        .get_with("key-042", ReadConsistency::Stale)
+        .await?;
+    println!(
+        "stale get(key-042) from node {follower} = {:?}",
+        utf8(stale)
+    );
     cluster.shutdown().await?;
     println!("stopped");
 

@@ -10,7 +10,9 @@ use std::time::{Duration, Instant};
 use crate::config::Limits;
 use crate::error::{Error, Result};
 use crate::transport::Transport;
-use crate::types::{ClientRequest, ClientResponse, Command, CommandResult, GroupId, NodeId, ReadConsistency};
+use crate::types::{
+    ClientRequest, ClientResponse, Command, CommandResult, GroupId, NodeId, ReadConsistency,
+};
 
 /// The group every key lives in until sharding arrives.
 pub const DEFAULT_GROUP: GroupId = 0;
@@ -111,7 +113,11 @@ impl Client {
         self.get_with(key, ReadConsistency::Linearizable).await
     }
 
-    pub async fn get_with(&self, key: impl AsRef<[u8]>, consistency: ReadConsistency) -> Result<Option<Vec<u8>>> {
+    pub async fn get_with(
+        &self,
+        key: impl AsRef<[u8]>,
+        consistency: ReadConsistency,
+    ) -> Result<Option<Vec<u8>>> {
         let key = key.as_ref();
         self.shared.options.limits.check_key(key)?;
         let request = ClientRequest::Read {
@@ -127,7 +133,12 @@ impl Client {
 
     /// Deletes `key`; returns whether it existed.
     pub async fn delete(&self, key: impl AsRef<[u8]>) -> Result<bool> {
-        match self.write(Command::Delete { key: key.as_ref().to_vec() }).await? {
+        match self
+            .write(Command::Delete {
+                key: key.as_ref().to_vec(),
+            })
+            .await?
+        {
             CommandResult::Delete { existed } => Ok(existed),
             other => Err(unexpected_result(other)),
         }
@@ -146,7 +157,12 @@ impl Client {
     }
 
     /// Sets `key` to `new` if its value equals `expected` (`None` = absent).
-    pub async fn cas(&self, key: impl AsRef<[u8]>, expected: Option<&[u8]>, new: impl AsRef<[u8]>) -> Result<CasOutcome> {
+    pub async fn cas(
+        &self,
+        key: impl AsRef<[u8]>,
+        expected: Option<&[u8]>,
+        new: impl AsRef<[u8]>,
+    ) -> Result<CasOutcome> {
         let cmd = Command::Cas {
             key: key.as_ref().to_vec(),
             expected: expected.map(<[u8]>::to_vec),
@@ -210,7 +226,11 @@ impl Client {
                     if leader.is_none() {
                         self.shared.rotate.fetch_add(1, Ordering::Relaxed);
                     }
-                    last_err = Some(Error::NotLeader { group, node: target, leader });
+                    last_err = Some(Error::NotLeader {
+                        group,
+                        node: target,
+                        leader,
+                    });
                     if immediate {
                         continue;
                     }
@@ -239,7 +259,13 @@ impl Client {
         if let Some(n) = self.pinned {
             return Ok(n);
         }
-        if let Some(n) = self.shared.leader_hints.lock().ok().and_then(|h| h.get(&group).copied()) {
+        if let Some(n) = self
+            .shared
+            .leader_hints
+            .lock()
+            .ok()
+            .and_then(|h| h.get(&group).copied())
+        {
             return Ok(n);
         }
         let nodes = self.shared.transport.nodes();

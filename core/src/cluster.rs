@@ -81,7 +81,9 @@ impl EmbeddedCluster {
     /// Starts (or reopens) a cluster and, for a new one, initializes its group on all nodes.
     pub async fn start(options: ClusterOptions) -> Result<EmbeddedCluster> {
         if options.nodes == 0 {
-            return Err(Error::InvalidArgument("a cluster needs at least one node".into()));
+            return Err(Error::InvalidArgument(
+                "a cluster needs at least one node".into(),
+            ));
         }
         options.timing.to_openraft()?;
         let root = match &options.root_dir {
@@ -107,7 +109,10 @@ impl EmbeddedCluster {
         // Only the first node ever initializes, so if it is not initialized nobody is.
         let first = cluster.node(ids[0])?;
         for group in cluster.stored.groups.clone() {
-            let raft = first.raft(group).ok_or(Error::WrongShard { group, node: ids[0] })?;
+            let raft = first.raft(group).ok_or(Error::WrongShard {
+                group,
+                node: ids[0],
+            })?;
             let initialized = raft.is_initialized().await.map_err(|e| Error::Fatal {
                 group,
                 message: e.to_string(),
@@ -120,7 +125,10 @@ impl EmbeddedCluster {
     }
 
     fn node_dir(&self, id: NodeId) -> Result<PathBuf> {
-        let root = self.root.as_ref().ok_or_else(|| Error::Closed("cluster shut down".into()))?;
+        let root = self
+            .root
+            .as_ref()
+            .ok_or_else(|| Error::Closed("cluster shut down".into()))?;
         Ok(root.path().join(format!("node-{id}")))
     }
 
@@ -200,10 +208,17 @@ impl EmbeddedCluster {
         let deadline = Instant::now() + timeout;
         loop {
             let statuses = self.group_status(group)?;
-            let leaders: Vec<NodeId> = statuses.iter().filter(|s| s.is_leader).map(|s| s.node).collect();
+            let leaders: Vec<NodeId> = statuses
+                .iter()
+                .filter(|s| s.is_leader)
+                .map(|s| s.node)
+                .collect();
             if let [leader] = leaders[..] {
                 let term = statuses.iter().find(|s| s.node == leader).map(|s| s.term);
-                if statuses.iter().all(|s| s.leader == Some(leader) && Some(s.term) == term) {
+                if statuses
+                    .iter()
+                    .all(|s| s.leader == Some(leader) && Some(s.term) == term)
+                {
                     return Ok(leader);
                 }
             }
@@ -222,7 +237,11 @@ impl EmbeddedCluster {
         let deadline = Instant::now() + timeout;
         loop {
             let statuses = self.group_status(group)?;
-            let committed = statuses.iter().filter(|s| s.is_leader).filter_map(|s| s.committed_index).max();
+            let committed = statuses
+                .iter()
+                .filter(|s| s.is_leader)
+                .filter_map(|s| s.committed_index)
+                .max();
             if let Some(c) = committed {
                 if statuses.iter().all(|s| s.applied_index >= Some(c)) {
                     return Ok(c);
@@ -245,7 +264,8 @@ impl EmbeddedCluster {
             return Err(Error::UnknownNode(id));
         }
         let node = self.lock_nodes()?.remove(&id);
-        let node = node.ok_or_else(|| Error::InvalidArgument(format!("node {id} is already down")))?;
+        let node =
+            node.ok_or_else(|| Error::InvalidArgument(format!("node {id} is already down")))?;
         self.network.unregister(id);
         node.shutdown().await;
         Ok(())
@@ -294,10 +314,11 @@ fn load_or_create(root: &Path, options: &ClusterOptions) -> Result<StoredCluster
     let path = root.join(CLUSTER_FILE);
     match std::fs::read(&path) {
         Ok(bytes) => {
-            let stored: StoredCluster = serde_json::from_slice(&bytes).map_err(|e| Error::DataDir {
-                path: path.clone(),
-                reason: format!("corrupt cluster file: {e}"),
-            })?;
+            let stored: StoredCluster =
+                serde_json::from_slice(&bytes).map_err(|e| Error::DataDir {
+                    path: path.clone(),
+                    reason: format!("corrupt cluster file: {e}"),
+                })?;
             if stored.format_version != 1 {
                 return Err(Error::DataDir {
                     path,
@@ -317,7 +338,9 @@ fn load_or_create(root: &Path, options: &ClusterOptions) -> Result<StoredCluster
             if not_empty {
                 return Err(Error::DataDir {
                     path: root.to_path_buf(),
-                    reason: format!("not empty and has no {CLUSTER_FILE}: not a ScaleStore cluster dir"),
+                    reason: format!(
+                        "not empty and has no {CLUSTER_FILE}: not a ScaleStore cluster dir"
+                    ),
                 });
             }
             let stored = StoredCluster {

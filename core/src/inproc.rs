@@ -39,7 +39,11 @@ impl InProcNetwork {
     }
 
     fn lookup(&self, id: NodeId) -> Result<Arc<Node>> {
-        let known = self.members.read().map(|m| m.contains(&id)).unwrap_or(false);
+        let known = self
+            .members
+            .read()
+            .map(|m| m.contains(&id))
+            .unwrap_or(false);
         if !known {
             return Err(Error::UnknownNode(id));
         }
@@ -61,7 +65,12 @@ impl PeerTransport for InProcNetwork {
 
 #[async_trait]
 impl Transport for InProcNetwork {
-    async fn call(&self, node: NodeId, request: ClientRequest, forward: bool) -> Result<ClientResponse> {
+    async fn call(
+        &self,
+        node: NodeId,
+        request: ClientRequest,
+        forward: bool,
+    ) -> Result<ClientResponse> {
         self.lookup(node)?.handle_client(request, forward).await
     }
 

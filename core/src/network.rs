@@ -17,7 +17,9 @@ use openraft::BasicNode;
 
 use crate::error::{Error, Result};
 use crate::storage::SnapshotFile;
-use crate::types::{ClientRequest, ClientResponse, GroupId, NodeId, SnapshotMeta, TypeConfig, Vote};
+use crate::types::{
+    ClientRequest, ClientResponse, GroupId, NodeId, SnapshotMeta, TypeConfig, Vote,
+};
 
 /// A Raft RPC of one group.
 #[derive(Debug)]
@@ -44,7 +46,10 @@ pub enum RaftReply {
 /// What one node sends another.
 #[derive(Debug)]
 pub enum PeerRequest {
-    Raft { group: GroupId, rpc: RaftRpc },
+    Raft {
+        group: GroupId,
+        rpc: RaftRpc,
+    },
     /// A client request forwarded to the leader by the node it entered through.
     Client(ClientRequest),
 }
@@ -140,7 +145,11 @@ impl RaftNetworkV2<TypeConfig> for GroupNetwork {
         rpc: VoteRequest<TypeConfig>,
         _option: RPCOption,
     ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
-        match self.call(RaftRpc::PreVote(rpc)).await.map_err(unreachable)? {
+        match self
+            .call(RaftRpc::PreVote(rpc))
+            .await
+            .map_err(unreachable)?
+        {
             RaftReply::Vote(r) => Ok(r),
             _ => Err(mismatch("pre_vote")),
         }
@@ -178,7 +187,11 @@ impl RaftNetworkV2<TypeConfig> for GroupNetwork {
         req: TransferLeaderRequest<TypeConfig>,
         _option: RPCOption,
     ) -> Result<TransferLeaderResponse<TypeConfig>, RPCError<TypeConfig>> {
-        match self.call(RaftRpc::TransferLeader(req)).await.map_err(unreachable)? {
+        match self
+            .call(RaftRpc::TransferLeader(req))
+            .await
+            .map_err(unreachable)?
+        {
             RaftReply::TransferLeader(r) => Ok(r),
             _ => Err(mismatch("transfer_leader")),
         }

@@ -6,14 +6,16 @@ use std::path::Path;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
-use openraft::errors::{ClientWriteError, LinearizableReadError, RaftError};
 use openraft::async_runtime::watch::WatchReceiver;
+use openraft::errors::{ClientWriteError, LinearizableReadError, RaftError};
 use openraft::storage::Snapshot;
 use openraft::{BasicNode, ReadPolicy};
 
 use crate::config::{Limits, RaftTiming, StorageOptions};
 use crate::error::{Error, Result};
-use crate::network::{GroupNetworkFactory, PeerRequest, PeerResponse, PeerTransport, RaftReply, RaftRpc};
+use crate::network::{
+    GroupNetworkFactory, PeerRequest, PeerResponse, PeerTransport, RaftReply, RaftRpc,
+};
 use crate::storage::identity::Identity;
 use crate::storage::{NodeStore, StorageStats};
 use crate::types::{
@@ -55,7 +57,11 @@ pub struct Node {
 
 impl Node {
     /// Opens the node's data dir (refusing a foreign one) and its store. Groups are added after.
-    pub fn open(config: NodeConfig, dir: &Path, peers: Arc<dyn PeerTransport>) -> Result<Arc<Node>> {
+    pub fn open(
+        config: NodeConfig,
+        dir: &Path,
+        peers: Arc<dyn PeerTransport>,
+    ) -> Result<Arc<Node>> {
         let identity = Identity::new(&config.cluster_id, config.id);
         let store = NodeStore::open(dir, &identity, config.storage)?;
         Ok(Arc::new(Node {
@@ -112,7 +118,14 @@ impl Node {
         let raft = self.raft_or_wrong_shard(group)?;
         let members: BTreeMap<NodeId, BasicNode> = members
             .iter()
-            .map(|id| (*id, BasicNode { addr: format!("node-{id}") }))
+            .map(|id| {
+                (
+                    *id,
+                    BasicNode {
+                        addr: format!("node-{id}"),
+                    },
+                )
+            })
             .collect();
         raft.initialize(members).await.map_err(|e| Error::Fatal {
             group,
@@ -161,15 +174,25 @@ impl Node {
 
     /// Serves a client request. With `forward`, a request that needs the leader is passed on to
     /// it; without, the caller gets `NotLeader` with a hint.
-    pub async fn handle_client(&self, request: ClientRequest, forward: bool) -> Result<ClientResponse> {
+    pub async fn handle_client(
+        &self,
+        request: ClientRequest,
+        forward: bool,
+    ) -> Result<ClientResponse> {
         match self.serve_locally(&request).await {
             Err(Error::NotLeader {
                 leader: Some(leader),
                 ..
             }) if forward && leader != self.id() => {
-                match self.peers.send(self.id(), leader, PeerRequest::Client(request)).await? {
+                match self
+                    .peers
+                    .send(self.id(), leader, PeerRequest::Client(request))
+                    .await?
+                {
                     PeerResponse::Client(r) => Ok(r),
-                    PeerResponse::Raft(_) => Err(Error::Unavailable("unexpected reply kind".into())),
+                    PeerResponse::Raft(_) => {
+                        Err(Error::Unavailable("unexpected reply kind".into()))
+                    }
                 }
             }
             other => other,
@@ -178,14 +201,18 @@ impl Node {
 
     async fn serve_locally(&self, request: &ClientRequest) -> Result<ClientResponse> {
         match request {
-            ClientRequest::Write { group, command } => {
-                self.write(*group, command.clone()).await.map(ClientResponse::Write)
-            }
+            ClientRequest::Write { group, command } => self
+                .write(*group, command.clone())
+                .await
+                .map(ClientResponse::Write),
             ClientRequest::Read {
                 group,
                 key,
                 consistency,
-            } => self.read(*group, key, *consistency).await.map(ClientResponse::Read),
+            } => self
+                .read(*group, key, *consistency)
+                .await
+                .map(ClientResponse::Read),
         }
     }
 
@@ -194,11 +221,13 @@ impl Node {
         let raft = self.raft_or_wrong_shard(group)?;
         match raft.client_write(command).await {
             Ok(resp) => Ok(resp.data),
-            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => Err(Error::NotLeader {
-                group,
-                node: self.id(),
-                leader: f.leader_id,
-            }),
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
+                Err(Error::NotLeader {
+                    group,
+                    node: self.id(),
+                    leader: f.leader_id,
+                })
+            }
             Err(RaftError::APIError(e)) => Err(Error::Unavailable(format!("group {group}: {e}"))),
             Err(RaftError::Fatal(e)) => Err(Error::Fatal {
                 group,
@@ -207,7 +236,12 @@ impl Node {
         }
     }
 
-    async fn read(&self, group: GroupId, key: &[u8], consistency: ReadConsistency) -> Result<Option<Vec<u8>>> {
+    async fn read(
+        &self,
+        group: GroupId,
+        key: &[u8],
+        consistency: ReadConsistency,
+    ) -> Result<Option<Vec<u8>>> {
         self.config.limits.check_key(key)?;
         let raft = self.raft_or_wrong_shard(group)?;
         let policy = match consistency {
@@ -217,11 +251,13 @@ impl Node {
         };
         match raft.ensure_linearizable(policy).await {
             Ok(_) => self.store.get(group, key),
-            Err(RaftError::APIError(LinearizableReadError::ForwardToLeader(f))) => Err(Error::NotLeader {
-                group,
-                node: self.id(),
-                leader: f.leader_id,
-            }),
+            Err(RaftError::APIError(LinearizableReadError::ForwardToLeader(f))) => {
+                Err(Error::NotLeader {
+                    group,
+                    node: self.id(),
+                    leader: f.leader_id,
+                })
+            }
             Err(RaftError::APIError(e)) => Err(Error::Unavailable(format!("group {group}: {e}"))),
             Err(RaftError::Fatal(e)) => Err(Error::Fatal {
                 group,
@@ -233,7 +269,10 @@ impl Node {
     /// Serves a request from a peer node.
     pub async fn handle_peer(&self, request: PeerRequest) -> Result<PeerResponse> {
         match request {
-            PeerRequest::Client(req) => self.handle_client(req, false).await.map(PeerResponse::Client),
+            PeerRequest::Client(req) => self
+                .handle_client(req, false)
+                .await
+                .map(PeerResponse::Client),
             PeerRequest::Raft { group, rpc } => {
                 let raft = self.raft_or_wrong_shard(group)?;
                 let fatal = |e: &dyn std::fmt::Display| Error::Fatal {
@@ -241,11 +280,18 @@ impl Node {
                     message: e.to_string(),
                 };
                 let reply = match rpc {
-                    RaftRpc::Append(r) => RaftReply::Append(raft.append_entries(r).await.map_err(|e| fatal(&e))?),
+                    RaftRpc::Append(r) => {
+                        RaftReply::Append(raft.append_entries(r).await.map_err(|e| fatal(&e))?)
+                    }
                     RaftRpc::Vote(r) => RaftReply::Vote(raft.vote(r).await.map_err(|e| fatal(&e))?),
-                    RaftRpc::PreVote(r) => RaftReply::Vote(raft.pre_vote(r).await.map_err(|e| fatal(&e))?),
+                    RaftRpc::PreVote(r) => {
+                        RaftReply::Vote(raft.pre_vote(r).await.map_err(|e| fatal(&e))?)
+                    }
                     RaftRpc::Snapshot { vote, meta, file } => {
-                        let snapshot = Snapshot { meta, snapshot: file };
+                        let snapshot = Snapshot {
+                            meta,
+                            snapshot: file,
+                        };
                         RaftReply::Snapshot(
                             raft.install_full_snapshot(vote, snapshot)
                                 .await
@@ -253,7 +299,9 @@ impl Node {
                         )
                     }
                     RaftRpc::TransferLeader(r) => RaftReply::TransferLeader(
-                        raft.handle_transfer_leader(r).await.map_err(|e| fatal(&e))?,
+                        raft.handle_transfer_leader(r)
+                            .await
+                            .map_err(|e| fatal(&e))?,
                     ),
                 };
                 Ok(PeerResponse::Raft(reply))

@@ -10,7 +10,12 @@ use crate::types::{ClientRequest, ClientResponse, NodeId};
 pub trait Transport: Send + Sync + 'static {
     /// Sends `request` to `node`. With `forward`, the node passes a request that needs the leader
     /// on to it; without, it answers `NotLeader` with a leader hint.
-    async fn call(&self, node: NodeId, request: ClientRequest, forward: bool) -> Result<ClientResponse>;
+    async fn call(
+        &self,
+        node: NodeId,
+        request: ClientRequest,
+        forward: bool,
+    ) -> Result<ClientResponse>;
 
     /// Nodes the client may try, in a stable order.
     fn nodes(&self) -> Vec<NodeId>;

@@ -54,14 +54,21 @@ async fn writes_commit_and_replicate_to_every_node() {
             .await
             .expect("put");
     }
-    cluster.wait_for_replication(0, WAIT).await.expect("replicated");
+    cluster
+        .wait_for_replication(0, WAIT)
+        .await
+        .expect("replicated");
     for id in cluster.node_ids() {
         let store = cluster.node(id).expect("node").store().clone();
         let data = store.scan_group(0).expect("scan");
         assert_eq!(data.len(), 200, "node {id} holds every key");
         for i in 0..200u32 {
             let got = store.get(0, format!("key-{i}").as_bytes()).expect("get");
-            assert_eq!(got, Some(format!("value-{i}").into_bytes()), "node {id} key-{i}");
+            assert_eq!(
+                got,
+                Some(format!("value-{i}").into_bytes()),
+                "node {id} key-{i}"
+            );
         }
     }
     cluster.shutdown().await.expect("shutdown");
@@ -72,41 +79,81 @@ async fn every_operation_returns_its_documented_result() {
     let cluster = start(3).await;
     let c = cluster.client();
 
-    assert_eq!(c.get("k").await.expect("get"), None, "absent key reads None");
+    assert_eq!(
+        c.get("k").await.expect("get"),
+        None,
+        "absent key reads None"
+    );
     c.put("k", "v1").await.expect("put");
     assert_eq!(c.get("k").await.expect("get"), Some(b"v1".to_vec()));
     c.put("k", "v2").await.expect("overwrite");
     assert_eq!(c.get("k").await.expect("get"), Some(b"v2".to_vec()));
 
-    assert!(c.delete("k").await.expect("delete"), "delete of a present key reports it existed");
-    assert!(!c.delete("k").await.expect("delete"), "delete of an absent key reports it did not");
+    assert!(
+        c.delete("k").await.expect("delete"),
+        "delete of a present key reports it existed"
+    );
+    assert!(
+        !c.delete("k").await.expect("delete"),
+        "delete of an absent key reports it did not"
+    );
     assert_eq!(c.get("k").await.expect("get"), None);
 
-    assert_eq!(c.append("log", "ab").await.expect("append"), 2, "append to absent = new value");
-    assert_eq!(c.append("log", "cde").await.expect("append"), 5, "returns the new length");
+    assert_eq!(
+        c.append("log", "ab").await.expect("append"),
+        2,
+        "append to absent = new value"
+    );
+    assert_eq!(
+        c.append("log", "cde").await.expect("append"),
+        5,
+        "returns the new length"
+    );
     assert_eq!(c.get("log").await.expect("get"), Some(b"abcde".to_vec()));
-    assert_eq!(c.append("log", "").await.expect("append"), 5, "empty append keeps the length");
+    assert_eq!(
+        c.append("log", "").await.expect("append"),
+        5,
+        "empty append keeps the length"
+    );
 
     let r = c.cas("c", None, "first").await.expect("cas");
     assert!(r.success, "expected absent and absent: swaps");
     assert_eq!(r.current, Some(b"first".to_vec()));
     let r = c.cas("c", None, "second").await.expect("cas");
     assert!(!r.success, "expected absent but present: fails");
-    assert_eq!(r.current, Some(b"first".to_vec()), "failure reports the current value");
+    assert_eq!(
+        r.current,
+        Some(b"first".to_vec()),
+        "failure reports the current value"
+    );
     let r = c.cas("c", Some(b"wrong"), "second").await.expect("cas");
     assert!(!r.success);
-    assert_eq!(c.get("c").await.expect("get"), Some(b"first".to_vec()), "failed cas wrote nothing");
+    assert_eq!(
+        c.get("c").await.expect("get"),
+        Some(b"first".to_vec()),
+        "failed cas wrote nothing"
+    );
     let r = c.cas("c", Some(b"first"), "second").await.expect("cas");
     assert!(r.success);
     assert_eq!(c.get("c").await.expect("get"), Some(b"second".to_vec()));
     let r = c.cas("absent", Some(b"x"), "y").await.expect("cas");
-    assert!(!r.success && r.current.is_none(), "expected a value on an absent key: fails");
+    assert!(
+        !r.success && r.current.is_none(),
+        "expected a value on an absent key: fails"
+    );
 
     // Binary keys and values round-trip untouched, empty values too.
     c.put([0u8, 255, 10], [1u8, 0, 2]).await.expect("put");
-    assert_eq!(c.get([0u8, 255, 10]).await.expect("get"), Some(vec![1u8, 0, 2]));
+    assert_eq!(
+        c.get([0u8, 255, 10]).await.expect("get"),
+        Some(vec![1u8, 0, 2])
+    );
     c.put("empty", "").await.expect("put");
-    assert_eq!(c.get("empty").await.expect("get"), Some(vec![]), "empty value is not absent");
+    assert_eq!(
+        c.get("empty").await.expect("get"),
+        Some(vec![]),
+        "empty value is not absent"
+    );
 
     for consistency in [ReadConsistency::Linearizable, ReadConsistency::Lease] {
         assert_eq!(
@@ -123,26 +170,48 @@ async fn stale_read_through_pinned_client_is_answered_by_that_replica() {
     let cluster = start(3).await;
     let leader = cluster.wait_for_leader(0, WAIT).await.expect("leader");
     cluster.client().put("x", "1").await.expect("put");
-    cluster.wait_for_replication(0, WAIT).await.expect("replicated");
-    let follower = cluster.node_ids().into_iter().find(|n| *n != leader).expect("a follower");
+    cluster
+        .wait_for_replication(0, WAIT)
+        .await
+        .expect("replicated");
+    let follower = cluster
+        .node_ids()
+        .into_iter()
+        .find(|n| *n != leader)
+        .expect("a follower");
     let pinned = cluster.client_pinned(follower).expect("pin");
     assert_eq!(pinned.pinned_node(), Some(follower));
     assert_eq!(
-        pinned.get_with("x", ReadConsistency::Stale).await.expect("stale"),
+        pinned
+            .get_with("x", ReadConsistency::Stale)
+            .await
+            .expect("stale"),
         Some(b"1".to_vec())
     );
     // Linearizable reads entering through the follower are forwarded to the leader.
-    assert_eq!(pinned.get("x").await.expect("linearizable"), Some(b"1".to_vec()));
-    pinned.put("y", "2").await.expect("write through a follower is forwarded");
+    assert_eq!(
+        pinned.get("x").await.expect("linearizable"),
+        Some(b"1".to_vec())
+    );
+    pinned
+        .put("y", "2")
+        .await
+        .expect("write through a follower is forwarded");
 
     // With every other node down, the follower alone still answers a stale read from its own
     // replica, and cannot answer a linearizable one: the stale read really is local.
-    cluster.wait_for_replication(0, WAIT).await.expect("replicated");
+    cluster
+        .wait_for_replication(0, WAIT)
+        .await
+        .expect("replicated");
     for n in cluster.node_ids().into_iter().filter(|n| *n != follower) {
         cluster.stop_node(n).await.expect("stop");
     }
     assert_eq!(
-        pinned.get_with("y", ReadConsistency::Stale).await.expect("stale read alone"),
+        pinned
+            .get_with("y", ReadConsistency::Stale)
+            .await
+            .expect("stale read alone"),
         Some(b"2".to_vec())
     );
     let short = scalestore::Client::new(
@@ -154,8 +223,14 @@ async fn stale_read_through_pinned_client_is_answered_by_that_replica() {
     )
     .pinned_to(follower)
     .expect("pin");
-    let err = short.get("y").await.expect_err("no quorum: no linearizable read");
-    assert!(matches!(err, Error::Timeout { .. } | Error::Unavailable(_)), "{err}");
+    let err = short
+        .get("y")
+        .await
+        .expect_err("no quorum: no linearizable read");
+    assert!(
+        matches!(err, Error::Timeout { .. } | Error::Unavailable(_)),
+        "{err}"
+    );
     cluster.shutdown().await.expect("shutdown");
 }
 
@@ -200,8 +275,16 @@ async fn over_limit_input_is_refused_and_nothing_is_written() {
     let leader = cluster.wait_for_leader(0, WAIT).await.expect("leader");
     let c = cluster.client();
     c.put("ok", "fine").await.expect("within limits");
-    cluster.wait_for_replication(0, WAIT).await.expect("replicated");
-    let log_before = cluster.node(leader).expect("node").status(0).expect("status").last_log_index;
+    cluster
+        .wait_for_replication(0, WAIT)
+        .await
+        .expect("replicated");
+    let log_before = cluster
+        .node(leader)
+        .expect("node")
+        .status(0)
+        .expect("status")
+        .last_log_index;
 
     let long_key = "k".repeat(17);
     let big = vec![7u8; 65];
@@ -209,13 +292,22 @@ async fn over_limit_input_is_refused_and_nothing_is_written() {
         ("long key put", c.put(&long_key, "v").await),
         ("big value put", c.put("ok", &big).await),
         ("big append", c.append("ok", &big).await.map(|_| ())),
-        ("big cas new", c.cas("ok", Some(b"fine"), &big).await.map(|_| ())),
-        ("big cas expected", c.cas("ok", Some(&big), "x").await.map(|_| ())),
+        (
+            "big cas new",
+            c.cas("ok", Some(b"fine"), &big).await.map(|_| ()),
+        ),
+        (
+            "big cas expected",
+            c.cas("ok", Some(&big), "x").await.map(|_| ()),
+        ),
         ("empty key", c.put("", "v").await),
         ("long key get", c.get(&long_key).await.map(|_| ())),
     ];
     for (what, res) in cases {
-        assert!(matches!(res, Err(Error::InvalidArgument(_))), "{what}: {res:?}");
+        assert!(
+            matches!(res, Err(Error::InvalidArgument(_))),
+            "{what}: {res:?}"
+        );
     }
     // The node checks too, for requests that do not come through this client.
     let raw = ClientRequest::Write {
@@ -225,11 +317,24 @@ async fn over_limit_input_is_refused_and_nothing_is_written() {
             value: big.clone(),
         },
     };
-    let res = cluster.node(leader).expect("node").handle_client(raw, false).await;
+    let res = cluster
+        .node(leader)
+        .expect("node")
+        .handle_client(raw, false)
+        .await;
     assert!(matches!(res, Err(Error::InvalidArgument(_))), "{res:?}");
 
-    assert_eq!(c.get("ok").await.expect("get"), Some(b"fine".to_vec()), "value unchanged");
-    let log_after = cluster.node(leader).expect("node").status(0).expect("status").last_log_index;
+    assert_eq!(
+        c.get("ok").await.expect("get"),
+        Some(b"fine".to_vec()),
+        "value unchanged"
+    );
+    let log_after = cluster
+        .node(leader)
+        .expect("node")
+        .status(0)
+        .expect("status")
+        .last_log_index;
     assert_eq!(log_before, log_after, "nothing reached the log");
     cluster.shutdown().await.expect("shutdown");
 }
@@ -246,20 +351,30 @@ async fn reopened_cluster_keeps_its_data_and_refuses_contradicting_arguments() {
     let id = cluster.cluster_id().to_string();
     cluster.wait_for_leader(0, WAIT).await.expect("leader");
     for i in 0..50 {
-        cluster.client().put(format!("k{i}"), format!("v{i}")).await.expect("put");
+        cluster
+            .client()
+            .put(format!("k{i}"), format!("v{i}"))
+            .await
+            .expect("put");
     }
     cluster.shutdown().await.expect("shutdown");
     assert!(root.path().join("node-1").exists(), "a given root is kept");
 
-    let err = EmbeddedCluster::start(ClusterOptions { nodes: 5, ..opts.clone() })
-        .await
-        .err()
-        .expect("5 nodes contradict the stored 3");
+    let err = EmbeddedCluster::start(ClusterOptions {
+        nodes: 5,
+        ..opts.clone()
+    })
+    .await
+    .err()
+    .expect("5 nodes contradict the stored 3");
     assert!(matches!(err, Error::InvalidArgument(_)), "{err}");
 
     let cluster = EmbeddedCluster::start(opts).await.expect("reopen");
     assert_eq!(cluster.cluster_id(), id, "same cluster");
-    cluster.wait_for_leader(0, WAIT).await.expect("leader after reopen");
+    cluster
+        .wait_for_leader(0, WAIT)
+        .await
+        .expect("leader after reopen");
     for i in 0..50 {
         assert_eq!(
             cluster.client().get(format!("k{i}")).await.expect("get"),
@@ -292,8 +407,15 @@ async fn foreign_data_dirs_are_refused_untouched() {
     .err()
     .expect("refused");
     assert!(matches!(err, Error::DataDir { .. }), "{err}");
-    let names: Vec<_> = std::fs::read_dir(foreign.path()).expect("ls").map(|e| e.expect("e").file_name()).collect();
-    assert_eq!(names, vec![std::ffi::OsString::from("notes.txt")], "nothing added");
+    let names: Vec<_> = std::fs::read_dir(foreign.path())
+        .expect("ls")
+        .map(|e| e.expect("e").file_name())
+        .collect();
+    assert_eq!(
+        names,
+        vec![std::ffi::OsString::from("notes.txt")],
+        "nothing added"
+    );
 
     // A node dir that belongs to another cluster.
     let a = tempfile::tempdir().expect("a");
@@ -310,7 +432,8 @@ async fn foreign_data_dirs_are_refused_untouched() {
     }
     std::fs::remove_dir_all(a.path().join("node-1")).expect("rm");
     std::fs::rename(b.path().join("node-1"), a.path().join("node-1")).expect("mv");
-    let identity = std::fs::read(a.path().join("node-1").join("SCALESTORE_IDENTITY")).expect("read");
+    let identity =
+        std::fs::read(a.path().join("node-1").join("SCALESTORE_IDENTITY")).expect("read");
     let err = EmbeddedCluster::start(ClusterOptions {
         nodes: 1,
         root_dir: Some(a.path().to_path_buf()),
@@ -328,10 +451,16 @@ async fn foreign_data_dirs_are_refused_untouched() {
 async fn closed_client_and_unknown_node_get_typed_errors() {
     let cluster = start(3).await;
     let c = cluster.client();
-    assert!(matches!(cluster.client_pinned(9), Err(Error::UnknownNode(9))));
+    assert!(matches!(
+        cluster.client_pinned(9),
+        Err(Error::UnknownNode(9))
+    ));
     assert!(matches!(cluster.node(0), Err(Error::UnknownNode(0))));
     c.put("a", "1").await.expect("put");
     c.clone().close();
-    assert!(matches!(c.get("a").await, Err(Error::Closed(_))), "clones share closing");
+    assert!(
+        matches!(c.get("a").await, Err(Error::Closed(_))),
+        "clones share closing"
+    );
     cluster.shutdown().await.expect("shutdown");
 }

@@ -25,7 +25,9 @@ fn open_store(dir: &std::path::Path) -> Arc<NodeStore> {
 struct FreshStore;
 
 impl StoreBuilder<TypeConfig, LogStore, StateMachine, tempfile::TempDir> for FreshStore {
-    async fn build(&self) -> Result<(tempfile::TempDir, LogStore, StateMachine), StorageError<TypeConfig>> {
+    async fn build(
+        &self,
+    ) -> Result<(tempfile::TempDir, LogStore, StateMachine), StorageError<TypeConfig>> {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = open_store(dir.path());
         let sm = store.state_machine(GROUP_UNDER_TEST).expect("sm");
@@ -54,10 +56,11 @@ impl Drop for NeighbourCheck {
     fn drop(&mut self) {
         let after = self.store.dump_group(NEIGHBOUR_GROUP).expect("dump");
         if after != self.before {
-            self.failures
-                .lock()
-                .expect("lock")
-                .push(format!("neighbour changed: {} keys before, {} after", self.before.len(), after.len()));
+            self.failures.lock().expect("lock").push(format!(
+                "neighbour changed: {} keys before, {} after",
+                self.before.len(),
+                after.len()
+            ));
         }
         self.checks.fetch_add(1, Ordering::SeqCst);
     }
@@ -87,21 +90,31 @@ async fn fill_neighbour(store: &Arc<NodeStore>) {
         })
         .collect();
     let (tx, rx) = TypeConfig::oneshot();
-    log.append(entries.clone(), IOFlushed::signal(tx)).await.expect("append");
+    log.append(entries.clone(), IOFlushed::signal(tx))
+        .await
+        .expect("append");
     rx.await.expect("flushed").expect("flush ok");
-    log.save_vote(&Vote::new_committed(1, 1)).await.expect("vote");
+    log.save_vote(&Vote::new_committed(1, 1))
+        .await
+        .expect("vote");
     sm.apply(stream::iter(entries.into_iter().map(|e| Ok((e, None)))))
         .await
         .expect("apply");
 }
 
 impl StoreBuilder<TypeConfig, LogStore, StateMachine, NeighbourCheck> for SharedStore {
-    async fn build(&self) -> Result<(NeighbourCheck, LogStore, StateMachine), StorageError<TypeConfig>> {
+    async fn build(
+        &self,
+    ) -> Result<(NeighbourCheck, LogStore, StateMachine), StorageError<TypeConfig>> {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = open_store(dir.path());
         fill_neighbour(&store).await;
         let before = store.dump_group(NEIGHBOUR_GROUP).expect("dump");
-        assert!(before.len() >= 41, "neighbour has log, vote and data: {}", before.len());
+        assert!(
+            before.len() >= 41,
+            "neighbour has log, vote and data: {}",
+            before.len()
+        );
         let sm = store.state_machine(GROUP_UNDER_TEST).expect("sm");
         let log = store.log_store(GROUP_UNDER_TEST);
         let check = NeighbourCheck {
@@ -123,8 +136,13 @@ async fn storage_suite_leaves_another_groups_data_untouched() {
         failures: failures.clone(),
         checks: checks.clone(),
     };
-    Suite::test_all(builder).await.expect("storage suite on a shared RocksDB");
-    assert!(checks.load(Ordering::SeqCst) > 30, "every suite test was checked");
+    Suite::test_all(builder)
+        .await
+        .expect("storage suite on a shared RocksDB");
+    assert!(
+        checks.load(Ordering::SeqCst) > 30,
+        "every suite test was checked"
+    );
     let failures = failures.lock().expect("lock");
     assert!(failures.is_empty(), "{failures:?}");
 }

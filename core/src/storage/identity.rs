@@ -47,7 +47,10 @@ impl Identity {
         };
         if is_empty {
             fs::create_dir_all(dir)?;
-            return write_synced(&marker, &serde_json::to_vec_pretty(self).map_err(Error::storage)?);
+            return write_synced(
+                &marker,
+                &serde_json::to_vec_pretty(self).map_err(Error::storage)?,
+            );
         }
         let bytes = match fs::read(&marker) {
             Ok(b) => b,
@@ -124,8 +127,14 @@ mod tests {
         }
         let mut future = Identity::new("c1", 1);
         future.format_version = 99;
-        fs::write(path.join(IDENTITY_FILE), serde_json::to_vec(&future).expect("json")).expect("w");
-        let err = Identity::new("c1", 1).claim(&path).expect_err("unknown version");
+        fs::write(
+            path.join(IDENTITY_FILE),
+            serde_json::to_vec(&future).expect("json"),
+        )
+        .expect("w");
+        let err = Identity::new("c1", 1)
+            .claim(&path)
+            .expect_err("unknown version");
         assert!(err.to_string().contains("format version 99"), "{err}");
         fs::write(path.join(IDENTITY_FILE), &before).expect("restore");
 
@@ -133,7 +142,14 @@ mod tests {
         fs::create_dir_all(&foreign).expect("mkdir");
         fs::write(foreign.join("CURRENT"), b"MANIFEST-000001\n").expect("w");
         let err = Identity::new("c1", 1).claim(&foreign).expect_err("foreign");
-        assert!(err.to_string().contains("not a ScaleStore data dir"), "{err}");
-        assert_eq!(fs::read_dir(&foreign).expect("ls").count(), 1, "nothing added");
+        assert!(
+            err.to_string().contains("not a ScaleStore data dir"),
+            "{err}"
+        );
+        assert_eq!(
+            fs::read_dir(&foreign).expect("ls").count(),
+            1,
+            "nothing added"
+        );
     }
 }

@@ -93,7 +93,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         let last_purged_log_id: Option<LogId> = self
             .store
             .get_value(CF_RAFT, &keys::raft_key(self.group, keys::RAFT_PURGED))?;
-        let last_log_id = self.last_log_id()?.or_else(|| last_purged_log_id.clone());
+        let last_log_id = self.last_log_id()?.or_else(|| last_purged_log_id);
         Ok(LogState {
             last_purged_log_id,
             last_log_id,
@@ -107,7 +107,11 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     async fn save_vote(&mut self, vote: &Vote) -> io::Result<()> {
         let mut batch = WriteBatch::default();
         let cf = self.store.cf(CF_RAFT);
-        batch.put_cf(cf, keys::raft_key(self.group, keys::RAFT_VOTE), encode(vote)?);
+        batch.put_cf(
+            cf,
+            keys::raft_key(self.group, keys::RAFT_VOTE),
+            encode(vote)?,
+        );
         // Durability first: a vote must never be forgotten once granted.
         self.store.write(batch, true)
     }
@@ -138,7 +142,11 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         let mut batch = WriteBatch::default();
         let cf = self.store.cf(CF_LOG);
         for entry in entries {
-            batch.put_cf(cf, keys::log_key(self.group, entry.index()), encode(&entry)?);
+            batch.put_cf(
+                cf,
+                keys::log_key(self.group, entry.index()),
+                encode(&entry)?,
+            );
         }
         // Visible to readers now; durable (and acknowledged) after the shared WAL fsync.
         self.store.write(batch, false)?;

@@ -26,6 +26,9 @@ use crate::types::GroupId;
 use identity::Identity;
 use syncer::Syncer;
 
+/// One stored key: (column family, key, value).
+pub type StoredKey = (String, Vec<u8>, Vec<u8>);
+
 /// Counters a benchmark or test reads to see what the storage did.
 #[derive(Debug, Default)]
 pub struct StorageStats {
@@ -91,7 +94,9 @@ impl NodeStore {
 
     /// Reads a user key of `group` from the local state machine, whatever this replica's role.
     pub fn get(&self, group: GroupId, key: &[u8]) -> Result<Option<Vec<u8>>> {
-        Ok(self.db.get_cf(self.cf(keys::CF_SM), keys::data_key(group, key))?)
+        Ok(self
+            .db
+            .get_cf(self.cf(keys::CF_SM), keys::data_key(group, key))?)
     }
 
     /// Every user key/value of `group`, in key order (for tests and tools).
@@ -113,7 +118,7 @@ impl NodeStore {
 
     /// Every key of `group` in every column family, as (column family, key, value): what the
     /// node stores for the group (used to prove groups are isolated and removals reclaim space).
-    pub fn dump_group(&self, group: GroupId) -> Result<Vec<(String, Vec<u8>, Vec<u8>)>> {
+    pub fn dump_group(&self, group: GroupId) -> Result<Vec<StoredKey>> {
         let mut out = Vec::new();
         for cf in keys::ALL_CFS {
             let mut ro = rocksdb::ReadOptions::default();

@@ -129,7 +129,12 @@ fn read_chunk(r: &mut impl Read, buf: &mut Vec<u8>) -> io::Result<()> {
 }
 
 fn verify(path: &Path) -> io::Result<()> {
-    let corrupt = |why: &str| io::Error::new(io::ErrorKind::InvalidData, format!("snapshot {path:?}: {why}"));
+    let corrupt = |why: &str| {
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("snapshot {path:?}: {why}"),
+        )
+    };
     let mut r = BufReader::new(File::open(path)?);
     let total = fs::metadata(path)?.len();
     if total < 8 + 12 {
@@ -175,7 +180,10 @@ mod tests {
             Ok(())
         })
         .expect("read");
-        assert_eq!(got, vec![(b"a".to_vec(), b"1".to_vec()), (b"bb".to_vec(), vec![])]);
+        assert_eq!(
+            got,
+            vec![(b"a".to_vec(), b"1".to_vec()), (b"bb".to_vec(), vec![])]
+        );
 
         let mut bytes = fs::read(&path).expect("read");
         bytes[10] ^= 0xff;

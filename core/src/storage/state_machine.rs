@@ -60,8 +60,10 @@ impl StateMachine {
     }
 
     fn current_record(&self) -> io::Result<Option<SnapshotRecord>> {
-        self.store
-            .get_value(CF_SM, &keys::sm_meta_key(self.group, keys::SM_SNAPSHOT_META))
+        self.store.get_value(
+            CF_SM,
+            &keys::sm_meta_key(self.group, keys::SM_SNAPSHOT_META),
+        )
     }
 
     fn snapshot_path(&self, file_name: &str) -> std::path::PathBuf {
@@ -101,8 +103,11 @@ impl BatchView<'_> {
     }
 
     fn put(&mut self, key: &[u8], value: Vec<u8>) {
-        self.batch
-            .put_cf(self.store.cf(CF_SM), keys::data_key(self.group, key), &value);
+        self.batch.put_cf(
+            self.store.cf(CF_SM),
+            keys::data_key(self.group, key),
+            &value,
+        );
         self.pending.insert(key.to_vec(), Some(value));
     }
 
@@ -180,7 +185,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 EntryPayload::Blank => CommandResult::None,
                 EntryPayload::Normal(command) => view.apply(command)?,
                 EntryPayload::Membership(m) => {
-                    membership = Some(StoredMembership::new(Some(log_id.clone()), m));
+                    membership = Some(StoredMembership::new(Some(log_id), m));
                     CommandResult::None
                 }
             };
@@ -220,7 +225,11 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         self.clone()
     }
 
-    async fn install_snapshot(&mut self, meta: &SnapshotMeta, snapshot: SnapshotFile) -> io::Result<()> {
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta,
+        snapshot: SnapshotFile,
+    ) -> io::Result<()> {
         let seq = self.snapshot_seq.fetch_add(1, Ordering::Relaxed);
         let file_name = snapshot::file_name_for(meta.last_log_id.as_ref(), seq);
         let own_path = self.snapshot_path(&file_name);
@@ -231,7 +240,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let store = self.store.clone();
         let group = self.group;
         let record = SnapshotRecord {
-            last_log_id: meta.last_log_id.clone(),
+            last_log_id: meta.last_log_id,
             last_membership: meta.last_membership.clone(),
             file_name: file_name.clone(),
         };
@@ -240,20 +249,32 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             let cf = store.cf(CF_SM);
             let mut batch = WriteBatch::default();
             // Replace the group's whole state machine atomically: old data out, snapshot in.
-            batch.delete_range_cf(cf, keys::group_prefix(group).to_vec(), keys::group_end(group));
+            batch.delete_range_cf(
+                cf,
+                keys::group_prefix(group).to_vec(),
+                keys::group_end(group),
+            );
             snapshot::read_records(&path, |k, v| {
                 let mut key = keys::group_prefix(group).to_vec();
                 key.extend_from_slice(k);
                 batch.put_cf(cf, key, v);
                 Ok(())
             })?;
-            batch.put_cf(cf, keys::sm_meta_key(group, keys::SM_APPLIED), encode(&record.last_log_id)?);
+            batch.put_cf(
+                cf,
+                keys::sm_meta_key(group, keys::SM_APPLIED),
+                encode(&record.last_log_id)?,
+            );
             batch.put_cf(
                 cf,
                 keys::sm_meta_key(group, keys::SM_MEMBERSHIP),
                 encode(&Some(record.last_membership.clone()))?,
             );
-            batch.put_cf(cf, keys::sm_meta_key(group, keys::SM_SNAPSHOT_META), encode(&record)?);
+            batch.put_cf(
+                cf,
+                keys::sm_meta_key(group, keys::SM_SNAPSHOT_META),
+                encode(&record)?,
+            );
             store.write(batch, true)
         })
         .await
@@ -293,21 +314,24 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
             // A RocksDB snapshot: a consistent view while applies continue.
             let snap = store.db.snapshot();
             let get = |tag| -> io::Result<Option<Vec<u8>>> {
-                snap.get_cf(cf, keys::sm_meta_key(group, tag)).map_err(io_err)
+                snap.get_cf(cf, keys::sm_meta_key(group, tag))
+                    .map_err(io_err)
             };
             let last_log_id = decode_opt::<Option<LogId>>(get(keys::SM_APPLIED)?)?.flatten();
-            let last_membership = decode_opt::<Option<StoredMembership>>(get(keys::SM_MEMBERSHIP)?)?
-                .flatten()
-                .unwrap_or_default();
+            let last_membership =
+                decode_opt::<Option<StoredMembership>>(get(keys::SM_MEMBERSHIP)?)?
+                    .flatten()
+                    .unwrap_or_default();
             let file_name = snapshot::file_name_for(last_log_id.as_ref(), seq);
             let mut writer = SnapshotWriter::create(&this.snapshot_path(&file_name))?;
             let (start, end) = keys::data_range(group);
             let mut ro = ReadOptions::default();
             ro.set_iterate_upper_bound(end);
             ro.set_snapshot(&snap);
-            for kv in store
-                .db
-                .iterator_cf_opt(cf, ro, IteratorMode::From(&start, Direction::Forward))
+            for kv in
+                store
+                    .db
+                    .iterator_cf_opt(cf, ro, IteratorMode::From(&start, Direction::Forward))
             {
                 let (k, v) = kv.map_err(io_err)?;
                 writer.record(&k[8..], &v)?;
@@ -319,7 +343,11 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
                 file_name,
             };
             let mut batch = WriteBatch::default();
-            batch.put_cf(cf, keys::sm_meta_key(group, keys::SM_SNAPSHOT_META), encode(&record)?);
+            batch.put_cf(
+                cf,
+                keys::sm_meta_key(group, keys::SM_SNAPSHOT_META),
+                encode(&record)?,
+            );
             store.write(batch, false)?;
             Ok(record)
         })
@@ -328,7 +356,7 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
         self.remove_old_snapshots(&record.file_name);
         Ok(Snapshot {
             meta: SnapshotMeta {
-                last_log_id: record.last_log_id.clone(),
+                last_log_id: record.last_log_id,
                 last_membership: record.last_membership,
             },
             snapshot: SnapshotFile {

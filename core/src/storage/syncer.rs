@@ -50,7 +50,12 @@ impl Syncer {
     }
 }
 
-fn run(db: Arc<DB>, rx: mpsc::Receiver<IOFlushed<TypeConfig>>, sync: bool, stats: Arc<StorageStats>) {
+fn run(
+    db: Arc<DB>,
+    rx: mpsc::Receiver<IOFlushed<TypeConfig>>,
+    sync: bool,
+    stats: Arc<StorageStats>,
+) {
     while let Ok(first) = rx.recv() {
         let mut waiting = vec![first];
         waiting.extend(rx.try_iter());
