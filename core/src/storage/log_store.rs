@@ -93,7 +93,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         let last_purged_log_id: Option<LogId> = self
             .store
             .get_value(CF_RAFT, &keys::raft_key(self.group, keys::RAFT_PURGED))?;
-        let last_log_id = self.last_log_id()?.or_else(|| last_purged_log_id);
+        let last_log_id = self.last_log_id()?.or(last_purged_log_id);
         Ok(LogState {
             last_purged_log_id,
             last_log_id,
