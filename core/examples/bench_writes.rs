@@ -47,7 +47,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let cluster = Arc::new(
         EmbeddedCluster::start(ClusterOptions {
             nodes: 3,
-            storage: StorageOptions { sync: args.sync },
+            storage: StorageOptions {
+                sync: args.sync,
+                ..Default::default()
+            },
             ..Default::default()
         })
         .await?,

@@ -2,7 +2,7 @@
 //! under a deadline, and can be pinned to one node (requests enter the cluster through it and
 //! `Stale` reads are answered by its replica).
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -12,6 +12,7 @@ use crate::error::{Error, Result};
 use crate::transport::Transport;
 use crate::types::{
     ClientRequest, ClientResponse, Command, CommandResult, GroupId, NodeId, ReadConsistency,
+    SessionRef,
 };
 
 /// The group every key lives in until sharding arrives.
@@ -46,10 +47,18 @@ pub struct CasOutcome {
     pub current: Option<Vec<u8>>,
 }
 
+/// This client's session with one group: writes are numbered so the group applies each once.
+struct GroupSession {
+    id: u64,
+    next_seq: u64,
+    in_flight: BTreeSet<u64>,
+}
+
 struct Shared {
     transport: Arc<dyn Transport>,
     options: ClientOptions,
     leader_hints: Mutex<HashMap<GroupId, NodeId>>,
+    sessions: tokio::sync::Mutex<HashMap<GroupId, GroupSession>>,
     closed: AtomicBool,
     rotate: AtomicUsize,
 }
@@ -68,6 +77,7 @@ impl Client {
                 transport,
                 options,
                 leader_hints: Mutex::new(HashMap::new()),
+                sessions: tokio::sync::Mutex::new(HashMap::new()),
                 closed: AtomicBool::new(false),
                 rotate: AtomicUsize::new(0),
             }),
@@ -174,20 +184,99 @@ impl Client {
         }
     }
 
+    /// Writes exactly once: the write carries this client's session and a sequence number, and
+    /// every retry reuses them, so the group applies it once and answers retries with the first
+    /// result.
     async fn write(&self, command: Command) -> Result<CommandResult> {
         self.shared.options.limits.check_command(&command)?;
-        let request = ClientRequest::Write {
-            group: DEFAULT_GROUP,
-            command,
-        };
-        match self.execute(request).await? {
-            ClientResponse::Write(r) => Ok(r),
-            other => Err(unexpected(other)),
+        let group = DEFAULT_GROUP;
+        loop {
+            let session = self.begin_write(group).await?;
+            let request = ClientRequest::Write {
+                group,
+                command: command.clone(),
+                session: Some(session),
+            };
+            let (outcome, attempts) = self.execute_counted(request).await;
+            self.end_write(group, session).await;
+            match outcome {
+                // Refused on its only attempt, so it was never applied: safe to send again
+                // under a new session. After a retry, it may have been applied: report it.
+                Err(Error::SessionExpired { .. }) if attempts == 1 => {
+                    self.forget_session(group, session.session).await;
+                }
+                Err(e) => return Err(e),
+                Ok(ClientResponse::Write(r)) => return Ok(r),
+                Ok(other) => return Err(unexpected(other)),
+            }
         }
+    }
+
+    /// Allocates the next sequence number of this client's session with `group`, opening the
+    /// session first if there is none.
+    async fn begin_write(&self, group: GroupId) -> Result<SessionRef> {
+        let mut sessions = self.shared.sessions.lock().await;
+        if !sessions.contains_key(&group) {
+            let id = match self.execute(ClientRequest::OpenSession { group }).await? {
+                ClientResponse::Write(CommandResult::SessionOpened { session }) => session,
+                other => return Err(unexpected(other)),
+            };
+            sessions.insert(
+                group,
+                GroupSession {
+                    id,
+                    next_seq: 1,
+                    in_flight: BTreeSet::new(),
+                },
+            );
+        }
+        let s = sessions
+            .get_mut(&group)
+            .ok_or_else(|| Error::Unavailable("session vanished".into()))?;
+        let seq = s.next_seq;
+        s.next_seq += 1;
+        s.in_flight.insert(seq);
+        let first_unacked = s.in_flight.first().copied().unwrap_or(seq);
+        Ok(SessionRef {
+            session: s.id,
+            seq,
+            first_unacked,
+        })
+    }
+
+    async fn end_write(&self, group: GroupId, r: SessionRef) {
+        if let Some(s) = self.shared.sessions.lock().await.get_mut(&group) {
+            if s.id == r.session {
+                s.in_flight.remove(&r.seq);
+            }
+        }
+    }
+
+    async fn forget_session(&self, group: GroupId, session: u64) {
+        let mut sessions = self.shared.sessions.lock().await;
+        if sessions.get(&group).is_some_and(|s| s.id == session) {
+            sessions.remove(&group);
+        }
+    }
+
+    /// The session id this client uses with `group`, if one is open.
+    pub async fn session_id(&self, group: GroupId) -> Option<u64> {
+        self.shared.sessions.lock().await.get(&group).map(|s| s.id)
     }
 
     /// Sends `request` until it succeeds, fails for good, or the deadline passes.
     async fn execute(&self, request: ClientRequest) -> Result<ClientResponse> {
+        self.execute_counted(request).await.0
+    }
+
+    /// [`execute`](Self::execute), also returning how many times the request was sent.
+    async fn execute_counted(&self, request: ClientRequest) -> (Result<ClientResponse>, u32) {
+        let mut attempts = 0;
+        let result = self.execute_inner(request, &mut attempts).await;
+        (result, attempts)
+    }
+
+    async fn execute_inner(&self, request: ClientRequest, attempts: &mut u32) -> Result<ClientResponse> {
         if self.is_closed() {
             return Err(Error::Closed("client is closed".into()));
         }
@@ -199,6 +288,7 @@ impl Client {
         let mut last_err = None;
         loop {
             let target = self.target(group)?;
+            *attempts += 1;
             let remaining = deadline.saturating_duration_since(Instant::now());
             let call = self
                 .shared

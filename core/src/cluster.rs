@@ -2,7 +2,7 @@
 //! The root dir is temporary (removed on shutdown) unless one is given; a given dir is kept and
 //! reopened with its stored configuration, and arguments that contradict it are refused.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -12,10 +12,11 @@ use serde::{Deserialize, Serialize};
 use crate::client::{Client, ClientOptions, DEFAULT_GROUP};
 use crate::config::{Limits, RaftTiming, StorageOptions};
 use crate::error::{Error, Result};
+use crate::faults::Faults;
 use crate::inproc::InProcNetwork;
 use crate::node::{GroupStatus, Node, NodeConfig};
 use crate::storage::identity::write_synced;
-use crate::storage::StorageStats;
+use crate::storage::{lose_unsynced_writes, StorageStats};
 use crate::types::{GroupId, NodeId};
 
 const CLUSTER_FILE: &str = "scalestore-cluster.json";
@@ -31,6 +32,8 @@ pub struct ClusterOptions {
     pub limits: Limits,
     pub storage: StorageOptions,
     pub client: ClientOptions,
+    /// Seed of the fault schedule; `None` picks one at random (see [`EmbeddedCluster::seed`]).
+    pub seed: Option<u64>,
 }
 
 impl Default for ClusterOptions {
@@ -42,6 +45,7 @@ impl Default for ClusterOptions {
             limits: Limits::default(),
             storage: StorageOptions::default(),
             client: ClientOptions::default(),
+            seed: None,
         }
     }
 }
@@ -75,6 +79,8 @@ pub struct EmbeddedCluster {
     options: ClusterOptions,
     network: Arc<InProcNetwork>,
     nodes: Mutex<BTreeMap<NodeId, Arc<Node>>>,
+    /// WAL lengths on disk of crashed nodes, cut back at restart in lose-unsynced mode.
+    crashed: Mutex<HashMap<NodeId, BTreeMap<PathBuf, u64>>>,
 }
 
 impl EmbeddedCluster {
@@ -95,13 +101,15 @@ impl EmbeddedCluster {
         };
         let stored = load_or_create(root.path(), &options)?;
         let ids: Vec<NodeId> = (1..=stored.nodes as NodeId).collect();
-        let network = InProcNetwork::new(ids.clone());
+        let seed = options.seed.unwrap_or_else(rand::random);
+        let network = InProcNetwork::new(ids.clone(), Arc::new(Faults::new(seed)));
         let cluster = EmbeddedCluster {
             root: Some(root),
             stored,
             options,
             network,
             nodes: Mutex::new(BTreeMap::new()),
+            crashed: Mutex::new(HashMap::new()),
         };
         for id in &ids {
             cluster.start_node(*id).await?;
@@ -140,7 +148,25 @@ impl EmbeddedCluster {
             limits: self.options.limits,
             storage: self.options.storage,
         };
-        let node = Node::open(config, &self.node_dir(id)?, self.network.clone())?;
+        let dir = self.node_dir(id)?;
+        let synced = self.crashed.lock().ok().and_then(|mut c| c.remove(&id));
+        if let Some(synced) = synced {
+            if self.options.storage.lose_unsynced_on_crash {
+                let lost = lose_unsynced_writes(&dir.join("db"), &synced)?;
+                tracing::info!(node = id, lost_bytes = lost, "crash lost unsynced WAL bytes");
+            }
+        }
+        // The previous incarnation's RocksDB lock is released once its last handle is gone.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let node = loop {
+            match Node::open(config.clone(), &dir, self.network.clone()) {
+                Ok(n) => break n,
+                Err(Error::Storage(e)) if e.contains("lock") && Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                Err(e) => return Err(e),
+            }
+        };
         for group in &self.stored.groups {
             node.start_group(*group).await?;
         }

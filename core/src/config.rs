@@ -68,6 +68,8 @@ pub struct RaftTiming {
     pub snapshot_logs_since_last: u64,
     /// Entries kept in the log behind a snapshot (for slow followers).
     pub max_in_snapshot_log_to_keep: u64,
+    /// A client session idle this long (in leader-stamped log time) expires.
+    pub session_ttl_ms: u64,
 }
 
 impl Default for RaftTiming {
@@ -78,6 +80,7 @@ impl Default for RaftTiming {
             election_timeout_max_ms: 600,
             snapshot_logs_since_last: 10_000,
             max_in_snapshot_log_to_keep: 1_000,
+            session_ttl_ms: 10 * 60 * 1000,
         }
     }
 }
@@ -110,10 +113,16 @@ pub struct StorageOptions {
     /// fsync the log and vote before acknowledging them to Raft. Turning this off is for
     /// experiments only: an acknowledged write can be lost in a crash.
     pub sync: bool,
+    /// Test mode: a crashed node also loses every write it made after its last fsync (the WAL
+    /// is cut back to what was synced), as a power loss would.
+    pub lose_unsynced_on_crash: bool,
 }
 
 impl Default for StorageOptions {
     fn default() -> Self {
-        StorageOptions { sync: true }
+        StorageOptions {
+            sync: true,
+            lose_unsynced_on_crash: false,
+        }
     }
 }

@@ -48,6 +48,11 @@ pub enum Error {
     #[error("data dir {path:?} refused: {reason}")]
     DataDir { path: PathBuf, reason: String },
 
+    /// The client session expired before this request was applied; it was not applied. Only a
+    /// retry of a request whose first attempt may have been applied returns this.
+    #[error("session {session} of group {group} expired")]
+    SessionExpired { group: GroupId, session: u64 },
+
     /// RocksDB or the file system failed.
     #[error("storage error: {0}")]
     Storage(String),

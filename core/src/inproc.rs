@@ -7,25 +7,31 @@ use std::sync::{Arc, RwLock};
 use async_trait::async_trait;
 
 use crate::error::{Error, Result};
+use crate::faults::Faults;
 use crate::network::{PeerRequest, PeerResponse, PeerTransport};
 use crate::node::Node;
 use crate::transport::Transport;
 use crate::types::{ClientRequest, ClientResponse, NodeId};
 
-#[derive(Default)]
 pub struct InProcNetwork {
     /// Nodes that are up. A stopped node is absent: messages to it fail as unreachable.
     up: RwLock<BTreeMap<NodeId, Arc<Node>>>,
     /// Every node of the cluster, up or not (what clients may try).
     members: RwLock<Vec<NodeId>>,
+    faults: Arc<Faults>,
 }
 
 impl InProcNetwork {
-    pub fn new(members: Vec<NodeId>) -> Arc<Self> {
+    pub fn new(members: Vec<NodeId>, faults: Arc<Faults>) -> Arc<Self> {
         Arc::new(InProcNetwork {
             up: RwLock::new(BTreeMap::new()),
             members: RwLock::new(members),
+            faults,
         })
+    }
+
+    pub fn faults(&self) -> &Arc<Faults> {
+        &self.faults
     }
 
     pub fn register(&self, node: Arc<Node>) {
@@ -57,9 +63,26 @@ impl InProcNetwork {
 
 #[async_trait]
 impl PeerTransport for InProcNetwork {
-    async fn send(&self, _from: NodeId, to: NodeId, request: PeerRequest) -> Result<PeerResponse> {
-        let node = self.lookup(to)?;
-        node.handle_peer(request).await
+    async fn send(&self, from: NodeId, to: NodeId, request: PeerRequest) -> Result<PeerResponse> {
+        let cut = || Error::Unavailable(format!("node {from} cannot reach node {to} (partition)"));
+        if !self.faults.connected(from, to) {
+            return Err(cut());
+        }
+        let fate = self.faults.fate(false);
+        if !fate.delay.is_zero() {
+            tokio::time::sleep(fate.delay).await;
+        }
+        if fate.drop_request {
+            return Err(Error::Unavailable(format!("message {from}->{to} lost")));
+        }
+        if !self.faults.connected(from, to) {
+            return Err(cut());
+        }
+        let response = self.lookup(to)?.handle_peer(request).await;
+        if fate.drop_response || !self.faults.connected(from, to) {
+            return Err(Error::Unavailable(format!("reply {to}->{from} lost")));
+        }
+        response
     }
 }
 

@@ -3,8 +3,9 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use openraft::async_runtime::watch::WatchReceiver;
 use openraft::errors::{ClientWriteError, LinearizableReadError, RaftError};
@@ -19,7 +20,8 @@ use crate::network::{
 use crate::storage::identity::Identity;
 use crate::storage::{NodeStore, StorageStats};
 use crate::types::{
-    ClientRequest, ClientResponse, Command, CommandResult, GroupId, NodeId, Raft, ReadConsistency,
+    ClientRequest, ClientResponse, CommandResult, GroupId, NodeId, Proposal, ProposalBody, Raft,
+    ReadConsistency,
 };
 
 /// Everything a node needs to start.
@@ -49,6 +51,7 @@ pub struct GroupStatus {
 }
 
 pub struct Node {
+    stopping: AtomicBool,
     config: NodeConfig,
     store: Arc<NodeStore>,
     peers: Arc<dyn PeerTransport>,
@@ -65,6 +68,7 @@ impl Node {
         let identity = Identity::new(&config.cluster_id, config.id);
         let store = NodeStore::open(dir, &identity, config.storage)?;
         Ok(Arc::new(Node {
+            stopping: AtomicBool::new(false),
             config,
             store,
             peers,
@@ -99,7 +103,7 @@ impl Node {
             self.config.timing.to_openraft()?,
             network,
             self.store.log_store(group),
-            self.store.state_machine(group)?,
+            self.store.state_machine(group, self.config.timing.session_ttl_ms)?,
         )
         .await
         .map_err(|e| Error::Fatal {
@@ -195,14 +199,42 @@ impl Node {
                     }
                 }
             }
+            Err(Error::Fatal { .. }) if self.is_stopping() => Err(self.stopping_error()),
             other => other,
         }
     }
 
+    fn is_stopping(&self) -> bool {
+        self.stopping.load(Ordering::SeqCst)
+    }
+
+    fn stopping_error(&self) -> Error {
+        Error::Unavailable(format!("node {} is stopping", self.id()))
+    }
+
+    fn check_running(&self) -> Result<()> {
+        if self.is_stopping() {
+            return Err(self.stopping_error());
+        }
+        Ok(())
+    }
+
     async fn serve_locally(&self, request: &ClientRequest) -> Result<ClientResponse> {
         match request {
-            ClientRequest::Write { group, command } => self
-                .write(*group, command.clone())
+            ClientRequest::Write {
+                group,
+                command,
+                session,
+            } => {
+                self.config.limits.check_command(command)?;
+                let body = ProposalBody::Write {
+                    session: *session,
+                    command: command.clone(),
+                };
+                self.propose(*group, body).await.map(ClientResponse::Write)
+            }
+            ClientRequest::OpenSession { group } => self
+                .propose(*group, ProposalBody::OpenSession)
                 .await
                 .map(ClientResponse::Write),
             ClientRequest::Read {
@@ -216,11 +248,19 @@ impl Node {
         }
     }
 
-    async fn write(&self, group: GroupId, command: Command) -> Result<CommandResult> {
-        self.config.limits.check_command(&command)?;
+    async fn propose(&self, group: GroupId, body: ProposalBody) -> Result<CommandResult> {
         let raft = self.raft_or_wrong_shard(group)?;
-        match raft.client_write(command).await {
-            Ok(resp) => Ok(resp.data),
+        // The leader's clock stamps the entry; replicas judge session expiry by it alone.
+        let time_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0);
+        match raft.client_write(Proposal { time_ms, body }).await {
+            Ok(resp) => match resp.data {
+                CommandResult::SessionExpired { session } => Err(Error::SessionExpired { group, session }),
+                CommandResult::Rejected { reason } => Err(Error::InvalidArgument(reason)),
+                other => Ok(other),
+            },
             Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
                 Err(Error::NotLeader {
                     group,
@@ -268,6 +308,7 @@ impl Node {
 
     /// Serves a request from a peer node.
     pub async fn handle_peer(&self, request: PeerRequest) -> Result<PeerResponse> {
+        self.check_running()?;
         match request {
             PeerRequest::Client(req) => self
                 .handle_client(req, false)
@@ -312,6 +353,7 @@ impl Node {
     /// Stops every group and waits until nothing but this handle refers to the RocksDB, so the
     /// store closes when the node is dropped.
     pub async fn shutdown(&self) {
+        self.stopping.store(true, Ordering::SeqCst);
         let rafts: Vec<Raft> = self
             .groups
             .write()

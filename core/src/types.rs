@@ -13,7 +13,7 @@ pub type GroupId = u64;
 openraft::declare_raft_types!(
     /// openraft type configuration for every ScaleStore Raft group.
     pub TypeConfig:
-        D = Command,
+        D = Proposal,
         R = CommandResult,
         NodeId = NodeId,
         Node = openraft::BasicNode,
@@ -88,6 +88,46 @@ impl fmt::Display for Command {
     }
 }
 
+/// Where a write sits in its client's session: the state machine applies each (session, seq)
+/// once and answers retries with the first result. `first_unacked` is the client's lowest
+/// sequence number still waiting for an answer; results below it are forgotten.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionRef {
+    pub session: u64,
+    pub seq: u64,
+    pub first_unacked: u64,
+}
+
+/// What a group's log carries (openraft's `D`): a body and the proposing leader's wall-clock
+/// time, the only clock replicas use (so they agree on when sessions expire).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Proposal {
+    pub time_ms: u64,
+    pub body: ProposalBody,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ProposalBody {
+    Write {
+        session: Option<SessionRef>,
+        command: Command,
+    },
+    /// Opens a client session; its id is the log index of this entry (never reused).
+    OpenSession,
+}
+
+impl fmt::Display for Proposal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.body {
+            ProposalBody::Write { session: Some(s), command } => {
+                write!(f, "{command} [s{}#{} <{}]", s.session, s.seq, s.first_unacked)
+            }
+            ProposalBody::Write { session: None, command } => write!(f, "{command}"),
+            ProposalBody::OpenSession => write!(f, "open-session"),
+        }
+    }
+}
+
 /// What applying a [`Command`] produced. Blank and membership entries produce `None`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 pub enum CommandResult {
@@ -104,6 +144,17 @@ pub enum CommandResult {
     Cas {
         success: bool,
         current: Option<Vec<u8>>,
+    },
+    SessionOpened {
+        session: u64,
+    },
+    /// The write's session expired (or never existed); the write was not applied.
+    SessionExpired {
+        session: u64,
+    },
+    /// The write was refused by the state machine and not applied.
+    Rejected {
+        reason: String,
     },
 }
 
@@ -125,6 +176,10 @@ pub enum ClientRequest {
     Write {
         group: GroupId,
         command: Command,
+        session: Option<SessionRef>,
+    },
+    OpenSession {
+        group: GroupId,
     },
     Read {
         group: GroupId,
@@ -136,7 +191,9 @@ pub enum ClientRequest {
 impl ClientRequest {
     pub fn group(&self) -> GroupId {
         match self {
-            ClientRequest::Write { group, .. } | ClientRequest::Read { group, .. } => *group,
+            ClientRequest::Write { group, .. }
+            | ClientRequest::Read { group, .. }
+            | ClientRequest::OpenSession { group } => *group,
         }
     }
 }

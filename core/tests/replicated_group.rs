@@ -316,6 +316,7 @@ async fn over_limit_input_is_refused_and_nothing_is_written() {
             key: b"ok".to_vec(),
             value: big.clone(),
         },
+        session: None,
     };
     let res = cluster
         .node(leader)

@@ -12,11 +12,12 @@ use openraft::type_config::TypeConfigExt;
 use openraft::StorageError;
 use scalestore::storage::identity::Identity;
 use scalestore::storage::{LogStore, NodeStore, StateMachine};
-use scalestore::types::{Command, Entry, LogId, TypeConfig, Vote};
+use scalestore::types::{Command, Entry, LogId, Proposal, ProposalBody, TypeConfig, Vote};
 use scalestore::StorageOptions;
 
 const GROUP_UNDER_TEST: u64 = 7;
 const NEIGHBOUR_GROUP: u64 = 8;
+const TTL: u64 = 60_000;
 
 fn open_store(dir: &std::path::Path) -> Arc<NodeStore> {
     NodeStore::open(dir, &Identity::new("suite", 1), StorageOptions::default()).expect("open store")
@@ -30,7 +31,7 @@ impl StoreBuilder<TypeConfig, LogStore, StateMachine, tempfile::TempDir> for Fre
     ) -> Result<(tempfile::TempDir, LogStore, StateMachine), StorageError<TypeConfig>> {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = open_store(dir.path());
-        let sm = store.state_machine(GROUP_UNDER_TEST).expect("sm");
+        let sm = store.state_machine(GROUP_UNDER_TEST, TTL).expect("sm");
         Ok((dir, store.log_store(GROUP_UNDER_TEST), sm))
     }
 }
@@ -77,14 +78,20 @@ fn log_id(term: u64, index: u64) -> LogId {
 
 async fn fill_neighbour(store: &Arc<NodeStore>) {
     let mut log = store.log_store(NEIGHBOUR_GROUP);
-    let mut sm = store.state_machine(NEIGHBOUR_GROUP).expect("sm");
+    let mut sm = store.state_machine(NEIGHBOUR_GROUP, TTL).expect("sm");
     let entries: Vec<Entry> = (1..=20)
         .map(|i| {
             Entry::new_normal(
                 log_id(1, i),
-                Command::Put {
-                    key: format!("k{i}").into_bytes(),
-                    value: vec![i as u8; 10],
+                Proposal {
+                    time_ms: 1_000 + i,
+                    body: ProposalBody::Write {
+                        session: None,
+                        command: Command::Put {
+                            key: format!("k{i}").into_bytes(),
+                            value: vec![i as u8; 10],
+                        },
+                    },
                 },
             )
         })
@@ -115,7 +122,7 @@ impl StoreBuilder<TypeConfig, LogStore, StateMachine, NeighbourCheck> for Shared
             "neighbour has log, vote and data: {}",
             before.len()
         );
-        let sm = store.state_machine(GROUP_UNDER_TEST).expect("sm");
+        let sm = store.state_machine(GROUP_UNDER_TEST, TTL).expect("sm");
         let log = store.log_store(GROUP_UNDER_TEST);
         let check = NeighbourCheck {
             store,

@@ -7,6 +7,10 @@
 //! | `raft`        | group, tag (vote/committed/purged) | postcard(value)         |
 //! | `sm`          | group, 0x00, tag (applied/membership/snapshot meta) | postcard |
 //! | `sm`          | group, 0x01, user key        | user value                    |
+//! | `sm`          | group, 0x02, session id      | postcard(SessionState)        |
+//! | `sm`          | group, 0x03, tag             | replicated state machine meta (log clock) |
+//!
+//! Snapshots carry `sm` from 0x01 on: data, sessions and the log clock.
 
 use crate::types::GroupId;
 
@@ -21,6 +25,9 @@ pub const RAFT_PURGED: u8 = 3;
 
 const SM_META: u8 = 0x00;
 const SM_DATA: u8 = 0x01;
+const SM_SESSION: u8 = 0x02;
+const SM_REPLICATED_META: u8 = 0x03;
+pub const SM_CLOCK: u8 = 1;
 pub const SM_APPLIED: u8 = 1;
 pub const SM_MEMBERSHIP: u8 = 2;
 pub const SM_SNAPSHOT_META: u8 = 3;
@@ -79,6 +86,42 @@ pub fn data_range(group: GroupId) -> (Vec<u8>, Vec<u8>) {
     let mut end = group.to_be_bytes().to_vec();
     end.push(SM_DATA + 1);
     (start, end)
+}
+
+pub fn session_key(group: GroupId, session: u64) -> [u8; 17] {
+    let mut k = [0u8; 17];
+    k[..8].copy_from_slice(&group.to_be_bytes());
+    k[8] = SM_SESSION;
+    k[9..].copy_from_slice(&session.to_be_bytes());
+    k
+}
+
+pub fn session_id_of(key: &[u8]) -> Option<u64> {
+    Some(u64::from_be_bytes(key.get(9..17)?.try_into().ok()?))
+}
+
+/// Range of all session keys of `group`: `[start, end)`.
+pub fn sessions_range(group: GroupId) -> (Vec<u8>, Vec<u8>) {
+    let mut start = group.to_be_bytes().to_vec();
+    start.push(SM_SESSION);
+    let mut end = group.to_be_bytes().to_vec();
+    end.push(SM_SESSION + 1);
+    (start, end)
+}
+
+pub fn replicated_meta_key(group: GroupId, tag: u8) -> [u8; 10] {
+    let mut k = [0u8; 10];
+    k[..8].copy_from_slice(&group.to_be_bytes());
+    k[8] = SM_REPLICATED_META;
+    k[9] = tag;
+    k
+}
+
+/// What a snapshot of `group` carries: everything in `sm` but the local meta keys.
+pub fn snapshot_range(group: GroupId) -> (Vec<u8>, Vec<u8>) {
+    let mut start = group.to_be_bytes().to_vec();
+    start.push(SM_DATA);
+    (start, group_end(group))
 }
 
 pub fn user_key_of(data_key: &[u8]) -> &[u8] {

@@ -11,6 +11,7 @@ use openraft::OptionalSend;
 use rocksdb::{Direction, IteratorMode, ReadOptions, WriteBatch};
 
 use super::keys::{self, CF_LOG, CF_RAFT};
+use super::syncer::SyncRequest;
 use super::{encode, io_err, NodeStore};
 use crate::types::{Entry, GroupId, LogId, TypeConfig, Vote};
 
@@ -113,7 +114,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             encode(vote)?,
         );
         // Durability first: a vote must never be forgotten once granted.
-        self.store.write(batch, true)
+        self.store.write_durable(batch).await
     }
 
     async fn save_committed(&mut self, committed: Option<LogId>) -> io::Result<()> {
@@ -124,7 +125,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             keys::raft_key(self.group, keys::RAFT_COMMITTED),
             encode(&committed)?,
         );
-        self.store.write(batch, false)
+        self.store.write(batch)
     }
 
     async fn read_committed(&mut self) -> io::Result<Option<LogId>> {
@@ -149,8 +150,8 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             );
         }
         // Visible to readers now; durable (and acknowledged) after the shared WAL fsync.
-        self.store.write(batch, false)?;
-        self.store.syncer.request(callback);
+        self.store.write(batch)?;
+        self.store.syncer.request(SyncRequest::Raft(callback));
         Ok(())
     }
 
@@ -162,7 +163,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             keys::log_key(self.group, from).to_vec(),
             keys::group_end(self.group),
         );
-        self.store.write(batch, false)
+        self.store.write(batch)
     }
 
     async fn purge(&mut self, log_id: LogId) -> io::Result<()> {
@@ -177,6 +178,6 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             keys::log_key(self.group, 0),
             keys::log_key(self.group, log_id.index() + 1),
         );
-        self.store.write(batch, false)
+        self.store.write(batch)
     }
 }

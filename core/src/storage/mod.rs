@@ -19,6 +19,7 @@ use serde::Serialize;
 pub use log_store::LogStore;
 pub use snapshot::SnapshotFile;
 pub use state_machine::StateMachine;
+pub use syncer::{lose_unsynced_writes, SyncedWal};
 
 use crate::config::StorageOptions;
 use crate::error::{Error, Result};
@@ -38,6 +39,10 @@ pub struct StorageStats {
     pub log_appends: AtomicU64,
     /// Entries applied to state machines.
     pub entries_applied: AtomicU64,
+    /// Retried writes answered from the session table instead of being applied again.
+    pub duplicates_suppressed: AtomicU64,
+    /// Sessions removed because they were idle past the TTL.
+    pub sessions_expired: AtomicU64,
 }
 
 /// The per-node store: one RocksDB shared by all groups, one WAL syncer.
@@ -63,7 +68,7 @@ impl NodeStore {
         let db = DB::open_cf_descriptors(&db_opts, dir.join("db"), cfs)?;
         let db = Arc::new(db);
         let stats = Arc::new(StorageStats::default());
-        let syncer = Syncer::spawn(db.clone(), options.sync, stats.clone())?;
+        let syncer = Syncer::spawn(db.clone(), dir.join("db"), options.sync, stats.clone())?;
         std::fs::create_dir_all(dir.join("snapshots"))?;
         Ok(Arc::new(NodeStore {
             db,
@@ -88,8 +93,8 @@ impl NodeStore {
     }
 
     /// The state machine of `group` in this node's RocksDB.
-    pub fn state_machine(self: &Arc<Self>, group: GroupId) -> Result<StateMachine> {
-        StateMachine::new(group, self.clone())
+    pub fn state_machine(self: &Arc<Self>, group: GroupId, session_ttl_ms: u64) -> Result<StateMachine> {
+        StateMachine::new(group, self.clone(), session_ttl_ms)
     }
 
     /// Reads a user key of `group` from the local state machine, whatever this replica's role.
@@ -137,6 +142,24 @@ impl NodeStore {
         Ok(out)
     }
 
+    /// Number of live client sessions `group` keeps on this node.
+    pub fn session_count(&self, group: GroupId) -> Result<usize> {
+        let (start, end) = keys::sessions_range(group);
+        let mut ro = rocksdb::ReadOptions::default();
+        ro.set_iterate_upper_bound(end);
+        let iter = self.db.iterator_cf_opt(
+            self.cf(keys::CF_SM),
+            ro,
+            rocksdb::IteratorMode::From(&start, rocksdb::Direction::Forward),
+        );
+        let mut n = 0;
+        for kv in iter {
+            kv?;
+            n += 1;
+        }
+        Ok(n)
+    }
+
     fn cf(&self, name: &str) -> &ColumnFamily {
         // Every column family in ALL_CFS is created at open, so this cannot fail.
         self.db
@@ -151,10 +174,30 @@ impl NodeStore {
         }
     }
 
-    fn write(&self, batch: WriteBatch, sync: bool) -> std::io::Result<()> {
-        let mut wo = WriteOptions::default();
-        wo.set_sync(sync && self.options.sync);
-        self.db.write_opt(batch, &wo).map_err(io_err)
+    /// Writes `batch` (visible at once, durable at the next WAL fsync).
+    fn write(&self, batch: WriteBatch) -> std::io::Result<()> {
+        self.db.write_opt(batch, &WriteOptions::default()).map_err(io_err)
+    }
+
+    /// Writes `batch` and returns once it is on disk (unless sync is switched off).
+    async fn write_durable(&self, batch: WriteBatch) -> std::io::Result<()> {
+        self.write(batch)?;
+        self.sync().await
+    }
+
+    /// Returns once everything written so far is on disk (unless sync is switched off).
+    pub async fn sync(&self) -> std::io::Result<()> {
+        if !self.options.sync {
+            return Ok(());
+        }
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.syncer.request(syncer::SyncRequest::Wait(tx));
+        rx.await.map_err(io_err)?.map_err(io_err)
+    }
+
+    /// How much of each WAL file is known to be on disk (for crash simulation).
+    pub fn synced_wal(&self) -> SyncedWal {
+        self.syncer.synced()
     }
 }
 

@@ -1,7 +1,7 @@
 //! The state machine of one group: user data lives in RocksDB; a batch of entries and the new
 //! last-applied log id are written in one atomic WriteBatch.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::io;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -11,12 +11,14 @@ use openraft::entry::RaftEntry;
 use openraft::storage::{EntryResponder, RaftSnapshotBuilder, RaftStateMachine, Snapshot};
 use openraft::{EntryPayload, OptionalSend};
 use rocksdb::{Direction, IteratorMode, ReadOptions, WriteBatch};
+use serde::{Deserialize, Serialize};
 
 use super::keys::{self, CF_SM};
 use super::snapshot::{self, SnapshotFile, SnapshotRecord, SnapshotWriter};
 use super::{count, encode, io_err, NodeStore};
 use crate::types::{
-    Command, CommandResult, GroupId, LogId, SnapshotMeta, StoredMembership, TypeConfig,
+    Command, CommandResult, GroupId, LogId, Proposal, ProposalBody, SnapshotMeta,
+    StoredMembership, TypeConfig,
 };
 
 type SnapshotOf = Snapshot<
@@ -32,15 +34,24 @@ pub struct StateMachine {
     group: GroupId,
     store: Arc<NodeStore>,
     snapshot_seq: Arc<AtomicU64>,
+    session_ttl_ms: u64,
+    /// Log time of the last session sweep (local bookkeeping; not replicated).
+    last_sweep_ms: Arc<AtomicU64>,
 }
 
 impl StateMachine {
-    pub(crate) fn new(group: GroupId, store: Arc<NodeStore>) -> crate::error::Result<Self> {
+    pub(crate) fn new(
+        group: GroupId,
+        store: Arc<NodeStore>,
+        session_ttl_ms: u64,
+    ) -> crate::error::Result<Self> {
         std::fs::create_dir_all(snapshot::group_dir(store.dir(), group))?;
         Ok(StateMachine {
             group,
             store,
             snapshot_seq: Arc::new(AtomicU64::new(0)),
+            session_ttl_ms,
+            last_sweep_ms: Arc::new(AtomicU64::new(0)),
         })
     }
 
@@ -83,12 +94,27 @@ impl StateMachine {
     }
 }
 
-/// Reads a key as of the batch being built: pending writes first, then RocksDB.
+/// A client session as the state machine keeps it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct SessionState {
+    last_active_ms: u64,
+    first_unacked: u64,
+    /// Results of this session's writes at or above `first_unacked`, by sequence number.
+    results: BTreeMap<u64, CommandResult>,
+}
+
+/// The state as of the batch being built: pending writes first, then RocksDB.
 struct BatchView<'a> {
     store: &'a NodeStore,
     group: GroupId,
+    session_ttl_ms: u64,
+    /// Log time: the largest leader timestamp applied so far.
+    clock_ms: u64,
     batch: WriteBatch,
     pending: HashMap<Vec<u8>, Option<Vec<u8>>>,
+    sessions: HashMap<u64, Option<SessionState>>,
+    duplicates: u64,
+    expired: u64,
 }
 
 impl BatchView<'_> {
@@ -103,11 +129,8 @@ impl BatchView<'_> {
     }
 
     fn put(&mut self, key: &[u8], value: Vec<u8>) {
-        self.batch.put_cf(
-            self.store.cf(CF_SM),
-            keys::data_key(self.group, key),
-            &value,
-        );
+        self.batch
+            .put_cf(self.store.cf(CF_SM), keys::data_key(self.group, key), &value);
         self.pending.insert(key.to_vec(), Some(value));
     }
 
@@ -117,7 +140,93 @@ impl BatchView<'_> {
         self.pending.insert(key.to_vec(), None);
     }
 
-    fn apply(&mut self, command: Command) -> io::Result<CommandResult> {
+    fn session(&self, id: u64) -> io::Result<Option<SessionState>> {
+        if let Some(s) = self.sessions.get(&id) {
+            return Ok(s.clone());
+        }
+        decode_opt(
+            self.store
+                .db
+                .get_cf(self.store.cf(CF_SM), keys::session_key(self.group, id))
+                .map_err(io_err)?,
+        )
+    }
+
+    fn put_session(&mut self, id: u64, state: SessionState) -> io::Result<()> {
+        self.batch.put_cf(
+            self.store.cf(CF_SM),
+            keys::session_key(self.group, id),
+            encode(&state)?,
+        );
+        self.sessions.insert(id, Some(state));
+        Ok(())
+    }
+
+    fn drop_session(&mut self, id: u64) {
+        self.batch
+            .delete_cf(self.store.cf(CF_SM), keys::session_key(self.group, id));
+        self.sessions.insert(id, None);
+        self.expired += 1;
+    }
+
+    fn is_expired(&self, s: &SessionState) -> bool {
+        s.last_active_ms.saturating_add(self.session_ttl_ms) < self.clock_ms
+    }
+
+    fn apply_proposal(&mut self, index: u64, proposal: Proposal) -> io::Result<CommandResult> {
+        // Log time never goes back, even if a new leader's clock is behind the old one's.
+        self.clock_ms = self.clock_ms.max(proposal.time_ms);
+        match proposal.body {
+            ProposalBody::OpenSession => {
+                let state = SessionState {
+                    last_active_ms: self.clock_ms,
+                    first_unacked: 0,
+                    results: BTreeMap::new(),
+                };
+                self.put_session(index, state)?;
+                Ok(CommandResult::SessionOpened { session: index })
+            }
+            ProposalBody::Write {
+                session: None,
+                command,
+            } => self.apply_command(command),
+            ProposalBody::Write {
+                session: Some(r),
+                command,
+            } => {
+                let Some(mut state) = self.session(r.session)? else {
+                    return Ok(CommandResult::SessionExpired { session: r.session });
+                };
+                if self.is_expired(&state) {
+                    self.drop_session(r.session);
+                    return Ok(CommandResult::SessionExpired { session: r.session });
+                }
+                let result = if let Some(first) = state.results.get(&r.seq) {
+                    self.duplicates += 1;
+                    first.clone()
+                } else if r.seq < state.first_unacked {
+                    CommandResult::Rejected {
+                        reason: format!(
+                            "sequence {} of session {} was already acknowledged",
+                            r.seq, r.session
+                        ),
+                    }
+                } else {
+                    let result = self.apply_command(command)?;
+                    state.results.insert(r.seq, result.clone());
+                    result
+                };
+                state.first_unacked = state.first_unacked.max(r.first_unacked);
+                let keep_from = state.first_unacked;
+                state.results.retain(|seq, _| *seq >= keep_from);
+                state.last_active_ms = self.clock_ms;
+                self.put_session(r.session, state)?;
+                Ok(result)
+            }
+        }
+    }
+
+    fn apply_command(&mut self, command: Command) -> io::Result<CommandResult> {
         Ok(match command {
             Command::Put { key, value } => {
                 self.put(&key, value);
@@ -154,6 +263,39 @@ impl BatchView<'_> {
             }
         })
     }
+
+    /// Deletes every session idle past the TTL. Whether a sweep runs in this batch or a later
+    /// one changes no answer: an expired session is refused on access either way.
+    fn sweep_sessions(&mut self) -> io::Result<()> {
+        let (start, end) = keys::sessions_range(self.group);
+        let mut ro = ReadOptions::default();
+        ro.set_iterate_upper_bound(end);
+        let mut expired = Vec::new();
+        for kv in self.store.db.iterator_cf_opt(
+            self.store.cf(CF_SM),
+            ro,
+            IteratorMode::From(&start, Direction::Forward),
+        ) {
+            let (k, v) = kv.map_err(io_err)?;
+            let Some(id) = keys::session_id_of(&k) else { continue };
+            if self.sessions.contains_key(&id) {
+                continue;
+            }
+            let state: SessionState = postcard::from_bytes(&v).map_err(io_err)?;
+            if self.is_expired(&state) {
+                expired.push(id);
+            }
+        }
+        for (id, state) in &self.sessions {
+            if matches!(state, Some(s) if self.is_expired(s)) {
+                expired.push(*id);
+            }
+        }
+        for id in expired {
+            self.drop_session(id);
+        }
+        Ok(())
+    }
 }
 
 impl RaftStateMachine<TypeConfig> for StateMachine {
@@ -168,11 +310,18 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     where
         Strm: Stream<Item = io::Result<EntryResponder<TypeConfig>>> + Unpin + OptionalSend,
     {
+        let clock_key = keys::replicated_meta_key(self.group, keys::SM_CLOCK);
+        let clock_ms = self.store.get_value::<u64>(CF_SM, &clock_key)?.unwrap_or(0);
         let mut view = BatchView {
             store: &self.store,
             group: self.group,
+            session_ttl_ms: self.session_ttl_ms,
+            clock_ms,
             batch: WriteBatch::default(),
             pending: HashMap::new(),
+            sessions: HashMap::new(),
+            duplicates: 0,
+            expired: 0,
         };
         let mut responders = Vec::new();
         let mut last_applied = None;
@@ -183,7 +332,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             let log_id = entry.log_id();
             let result = match entry.payload {
                 EntryPayload::Blank => CommandResult::None,
-                EntryPayload::Normal(command) => view.apply(command)?,
+                EntryPayload::Normal(proposal) => view.apply_proposal(log_id.index(), proposal)?,
                 EntryPayload::Membership(m) => {
                     membership = Some(StoredMembership::new(Some(log_id), m));
                     CommandResult::None
@@ -198,8 +347,15 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let Some(last_applied) = last_applied else {
             return Ok(());
         };
+        let sweep_every = (self.session_ttl_ms / 4).max(1);
+        if view.clock_ms >= self.last_sweep_ms.load(Ordering::Relaxed).saturating_add(sweep_every) {
+            view.sweep_sessions()?;
+            self.last_sweep_ms.store(view.clock_ms, Ordering::Relaxed);
+        }
+        let (duplicates, expired, clock_ms) = (view.duplicates, view.expired, view.clock_ms);
         let cf = self.store.cf(CF_SM);
         let mut batch = view.batch;
+        batch.put_cf(cf, clock_key, encode(&clock_ms)?);
         batch.put_cf(
             cf,
             keys::sm_meta_key(self.group, keys::SM_APPLIED),
@@ -213,8 +369,10 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             );
         }
         // The log is durable; the state machine is rebuilt from it after a crash, so no fsync.
-        self.store.write(batch, false)?;
+        self.store.write(batch)?;
         count(&self.store.stats.entries_applied, n);
+        count(&self.store.stats.duplicates_suppressed, duplicates);
+        count(&self.store.stats.sessions_expired, expired);
         for (r, result) in responders {
             r.send(result);
         }
@@ -275,10 +433,11 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 keys::sm_meta_key(group, keys::SM_SNAPSHOT_META),
                 encode(&record)?,
             );
-            store.write(batch, true)
+            store.write(batch)
         })
         .await
         .map_err(io_err)??;
+        self.store.sync().await?;
         self.remove_old_snapshots(&file_name);
         Ok(())
     }
@@ -324,7 +483,7 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
                     .unwrap_or_default();
             let file_name = snapshot::file_name_for(last_log_id.as_ref(), seq);
             let mut writer = SnapshotWriter::create(&this.snapshot_path(&file_name))?;
-            let (start, end) = keys::data_range(group);
+            let (start, end) = keys::snapshot_range(group);
             let mut ro = ReadOptions::default();
             ro.set_iterate_upper_bound(end);
             ro.set_snapshot(&snap);
@@ -348,7 +507,7 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
                 keys::sm_meta_key(group, keys::SM_SNAPSHOT_META),
                 encode(&record)?,
             );
-            store.write(batch, false)?;
+            store.write(batch)?;
             Ok(record)
         })
         .await

@@ -1,9 +1,12 @@
-//! Group commit for log appends. Appends write to RocksDB at once (visible to readers) and hand
-//! their completion callback here; one thread per node fsyncs the shared WAL once for every
-//! callback waiting, of any group, and only then tells Raft the entries are durable.
+//! Group commit. Appends write to RocksDB at once (visible to readers) and hand their completion
+//! here; one thread per node fsyncs the shared WAL once for everything waiting, of any group,
+//! and only then reports it durable. Every durable write of the node goes through here, so the
+//! syncer also knows how much of each WAL file is on disk — what survives a crash in the
+//! lose-unsynced test mode.
 
-use std::sync::mpsc;
-use std::sync::Arc;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::{mpsc, Arc, Mutex};
 use std::thread::JoinHandle;
 
 use openraft::storage::IOFlushed;
@@ -13,33 +16,62 @@ use super::{count, StorageStats};
 use crate::error::Result;
 use crate::types::TypeConfig;
 
+/// Bytes of each WAL file known to be on disk.
+pub type SyncedWal = Arc<Mutex<BTreeMap<PathBuf, u64>>>;
+
+pub(crate) enum SyncRequest {
+    /// openraft's log flush callback.
+    Raft(IOFlushed<TypeConfig>),
+    /// Anyone else waiting for durability.
+    Wait(tokio::sync::oneshot::Sender<std::result::Result<(), String>>),
+}
+
+impl SyncRequest {
+    fn complete(self, result: std::result::Result<(), String>) {
+        match self {
+            SyncRequest::Raft(cb) => cb.io_completed(result.map_err(std::io::Error::other)),
+            SyncRequest::Wait(tx) => {
+                let _ = tx.send(result);
+            }
+        }
+    }
+}
+
 pub(crate) struct Syncer {
-    tx: Option<mpsc::Sender<IOFlushed<TypeConfig>>>,
+    tx: Option<mpsc::Sender<SyncRequest>>,
     handle: Option<JoinHandle<()>>,
+    synced: SyncedWal,
 }
 
 impl Syncer {
-    pub(crate) fn spawn(db: Arc<DB>, sync: bool, stats: Arc<StorageStats>) -> Result<Self> {
-        let (tx, rx) = mpsc::channel::<IOFlushed<TypeConfig>>();
+    pub(crate) fn spawn(db: Arc<DB>, wal_dir: PathBuf, sync: bool, stats: Arc<StorageStats>) -> Result<Self> {
+        let synced: SyncedWal = Arc::new(Mutex::new(wal_sizes(&wal_dir)));
+        let (tx, rx) = mpsc::channel::<SyncRequest>();
+        let synced_in_thread = synced.clone();
         let handle = std::thread::Builder::new()
             .name("scalestore-wal-sync".into())
-            .spawn(move || run(db, rx, sync, stats))?;
+            .spawn(move || run(db, wal_dir, rx, sync, stats, synced_in_thread))?;
         Ok(Syncer {
             tx: Some(tx),
             handle: Some(handle),
+            synced,
         })
     }
 
-    /// Completes `callback` once everything written before this call is on disk.
-    pub(crate) fn request(&self, callback: IOFlushed<TypeConfig>) {
+    /// Completes `request` once everything written before this call is on disk.
+    pub(crate) fn request(&self, request: SyncRequest) {
         match &self.tx {
             Some(tx) => {
-                if let Err(mpsc::SendError(cb)) = tx.send(callback) {
-                    cb.io_completed(Err(std::io::Error::other("wal syncer stopped")));
+                if let Err(mpsc::SendError(r)) = tx.send(request) {
+                    r.complete(Err("wal syncer stopped".into()));
                 }
             }
-            None => callback.io_completed(Err(std::io::Error::other("wal syncer stopped"))),
+            None => request.complete(Err("wal syncer stopped".into())),
         }
+    }
+
+    pub(crate) fn synced(&self) -> SyncedWal {
+        self.synced.clone()
     }
 
     pub(crate) fn stop(&mut self) {
@@ -52,22 +84,63 @@ impl Syncer {
 
 fn run(
     db: Arc<DB>,
-    rx: mpsc::Receiver<IOFlushed<TypeConfig>>,
+    wal_dir: PathBuf,
+    rx: mpsc::Receiver<SyncRequest>,
     sync: bool,
     stats: Arc<StorageStats>,
+    synced: SyncedWal,
 ) {
     while let Ok(first) = rx.recv() {
         let mut waiting = vec![first];
         waiting.extend(rx.try_iter());
         let result = if sync {
+            // Sizes taken before the fsync are covered by it; bytes written meanwhile wait for
+            // the next one (their callbacks are not in this batch).
+            let sizes = wal_sizes(&wal_dir);
             count(&stats.log_syncs, 1);
-            db.flush_wal(true).map_err(|e| e.into_string())
+            let r = db.flush_wal(true).map_err(|e| e.into_string());
+            if r.is_ok() {
+                if let Ok(mut s) = synced.lock() {
+                    *s = sizes;
+                }
+            }
+            r
         } else {
             Ok(())
         };
-        count(&stats.log_appends, waiting.len() as u64);
-        for cb in waiting {
-            cb.io_completed(result.clone().map_err(std::io::Error::other));
+        let raft = waiting.iter().filter(|r| matches!(r, SyncRequest::Raft(_))).count();
+        count(&stats.log_appends, raft as u64);
+        for r in waiting {
+            r.complete(result.clone());
         }
     }
+}
+
+fn wal_sizes(dir: &Path) -> BTreeMap<PathBuf, u64> {
+    let mut out = BTreeMap::new();
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for e in entries.flatten() {
+            let p = e.path();
+            if p.extension().is_some_and(|x| x == "log") {
+                if let Ok(m) = e.metadata() {
+                    out.insert(p, m.len());
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Cuts every WAL file in `dir` back to its synced length (files never synced: to nothing), as
+/// a power loss would. Call only while the DB is closed.
+pub fn lose_unsynced_writes(dir: &Path, synced: &BTreeMap<PathBuf, u64>) -> std::io::Result<u64> {
+    let mut lost = 0;
+    for (path, len) in wal_sizes(dir) {
+        let keep = synced.get(&path).copied().unwrap_or(0).min(len);
+        if keep < len {
+            std::fs::OpenOptions::new().write(true).open(&path)?.set_len(keep)?;
+            lost += len - keep;
+        }
+    }
+    Ok(lost)
 }
