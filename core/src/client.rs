@@ -216,23 +216,20 @@ impl Client {
     /// session first if there is none.
     async fn begin_write(&self, group: GroupId) -> Result<SessionRef> {
         let mut sessions = self.shared.sessions.lock().await;
-        if !sessions.contains_key(&group) {
-            let id = match self.execute(ClientRequest::OpenSession { group }).await? {
-                ClientResponse::Write(CommandResult::SessionOpened { session }) => session,
-                other => return Err(unexpected(other)),
-            };
-            sessions.insert(
-                group,
-                GroupSession {
+        let s = match sessions.entry(group) {
+            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::hash_map::Entry::Vacant(e) => {
+                let id = match self.execute(ClientRequest::OpenSession { group }).await? {
+                    ClientResponse::Write(CommandResult::SessionOpened { session }) => session,
+                    other => return Err(unexpected(other)),
+                };
+                e.insert(GroupSession {
                     id,
                     next_seq: 1,
                     in_flight: BTreeSet::new(),
-                },
-            );
-        }
-        let s = sessions
-            .get_mut(&group)
-            .ok_or_else(|| Error::Unavailable("session vanished".into()))?;
+                })
+            }
+        };
         let seq = s.next_seq;
         s.next_seq += 1;
         s.in_flight.insert(seq);
@@ -276,7 +273,11 @@ impl Client {
         (result, attempts)
     }
 
-    async fn execute_inner(&self, request: ClientRequest, attempts: &mut u32) -> Result<ClientResponse> {
+    async fn execute_inner(
+        &self,
+        request: ClientRequest,
+        attempts: &mut u32,
+    ) -> Result<ClientResponse> {
         if self.is_closed() {
             return Err(Error::Closed("client is closed".into()));
         }

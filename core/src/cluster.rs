@@ -17,6 +17,7 @@ use crate::inproc::InProcNetwork;
 use crate::node::{GroupStatus, Node, NodeConfig};
 use crate::storage::identity::write_synced;
 use crate::storage::{lose_unsynced_writes, StorageStats};
+use crate::transport::Transport;
 use crate::types::{GroupId, NodeId};
 
 const CLUSTER_FILE: &str = "scalestore-cluster.json";
@@ -153,7 +154,11 @@ impl EmbeddedCluster {
         if let Some(synced) = synced {
             if self.options.storage.lose_unsynced_on_crash {
                 let lost = lose_unsynced_writes(&dir.join("db"), &synced)?;
-                tracing::info!(node = id, lost_bytes = lost, "crash lost unsynced WAL bytes");
+                tracing::info!(
+                    node = id,
+                    lost_bytes = lost,
+                    "crash lost unsynced WAL bytes"
+                );
             }
         }
         // The previous incarnation's RocksDB lock is released once its last handle is gone.
@@ -207,6 +212,11 @@ impl EmbeddedCluster {
             .get(&id)
             .cloned()
             .ok_or_else(|| Error::Unavailable(format!("node {id} is down")))
+    }
+
+    /// The in-process transport, for clients built with custom options.
+    pub fn transport(&self) -> Arc<dyn Transport> {
+        self.network.clone()
     }
 
     /// A client that finds the leader itself.
@@ -283,9 +293,10 @@ impl EmbeddedCluster {
         }
     }
 
-    /// Stops node `id`: it leaves the network, its groups stop, its RocksDB is closed. What it
-    /// had on disk stays for [`restart_node`](Self::restart_node).
-    pub async fn stop_node(&self, id: NodeId) -> Result<()> {
+    /// Crash-stops node `id`: it leaves the network at once, every Raft task of its groups is
+    /// stopped and joined, and its RocksDB handle dropped, so nothing survives but what is on
+    /// disk. In lose-unsynced mode, what was not fsynced is lost too (at restart).
+    pub async fn crash_node(&self, id: NodeId) -> Result<()> {
         if !self.node_ids().contains(&id) {
             return Err(Error::UnknownNode(id));
         }
@@ -293,8 +304,59 @@ impl EmbeddedCluster {
         let node =
             node.ok_or_else(|| Error::InvalidArgument(format!("node {id} is already down")))?;
         self.network.unregister(id);
+        let synced = node.store().synced_wal();
+        let store = Arc::downgrade(node.store());
         node.shutdown().await;
+        drop(node);
+        // Nothing may touch the files after the "crash": wait until the RocksDB handle is gone
+        // (calls that were inside the node when it stopped finish promptly).
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while store.strong_count() > 0 {
+            if Instant::now() >= deadline {
+                return Err(Error::Unavailable(format!(
+                    "node {id} did not release its store"
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let synced = synced.lock().map(|s| s.clone()).unwrap_or_default();
+        self.crashed
+            .lock()
+            .map_err(|_| Error::Unavailable("cluster state poisoned".into()))?
+            .insert(id, synced);
         Ok(())
+    }
+
+    /// Same as [`crash_node`](Self::crash_node): the embedded cluster has no gentler stop, since
+    /// every acknowledged write is already on disk.
+    pub async fn stop_node(&self, id: NodeId) -> Result<()> {
+        self.crash_node(id).await
+    }
+
+    /// Crash-stops every running node (see [`crash_node`](Self::crash_node)).
+    pub async fn crash_all(&self) -> Result<()> {
+        let up: Vec<NodeId> = self.lock_nodes()?.keys().copied().collect();
+        for id in up {
+            self.crash_node(id).await?;
+        }
+        Ok(())
+    }
+
+    /// Nodes currently running.
+    pub fn running_nodes(&self) -> Vec<NodeId> {
+        self.lock_nodes()
+            .map(|n| n.keys().copied().collect())
+            .unwrap_or_default()
+    }
+
+    /// The fault controller: partitions, message loss, delay (see [`Faults`]).
+    pub fn faults(&self) -> &Arc<Faults> {
+        self.network.faults()
+    }
+
+    /// The seed of the fault schedule (print it when a run fails; pass it back to replay).
+    pub fn seed(&self) -> u64 {
+        self.network.faults().seed()
     }
 
     /// Restarts a stopped node from its data dir.

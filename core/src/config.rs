@@ -94,6 +94,10 @@ impl RaftTiming {
             election_timeout_max: self.election_timeout_max_ms,
             snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(self.snapshot_logs_since_last),
             max_in_snapshot_log_to_keep: self.max_in_snapshot_log_to_keep,
+            // The state machine is not fsynced and the committed index is not persisted, so a
+            // restarted leader must not resume leadership on its stale view: it would serve a
+            // "linearizable" read that misses an acknowledged write (found by the crash tests).
+            enable_leader_restore: Some(false),
             ..Default::default()
         };
         let config = config

@@ -101,7 +101,9 @@ impl Faults {
             if s.sides.is_none() {
                 s.unlisted_together = true;
             }
-            s.sides.get_or_insert_with(HashMap::new).insert(node, ALONE + node);
+            s.sides
+                .get_or_insert_with(HashMap::new)
+                .insert(node, ALONE + node);
         }
     }
 
@@ -134,7 +136,9 @@ impl Faults {
         if a == b {
             return true;
         }
-        let Ok(s) = self.state.read() else { return true };
+        let Ok(s) = self.state.read() else {
+            return true;
+        };
         let Some(sides) = &s.sides else { return true };
         let side = |n: NodeId| match sides.get(&n) {
             Some(side) => *side,

@@ -94,7 +94,18 @@ impl Transport for InProcNetwork {
         request: ClientRequest,
         forward: bool,
     ) -> Result<ClientResponse> {
-        self.lookup(node)?.handle_client(request, forward).await
+        let fate = self.faults.fate(true);
+        if !fate.delay.is_zero() {
+            tokio::time::sleep(fate.delay).await;
+        }
+        if fate.drop_request {
+            return Err(Error::Unavailable(format!("request to node {node} lost")));
+        }
+        let response = self.lookup(node)?.handle_client(request, forward).await;
+        if fate.drop_response {
+            return Err(Error::Unavailable(format!("reply from node {node} lost")));
+        }
+        response
     }
 
     fn nodes(&self) -> Vec<NodeId> {

@@ -103,7 +103,8 @@ impl Node {
             self.config.timing.to_openraft()?,
             network,
             self.store.log_store(group),
-            self.store.state_machine(group, self.config.timing.session_ttl_ms)?,
+            self.store
+                .state_machine(group, self.config.timing.session_ttl_ms)?,
         )
         .await
         .map_err(|e| Error::Fatal {
@@ -257,7 +258,9 @@ impl Node {
             .unwrap_or(0);
         match raft.client_write(Proposal { time_ms, body }).await {
             Ok(resp) => match resp.data {
-                CommandResult::SessionExpired { session } => Err(Error::SessionExpired { group, session }),
+                CommandResult::SessionExpired { session } => {
+                    Err(Error::SessionExpired { group, session })
+                }
                 CommandResult::Rejected { reason } => Err(Error::InvalidArgument(reason)),
                 other => Ok(other),
             },

@@ -119,10 +119,20 @@ pub enum ProposalBody {
 impl fmt::Display for Proposal {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.body {
-            ProposalBody::Write { session: Some(s), command } => {
-                write!(f, "{command} [s{}#{} <{}]", s.session, s.seq, s.first_unacked)
+            ProposalBody::Write {
+                session: Some(s),
+                command,
+            } => {
+                write!(
+                    f,
+                    "{command} [s{}#{} <{}]",
+                    s.session, s.seq, s.first_unacked
+                )
             }
-            ProposalBody::Write { session: None, command } => write!(f, "{command}"),
+            ProposalBody::Write {
+                session: None,
+                command,
+            } => write!(f, "{command}"),
             ProposalBody::OpenSession => write!(f, "open-session"),
         }
     }

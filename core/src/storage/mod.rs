@@ -43,6 +43,10 @@ pub struct StorageStats {
     pub duplicates_suppressed: AtomicU64,
     /// Sessions removed because they were idle past the TTL.
     pub sessions_expired: AtomicU64,
+    /// Snapshots built from the local state machine.
+    pub snapshots_built: AtomicU64,
+    /// Snapshots received from a leader and installed.
+    pub snapshots_installed: AtomicU64,
 }
 
 /// The per-node store: one RocksDB shared by all groups, one WAL syncer.
@@ -93,7 +97,11 @@ impl NodeStore {
     }
 
     /// The state machine of `group` in this node's RocksDB.
-    pub fn state_machine(self: &Arc<Self>, group: GroupId, session_ttl_ms: u64) -> Result<StateMachine> {
+    pub fn state_machine(
+        self: &Arc<Self>,
+        group: GroupId,
+        session_ttl_ms: u64,
+    ) -> Result<StateMachine> {
         StateMachine::new(group, self.clone(), session_ttl_ms)
     }
 
@@ -176,7 +184,9 @@ impl NodeStore {
 
     /// Writes `batch` (visible at once, durable at the next WAL fsync).
     fn write(&self, batch: WriteBatch) -> std::io::Result<()> {
-        self.db.write_opt(batch, &WriteOptions::default()).map_err(io_err)
+        self.db
+            .write_opt(batch, &WriteOptions::default())
+            .map_err(io_err)
     }
 
     /// Writes `batch` and returns once it is on disk (unless sync is switched off).

@@ -17,8 +17,8 @@ use super::keys::{self, CF_SM};
 use super::snapshot::{self, SnapshotFile, SnapshotRecord, SnapshotWriter};
 use super::{count, encode, io_err, NodeStore};
 use crate::types::{
-    Command, CommandResult, GroupId, LogId, Proposal, ProposalBody, SnapshotMeta,
-    StoredMembership, TypeConfig,
+    Command, CommandResult, GroupId, LogId, Proposal, ProposalBody, SnapshotMeta, StoredMembership,
+    TypeConfig,
 };
 
 type SnapshotOf = Snapshot<
@@ -129,8 +129,11 @@ impl BatchView<'_> {
     }
 
     fn put(&mut self, key: &[u8], value: Vec<u8>) {
-        self.batch
-            .put_cf(self.store.cf(CF_SM), keys::data_key(self.group, key), &value);
+        self.batch.put_cf(
+            self.store.cf(CF_SM),
+            keys::data_key(self.group, key),
+            &value,
+        );
         self.pending.insert(key.to_vec(), Some(value));
     }
 
@@ -277,7 +280,9 @@ impl BatchView<'_> {
             IteratorMode::From(&start, Direction::Forward),
         ) {
             let (k, v) = kv.map_err(io_err)?;
-            let Some(id) = keys::session_id_of(&k) else { continue };
+            let Some(id) = keys::session_id_of(&k) else {
+                continue;
+            };
             if self.sessions.contains_key(&id) {
                 continue;
             }
@@ -348,7 +353,12 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             return Ok(());
         };
         let sweep_every = (self.session_ttl_ms / 4).max(1);
-        if view.clock_ms >= self.last_sweep_ms.load(Ordering::Relaxed).saturating_add(sweep_every) {
+        if view.clock_ms
+            >= self
+                .last_sweep_ms
+                .load(Ordering::Relaxed)
+                .saturating_add(sweep_every)
+        {
             view.sweep_sessions()?;
             self.last_sweep_ms.store(view.clock_ms, Ordering::Relaxed);
         }
@@ -438,6 +448,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         .await
         .map_err(io_err)??;
         self.store.sync().await?;
+        count(&self.store.stats.snapshots_installed, 1);
         self.remove_old_snapshots(&file_name);
         Ok(())
     }
@@ -512,6 +523,7 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
         })
         .await
         .map_err(io_err)??;
+        count(&self.store.stats.snapshots_built, 1);
         self.remove_old_snapshots(&record.file_name);
         Ok(Snapshot {
             meta: SnapshotMeta {

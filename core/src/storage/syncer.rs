@@ -44,7 +44,12 @@ pub(crate) struct Syncer {
 }
 
 impl Syncer {
-    pub(crate) fn spawn(db: Arc<DB>, wal_dir: PathBuf, sync: bool, stats: Arc<StorageStats>) -> Result<Self> {
+    pub(crate) fn spawn(
+        db: Arc<DB>,
+        wal_dir: PathBuf,
+        sync: bool,
+        stats: Arc<StorageStats>,
+    ) -> Result<Self> {
         let synced: SyncedWal = Arc::new(Mutex::new(wal_sizes(&wal_dir)));
         let (tx, rx) = mpsc::channel::<SyncRequest>();
         let synced_in_thread = synced.clone();
@@ -108,7 +113,10 @@ fn run(
         } else {
             Ok(())
         };
-        let raft = waiting.iter().filter(|r| matches!(r, SyncRequest::Raft(_))).count();
+        let raft = waiting
+            .iter()
+            .filter(|r| matches!(r, SyncRequest::Raft(_)))
+            .count();
         count(&stats.log_appends, raft as u64);
         for r in waiting {
             r.complete(result.clone());
@@ -138,7 +146,10 @@ pub fn lose_unsynced_writes(dir: &Path, synced: &BTreeMap<PathBuf, u64>) -> std:
     for (path, len) in wal_sizes(dir) {
         let keep = synced.get(&path).copied().unwrap_or(0).min(len);
         if keep < len {
-            std::fs::OpenOptions::new().write(true).open(&path)?.set_len(keep)?;
+            std::fs::OpenOptions::new()
+                .write(true)
+                .open(&path)?
+                .set_len(keep)?;
             lost += len - keep;
         }
     }

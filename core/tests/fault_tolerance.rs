@@ -1,0 +1,433 @@
+//! Crashes, partitions and lost messages: what "fault tolerant" means, in tests that would fail
+//! if it were not true.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use scalestore::{
+    Client, ClientOptions, ClusterOptions, EmbeddedCluster, Error, NetworkFaults, RaftTiming,
+    ReadConsistency, StorageOptions,
+};
+
+const WAIT: Duration = Duration::from_secs(30);
+
+async fn start_with(nodes: usize, f: impl FnOnce(&mut ClusterOptions)) -> EmbeddedCluster {
+    let mut options = ClusterOptions {
+        nodes,
+        ..Default::default()
+    };
+    f(&mut options);
+    let cluster = EmbeddedCluster::start(options).await.expect("start");
+    cluster.wait_for_leader(0, WAIT).await.expect("leader");
+    cluster
+}
+
+/// A client of `cluster` pinned to `node` that gives up after `timeout`.
+fn pinned_with_timeout(cluster: &EmbeddedCluster, node: u64, timeout: Duration) -> Client {
+    let options = ClientOptions {
+        timeout,
+        ..Default::default()
+    };
+    Client::new(cluster.transport(), options)
+        .pinned_to(node)
+        .expect("pin")
+}
+
+fn stale_value(cluster: &EmbeddedCluster, node: u64, key: &str) -> Option<Vec<u8>> {
+    cluster
+        .node(node)
+        .expect("node")
+        .store()
+        .get(0, key.as_bytes())
+        .expect("get")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn new_leader_is_elected_after_the_leader_crashes() {
+    let cluster = start_with(3, |_| {}).await;
+    let client = cluster.client();
+    client.put("before", "1").await.expect("put");
+    let old = cluster.wait_for_leader(0, WAIT).await.expect("leader");
+    cluster.crash_node(old).await.expect("crash");
+    let new = cluster.wait_for_leader(0, WAIT).await.expect("new leader");
+    assert_ne!(new, old, "a surviving node leads");
+    client
+        .put("after", "2")
+        .await
+        .expect("write under the new leader");
+    assert_eq!(
+        client.get("before").await.expect("get"),
+        Some(b"1".to_vec()),
+        "nothing lost"
+    );
+    cluster.restart_node(old).await.expect("restart");
+    cluster
+        .wait_for_replication(0, WAIT)
+        .await
+        .expect("caught up");
+    assert_eq!(
+        stale_value(&cluster, old, "after"),
+        Some(b"2".to_vec()),
+        "restarted node caught up"
+    );
+    cluster.shutdown().await.expect("shutdown");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn partitioned_minority_cannot_commit_or_read_while_majority_works_then_converges() {
+    let cluster = start_with(5, |_| {}).await;
+    let client = cluster.client();
+    client.put("k", "old").await.expect("put");
+    cluster
+        .wait_for_replication(0, WAIT)
+        .await
+        .expect("replicated");
+    let leader = cluster.wait_for_leader(0, WAIT).await.expect("leader");
+    let others: Vec<u64> = cluster
+        .node_ids()
+        .into_iter()
+        .filter(|n| *n != leader)
+        .collect();
+    let minority = [leader, others[0]];
+    let majority = [others[1], others[2], others[3]];
+    cluster.faults().partition(&[&minority, &majority]);
+
+    let stuck = pinned_with_timeout(&cluster, leader, Duration::from_millis(1500));
+    let err = stuck
+        .put("minority", "x")
+        .await
+        .expect_err("minority cannot commit");
+    assert!(
+        matches!(err, Error::Timeout { .. } | Error::Unavailable(_)),
+        "{err}"
+    );
+    let err = stuck
+        .get("k")
+        .await
+        .expect_err("minority cannot serve a linearizable read");
+    assert!(
+        matches!(err, Error::Timeout { .. } | Error::Unavailable(_)),
+        "{err}"
+    );
+
+    let majority_client = cluster.client_pinned(majority[0]).expect("pin");
+    majority_client
+        .put("k", "new")
+        .await
+        .expect("majority keeps working");
+    assert_eq!(
+        majority_client.get("k").await.expect("get"),
+        Some(b"new".to_vec())
+    );
+
+    cluster.faults().heal();
+    cluster
+        .wait_for_leader(0, WAIT)
+        .await
+        .expect("one leader after heal");
+    cluster
+        .wait_for_replication(0, WAIT)
+        .await
+        .expect("converged");
+    for n in cluster.node_ids() {
+        assert_eq!(
+            stale_value(&cluster, n, "k"),
+            Some(b"new".to_vec()),
+            "node {n} converged"
+        );
+        assert_eq!(
+            stale_value(&cluster, n, "minority"),
+            None,
+            "node {n}: uncommitted write discarded"
+        );
+    }
+    cluster.shutdown().await.expect("shutdown");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stale_read_from_a_partitioned_follower_can_be_old_while_linearizable_cannot() {
+    let cluster = start_with(3, |_| {}).await;
+    let client = cluster.client();
+    client.put("x", "1").await.expect("put");
+    cluster
+        .wait_for_replication(0, WAIT)
+        .await
+        .expect("replicated");
+    let leader = cluster.wait_for_leader(0, WAIT).await.expect("leader");
+    let follower = cluster
+        .node_ids()
+        .into_iter()
+        .find(|n| *n != leader)
+        .expect("follower");
+    cluster.faults().isolate(follower);
+    client.put("x", "2").await.expect("majority writes");
+
+    let pinned = pinned_with_timeout(&cluster, follower, Duration::from_millis(1500));
+    assert_eq!(
+        pinned
+            .get_with("x", ReadConsistency::Stale)
+            .await
+            .expect("stale read"),
+        Some(b"1".to_vec()),
+        "a stale read may return old data"
+    );
+    match pinned.get("x").await {
+        Ok(v) => assert_eq!(
+            v,
+            Some(b"2".to_vec()),
+            "a linearizable read never returns old data"
+        ),
+        Err(e) => assert!(
+            matches!(e, Error::Timeout { .. } | Error::Unavailable(_)),
+            "{e}"
+        ),
+    }
+    cluster.faults().heal();
+    cluster.wait_for_replication(0, WAIT).await.expect("healed");
+    assert_eq!(
+        pinned
+            .get_with("x", ReadConsistency::Stale)
+            .await
+            .expect("stale read"),
+        Some(b"2".to_vec())
+    );
+    cluster.shutdown().await.expect("shutdown");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crashed_follower_restarts_and_catches_up_from_the_log() {
+    let cluster = start_with(3, |_| {}).await;
+    let leader = cluster.wait_for_leader(0, WAIT).await.expect("leader");
+    let follower = cluster
+        .node_ids()
+        .into_iter()
+        .find(|n| *n != leader)
+        .expect("follower");
+    cluster.crash_node(follower).await.expect("crash");
+    let client = cluster.client();
+    for i in 0..100 {
+        client
+            .put(format!("k{i}"), format!("v{i}"))
+            .await
+            .expect("put with one node down");
+    }
+    cluster.restart_node(follower).await.expect("restart");
+    cluster
+        .wait_for_replication(0, WAIT)
+        .await
+        .expect("caught up");
+    for i in 0..100 {
+        assert_eq!(
+            stale_value(&cluster, follower, &format!("k{i}")),
+            Some(format!("v{i}").into_bytes())
+        );
+    }
+    let stats = cluster.storage_stats(follower).expect("stats");
+    assert_eq!(
+        stats.snapshots_installed.load(Ordering::SeqCst),
+        0,
+        "the log sufficed"
+    );
+    cluster.shutdown().await.expect("shutdown");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn follower_far_behind_is_brought_up_by_a_snapshot() {
+    let cluster = start_with(3, |o| {
+        o.timing = RaftTiming {
+            snapshot_logs_since_last: 20,
+            max_in_snapshot_log_to_keep: 0,
+            ..Default::default()
+        };
+    })
+    .await;
+    let leader = cluster.wait_for_leader(0, WAIT).await.expect("leader");
+    let follower = cluster
+        .node_ids()
+        .into_iter()
+        .find(|n| *n != leader)
+        .expect("follower");
+    cluster.crash_node(follower).await.expect("crash");
+    let client = cluster.client();
+    for i in 0..300 {
+        client
+            .append(format!("k{}", i % 30), "x")
+            .await
+            .expect("append");
+    }
+    // Wait until the leader has purged the log behind a snapshot the follower never saw.
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let purged = cluster
+            .node(leader)
+            .expect("leader")
+            .status(0)
+            .expect("status")
+            .purged_index;
+        if purged.unwrap_or(0) > 100 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "leader never purged: {purged:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    cluster.restart_node(follower).await.expect("restart");
+    cluster
+        .wait_for_replication(0, WAIT)
+        .await
+        .expect("caught up");
+    let stats = cluster.storage_stats(follower).expect("stats");
+    assert!(
+        stats.snapshots_installed.load(Ordering::SeqCst) >= 1,
+        "caught up by snapshot"
+    );
+    for i in 0..30 {
+        assert_eq!(
+            stale_value(&cluster, follower, &format!("k{i}")),
+            Some(b"xxxxxxxxxx".to_vec()),
+            "k{i}"
+        );
+    }
+    // The snapshot carried the session table: the follower refuses nothing the leader accepts.
+    let status = cluster
+        .node(follower)
+        .expect("node")
+        .status(0)
+        .expect("status");
+    assert!(status.snapshot_index.is_some(), "{status:?}");
+    cluster.shutdown().await.expect("shutdown");
+}
+
+/// Runs `writers` clients writing distinct keys until `stop`, recording every acknowledged write.
+fn spawn_writers(
+    cluster: &EmbeddedCluster,
+    writers: usize,
+    acked: Arc<Mutex<BTreeMap<String, String>>>,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    (0..writers)
+        .map(|w| {
+            let client = Client::new(
+                cluster.transport(),
+                ClientOptions {
+                    timeout: Duration::from_millis(500),
+                    ..Default::default()
+                },
+            );
+            let acked = acked.clone();
+            tokio::spawn(async move {
+                for i in 0.. {
+                    let (k, v) = (format!("w{w}-{i}"), format!("value-{i}"));
+                    match client.put(&k, &v).await {
+                        Ok(()) => {
+                            acked.lock().expect("lock").insert(k, v);
+                        }
+                        Err(_) => break,
+                    }
+                }
+            })
+        })
+        .collect()
+}
+
+async fn crash_everything_mid_write(sync: bool) -> (usize, usize) {
+    let cluster = start_with(3, |o| {
+        o.storage = StorageOptions {
+            sync,
+            lose_unsynced_on_crash: true,
+        };
+    })
+    .await;
+    let acked = Arc::new(Mutex::new(BTreeMap::new()));
+    let writers = spawn_writers(&cluster, 4, acked.clone());
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    cluster.crash_all().await.expect("crash all");
+    for w in writers {
+        let _ = w.await;
+    }
+    for n in cluster.node_ids() {
+        cluster.restart_node(n).await.expect("restart");
+    }
+    let acked = acked.lock().expect("lock").clone();
+    assert!(acked.len() > 50, "the writers got going: {}", acked.len());
+    // Count acknowledged writes that no replica holds any more (read each replica's own state
+    // once the group has re-formed, or directly if it cannot).
+    let _ = cluster.wait_for_leader(0, Duration::from_secs(5)).await;
+    let _ = cluster
+        .wait_for_replication(0, Duration::from_secs(5))
+        .await;
+    let lost = acked
+        .iter()
+        .filter(|(k, v)| {
+            cluster
+                .node_ids()
+                .into_iter()
+                .all(|n| stale_value(&cluster, n, k).as_deref() != Some(v.as_bytes()))
+        })
+        .count();
+    cluster.shutdown().await.expect("shutdown");
+    (lost, acked.len())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn full_cluster_crash_loses_no_acknowledged_write_when_losing_unsynced_data() {
+    let (lost, acked) = crash_everything_mid_write(true).await;
+    assert_eq!(lost, 0, "{lost} of {acked} acknowledged writes lost");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_sync_a_full_cluster_crash_loses_acknowledged_writes() {
+    let (lost, acked) = crash_everything_mid_write(false).await;
+    assert!(
+        lost > 0,
+        "the lose-unsynced mode must bite when sync is off ({acked} acked)"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn linearizable_reads_after_a_full_restart_see_every_acknowledged_write() {
+    let cluster = start_with(3, |o| {
+        o.storage.lose_unsynced_on_crash = true;
+    })
+    .await;
+    let client = cluster.client();
+    for i in 0..50 {
+        client.put(format!("k{i}"), "v").await.expect("put");
+    }
+    cluster.crash_all().await.expect("crash");
+    for n in cluster.node_ids() {
+        cluster.restart_node(n).await.expect("restart");
+    }
+    cluster
+        .wait_for_leader(0, WAIT)
+        .await
+        .expect("leader again");
+    for i in 0..50 {
+        let got = client.get(format!("k{i}")).await.expect("get");
+        assert_eq!(
+            got,
+            Some(b"v".to_vec()),
+            "k{i}: a linearizable read sees every acked write"
+        );
+    }
+    cluster.shutdown().await.expect("shutdown");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn seeded_faults_report_their_seed() {
+    let cluster = start_with(1, |o| o.seed = Some(42)).await;
+    assert_eq!(cluster.seed(), 42);
+    cluster.faults().set_network(NetworkFaults {
+        delay: Duration::from_millis(1),
+        ..Default::default()
+    });
+    cluster
+        .client()
+        .put("a", "b")
+        .await
+        .expect("put through a slow network");
+    cluster.shutdown().await.expect("shutdown");
+}
