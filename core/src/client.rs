@@ -1,22 +1,27 @@
-//! The one client type. It finds the leader, retries `NotLeader` / `Unavailable` with backoff
-//! under a deadline, and can be pinned to one node (requests enter the cluster through it and
-//! `Stale` reads are answered by its replica).
+//! The one client type. It routes each key to its shard by a cached cluster map (refreshed on
+//! `WrongShard`), finds the shard's leader (hints updated on `NotLeader`), retries `NotLeader` /
+//! `Unavailable` with backoff under a deadline, writes exactly once through per-shard sessions,
+//! and can be pinned to one node (requests enter the cluster through it and `Stale` reads are
+//! answered by its replica).
+//!
+//! Atomicity: every single-key operation is atomic; `batch_put` is atomic per shard, not across
+//! shards (a failed batch may have been applied on some shards); scans read each shard at its own
+//! point in time.
 
-use std::collections::{BTreeSet, HashMap};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use crate::config::Limits;
 use crate::error::{Error, Result};
+use crate::node::GroupStatus;
+use crate::sharding::ShardMap;
 use crate::transport::Transport;
 use crate::types::{
     ClientRequest, ClientResponse, Command, CommandResult, GroupId, NodeId, ReadConsistency,
     SessionRef,
 };
-
-/// The group every key lives in until sharding arrives.
-pub const DEFAULT_GROUP: GroupId = 0;
 
 #[derive(Debug, Clone, Copy)]
 pub struct ClientOptions {
@@ -47,6 +52,39 @@ pub struct CasOutcome {
     pub current: Option<Vec<u8>>,
 }
 
+/// What to scan: keys with `start <= key < end` that begin with `prefix`, at most `limit` per
+/// page, resuming after `cursor` (from the previous page).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScanOptions {
+    pub start: Option<Vec<u8>>,
+    pub end: Option<Vec<u8>>,
+    pub prefix: Option<Vec<u8>>,
+    pub limit: usize,
+    pub consistency: ReadConsistency,
+    pub cursor: Option<Vec<u8>>,
+}
+
+impl Default for ScanOptions {
+    fn default() -> Self {
+        ScanOptions {
+            start: None,
+            end: None,
+            prefix: None,
+            limit: 1000,
+            consistency: ReadConsistency::Linearizable,
+            cursor: None,
+        }
+    }
+}
+
+/// One page of a scan, in key order. `cursor` is `Some` when more may follow: pass it back in
+/// [`ScanOptions::cursor`].
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ScanPage {
+    pub items: Vec<(Vec<u8>, Vec<u8>)>,
+    pub cursor: Option<Vec<u8>>,
+}
+
 /// This client's session with one group: writes are numbered so the group applies each once.
 struct GroupSession {
     id: u64,
@@ -58,12 +96,15 @@ struct Shared {
     transport: Arc<dyn Transport>,
     options: ClientOptions,
     leader_hints: Mutex<HashMap<GroupId, NodeId>>,
+    map: RwLock<Option<Arc<ShardMap>>>,
+    map_refreshes: AtomicU64,
     sessions: tokio::sync::Mutex<HashMap<GroupId, GroupSession>>,
     closed: AtomicBool,
     rotate: AtomicUsize,
 }
 
-/// A handle to a cluster. Cheap to clone; clones share leader hints and the closed flag.
+/// A handle to a cluster. Cheap to clone; clones share the map, leader hints, sessions and the
+/// closed flag.
 #[derive(Clone)]
 pub struct Client {
     shared: Arc<Shared>,
@@ -77,12 +118,28 @@ impl Client {
                 transport,
                 options,
                 leader_hints: Mutex::new(HashMap::new()),
+                map: RwLock::new(None),
+                map_refreshes: AtomicU64::new(0),
                 sessions: tokio::sync::Mutex::new(HashMap::new()),
                 closed: AtomicBool::new(false),
                 rotate: AtomicUsize::new(0),
             }),
             pinned: None,
         }
+    }
+
+    /// A client starting from a cluster map it already has (say, cached from an earlier run);
+    /// a stale map is refreshed on the first `WrongShard`.
+    pub fn with_shard_map(
+        transport: Arc<dyn Transport>,
+        options: ClientOptions,
+        map: ShardMap,
+    ) -> Self {
+        let client = Client::new(transport, options);
+        if let Ok(mut m) = client.shared.map.write() {
+            *m = Some(Arc::new(map));
+        }
+        client
     }
 
     /// A client whose requests all enter the cluster through `node`.
@@ -109,6 +166,85 @@ impl Client {
         self.shared.closed.load(Ordering::SeqCst)
     }
 
+    /// How many times the cluster map was fetched (the first fetch included).
+    pub fn map_refreshes(&self) -> u64 {
+        self.shared.map_refreshes.load(Ordering::Relaxed)
+    }
+
+    // ----- routing -----
+
+    /// The cached cluster map, fetched on first use.
+    pub async fn shard_map(&self) -> Result<Arc<ShardMap>> {
+        if let Some(m) = self.shared.map.read().ok().and_then(|m| m.clone()) {
+            return Ok(m);
+        }
+        self.refresh_map().await
+    }
+
+    /// Fetches the cluster map again.
+    pub async fn refresh_map(&self) -> Result<Arc<ShardMap>> {
+        let map = match self.execute(ClientRequest::GetShardMap).await? {
+            ClientResponse::ShardMap(m) => Arc::new(m),
+            other => return Err(unexpected(other)),
+        };
+        self.shared.map_refreshes.fetch_add(1, Ordering::Relaxed);
+        if let Ok(mut m) = self.shared.map.write() {
+            let newer = m.as_ref().is_none_or(|old| old.epoch <= map.epoch);
+            if newer {
+                *m = Some(map.clone());
+            }
+        }
+        Ok(map)
+    }
+
+    /// The shard owning `key`.
+    pub async fn shard_of(&self, key: impl AsRef<[u8]>) -> Result<GroupId> {
+        Ok(self.shard_map().await?.shard_of(key.as_ref()))
+    }
+
+    /// The shard's current leader, as its replicas report it.
+    pub async fn shard_leader(&self, shard: GroupId) -> Result<Option<NodeId>> {
+        Ok(self.shard_status(shard).await?.leader)
+    }
+
+    /// Status of `shard` as one of its replicas reports it.
+    pub async fn shard_status(&self, shard: GroupId) -> Result<GroupStatus> {
+        match self
+            .execute(ClientRequest::GroupStatus { group: shard })
+            .await?
+        {
+            ClientResponse::GroupStatus(s) => {
+                if let Some(l) = s.leader {
+                    self.set_hint(shard, Some(l));
+                }
+                Ok(s)
+            }
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Sends the request `build` makes for the shard owning `key`, refreshing the map and
+    /// retrying on `WrongShard`.
+    async fn routed(
+        &self,
+        key: &[u8],
+        build: impl Fn(GroupId) -> ClientRequest,
+    ) -> Result<ClientResponse> {
+        let mut attempt = 0;
+        loop {
+            let group = self.shard_map().await?.shard_of(key);
+            match self.execute(build(group)).await {
+                Err(Error::WrongShard { .. }) if attempt < 3 => {
+                    attempt += 1;
+                    self.refresh_map().await?;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    // ----- operations -----
+
     pub async fn put(&self, key: impl AsRef<[u8]>, value: impl AsRef<[u8]>) -> Result<()> {
         self.write(Command::Put {
             key: key.as_ref().to_vec(),
@@ -130,12 +266,12 @@ impl Client {
     ) -> Result<Option<Vec<u8>>> {
         let key = key.as_ref();
         self.shared.options.limits.check_key(key)?;
-        let request = ClientRequest::Read {
-            group: DEFAULT_GROUP,
+        let build = |group| ClientRequest::Read {
+            group,
             key: key.to_vec(),
             consistency,
         };
-        match self.execute(request).await? {
+        match self.routed(key, build).await? {
             ClientResponse::Read(v) => Ok(v),
             other => Err(unexpected(other)),
         }
@@ -143,12 +279,10 @@ impl Client {
 
     /// Deletes `key`; returns whether it existed.
     pub async fn delete(&self, key: impl AsRef<[u8]>) -> Result<bool> {
-        match self
-            .write(Command::Delete {
-                key: key.as_ref().to_vec(),
-            })
-            .await?
-        {
+        let cmd = Command::Delete {
+            key: key.as_ref().to_vec(),
+        };
+        match self.write(cmd).await? {
             CommandResult::Delete { existed } => Ok(existed),
             other => Err(unexpected_result(other)),
         }
@@ -184,12 +318,197 @@ impl Client {
         }
     }
 
-    /// Writes exactly once: the write carries this client's session and a sequence number, and
-    /// every retry reuses them, so the group applies it once and answers retries with the first
-    /// result.
+    /// Reads many keys, split per shard and read in parallel; values in the order of `keys`.
+    pub async fn batch_get<K: AsRef<[u8]>>(
+        &self,
+        keys: &[K],
+        consistency: ReadConsistency,
+    ) -> Result<Vec<Option<Vec<u8>>>> {
+        let keys: Vec<&[u8]> = keys.iter().map(|k| k.as_ref()).collect();
+        keys.iter()
+            .try_for_each(|k| self.shared.options.limits.check_key(k))?;
+        let mut attempt = 0;
+        loop {
+            let map = self.shard_map().await?;
+            let mut by_shard: BTreeMap<GroupId, Vec<usize>> = BTreeMap::new();
+            for (i, k) in keys.iter().enumerate() {
+                by_shard.entry(map.shard_of(k)).or_default().push(i);
+            }
+            let reads = by_shard.iter().map(|(group, idx)| {
+                let request = ClientRequest::ReadMany {
+                    group: *group,
+                    keys: idx.iter().map(|i| keys[*i].to_vec()).collect(),
+                    consistency,
+                };
+                async move { (idx, self.execute(request).await) }
+            });
+            let mut out = vec![None; keys.len()];
+            let mut wrong_shard = false;
+            for (idx, res) in futures::future::join_all(reads).await {
+                match res {
+                    Ok(ClientResponse::Values(values)) => {
+                        for (i, v) in idx.iter().zip(values) {
+                            out[*i] = v;
+                        }
+                    }
+                    Err(Error::WrongShard { .. }) if attempt < 3 => wrong_shard = true,
+                    Err(e) => return Err(e),
+                    Ok(other) => return Err(unexpected(other)),
+                }
+            }
+            if !wrong_shard {
+                return Ok(out);
+            }
+            attempt += 1;
+            self.refresh_map().await?;
+        }
+    }
+
+    /// Writes many pairs, split per shard and written in parallel. Atomic per shard, not across
+    /// shards: on error, some shards may have applied their part.
+    pub async fn batch_put<K: AsRef<[u8]>, V: AsRef<[u8]>>(&self, pairs: &[(K, V)]) -> Result<()> {
+        let pairs: Vec<(Vec<u8>, Vec<u8>)> = pairs
+            .iter()
+            .map(|(k, v)| (k.as_ref().to_vec(), v.as_ref().to_vec()))
+            .collect();
+        if pairs.is_empty() {
+            return Ok(());
+        }
+        let mut pending = pairs;
+        let mut attempt = 0;
+        loop {
+            let map = self.shard_map().await?;
+            let mut by_shard: BTreeMap<GroupId, Vec<(Vec<u8>, Vec<u8>)>> = BTreeMap::new();
+            for (k, v) in pending {
+                by_shard.entry(map.shard_of(&k)).or_default().push((k, v));
+            }
+            let writes = by_shard.into_iter().map(|(group, pairs)| async move {
+                let cmd = Command::PutMany {
+                    pairs: pairs.clone(),
+                };
+                (pairs, self.write_in(group, cmd).await)
+            });
+            pending = Vec::new();
+            for (pairs, res) in futures::future::join_all(writes).await {
+                match res {
+                    Ok(_) => {}
+                    Err(Error::WrongShard { .. }) if attempt < 3 => pending.extend(pairs),
+                    Err(e) => return Err(e),
+                }
+            }
+            if pending.is_empty() {
+                return Ok(());
+            }
+            attempt += 1;
+            self.refresh_map().await?;
+        }
+    }
+
+    /// One page of a scan over every shard, merged in key order.
+    pub async fn scan(&self, options: &ScanOptions) -> Result<ScanPage> {
+        if options.limit == 0 {
+            return Err(Error::InvalidArgument(
+                "scan limit must be at least 1".into(),
+            ));
+        }
+        let mut lower = options.start.clone().unwrap_or_default();
+        if let Some(p) = &options.prefix {
+            lower = lower.max(p.clone());
+        }
+        if let Some(c) = &options.cursor {
+            // The smallest key after the cursor.
+            let mut after = c.clone();
+            after.push(0);
+            lower = lower.max(after);
+        }
+        let prefix_end = options.prefix.as_deref().and_then(prefix_successor);
+        let upper = match (options.end.clone(), prefix_end) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        if upper.as_ref().is_some_and(|u| *u <= lower) {
+            return Ok(ScanPage::default());
+        }
+        let map = self.shard_map().await?;
+        let scans = map.shard_ids().into_iter().map(|group| {
+            let request = ClientRequest::Scan {
+                group,
+                start: lower.clone(),
+                end: upper.clone(),
+                limit: options.limit,
+                consistency: options.consistency,
+            };
+            self.execute(request)
+        });
+        let mut merged = Vec::new();
+        let mut more = false;
+        for res in futures::future::join_all(scans).await {
+            match res? {
+                ClientResponse::Scan { items, more: m } => {
+                    more |= m;
+                    merged.extend(items);
+                }
+                other => return Err(unexpected(other)),
+            }
+        }
+        merged.sort_by(|a, b| a.0.cmp(&b.0));
+        if merged.len() > options.limit {
+            merged.truncate(options.limit);
+            more = true;
+        }
+        let cursor = if more {
+            merged.last().map(|(k, _)| k.clone())
+        } else {
+            None
+        };
+        Ok(ScanPage {
+            items: merged,
+            cursor,
+        })
+    }
+
+    /// Every pair a scan yields, page by page (for small results; page with [`scan`](Self::scan)
+    /// for large ones).
+    pub async fn scan_all(&self, options: &ScanOptions) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        let mut options = options.clone();
+        let mut out = Vec::new();
+        loop {
+            let page = self.scan(&options).await?;
+            out.extend(page.items);
+            match page.cursor {
+                Some(c) => options.cursor = Some(c),
+                None => return Ok(out),
+            }
+        }
+    }
+
+    // ----- writes with exactly-once sessions -----
+
     async fn write(&self, command: Command) -> Result<CommandResult> {
         self.shared.options.limits.check_command(&command)?;
-        let group = DEFAULT_GROUP;
+        let key = command
+            .keys()
+            .first()
+            .map(|k| k.to_vec())
+            .unwrap_or_default();
+        let mut attempt = 0;
+        loop {
+            let group = self.shard_map().await?.shard_of(&key);
+            match self.write_in(group, command.clone()).await {
+                Err(Error::WrongShard { .. }) if attempt < 3 => {
+                    attempt += 1;
+                    self.refresh_map().await?;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// Writes exactly once to `group`: the write carries this client's session and a sequence
+    /// number, and every retry reuses them, so the group applies it once and answers retries
+    /// with the first result.
+    async fn write_in(&self, group: GroupId, command: Command) -> Result<CommandResult> {
+        self.shared.options.limits.check_command(&command)?;
         loop {
             let session = self.begin_write(group).await?;
             let request = ClientRequest::Write {
@@ -261,6 +580,8 @@ impl Client {
         self.shared.sessions.lock().await.get(&group).map(|s| s.id)
     }
 
+    // ----- sending with retries -----
+
     /// Sends `request` until it succeeds, fails for good, or the deadline passes.
     async fn execute(&self, request: ClientRequest) -> Result<ClientResponse> {
         self.execute_counted(request).await.0
@@ -304,21 +625,21 @@ impl Client {
                     })
                 }
             };
-            match outcome {
-                Ok(resp) => {
-                    if self.pinned.is_none() {
-                        self.set_hint(group, Some(target));
+            match (outcome, group) {
+                (Ok(resp), _) => {
+                    if let (None, Some(g)) = (self.pinned, group) {
+                        self.set_hint(g, Some(target));
                     }
                     return Ok(resp);
                 }
-                Err(Error::NotLeader { leader, .. }) if self.pinned.is_none() => {
+                (Err(Error::NotLeader { leader, .. }), Some(g)) if self.pinned.is_none() => {
                     let immediate = leader.is_some() && leader != Some(target);
-                    self.set_hint(group, leader);
+                    self.set_hint(g, leader);
                     if leader.is_none() {
                         self.shared.rotate.fetch_add(1, Ordering::Relaxed);
                     }
                     last_err = Some(Error::NotLeader {
-                        group,
+                        group: g,
                         node: target,
                         leader,
                     });
@@ -326,14 +647,23 @@ impl Client {
                         continue;
                     }
                 }
-                Err(e) if e.is_retryable() => {
+                // The map is stale (or the node does not host the group): the caller refreshes.
+                (Err(e @ Error::WrongShard { .. }), _) => {
+                    if let (None, Some(g)) = (self.pinned, group) {
+                        self.set_hint(g, None);
+                    }
+                    return Err(e);
+                }
+                (Err(e), _) if e.is_retryable() => {
                     if self.pinned.is_none() {
-                        self.set_hint(group, None);
+                        if let Some(g) = group {
+                            self.set_hint(g, None);
+                        }
                         self.shared.rotate.fetch_add(1, Ordering::Relaxed);
                     }
                     last_err = Some(e);
                 }
-                Err(e) => return Err(e),
+                (Err(e), _) => return Err(e),
             }
             if Instant::now() + backoff >= deadline {
                 return Err(Error::Timeout {
@@ -346,24 +676,35 @@ impl Client {
         }
     }
 
-    fn target(&self, group: GroupId) -> Result<NodeId> {
+    /// Where to send a request for `group`: the pinned node, the leader hint, else one of the
+    /// group's replicas (or any node), rotating after failures.
+    fn target(&self, group: Option<GroupId>) -> Result<NodeId> {
         if let Some(n) = self.pinned {
             return Ok(n);
         }
-        if let Some(n) = self
-            .shared
-            .leader_hints
-            .lock()
-            .ok()
-            .and_then(|h| h.get(&group).copied())
-        {
-            return Ok(n);
+        let rotate = self.shared.rotate.load(Ordering::Relaxed);
+        if let Some(g) = group {
+            let hint = self
+                .shared
+                .leader_hints
+                .lock()
+                .ok()
+                .and_then(|h| h.get(&g).copied());
+            if let Some(n) = hint {
+                return Ok(n);
+            }
+            let map = self.shared.map.read().ok().and_then(|m| m.clone());
+            if let Some(replicas) = map.as_ref().and_then(|m| m.shard(g)).map(|s| &s.replicas) {
+                if !replicas.is_empty() {
+                    return Ok(replicas[rotate % replicas.len()]);
+                }
+            }
         }
         let nodes = self.shared.transport.nodes();
         if nodes.is_empty() {
             return Err(Error::Unavailable("no nodes known".into()));
         }
-        Ok(nodes[self.shared.rotate.load(Ordering::Relaxed) % nodes.len()])
+        Ok(nodes[rotate % nodes.len()])
     }
 
     fn set_hint(&self, group: GroupId, leader: Option<NodeId>) {
@@ -376,10 +717,35 @@ impl Client {
     }
 }
 
+/// The smallest byte string greater than every string starting with `prefix`, if any.
+fn prefix_successor(prefix: &[u8]) -> Option<Vec<u8>> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xff {
+            end.push(last + 1);
+            return Some(end);
+        }
+    }
+    None
+}
+
 fn unexpected(resp: ClientResponse) -> Error {
     Error::Unavailable(format!("unexpected response {resp:?}"))
 }
 
 fn unexpected_result(r: CommandResult) -> Error {
     Error::Unavailable(format!("unexpected result {r:?}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::prefix_successor;
+
+    #[test]
+    fn prefix_successor_bounds_every_key_with_the_prefix() {
+        assert_eq!(prefix_successor(b"ab"), Some(b"ac".to_vec()));
+        assert_eq!(prefix_successor(b"a\xff"), Some(b"b".to_vec()));
+        assert_eq!(prefix_successor(b"\xff\xff"), None);
+        assert_eq!(prefix_successor(b""), None);
+    }
 }

@@ -9,12 +9,13 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
-use crate::client::{Client, ClientOptions, DEFAULT_GROUP};
+use crate::client::{Client, ClientOptions};
 use crate::config::{Limits, RaftTiming, StorageOptions};
 use crate::error::{Error, Result};
 use crate::faults::Faults;
 use crate::inproc::InProcNetwork;
 use crate::node::{GroupStatus, Node, NodeConfig};
+use crate::sharding::{RingRange, ShardMap};
 use crate::storage::identity::write_synced;
 use crate::storage::{lose_unsynced_writes, StorageStats};
 use crate::transport::Transport;
@@ -35,6 +36,10 @@ pub struct ClusterOptions {
     pub client: ClientOptions,
     /// Seed of the fault schedule; `None` picks one at random (see [`EmbeddedCluster::seed`]).
     pub seed: Option<u64>,
+    /// Number of shards (Raft groups), fixed at creation. Default 16.
+    pub shards: usize,
+    /// Replicas per shard, 1 to `nodes`. `None`: min(3, nodes).
+    pub replication: Option<usize>,
 }
 
 impl Default for ClusterOptions {
@@ -47,8 +52,41 @@ impl Default for ClusterOptions {
             storage: StorageOptions::default(),
             client: ClientOptions::default(),
             seed: None,
+            shards: 16,
+            replication: None,
         }
     }
+}
+
+/// One shard as the cluster sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShardStatus {
+    pub shard: GroupId,
+    pub ranges: Vec<RingRange>,
+    pub replicas: Vec<NodeId>,
+    pub leader: Option<NodeId>,
+    pub term: u64,
+    pub committed_index: Option<u64>,
+    pub applied_index: Option<u64>,
+    /// Approximate bytes of user data (on the reporting replica).
+    pub approximate_bytes: u64,
+}
+
+/// One node as the cluster sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeStatus {
+    pub node: NodeId,
+    pub up: bool,
+    /// Shards with a replica on this node.
+    pub shards: Vec<GroupId>,
+    /// How many of them this node currently leads.
+    pub leaders: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterStatus {
+    pub shards: Vec<ShardStatus>,
+    pub nodes: Vec<NodeStatus>,
 }
 
 /// What a cluster's root dir remembers about it.
@@ -57,7 +95,8 @@ struct StoredCluster {
     format_version: u32,
     cluster_id: String,
     nodes: usize,
-    groups: Vec<GroupId>,
+    replication: usize,
+    map: ShardMap,
 }
 
 enum Root {
@@ -115,19 +154,21 @@ impl EmbeddedCluster {
         for id in &ids {
             cluster.start_node(*id).await?;
         }
-        // Only the first node ever initializes, so if it is not initialized nobody is.
-        let first = cluster.node(ids[0])?;
-        for group in cluster.stored.groups.clone() {
+        // Each shard is initialized by its first replica only (so it also becomes the first
+        // leader, spreading leaders evenly); if that one is not initialized, nobody is.
+        for shard in cluster.stored.map.shards.clone() {
+            let first = cluster.node(shard.replicas[0])?;
+            let group = shard.id;
             let raft = first.raft(group).ok_or(Error::WrongShard {
                 group,
-                node: ids[0],
+                node: first.id(),
             })?;
             let initialized = raft.is_initialized().await.map_err(|e| Error::Fatal {
                 group,
                 message: e.to_string(),
             })?;
             if !initialized {
-                first.initialize_group(group, &ids).await?;
+                first.initialize_group(group, &shard.replicas).await?;
             }
         }
         Ok(cluster)
@@ -164,7 +205,7 @@ impl EmbeddedCluster {
         // The previous incarnation's RocksDB lock is released once its last handle is gone.
         let deadline = Instant::now() + Duration::from_secs(10);
         let node = loop {
-            match Node::open(config.clone(), &dir, self.network.clone()) {
+            match Node::open_with_map(config.clone(), &dir, self.network.clone(), self.map()) {
                 Ok(n) => break n,
                 Err(Error::Storage(e)) if e.contains("lock") && Instant::now() < deadline => {
                     tokio::time::sleep(Duration::from_millis(20)).await;
@@ -172,8 +213,8 @@ impl EmbeddedCluster {
                 Err(e) => return Err(e),
             }
         };
-        for group in &self.stored.groups {
-            node.start_group(*group).await?;
+        for group in self.stored.map.shards_on(id) {
+            node.start_group(group).await?;
         }
         self.network.register(node.clone());
         self.lock_nodes()?.insert(id, node.clone());
@@ -199,8 +240,93 @@ impl EmbeddedCluster {
         (1..=self.stored.nodes as NodeId).collect()
     }
 
-    pub fn groups(&self) -> &[GroupId] {
-        &self.stored.groups
+    /// Every shard (Raft group) of the cluster.
+    pub fn groups(&self) -> Vec<GroupId> {
+        self.stored.map.shard_ids()
+    }
+
+    /// The cluster map.
+    pub fn map(&self) -> Arc<ShardMap> {
+        Arc::new(self.stored.map.clone())
+    }
+
+    /// The shard owning `key`.
+    pub fn shard_of(&self, key: &[u8]) -> GroupId {
+        self.stored.map.shard_of(key)
+    }
+
+    /// Status of every shard (as its leader, or any replica, reports it) and every node.
+    pub fn status(&self) -> Result<ClusterStatus> {
+        let nodes: Vec<Arc<Node>> = self.lock_nodes()?.values().cloned().collect();
+        let mut shards = Vec::new();
+        for shard in &self.stored.map.shards {
+            let seen: Vec<GroupStatus> = nodes
+                .iter()
+                .filter_map(|n| n.status(shard.id).ok())
+                .collect();
+            let best = seen
+                .iter()
+                .find(|s| s.is_leader)
+                .or_else(|| seen.iter().max_by_key(|s| (s.term, s.applied_index)))
+                .cloned();
+            let size = best
+                .as_ref()
+                .and_then(|b| nodes.iter().find(|n| n.id() == b.node))
+                .and_then(|n| n.store().approximate_size(shard.id).ok());
+            shards.push(ShardStatus {
+                shard: shard.id,
+                ranges: shard.ranges.clone(),
+                replicas: shard.replicas.clone(),
+                leader: best.as_ref().and_then(|b| b.leader),
+                term: best.as_ref().map(|b| b.term).unwrap_or(0),
+                committed_index: best.as_ref().and_then(|b| b.committed_index),
+                applied_index: best.as_ref().and_then(|b| b.applied_index),
+                approximate_bytes: size.unwrap_or(0),
+            });
+        }
+        let nodes = self
+            .node_ids()
+            .into_iter()
+            .map(|id| {
+                let node = nodes.iter().find(|n| n.id() == id);
+                let hosted = self.stored.map.shards_on(id);
+                let leaders = node
+                    .map(|n| {
+                        hosted
+                            .iter()
+                            .filter(|g| n.status(**g).map(|s| s.is_leader).unwrap_or(false))
+                            .count()
+                    })
+                    .unwrap_or(0);
+                NodeStatus {
+                    node: id,
+                    up: node.is_some(),
+                    shards: hosted,
+                    leaders,
+                }
+            })
+            .collect();
+        Ok(ClusterStatus { shards, nodes })
+    }
+
+    /// Waits until every shard has one leader its running replicas agree on.
+    pub async fn wait_for_all_leaders(&self, timeout: Duration) -> Result<()> {
+        let deadline = Instant::now() + timeout;
+        for g in self.groups() {
+            self.wait_for_leader(g, deadline.saturating_duration_since(Instant::now()))
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Waits until every running replica of every shard has applied its leader's commit index.
+    pub async fn wait_for_all_replication(&self, timeout: Duration) -> Result<()> {
+        let deadline = Instant::now() + timeout;
+        for g in self.groups() {
+            self.wait_for_replication(g, deadline.saturating_duration_since(Instant::now()))
+                .await?;
+        }
+        Ok(())
     }
 
     /// A running node.
@@ -233,10 +359,13 @@ impl EmbeddedCluster {
         Ok(self.node(node)?.storage_stats())
     }
 
-    /// Status of `group` on every running node.
+    /// Status of `group` on every running node that hosts it.
     pub fn group_status(&self, group: GroupId) -> Result<Vec<GroupStatus>> {
+        if self.stored.map.shard(group).is_none() {
+            return Err(Error::InvalidArgument(format!("no shard {group}")));
+        }
         let nodes: Vec<Arc<Node>> = self.lock_nodes()?.values().cloned().collect();
-        nodes.iter().map(|n| n.status(group)).collect()
+        Ok(nodes.iter().filter_map(|n| n.status(group).ok()).collect())
     }
 
     /// Waits until the running nodes agree on one leader of `group`, and returns it.
@@ -370,11 +499,6 @@ impl EmbeddedCluster {
         self.start_node(id).await.map(|_| ())
     }
 
-    /// The group of every key until sharding arrives.
-    pub fn default_group(&self) -> GroupId {
-        DEFAULT_GROUP
-    }
-
     /// Stops every node and, for a temporary root, removes it. Data in a given root is kept.
     pub async fn shutdown(mut self) -> Result<()> {
         self.stop_all().await;
@@ -413,6 +537,16 @@ fn load_or_create(root: &Path, options: &ClusterOptions) -> Result<StoredCluster
                     reason: format!("unsupported cluster format {}", stored.format_version),
                 });
             }
+            let replication = options.replication.unwrap_or(stored.replication);
+            if stored.map.shards.len() != options.shards || stored.replication != replication {
+                return Err(Error::InvalidArgument(format!(
+                    "{root:?} holds {} shards with {} replicas; asked for {} with {}",
+                    stored.map.shards.len(),
+                    stored.replication,
+                    options.shards,
+                    replication
+                )));
+            }
             if stored.nodes != options.nodes {
                 return Err(Error::InvalidArgument(format!(
                     "{root:?} holds a cluster of {} nodes; asked for {}",
@@ -431,11 +565,15 @@ fn load_or_create(root: &Path, options: &ClusterOptions) -> Result<StoredCluster
                     ),
                 });
             }
+            let replication = options.replication.unwrap_or(options.nodes.min(3));
+            let ids: Vec<NodeId> = (1..=options.nodes as NodeId).collect();
+            let map = ShardMap::uniform(options.shards, &ids, replication)?;
             let stored = StoredCluster {
                 format_version: 1,
                 cluster_id: new_cluster_id(),
                 nodes: options.nodes,
-                groups: vec![DEFAULT_GROUP],
+                replication,
+                map,
             };
             let bytes = serde_json::to_vec_pretty(&stored).map_err(Error::storage)?;
             write_synced(&path, &bytes)?;

@@ -53,8 +53,17 @@ impl Limits {
     }
 
     pub fn check_command(&self, command: &Command) -> Result<()> {
-        self.check_key(command.key())?;
-        command.values().try_for_each(|v| self.check_value(v))
+        let keys = command.keys();
+        if keys.is_empty() {
+            return Err(Error::InvalidArgument(
+                "a write needs at least one key".into(),
+            ));
+        }
+        keys.into_iter().try_for_each(|k| self.check_key(k))?;
+        command
+            .values()
+            .into_iter()
+            .try_for_each(|v| self.check_value(v))
     }
 }
 

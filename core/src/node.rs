@@ -17,6 +17,7 @@ use crate::error::{Error, Result};
 use crate::network::{
     GroupNetworkFactory, PeerRequest, PeerResponse, PeerTransport, RaftReply, RaftRpc,
 };
+use crate::sharding::ShardMap;
 use crate::storage::identity::Identity;
 use crate::storage::{NodeStore, StorageStats};
 use crate::types::{
@@ -35,7 +36,7 @@ pub struct NodeConfig {
 }
 
 /// Role and progress of one group on one node.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct GroupStatus {
     pub group: GroupId,
     pub node: NodeId,
@@ -56,16 +57,30 @@ pub struct Node {
     store: Arc<NodeStore>,
     peers: Arc<dyn PeerTransport>,
     groups: RwLock<HashMap<GroupId, Raft>>,
+    shard_map: RwLock<Arc<ShardMap>>,
 }
 
 impl Node {
     /// Opens the node's data dir (refusing a foreign one) and its store. Groups are added after.
+    pub fn open_with_map(
+        config: NodeConfig,
+        dir: &Path,
+        peers: Arc<dyn PeerTransport>,
+        shard_map: Arc<ShardMap>,
+    ) -> Result<Arc<Node>> {
+        let node = Node::open(config, dir, peers)?;
+        node.set_shard_map(shard_map);
+        Ok(node)
+    }
+
+    /// Opens with a one-shard map (every key in group 0) until [`set_shard_map`](Self::set_shard_map).
     pub fn open(
         config: NodeConfig,
         dir: &Path,
         peers: Arc<dyn PeerTransport>,
     ) -> Result<Arc<Node>> {
         let identity = Identity::new(&config.cluster_id, config.id);
+        let config_id = config.id;
         let store = NodeStore::open(dir, &identity, config.storage)?;
         Ok(Arc::new(Node {
             stopping: AtomicBool::new(false),
@@ -73,6 +88,7 @@ impl Node {
             store,
             peers,
             groups: RwLock::new(HashMap::new()),
+            shard_map: RwLock::new(Arc::new(ShardMap::uniform(1, &[config_id], 1)?)),
         }))
     }
 
@@ -177,32 +193,74 @@ impl Node {
         })
     }
 
-    /// Serves a client request. With `forward`, a request that needs the leader is passed on to
-    /// it; without, the caller gets `NotLeader` with a hint.
+    /// Serves a client request. With `forward`, a request that needs another node (the group's
+    /// leader, or a replica when this node does not host the group) is passed on to it; without,
+    /// the caller gets `NotLeader` (with a hint) or `WrongShard`.
     pub async fn handle_client(
         &self,
         request: ClientRequest,
         forward: bool,
     ) -> Result<ClientResponse> {
-        match self.serve_locally(&request).await {
-            Err(Error::NotLeader {
-                leader: Some(leader),
-                ..
-            }) if forward && leader != self.id() => {
-                match self
-                    .peers
-                    .send(self.id(), leader, PeerRequest::Client(request))
-                    .await?
-                {
-                    PeerResponse::Client(r) => Ok(r),
-                    PeerResponse::Raft(_) => {
-                        Err(Error::Unavailable("unexpected reply kind".into()))
-                    }
-                }
+        self.check_running()?;
+        let outcome = self.serve_locally(&request).await;
+        let next = match (&outcome, request.group()) {
+            (
+                Err(Error::NotLeader {
+                    leader: Some(l), ..
+                }),
+                _,
+            ) if forward && *l != self.id() => {
+                vec![*l]
             }
-            Err(Error::Fatal { .. }) if self.is_stopping() => Err(self.stopping_error()),
-            other => other,
+            (Err(Error::WrongShard { .. }), Some(group))
+                if forward && self.raft(group).is_none() =>
+            {
+                self.shard_map()
+                    .shard(group)
+                    .map(|s| s.replicas.clone())
+                    .unwrap_or_default()
+            }
+            (Err(Error::Fatal { .. }), _) if self.is_stopping() => {
+                return Err(self.stopping_error())
+            }
+            _ => return outcome,
+        };
+        self.forward(request, next).await.or(outcome)
+    }
+
+    /// Passes `request` on, following leader hints for a few hops.
+    async fn forward(
+        &self,
+        request: ClientRequest,
+        mut targets: Vec<NodeId>,
+    ) -> Result<ClientResponse> {
+        let mut last = Err(Error::Unavailable("no node to forward to".into()));
+        let mut hops = 0;
+        while let Some(target) = targets.first().copied() {
+            targets.remove(0);
+            if target == self.id() || hops >= 4 {
+                continue;
+            }
+            hops += 1;
+            let sent = self
+                .peers
+                .send(self.id(), target, PeerRequest::Client(request.clone()))
+                .await;
+            last = match sent {
+                Ok(PeerResponse::Client(r)) => return Ok(r),
+                Ok(PeerResponse::Raft(_)) => {
+                    Err(Error::Unavailable("unexpected reply kind".into()))
+                }
+                Err(e) => Err(e),
+            };
+            if let Err(Error::NotLeader {
+                leader: Some(l), ..
+            }) = &last
+            {
+                targets.insert(0, *l);
+            }
         }
+        last
     }
 
     fn is_stopping(&self) -> bool {
@@ -220,6 +278,38 @@ impl Node {
         Ok(())
     }
 
+    /// The cluster map this node routes by.
+    pub fn shard_map(&self) -> Arc<ShardMap> {
+        self.shard_map
+            .read()
+            .map(|m| m.clone())
+            .unwrap_or_else(|p| p.into_inner().clone())
+    }
+
+    pub fn set_shard_map(&self, map: Arc<ShardMap>) {
+        if let Ok(mut m) = self.shard_map.write() {
+            *m = map;
+        }
+    }
+
+    /// Refuses keys that the map does not place in `group`.
+    fn check_owned<'k>(
+        &self,
+        group: GroupId,
+        keys: impl IntoIterator<Item = &'k [u8]>,
+    ) -> Result<()> {
+        let map = self.shard_map();
+        for key in keys {
+            if map.shard_of(key) != group {
+                return Err(Error::WrongShard {
+                    group,
+                    node: self.id(),
+                });
+            }
+        }
+        Ok(())
+    }
+
     async fn serve_locally(&self, request: &ClientRequest) -> Result<ClientResponse> {
         match request {
             ClientRequest::Write {
@@ -228,6 +318,7 @@ impl Node {
                 session,
             } => {
                 self.config.limits.check_command(command)?;
+                self.check_owned(*group, command.keys())?;
                 let body = ProposalBody::Write {
                     session: *session,
                     command: command.clone(),
@@ -242,10 +333,46 @@ impl Node {
                 group,
                 key,
                 consistency,
-            } => self
-                .read(*group, key, *consistency)
-                .await
-                .map(ClientResponse::Read),
+            } => {
+                self.config.limits.check_key(key)?;
+                self.check_owned(*group, [key.as_slice()])?;
+                self.ensure_readable(*group, *consistency).await?;
+                self.store.get(*group, key).map(ClientResponse::Read)
+            }
+            ClientRequest::ReadMany {
+                group,
+                keys,
+                consistency,
+            } => {
+                keys.iter()
+                    .try_for_each(|k| self.config.limits.check_key(k))?;
+                self.check_owned(*group, keys.iter().map(Vec::as_slice))?;
+                self.ensure_readable(*group, *consistency).await?;
+                keys.iter()
+                    .map(|k| self.store.get(*group, k))
+                    .collect::<Result<Vec<_>>>()
+                    .map(ClientResponse::Values)
+            }
+            ClientRequest::Scan {
+                group,
+                start,
+                end,
+                limit,
+                consistency,
+            } => {
+                if *limit == 0 {
+                    return Err(Error::InvalidArgument(
+                        "scan limit must be at least 1".into(),
+                    ));
+                }
+                self.ensure_readable(*group, *consistency).await?;
+                let (items, more) = self.store.scan(*group, start, end.as_deref(), *limit)?;
+                Ok(ClientResponse::Scan { items, more })
+            }
+            ClientRequest::GroupStatus { group } => {
+                self.status(*group).map(ClientResponse::GroupStatus)
+            }
+            ClientRequest::GetShardMap => Ok(ClientResponse::ShardMap((*self.shard_map()).clone())),
         }
     }
 
@@ -279,21 +406,16 @@ impl Node {
         }
     }
 
-    async fn read(
-        &self,
-        group: GroupId,
-        key: &[u8],
-        consistency: ReadConsistency,
-    ) -> Result<Option<Vec<u8>>> {
-        self.config.limits.check_key(key)?;
+    /// Makes the local state machine good enough for a read at `consistency`.
+    async fn ensure_readable(&self, group: GroupId, consistency: ReadConsistency) -> Result<()> {
         let raft = self.raft_or_wrong_shard(group)?;
         let policy = match consistency {
-            ReadConsistency::Stale => return self.store.get(group, key),
+            ReadConsistency::Stale => return Ok(()),
             ReadConsistency::Linearizable => ReadPolicy::ReadIndex,
             ReadConsistency::Lease => ReadPolicy::LeaseRead,
         };
         match raft.ensure_linearizable(policy).await {
-            Ok(_) => self.store.get(group, key),
+            Ok(_) => Ok(()),
             Err(RaftError::APIError(LinearizableReadError::ForwardToLeader(f))) => {
                 Err(Error::NotLeader {
                     group,

@@ -41,26 +41,34 @@ pub enum Command {
         expected: Option<Vec<u8>>,
         new: Vec<u8>,
     },
+    /// Set every pair, atomically within one shard (all keys must belong to it).
+    PutMany { pairs: Vec<(Vec<u8>, Vec<u8>)> },
 }
 
 impl Command {
-    pub fn key(&self) -> &[u8] {
+    /// Every key the command touches.
+    pub fn keys(&self) -> Vec<&[u8]> {
         match self {
             Command::Put { key, .. }
             | Command::Delete { key }
             | Command::Append { key, .. }
-            | Command::Cas { key, .. } => key,
+            | Command::Cas { key, .. } => vec![key],
+            Command::PutMany { pairs } => pairs.iter().map(|(k, _)| k.as_slice()).collect(),
         }
     }
 
-    /// Byte strings carried besides the key (checked against the value size limit).
-    pub fn values(&self) -> impl Iterator<Item = &[u8]> {
-        let (a, b): (Option<&[u8]>, Option<&[u8]>) = match self {
-            Command::Put { value, .. } | Command::Append { value, .. } => (Some(value), None),
-            Command::Delete { .. } => (None, None),
-            Command::Cas { expected, new, .. } => (expected.as_deref(), Some(new)),
-        };
-        a.into_iter().chain(b)
+    /// Byte strings carried besides the keys (checked against the value size limit).
+    pub fn values(&self) -> Vec<&[u8]> {
+        match self {
+            Command::Put { value, .. } | Command::Append { value, .. } => vec![value],
+            Command::Delete { .. } => vec![],
+            Command::Cas { expected, new, .. } => expected
+                .as_deref()
+                .into_iter()
+                .chain([new.as_slice()])
+                .collect(),
+            Command::PutMany { pairs } => pairs.iter().map(|(_, v)| v.as_slice()).collect(),
+        }
     }
 }
 
@@ -84,6 +92,7 @@ impl fmt::Display for Command {
                 expected.as_ref().map(Vec::len),
                 new.len()
             ),
+            Command::PutMany { pairs } => write!(f, "put_many({} pairs)", pairs.len()),
         }
     }
 }
@@ -155,6 +164,9 @@ pub enum CommandResult {
         success: bool,
         current: Option<Vec<u8>>,
     },
+    PutMany {
+        count: u64,
+    },
     SessionOpened {
         session: u64,
     },
@@ -191,6 +203,25 @@ pub enum ClientRequest {
     OpenSession {
         group: GroupId,
     },
+    ReadMany {
+        group: GroupId,
+        keys: Vec<Vec<u8>>,
+        consistency: ReadConsistency,
+    },
+    /// Up to `limit` pairs of the group with `start <= key < end` (`end` None: no bound).
+    Scan {
+        group: GroupId,
+        start: Vec<u8>,
+        end: Option<Vec<u8>>,
+        limit: usize,
+        consistency: ReadConsistency,
+    },
+    /// The group's status as the node asked sees it.
+    GroupStatus {
+        group: GroupId,
+    },
+    /// The cluster map as the node asked knows it.
+    GetShardMap,
     Read {
         group: GroupId,
         key: Vec<u8>,
@@ -199,11 +230,15 @@ pub enum ClientRequest {
 }
 
 impl ClientRequest {
-    pub fn group(&self) -> GroupId {
+    pub fn group(&self) -> Option<GroupId> {
         match self {
             ClientRequest::Write { group, .. }
             | ClientRequest::Read { group, .. }
-            | ClientRequest::OpenSession { group } => *group,
+            | ClientRequest::OpenSession { group }
+            | ClientRequest::ReadMany { group, .. }
+            | ClientRequest::Scan { group, .. }
+            | ClientRequest::GroupStatus { group } => Some(*group),
+            ClientRequest::GetShardMap => None,
         }
     }
 }
@@ -213,4 +248,12 @@ impl ClientRequest {
 pub enum ClientResponse {
     Write(CommandResult),
     Read(Option<Vec<u8>>),
+    Values(Vec<Option<Vec<u8>>>),
+    /// Pairs in key order; `more` when the limit cut the range short.
+    Scan {
+        items: Vec<(Vec<u8>, Vec<u8>)>,
+        more: bool,
+    },
+    GroupStatus(crate::node::GroupStatus),
+    ShardMap(crate::sharding::ShardMap),
 }

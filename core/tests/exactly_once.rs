@@ -39,6 +39,7 @@ fn duplicates_on(cluster: &EmbeddedCluster) -> u64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn appends_retried_through_lost_responses_apply_exactly_once() {
     let cluster = EmbeddedCluster::start(ClusterOptions {
+        shards: 1,
         nodes: 3,
         seed: Some(7),
         ..Default::default()
@@ -110,6 +111,7 @@ async fn appends_retried_through_lost_responses_apply_exactly_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn session_table_shrinks_after_expiry_and_an_expired_retry_is_refused() {
     let cluster = EmbeddedCluster::start(ClusterOptions {
+        shards: 1,
         nodes: 3,
         timing: RaftTiming {
             session_ttl_ms: 400,

@@ -15,6 +15,8 @@ const WAIT: Duration = Duration::from_secs(30);
 
 async fn start_with(nodes: usize, f: impl FnOnce(&mut ClusterOptions)) -> EmbeddedCluster {
     let mut options = ClusterOptions {
+        shards: 1,
+        replication: Some(nodes),
         nodes,
         ..Default::default()
     };

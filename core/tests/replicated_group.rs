@@ -10,6 +10,8 @@ const WAIT: Duration = Duration::from_secs(20);
 
 async fn start(nodes: usize) -> EmbeddedCluster {
     let cluster = EmbeddedCluster::start(ClusterOptions {
+        shards: 1,
+        replication: Some(nodes),
         nodes,
         ..Default::default()
     })
@@ -262,6 +264,7 @@ async fn over_limit_input_is_refused_and_nothing_is_written() {
         max_value_bytes: 64,
     };
     let cluster = EmbeddedCluster::start(ClusterOptions {
+        shards: 1,
         nodes: 3,
         limits,
         client: scalestore::ClientOptions {
@@ -344,6 +347,7 @@ async fn over_limit_input_is_refused_and_nothing_is_written() {
 async fn reopened_cluster_keeps_its_data_and_refuses_contradicting_arguments() {
     let root = tempfile::tempdir().expect("tempdir");
     let opts = ClusterOptions {
+        shards: 1,
         nodes: 3,
         root_dir: Some(root.path().to_path_buf()),
         ..Default::default()
@@ -401,6 +405,7 @@ async fn foreign_data_dirs_are_refused_untouched() {
     let foreign = tempfile::tempdir().expect("tempdir");
     std::fs::write(foreign.path().join("notes.txt"), b"mine").expect("write");
     let err = EmbeddedCluster::start(ClusterOptions {
+        shards: 1,
         root_dir: Some(foreign.path().to_path_buf()),
         ..Default::default()
     })
@@ -423,6 +428,7 @@ async fn foreign_data_dirs_are_refused_untouched() {
     let b = tempfile::tempdir().expect("b");
     for root in [a.path(), b.path()] {
         let c = EmbeddedCluster::start(ClusterOptions {
+            shards: 1,
             nodes: 1,
             root_dir: Some(root.to_path_buf()),
             ..Default::default()
@@ -436,6 +442,7 @@ async fn foreign_data_dirs_are_refused_untouched() {
     let identity =
         std::fs::read(a.path().join("node-1").join("SCALESTORE_IDENTITY")).expect("read");
     let err = EmbeddedCluster::start(ClusterOptions {
+        shards: 1,
         nodes: 1,
         root_dir: Some(a.path().to_path_buf()),
         ..Default::default()

@@ -112,6 +112,57 @@ impl NodeStore {
             .get_cf(self.cf(keys::CF_SM), keys::data_key(group, key))?)
     }
 
+    /// Up to `limit` user pairs of `group` with `start <= key < end`, in key order, and whether
+    /// more remain.
+    #[allow(clippy::type_complexity)]
+    pub fn scan(
+        &self,
+        group: GroupId,
+        start: &[u8],
+        end: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<(Vec<(Vec<u8>, Vec<u8>)>, bool)> {
+        let (_, group_data_end) = keys::data_range(group);
+        let mut ro = rocksdb::ReadOptions::default();
+        ro.set_iterate_upper_bound(match end {
+            Some(e) => keys::data_key(group, e),
+            None => group_data_end,
+        });
+        let from = keys::data_key(group, start);
+        let iter = self.db.iterator_cf_opt(
+            self.cf(keys::CF_SM),
+            ro,
+            rocksdb::IteratorMode::From(&from, rocksdb::Direction::Forward),
+        );
+        let mut items = Vec::new();
+        for kv in iter {
+            let (k, v) = kv?;
+            if items.len() == limit {
+                return Ok((items, true));
+            }
+            items.push((keys::user_key_of(&k).to_vec(), v.to_vec()));
+        }
+        Ok((items, false))
+    }
+
+    /// Approximate bytes of user data `group` holds on this node: RocksDB's estimate from its
+    /// SST files, or, while the data is still all in memtables (small groups), an exact count.
+    pub fn approximate_size(&self, group: GroupId) -> Result<u64> {
+        let (start, end) = keys::data_range(group);
+        let cf = self.cf(keys::CF_SM);
+        let on_disk = self
+            .db
+            .get_approximate_sizes_cf(cf, &[rocksdb::Range::new(&start, &end)])
+            .first()
+            .copied()
+            .unwrap_or(0);
+        if on_disk > 0 {
+            return Ok(on_disk);
+        }
+        let (items, _) = self.scan(group, b"", None, 100_000)?;
+        Ok(items.iter().map(|(k, v)| (k.len() + v.len()) as u64).sum())
+    }
+
     /// Every user key/value of `group`, in key order (for tests and tools).
     pub fn scan_group(&self, group: GroupId) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
         let (start, end) = keys::data_range(group);

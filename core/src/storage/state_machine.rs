@@ -249,6 +249,13 @@ impl BatchView<'_> {
                 self.put(&key, current);
                 CommandResult::Append { new_len }
             }
+            Command::PutMany { pairs } => {
+                let count = pairs.len() as u64;
+                for (k, v) in pairs {
+                    self.put(&k, v);
+                }
+                CommandResult::PutMany { count }
+            }
             Command::Cas { key, expected, new } => {
                 let current = self.get(&key)?;
                 if current == expected {
