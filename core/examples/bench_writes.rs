@@ -1,7 +1,7 @@
 //! Write throughput of an embedded 3-node group with sync on: W concurrent writers put for a
 //! fixed time; prints ops/s, latency percentiles and WAL fsyncs per write.
 //!
-//! Usage: `bench_writes [--writers N] [--seconds S] [--value-bytes B] [--no-sync]`
+//! Usage: `bench_writes [--shards N] [--writers N] [--seconds S] [--value-bytes B] [--no-sync]`
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -14,6 +14,7 @@ struct Args {
     seconds: u64,
     value_bytes: usize,
     sync: bool,
+    shards: usize,
 }
 
 fn parse() -> Result<Args, String> {
@@ -22,6 +23,7 @@ fn parse() -> Result<Args, String> {
         seconds: 5,
         value_bytes: 100,
         sync: true,
+        shards: 1,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -35,6 +37,7 @@ fn parse() -> Result<Args, String> {
             "--seconds" => a.seconds = num("--seconds")?,
             "--value-bytes" => a.value_bytes = num("--value-bytes")? as usize,
             "--no-sync" => a.sync = false,
+            "--shards" => a.shards = num("--shards")? as usize,
             other => return Err(format!("unknown flag {other}")),
         }
     }
@@ -47,6 +50,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let cluster = Arc::new(
         EmbeddedCluster::start(ClusterOptions {
             nodes: 3,
+            shards: args.shards,
+            replication: Some(3),
             storage: StorageOptions {
                 sync: args.sync,
                 ..Default::default()
@@ -55,7 +60,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         })
         .await?,
     );
-    cluster.wait_for_leader(0, Duration::from_secs(10)).await?;
+    cluster
+        .wait_for_all_leaders(Duration::from_secs(30))
+        .await?;
     let before: Vec<(u64, u64)> = cluster
         .node_ids()
         .iter()
@@ -107,7 +114,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             .unwrap_or_default()
     };
     println!(
-        "writers={} value={}B sync={} duration={:.1}s",
+        "shards={} writers={} value={}B sync={} duration={:.1}s",
+        args.shards,
         args.writers,
         args.value_bytes,
         args.sync,

@@ -1,0 +1,337 @@
+//! Keys spread over many Raft groups: even spread, routing, cross-shard scans and batches,
+//! per-shard fault tolerance, and recovery from a stale map.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use scalestore::types::{ClientRequest, Command};
+use scalestore::{
+    ring_position, Client, ClientOptions, ClusterOptions, EmbeddedCluster, Error, ReadConsistency,
+    ScanOptions, ShardMap,
+};
+
+const WAIT: Duration = Duration::from_secs(30);
+
+async fn start_16_shards(nodes: usize) -> EmbeddedCluster {
+    let cluster = EmbeddedCluster::start(ClusterOptions {
+        nodes,
+        shards: 16,
+        replication: Some(3),
+        ..Default::default()
+    })
+    .await
+    .expect("start");
+    cluster.wait_for_all_leaders(WAIT).await.expect("leaders");
+    cluster
+}
+
+/// One key per shard (the first `key-N` found that lands in it).
+fn key_per_shard(map: &ShardMap) -> BTreeMap<u64, String> {
+    let mut keys = BTreeMap::new();
+    for i in 0.. {
+        let k = format!("key-{i}");
+        keys.entry(map.shard_of(k.as_bytes())).or_insert(k);
+        if keys.len() == map.shards.len() {
+            return keys;
+        }
+    }
+    keys
+}
+
+#[test]
+fn keys_spread_evenly_over_shards() {
+    let map = ShardMap::uniform(16, &[1, 2, 3], 3).expect("map");
+    let n = 160_000;
+    let mut counts = vec![0u64; 16];
+    for i in 0..n {
+        counts[map.shard_of(format!("user:{i}").as_bytes()) as usize] += 1;
+    }
+    let expected = n as f64 / 16.0;
+    let chi2: f64 = counts
+        .iter()
+        .map(|c| (*c as f64 - expected).powi(2) / expected)
+        .sum();
+    // 15 degrees of freedom: p = 0.001 at 37.7.
+    assert!(chi2 < 37.7, "chi-square {chi2:.1} over {counts:?}");
+    let (min, max) = (
+        counts.iter().min().expect("min"),
+        counts.iter().max().expect("max"),
+    );
+    assert!((*max as f64) / (*min as f64) < 1.05, "{counts:?}");
+}
+
+#[test]
+fn ring_position_matches_documented_test_vectors() {
+    // The same vectors as README.md "Keys to shards"; any client in any language must agree.
+    assert_eq!(ring_position(b""), 0xef46db3751d8e999);
+    assert_eq!(ring_position(b"a"), 0xd24ec4f1a98c6e5b);
+    assert_eq!(ring_position(b"user:42"), 0xdc1fea7da8d2d1c2);
+    let map = ShardMap::uniform(16, &[1], 1).expect("map");
+    assert_eq!(
+        map.shard_of(b"user:42"),
+        0xd,
+        "top 4 bits pick the shard of 16"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_nodes_sixteen_shards_serve_every_operation_on_every_shard() {
+    let cluster = start_16_shards(3).await;
+    let client = cluster.client();
+    let keys = key_per_shard(&cluster.map());
+    assert_eq!(keys.len(), 16);
+    for (shard, key) in &keys {
+        assert_eq!(client.shard_of(key).await.expect("shard_of"), *shard);
+        client.put(key, "v").await.expect("put");
+        assert_eq!(client.get(key).await.expect("get"), Some(b"v".to_vec()));
+        assert_eq!(client.append(key, "w").await.expect("append"), 2);
+        let cas = client.cas(key, Some(b"vw"), "x").await.expect("cas");
+        assert!(cas.success);
+        assert!(
+            !client
+                .cas(key, Some(b"vw"), "y")
+                .await
+                .expect("cas")
+                .success
+        );
+        assert!(client.delete(key).await.expect("delete"));
+        assert!(!client.delete(key).await.expect("delete"));
+        client
+            .put(key, format!("final-{shard}"))
+            .await
+            .expect("put");
+        let leader = client
+            .shard_leader(*shard)
+            .await
+            .expect("leader")
+            .expect("known");
+        assert!(cluster
+            .map()
+            .shard(*shard)
+            .expect("shard")
+            .replicas
+            .contains(&leader));
+    }
+    cluster
+        .wait_for_all_replication(WAIT)
+        .await
+        .expect("replicated");
+    for (shard, key) in &keys {
+        for n in &cluster.map().shard(*shard).expect("shard").replicas {
+            let got = cluster
+                .node(*n)
+                .expect("node")
+                .store()
+                .get(*shard, key.as_bytes())
+                .expect("get");
+            assert_eq!(
+                got,
+                Some(format!("final-{shard}").into_bytes()),
+                "replica {n} of shard {shard}"
+            );
+        }
+    }
+    // Placement is balanced: replicas and leaders per node differ by at most one.
+    let status = cluster.status().expect("status");
+    let replicas: Vec<usize> = status.nodes.iter().map(|n| n.shards.len()).collect();
+    let leaders: Vec<usize> = status.nodes.iter().map(|n| n.leaders).collect();
+    let spread = |v: &[usize]| v.iter().max().unwrap_or(&0) - v.iter().min().unwrap_or(&0);
+    assert!(spread(&replicas) <= 1, "{replicas:?}");
+    assert!(spread(&leaders) <= 1, "{leaders:?}");
+    assert_eq!(leaders.iter().sum::<usize>(), 16);
+    for s in &status.shards {
+        assert!(s.leader.is_some(), "{s:?}");
+        assert!(
+            s.approximate_bytes > 0,
+            "shard {} holds data: {s:?}",
+            s.shard
+        );
+    }
+    cluster.shutdown().await.expect("shutdown");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scan_over_all_shards_returns_every_key_once_in_order_across_pages() {
+    let cluster = start_16_shards(3).await;
+    let client = cluster.client();
+    let pairs: Vec<(String, String)> = (0..300)
+        .map(|i| (format!("k{i:04}"), format!("v{i}")))
+        .collect();
+    client.batch_put(&pairs).await.expect("batch put");
+    let shards: BTreeSet<u64> = pairs
+        .iter()
+        .map(|(k, _)| cluster.shard_of(k.as_bytes()))
+        .collect();
+    assert_eq!(shards.len(), 16, "the keys span every shard");
+    let values = client
+        .batch_get(&["k0007", "nope", "k0299"], ReadConsistency::Linearizable)
+        .await
+        .expect("batch get");
+    assert_eq!(
+        values,
+        vec![Some(b"v7".to_vec()), None, Some(b"v299".to_vec())]
+    );
+
+    let mut options = ScanOptions {
+        limit: 7,
+        ..Default::default()
+    };
+    let mut seen = Vec::new();
+    let mut pages = 0;
+    loop {
+        let page = client.scan(&options).await.expect("scan");
+        assert!(page.items.len() <= 7);
+        pages += 1;
+        seen.extend(
+            page.items
+                .into_iter()
+                .map(|(k, _)| String::from_utf8(k).expect("utf8")),
+        );
+        match page.cursor {
+            Some(c) => options.cursor = Some(c),
+            None => break,
+        }
+    }
+    let want: Vec<String> = pairs.iter().map(|(k, _)| k.clone()).collect();
+    assert_eq!(seen, want, "every key once, in order");
+    assert!(pages >= 300 / 7, "{pages} pages");
+
+    let ranged = client
+        .scan_all(&ScanOptions {
+            start: Some(b"k0100".to_vec()),
+            end: Some(b"k0110".to_vec()),
+            limit: 3,
+            ..Default::default()
+        })
+        .await
+        .expect("range scan");
+    assert_eq!(ranged.len(), 10);
+    assert_eq!(ranged[0], (b"k0100".to_vec(), b"v100".to_vec()));
+    let prefixed = client
+        .scan_all(&ScanOptions {
+            prefix: Some(b"k02".to_vec()),
+            limit: 50,
+            ..Default::default()
+        })
+        .await
+        .expect("prefix scan");
+    assert_eq!(prefixed.len(), 100);
+    assert!(prefixed.iter().all(|(k, _)| k.starts_with(b"k02")));
+    cluster.shutdown().await.expect("shutdown");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_shard_keeps_serving_with_one_node_down_and_the_node_catches_up() {
+    let cluster = start_16_shards(3).await;
+    let client = cluster.client();
+    let keys = key_per_shard(&cluster.map());
+    cluster.crash_node(2).await.expect("crash");
+    for key in keys.values() {
+        client
+            .put(key, "while-down")
+            .await
+            .expect("every shard still commits");
+    }
+    cluster.restart_node(2).await.expect("restart");
+    cluster.wait_for_all_leaders(WAIT).await.expect("leaders");
+    cluster
+        .wait_for_all_replication(WAIT)
+        .await
+        .expect("caught up");
+    let node = cluster.node(2).expect("node");
+    for (shard, key) in &keys {
+        assert_eq!(
+            node.store().get(*shard, key.as_bytes()).expect("get"),
+            Some(b"while-down".to_vec())
+        );
+    }
+    cluster.shutdown().await.expect("shutdown");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_sent_to_the_wrong_group_is_refused_and_the_client_recovers() {
+    let cluster = start_16_shards(3).await;
+    let key = b"some-key".to_vec();
+    let owner = cluster.shard_of(&key);
+    let wrong = (owner + 1) % 16;
+    let host = cluster.map().shard(wrong).expect("shard").replicas[0];
+    let request = ClientRequest::Write {
+        group: wrong,
+        command: Command::Put {
+            key: key.clone(),
+            value: b"x".to_vec(),
+        },
+        session: None,
+    };
+    let err = cluster
+        .node(host)
+        .expect("node")
+        .handle_client(request, false)
+        .await
+        .expect_err("refused");
+    assert!(
+        matches!(err, Error::WrongShard { group, .. } if group == wrong),
+        "{err}"
+    );
+
+    // A client holding a stale map (every shard's ranges rotated) is refused, refreshes, and
+    // lands the write on the right shard.
+    let mut stale = (*cluster.map()).clone();
+    let ranges: Vec<_> = stale.shards.iter().map(|s| s.ranges.clone()).collect();
+    for (i, s) in stale.shards.iter_mut().enumerate() {
+        s.ranges = ranges[(i + 1) % ranges.len()].clone();
+    }
+    stale.rebuild_index().expect("still tiles");
+    assert_ne!(stale.shard_of(&key), owner);
+    let client = Client::with_shard_map(cluster.transport(), ClientOptions::default(), stale);
+    client
+        .put(&key, "landed")
+        .await
+        .expect("recovers from WrongShard");
+    assert!(client.map_refreshes() >= 1, "the map was refreshed");
+    assert_eq!(client.shard_of(&key).await.expect("shard"), owner);
+    let leader = cluster.wait_for_leader(owner, WAIT).await.expect("leader");
+    cluster
+        .wait_for_replication(owner, WAIT)
+        .await
+        .expect("replicated");
+    let got = cluster
+        .node(leader)
+        .expect("node")
+        .store()
+        .get(owner, &key)
+        .expect("get");
+    assert_eq!(got, Some(b"landed".to_vec()));
+    cluster.shutdown().await.expect("shutdown");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pinned_client_reaches_shards_its_node_does_not_host() {
+    let cluster = EmbeddedCluster::start(ClusterOptions {
+        nodes: 5,
+        shards: 8,
+        replication: Some(1),
+        ..Default::default()
+    })
+    .await
+    .expect("start");
+    cluster.wait_for_all_leaders(WAIT).await.expect("leaders");
+    let pinned = cluster.client_pinned(1).expect("pin");
+    let keys = key_per_shard(&cluster.map());
+    for (shard, key) in &keys {
+        pinned.put(key, "p").await.expect("forwarded write");
+        assert_eq!(
+            pinned.get(key).await.expect("forwarded read"),
+            Some(b"p".to_vec()),
+            "shard {shard}"
+        );
+        assert_eq!(
+            pinned
+                .get_with(key, ReadConsistency::Stale)
+                .await
+                .expect("stale"),
+            Some(b"p".to_vec())
+        );
+    }
+    cluster.shutdown().await.expect("shutdown");
+}
