@@ -77,11 +77,14 @@ impl Default for ScanOptions {
     }
 }
 
+/// A key and its value.
+pub type KeyValue = (Vec<u8>, Vec<u8>);
+
 /// One page of a scan, in key order. `cursor` is `Some` when more may follow: pass it back in
 /// [`ScanOptions::cursor`].
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct ScanPage {
-    pub items: Vec<(Vec<u8>, Vec<u8>)>,
+    pub items: Vec<KeyValue>,
     pub cursor: Option<Vec<u8>>,
 }
 
@@ -469,7 +472,7 @@ impl Client {
 
     /// Every pair a scan yields, page by page (for small results; page with [`scan`](Self::scan)
     /// for large ones).
-    pub async fn scan_all(&self, options: &ScanOptions) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+    pub async fn scan_all(&self, options: &ScanOptions) -> Result<Vec<KeyValue>> {
         let mut options = options.clone();
         let mut out = Vec::new();
         loop {
