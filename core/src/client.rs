@@ -381,7 +381,7 @@ impl Client {
         let mut attempt = 0;
         loop {
             let map = self.shard_map().await?;
-            let mut by_shard: BTreeMap<GroupId, Vec<(Vec<u8>, Vec<u8>)>> = BTreeMap::new();
+            let mut by_shard: BTreeMap<GroupId, Vec<KeyValue>> = BTreeMap::new();
             for (k, v) in pending {
                 by_shard.entry(map.shard_of(&k)).or_default().push((k, v));
             }
