@@ -2,7 +2,7 @@
 //! The root dir is temporary (removed on shutdown) unless one is given; a given dir is kept and
 //! reopened with its stored configuration, and arguments that contradict it are refused.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -15,7 +15,9 @@ use crate::error::{Error, Result};
 use crate::faults::Faults;
 use crate::inproc::InProcNetwork;
 use crate::node::{GroupStatus, Node, NodeConfig};
-use crate::sharding::{RingRange, ShardMap};
+use crate::events::{Event, EventLog};
+use crate::manager::{self, ManagerOptions};
+use crate::sharding::{NodeState, RingRange, ShardMap, META_GROUP};
 use crate::storage::identity::write_synced;
 use crate::storage::{lose_unsynced_writes, StorageStats};
 use crate::transport::Transport;
@@ -40,6 +42,8 @@ pub struct ClusterOptions {
     pub shards: usize,
     /// Replicas per shard, 1 to `nodes`. `None`: min(3, nodes).
     pub replication: Option<usize>,
+    /// Shard manager timing (dead-node timeout, tick).
+    pub manager: ManagerOptions,
 }
 
 impl Default for ClusterOptions {
@@ -54,6 +58,7 @@ impl Default for ClusterOptions {
             seed: None,
             shards: 16,
             replication: None,
+            manager: ManagerOptions::default(),
         }
     }
 }
@@ -94,9 +99,14 @@ pub struct ClusterStatus {
 struct StoredCluster {
     format_version: u32,
     cluster_id: String,
+    /// Number of member nodes (kept current as nodes join and leave).
     nodes: usize,
     replication: usize,
+    /// The map at creation; the live map is in the manager's group.
     map: ShardMap,
+    /// Member node ids (kept current as nodes join and leave).
+    #[serde(default)]
+    node_ids: Vec<NodeId>,
 }
 
 enum Root {
@@ -115,7 +125,9 @@ impl Root {
 
 pub struct EmbeddedCluster {
     root: Option<Root>,
-    stored: StoredCluster,
+    stored: Mutex<StoredCluster>,
+    cluster_id: String,
+    events: Arc<EventLog>,
     options: ClusterOptions,
     network: Arc<InProcNetwork>,
     nodes: Mutex<BTreeMap<NodeId, Arc<Node>>>,
@@ -139,13 +151,18 @@ impl EmbeddedCluster {
                 Root::Kept(p.clone())
             }
         };
-        let stored = load_or_create(root.path(), &options)?;
-        let ids: Vec<NodeId> = (1..=stored.nodes as NodeId).collect();
+        let mut stored = load_or_create(root.path(), &options)?;
+        if stored.node_ids.is_empty() {
+            stored.node_ids = (1..=stored.nodes as NodeId).collect();
+        }
+        let ids = stored.node_ids.clone();
         let seed = options.seed.unwrap_or_else(rand::random);
         let network = InProcNetwork::new(ids.clone(), Arc::new(Faults::new(seed)));
         let cluster = EmbeddedCluster {
             root: Some(root),
-            stored,
+            cluster_id: stored.cluster_id.clone(),
+            stored: Mutex::new(stored),
+            events: Arc::new(EventLog::default()),
             options,
             network,
             nodes: Mutex::new(BTreeMap::new()),
@@ -154,23 +171,40 @@ impl EmbeddedCluster {
         for id in &ids {
             cluster.start_node(*id).await?;
         }
-        // Each shard is initialized by its first replica only (so it also becomes the first
-        // leader, spreading leaders evenly); if that one is not initialized, nobody is.
-        for shard in cluster.stored.map.shards.clone() {
-            let first = cluster.node(shard.replicas[0])?;
-            let group = shard.id;
-            let raft = first.raft(group).ok_or(Error::WrongShard {
-                group,
-                node: first.id(),
-            })?;
+        // Each group is initialized by its first replica only (so it also becomes the first
+        // leader, spreading leaders evenly); if that one is not initialized, nobody is. This
+        // only ever happens for a new cluster: later replicas join through the manager.
+        let initial = cluster.initial_map();
+        let groups = initial
+            .shards
+            .iter()
+            .map(|s| (s.id, s.replicas.clone()))
+            .chain([(META_GROUP, initial.meta_replicas.clone())]);
+        for (group, replicas) in groups {
+            let Ok(first) = cluster.node(replicas[0]) else { continue };
+            let Some(raft) = first.raft(group) else { continue };
             let initialized = raft.is_initialized().await.map_err(|e| Error::Fatal {
                 group,
                 message: e.to_string(),
             })?;
             if !initialized {
-                first.initialize_group(group, &shard.replicas).await?;
+                first.initialize_group(group, &replicas).await?;
             }
         }
+        // The live map: written once into the manager's group, read back on every start.
+        let any = cluster.any_node()?;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let map = loop {
+            match manager::read_map(&any).await {
+                Ok((map, _)) => break map,
+                Err(Error::Unavailable(m)) if m.contains("not written") => {
+                    manager::cas_map(&any, None, &initial).await?;
+                }
+                Err(e) if Instant::now() >= deadline => return Err(e),
+                Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+            }
+        };
+        manager::broadcast_map(&any, &map).await;
         Ok(cluster)
     }
 
@@ -185,7 +219,7 @@ impl EmbeddedCluster {
     async fn start_node(&self, id: NodeId) -> Result<Arc<Node>> {
         let config = NodeConfig {
             id,
-            cluster_id: self.stored.cluster_id.clone(),
+            cluster_id: self.cluster_id.clone(),
             timing: self.options.timing,
             limits: self.options.limits,
             storage: self.options.storage,
@@ -213,9 +247,29 @@ impl EmbeddedCluster {
                 Err(e) => return Err(e),
             }
         };
-        for group in self.stored.map.shards_on(id) {
+        // Replicas it holds on disk, plus those the map gives it; a replica moved away while
+        // the node was down is deleted instead of started.
+        let map = self.map();
+        let on_disk = node.store().groups_with_state()?;
+        let mut groups: BTreeSet<GroupId> = BTreeSet::new();
+        if on_disk.is_empty() {
+            // A new node: the groups the map gives it (at creation), or none (it joins later).
+            groups.extend(map.groups_on(id));
+        }
+        let wanted = map.groups_on(id);
+        let incoming = map.pending_move.filter(|m| m.to == Some(id)).map(|m| m.group);
+        for g in on_disk {
+            // Only a map newer than the creation map can say a replica was moved away.
+            if wanted.contains(&g) || incoming == Some(g) || map.epoch <= 1 {
+                groups.insert(g);
+            } else {
+                node.store().delete_group(g).await?;
+            }
+        }
+        for group in groups {
             node.start_group(group).await?;
         }
+        node.spawn_task(manager::spawn(&node, self.options.manager, self.events.clone()));
         self.network.register(node.clone());
         self.lock_nodes()?.insert(id, node.clone());
         Ok(node)
@@ -228,7 +282,24 @@ impl EmbeddedCluster {
     }
 
     pub fn cluster_id(&self) -> &str {
-        &self.stored.cluster_id
+        &self.cluster_id
+    }
+
+    fn initial_map(&self) -> ShardMap {
+        self.stored.lock().map(|s| s.map.clone()).unwrap_or_else(|p| p.into_inner().map.clone())
+    }
+
+    fn any_node(&self) -> Result<Arc<Node>> {
+        self.lock_nodes()?
+            .values()
+            .next()
+            .cloned()
+            .ok_or_else(|| Error::Unavailable("no node is running".into()))
+    }
+
+    /// The bounded log of cluster events (elections, moves, nodes up and down), oldest first.
+    pub fn events(&self) -> Vec<Event> {
+        self.events.snapshot()
     }
 
     pub fn root_dir(&self) -> Option<&Path> {
@@ -237,29 +308,36 @@ impl EmbeddedCluster {
 
     /// Every node of the cluster, up or not.
     pub fn node_ids(&self) -> Vec<NodeId> {
-        (1..=self.stored.nodes as NodeId).collect()
+        self.stored.lock().map(|s| s.node_ids.clone()).unwrap_or_default()
     }
 
     /// Every shard (Raft group) of the cluster.
     pub fn groups(&self) -> Vec<GroupId> {
-        self.stored.map.shard_ids()
+        self.map().shard_ids()
     }
 
     /// The cluster map.
     pub fn map(&self) -> Arc<ShardMap> {
-        Arc::new(self.stored.map.clone())
+        // The newest map any running node knows (nodes learn each change from the manager).
+        let nodes: Vec<Arc<Node>> = self.lock_nodes().map(|n| n.values().cloned().collect()).unwrap_or_default();
+        nodes
+            .iter()
+            .map(|n| n.shard_map())
+            .max_by_key(|m| m.epoch)
+            .unwrap_or_else(|| Arc::new(self.initial_map()))
     }
 
     /// The shard owning `key`.
     pub fn shard_of(&self, key: &[u8]) -> GroupId {
-        self.stored.map.shard_of(key)
+        self.map().shard_of(key)
     }
 
     /// Status of every shard (as its leader, or any replica, reports it) and every node.
     pub fn status(&self) -> Result<ClusterStatus> {
         let nodes: Vec<Arc<Node>> = self.lock_nodes()?.values().cloned().collect();
         let mut shards = Vec::new();
-        for shard in &self.stored.map.shards {
+        let map = self.map();
+        for shard in &map.shards {
             let seen: Vec<GroupStatus> = nodes
                 .iter()
                 .filter_map(|n| n.status(shard.id).ok())
@@ -289,7 +367,7 @@ impl EmbeddedCluster {
             .into_iter()
             .map(|id| {
                 let node = nodes.iter().find(|n| n.id() == id);
-                let hosted = self.stored.map.shards_on(id);
+                let hosted = map.shards_on(id);
                 let leaders = node
                     .map(|n| {
                         hosted
@@ -361,7 +439,7 @@ impl EmbeddedCluster {
 
     /// Status of `group` on every running node that hosts it.
     pub fn group_status(&self, group: GroupId) -> Result<Vec<GroupStatus>> {
-        if self.stored.map.shard(group).is_none() {
+        if group != META_GROUP && self.map().shard(group).is_none() {
             return Err(Error::InvalidArgument(format!("no shard {group}")));
         }
         let nodes: Vec<Arc<Node>> = self.lock_nodes()?.values().cloned().collect();
@@ -420,6 +498,147 @@ impl EmbeddedCluster {
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
+    }
+
+    /// Adds a node: it starts empty, joins the map, and the shard manager moves about
+    /// S*R/(N+1) replicas to it one at a time while writes go on (see
+    /// [`wait_until_settled`](Self::wait_until_settled)).
+    pub async fn add_node(&self) -> Result<NodeId> {
+        let id = self.node_ids().into_iter().max().unwrap_or(0) + 1;
+        self.network.add_member(id);
+        self.start_node(id).await?;
+        let any = self.any_node()?;
+        manager::update_map(&any, |m| Ok(m.nodes.insert(id, NodeState::Active).is_none())).await?;
+        self.persist_members(|s| s.node_ids.push(id))?;
+        self.events.record("node_added", format!("node {id} joined"));
+        Ok(id)
+    }
+
+    /// Decommissions node `id`: its replicas (and leaderships) are moved away first, then it
+    /// leaves the map and stops. Waits up to `timeout`.
+    pub async fn remove_node(&self, id: NodeId, timeout: Duration) -> Result<()> {
+        if !self.node_ids().contains(&id) {
+            return Err(Error::UnknownNode(id));
+        }
+        let any = self.any_node()?;
+        let map = manager::read_map(&any).await?.0;
+        let staying = map.active_nodes().into_iter().filter(|n| *n != id).count();
+        if staying < map.replication {
+            return Err(Error::InvalidArgument(format!(
+                "removing node {id} would leave {staying} nodes for {} replicas per shard; lower the replication factor first",
+                map.replication
+            )));
+        }
+        manager::update_map(&any, |m| {
+            Ok(m.nodes.get(&id) == Some(&NodeState::Active) && m.nodes.insert(id, NodeState::Leaving).is_some())
+        })
+        .await?;
+        let deadline = Instant::now() + timeout;
+        loop {
+            let map = manager::read_map(&*self.any_node()?).await?.0;
+            if !map.nodes.contains_key(&id) {
+                break;
+            }
+            if Instant::now() >= deadline {
+                return Err(Error::Timeout {
+                    what: format!("decommissioning node {id}"),
+                    waited_ms: timeout.as_millis() as u64,
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        if self.running_nodes().contains(&id) {
+            self.crash_node(id).await?;
+        }
+        self.network.remove_member(id);
+        self.persist_members(|s| s.node_ids.retain(|n| *n != id))?;
+        Ok(())
+    }
+
+    /// Changes the replication factor of every shard on the running cluster (up or down); the
+    /// manager adds or drops replicas one at a time.
+    pub async fn set_replication(&self, replication: usize) -> Result<()> {
+        let any = self.any_node()?;
+        let active = manager::read_map(&any).await?.0.active_nodes().len();
+        if replication == 0 || replication > active {
+            return Err(Error::InvalidArgument(format!(
+                "replication factor {replication} must be between 1 and the {active} active nodes"
+            )));
+        }
+        manager::update_map(&any, |m| {
+            let changed = m.replication != replication;
+            m.replication = replication;
+            Ok(changed)
+        })
+        .await?;
+        self.persist_members(|s| s.replication = replication)?;
+        self.events.record("replication_changed", format!("replication factor is now {replication}"));
+        Ok(())
+    }
+
+    /// Waits until the manager has nothing left to do: no move pending or planned, no node
+    /// leaving, and leaders per live node within one of each other where the placement allows.
+    pub async fn wait_until_settled(&self, timeout: Duration) -> Result<ShardMap> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Ok(any) = self.any_node() {
+                if let Ok((map, _)) = manager::read_map(&any).await {
+                    let down: BTreeSet<NodeId> = map
+                        .nodes
+                        .keys()
+                        .filter(|n| !self.running_nodes().contains(n))
+                        .copied()
+                        .collect();
+                    let idle = map.pending_move.is_none()
+                        && manager::plan(&map, &down).is_none()
+                        && map.nodes.values().all(|s| *s == NodeState::Active);
+                    if idle && self.memberships_match(&map) && self.leaders_balanced(&map, &down) {
+                        return Ok(map);
+                    }
+                }
+            }
+            if Instant::now() >= deadline {
+                return Err(Error::Timeout {
+                    what: format!("waiting for the shard manager to settle: {:?}", self.status().ok()),
+                    waited_ms: timeout.as_millis() as u64,
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Whether every shard's Raft voters (as its leader reports) are the map's replicas.
+    fn memberships_match(&self, map: &ShardMap) -> bool {
+        map.shards.iter().all(|s| {
+            let Ok(statuses) = self.group_status(s.id) else { return false };
+            let Some(leader) = statuses.iter().find(|st| st.is_leader) else { return false };
+            let mut voters = leader.voters.clone();
+            voters.sort();
+            let mut replicas = s.replicas.clone();
+            replicas.sort();
+            voters == replicas
+        })
+    }
+
+    fn leaders_balanced(&self, map: &ShardMap, down: &BTreeSet<NodeId>) -> bool {
+        let Ok(status) = self.status() else { return false };
+        let live: Vec<&NodeStatus> = status
+            .nodes
+            .iter()
+            .filter(|n| map.nodes.get(&n.node) == Some(&NodeState::Active) && !down.contains(&n.node))
+            .collect();
+        let max = live.iter().map(|n| n.leaders).max().unwrap_or(0);
+        let min = live.iter().map(|n| n.leaders).min().unwrap_or(0);
+        max <= min + 1
+    }
+
+    fn persist_members(&self, change: impl FnOnce(&mut StoredCluster)) -> Result<()> {
+        let mut stored = self.stored.lock().map_err(|_| Error::Unavailable("cluster state poisoned".into()))?;
+        change(&mut stored);
+        stored.nodes = stored.node_ids.len();
+        let root = self.root.as_ref().ok_or_else(|| Error::Closed("cluster shut down".into()))?;
+        let bytes = serde_json::to_vec_pretty(&*stored).map_err(Error::storage)?;
+        write_synced(&root.path().join(CLUSTER_FILE), &bytes)
     }
 
     /// Crash-stops node `id`: it leaves the network at once, every Raft task of its groups is
@@ -574,6 +793,7 @@ fn load_or_create(root: &Path, options: &ClusterOptions) -> Result<StoredCluster
                 nodes: options.nodes,
                 replication,
                 map,
+                node_ids: ids.clone(),
             };
             let bytes = serde_json::to_vec_pretty(&stored).map_err(Error::storage)?;
             write_synced(&path, &bytes)?;

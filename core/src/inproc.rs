@@ -34,6 +34,21 @@ impl InProcNetwork {
         &self.faults
     }
 
+    /// Makes `id` a member (clients may try it).
+    pub fn add_member(&self, id: NodeId) {
+        if let Ok(mut m) = self.members.write() {
+            if !m.contains(&id) {
+                m.push(id);
+            }
+        }
+    }
+
+    pub fn remove_member(&self, id: NodeId) {
+        if let Ok(mut m) = self.members.write() {
+            m.retain(|n| *n != id);
+        }
+    }
+
     pub fn register(&self, node: Arc<Node>) {
         if let Ok(mut up) = self.up.write() {
             up.insert(node.id(), node);

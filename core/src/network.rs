@@ -16,6 +16,8 @@ use openraft::storage::Snapshot;
 use openraft::BasicNode;
 
 use crate::error::{Error, Result};
+use crate::node::GroupStatus;
+use crate::sharding::ShardMap;
 use crate::storage::SnapshotFile;
 use crate::types::{
     ClientRequest, ClientResponse, GroupId, NodeId, SnapshotMeta, TypeConfig, Vote,
@@ -43,6 +45,33 @@ pub enum RaftReply {
     TransferLeader(TransferLeaderResponse<TypeConfig>),
 }
 
+/// What the shard manager asks of a node.
+#[derive(Debug, Clone)]
+pub enum AdminRequest {
+    Ping,
+    /// Start (or keep) a replica of `group`; an empty one waits to be added by its leader.
+    StartGroup { group: GroupId },
+    /// Stop the replica of `group` and delete its data from this node.
+    DestroyGroup { group: GroupId },
+    /// On the group's leader: add `node` as a learner and wait until it has caught up.
+    AddLearner { group: GroupId, node: NodeId },
+    /// On the group's leader: make `voters` the voter set (joint consensus inside).
+    ChangeVoters { group: GroupId, voters: Vec<NodeId> },
+    /// On the group's leader: drop `node` (a learner that will not be promoted).
+    RemoveNode { group: GroupId, node: NodeId },
+    /// On the group's leader: hand leadership to `to`.
+    TransferLeader { group: GroupId, to: NodeId },
+    Status { group: GroupId },
+    /// The new cluster map.
+    SetMap(Box<ShardMap>),
+}
+
+#[derive(Debug)]
+pub enum AdminReply {
+    Done,
+    Status(Box<GroupStatus>),
+}
+
 /// What one node sends another.
 #[derive(Debug)]
 pub enum PeerRequest {
@@ -52,12 +81,14 @@ pub enum PeerRequest {
     },
     /// A client request forwarded to the leader by the node it entered through.
     Client(ClientRequest),
+    Admin(AdminRequest),
 }
 
 #[derive(Debug)]
 pub enum PeerResponse {
     Raft(RaftReply),
     Client(ClientResponse),
+    Admin(AdminReply),
 }
 
 /// Delivers requests between nodes. Implementations decide what the "wire" is.
@@ -102,7 +133,7 @@ impl GroupNetwork {
         };
         match self.transport.send(self.from, self.to, req).await? {
             PeerResponse::Raft(reply) => Ok(reply),
-            PeerResponse::Client(_) => Err(Error::Unavailable("unexpected reply kind".into())),
+            _ => Err(Error::Unavailable("unexpected reply kind".into())),
         }
     }
 }

@@ -1,7 +1,7 @@
 //! A node: one RocksDB, one peer transport, and the Raft groups it hosts. It answers client
 //! requests (forwarding to the leader when asked to) and Raft RPCs from its peers.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
@@ -10,14 +10,15 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use openraft::async_runtime::watch::WatchReceiver;
 use openraft::errors::{ClientWriteError, LinearizableReadError, RaftError};
 use openraft::storage::Snapshot;
-use openraft::{BasicNode, ReadPolicy};
+use openraft::{BasicNode, ChangeMembers, ReadPolicy};
 
 use crate::config::{Limits, RaftTiming, StorageOptions};
 use crate::error::{Error, Result};
 use crate::network::{
     GroupNetworkFactory, PeerRequest, PeerResponse, PeerTransport, RaftReply, RaftRpc,
 };
-use crate::sharding::ShardMap;
+use crate::network::{AdminReply, AdminRequest};
+use crate::sharding::{ShardMap, META_GROUP};
 use crate::storage::identity::Identity;
 use crate::storage::{NodeStore, StorageStats};
 use crate::types::{
@@ -58,6 +59,8 @@ pub struct Node {
     peers: Arc<dyn PeerTransport>,
     groups: RwLock<HashMap<GroupId, Raft>>,
     shard_map: RwLock<Arc<ShardMap>>,
+    /// Background tasks of this node (the shard manager); aborted at shutdown.
+    tasks: std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
 
 impl Node {
@@ -89,11 +92,17 @@ impl Node {
             peers,
             groups: RwLock::new(HashMap::new()),
             shard_map: RwLock::new(Arc::new(ShardMap::uniform(1, &[config_id], 1)?)),
+            tasks: std::sync::Mutex::new(Vec::new()),
         }))
     }
 
     pub fn id(&self) -> NodeId {
         self.config.id
+    }
+
+    /// The node's way to its peers.
+    pub fn peers(&self) -> &Arc<dyn PeerTransport> {
+        &self.peers
     }
 
     pub fn store(&self) -> &Arc<NodeStore> {
@@ -248,7 +257,7 @@ impl Node {
                 .await;
             last = match sent {
                 Ok(PeerResponse::Client(r)) => return Ok(r),
-                Ok(PeerResponse::Raft(_)) => {
+                Ok(_) => {
                     Err(Error::Unavailable("unexpected reply kind".into()))
                 }
                 Err(e) => Err(e),
@@ -292,12 +301,81 @@ impl Node {
         }
     }
 
+    /// Serves a request of the shard manager.
+    pub async fn handle_admin(&self, request: AdminRequest) -> Result<AdminReply> {
+        let raft_err = |group: GroupId, e: &dyn std::fmt::Display| Error::Unavailable(format!("group {group}: {e}"));
+        match request {
+            AdminRequest::Ping => Ok(AdminReply::Done),
+            AdminRequest::StartGroup { group } => {
+                self.start_group(group).await?;
+                Ok(AdminReply::Done)
+            }
+            AdminRequest::DestroyGroup { group } => {
+                self.destroy_group(group).await?;
+                Ok(AdminReply::Done)
+            }
+            AdminRequest::AddLearner { group, node } => {
+                let raft = self.raft_or_wrong_shard(group)?;
+                raft.add_learner(node, BasicNode { addr: format!("node-{node}") }, true)
+                    .await
+                    .map_err(|e| raft_err(group, &e))?;
+                Ok(AdminReply::Done)
+            }
+            AdminRequest::ChangeVoters { group, voters } => {
+                let raft = self.raft_or_wrong_shard(group)?;
+                let voters: BTreeSet<NodeId> = voters.into_iter().collect();
+                raft.change_membership(ChangeMembers::ReplaceAllVoters(voters), false)
+                    .await
+                    .map_err(|e| raft_err(group, &e))?;
+                Ok(AdminReply::Done)
+            }
+            AdminRequest::RemoveNode { group, node } => {
+                let raft = self.raft_or_wrong_shard(group)?;
+                raft.change_membership(ChangeMembers::RemoveNodes([node].into()), false)
+                    .await
+                    .map_err(|e| raft_err(group, &e))?;
+                Ok(AdminReply::Done)
+            }
+            AdminRequest::TransferLeader { group, to } => {
+                let raft = self.raft_or_wrong_shard(group)?;
+                raft.trigger().transfer_leader(to).await.map_err(|e| raft_err(group, &e))?;
+                Ok(AdminReply::Done)
+            }
+            AdminRequest::Status { group } => Ok(AdminReply::Status(Box::new(self.status(group)?))),
+            AdminRequest::SetMap(map) => {
+                let newer = map.epoch >= self.shard_map().epoch;
+                if newer {
+                    self.set_shard_map(Arc::new(*map));
+                }
+                Ok(AdminReply::Done)
+            }
+        }
+    }
+
+    /// Stops this node's replica of `group` (its data stays).
+    pub async fn stop_group(&self, group: GroupId) {
+        let raft = self.groups.write().ok().and_then(|mut g| g.remove(&group));
+        if let Some(raft) = raft {
+            let _ = raft.shutdown().await;
+        }
+    }
+
+    /// Stops this node's replica of `group` and deletes its data: the disk is reclaimed and the
+    /// node answers `WrongShard` for the group from now on.
+    pub async fn destroy_group(&self, group: GroupId) -> Result<()> {
+        self.stop_group(group).await;
+        self.store.delete_group(group).await
+    }
+
     /// Refuses keys that the map does not place in `group`.
     fn check_owned<'k>(
         &self,
         group: GroupId,
         keys: impl IntoIterator<Item = &'k [u8]>,
     ) -> Result<()> {
+        if group == META_GROUP {
+            return Ok(());
+        }
         let map = self.shard_map();
         for key in keys {
             if map.shard_of(key) != group {
@@ -317,7 +395,10 @@ impl Node {
                 command,
                 session,
             } => {
-                self.config.limits.check_command(command)?;
+                // The manager's own group holds the cluster map, which user limits do not bound.
+                if *group != META_GROUP {
+                    self.config.limits.check_command(command)?;
+                }
                 self.check_owned(*group, command.keys())?;
                 let body = ProposalBody::Write {
                     session: *session,
@@ -334,7 +415,9 @@ impl Node {
                 key,
                 consistency,
             } => {
-                self.config.limits.check_key(key)?;
+                if *group != META_GROUP {
+                    self.config.limits.check_key(key)?;
+                }
                 self.check_owned(*group, [key.as_slice()])?;
                 self.ensure_readable(*group, *consistency).await?;
                 self.store.get(*group, key).map(ClientResponse::Read)
@@ -376,7 +459,7 @@ impl Node {
         }
     }
 
-    async fn propose(&self, group: GroupId, body: ProposalBody) -> Result<CommandResult> {
+    pub(crate) async fn propose(&self, group: GroupId, body: ProposalBody) -> Result<CommandResult> {
         let raft = self.raft_or_wrong_shard(group)?;
         // The leader's clock stamps the entry; replicas judge session expiry by it alone.
         let time_ms = SystemTime::now()
@@ -407,7 +490,7 @@ impl Node {
     }
 
     /// Makes the local state machine good enough for a read at `consistency`.
-    async fn ensure_readable(&self, group: GroupId, consistency: ReadConsistency) -> Result<()> {
+    pub(crate) async fn ensure_readable(&self, group: GroupId, consistency: ReadConsistency) -> Result<()> {
         let raft = self.raft_or_wrong_shard(group)?;
         let policy = match consistency {
             ReadConsistency::Stale => return Ok(()),
@@ -439,6 +522,7 @@ impl Node {
                 .handle_client(req, false)
                 .await
                 .map(PeerResponse::Client),
+            PeerRequest::Admin(req) => self.handle_admin(req).await.map(PeerResponse::Admin),
             PeerRequest::Raft { group, rpc } => {
                 let raft = self.raft_or_wrong_shard(group)?;
                 let fatal = |e: &dyn std::fmt::Display| Error::Fatal {
@@ -477,8 +561,20 @@ impl Node {
 
     /// Stops every group and waits until nothing but this handle refers to the RocksDB, so the
     /// store closes when the node is dropped.
+    /// Runs `task` until the node shuts down.
+    pub fn spawn_task(&self, task: tokio::task::JoinHandle<()>) {
+        if let Ok(mut t) = self.tasks.lock() {
+            t.push(task);
+        }
+    }
+
     pub async fn shutdown(&self) {
         self.stopping.store(true, Ordering::SeqCst);
+        let tasks: Vec<_> = self.tasks.lock().map(|mut t| t.drain(..).collect()).unwrap_or_default();
+        for t in tasks {
+            t.abort();
+            let _ = t.await;
+        }
         let rafts: Vec<Raft> = self
             .groups
             .write()

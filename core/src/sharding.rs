@@ -36,6 +36,27 @@ pub struct ShardInfo {
     pub replicas: Vec<NodeId>,
 }
 
+/// The group id of the shard manager's own Raft group (never a shard id).
+pub const META_GROUP: GroupId = u64::MAX >> 1;
+
+/// A node's place in the cluster.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum NodeState {
+    /// Holds replicas and receives new ones.
+    Active,
+    /// Being decommissioned: its replicas are moved away, then it leaves the map.
+    Leaving,
+}
+
+/// One replica move in progress: add `to` (if any), then remove `from` (if any). Recorded in the
+/// map before it starts, so a new manager leader finishes or rolls it back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PendingMove {
+    pub group: GroupId,
+    pub from: Option<NodeId>,
+    pub to: Option<NodeId>,
+}
+
 /// The cluster map: which shard owns which part of the ring, and where its replicas live.
 /// `epoch` grows with every ownership or membership change (leader changes are not map changes).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -43,6 +64,13 @@ pub struct ShardInfo {
 pub struct ShardMap {
     pub epoch: u64,
     pub shards: Vec<ShardInfo>,
+    /// Every node of the cluster and its state.
+    pub nodes: BTreeMap<NodeId, NodeState>,
+    /// Replicas of the manager's group.
+    pub meta_replicas: Vec<NodeId>,
+    /// Target replicas per shard.
+    pub replication: usize,
+    pub pending_move: Option<PendingMove>,
     /// Range start -> (range end, shard), for lookups.
     index: BTreeMap<u64, (u64, GroupId)>,
 }
@@ -52,12 +80,25 @@ pub struct ShardMap {
 struct ShardMapData {
     epoch: u64,
     shards: Vec<ShardInfo>,
+    #[serde(default)]
+    nodes: BTreeMap<NodeId, NodeState>,
+    #[serde(default)]
+    meta_replicas: Vec<NodeId>,
+    #[serde(default)]
+    replication: usize,
+    #[serde(default)]
+    pending_move: Option<PendingMove>,
 }
 
 impl TryFrom<ShardMapData> for ShardMap {
     type Error = Error;
     fn try_from(d: ShardMapData) -> Result<Self> {
-        ShardMap::new(d.epoch, d.shards)
+        let mut map = ShardMap::new(d.epoch, d.shards)?;
+        map.nodes = d.nodes;
+        map.meta_replicas = d.meta_replicas;
+        map.replication = d.replication;
+        map.pending_move = d.pending_move;
+        Ok(map)
     }
 }
 
@@ -66,15 +107,30 @@ impl From<ShardMap> for ShardMapData {
         ShardMapData {
             epoch: m.epoch,
             shards: m.shards,
+            nodes: m.nodes,
+            meta_replicas: m.meta_replicas,
+            replication: m.replication,
+            pending_move: m.pending_move,
         }
     }
 }
 
 impl ShardMap {
     pub fn new(epoch: u64, shards: Vec<ShardInfo>) -> Result<Self> {
+        let replication = shards.first().map(|s| s.replicas.len()).unwrap_or(1);
+        let mut nodes = BTreeMap::new();
+        for s in &shards {
+            for n in &s.replicas {
+                nodes.insert(*n, NodeState::Active);
+            }
+        }
         let mut map = ShardMap {
             epoch,
             shards,
+            nodes,
+            meta_replicas: Vec::new(),
+            replication,
+            pending_move: None,
             index: BTreeMap::new(),
         };
         map.rebuild_index()?;
@@ -114,7 +170,55 @@ impl ShardMap {
                 }
             })
             .collect();
-        ShardMap::new(1, infos)
+        let mut map = ShardMap::new(1, infos)?;
+        map.nodes = nodes.iter().map(|n| (*n, NodeState::Active)).collect();
+        map.meta_replicas = nodes.iter().take(3.min(nodes.len())).copied().collect();
+        map.replication = replication;
+        Ok(map)
+    }
+
+    /// Replicas of `group` (a shard or the manager's group).
+    pub fn replicas_of(&self, group: GroupId) -> Option<&[NodeId]> {
+        if group == META_GROUP {
+            return Some(&self.meta_replicas);
+        }
+        self.shard(group).map(|s| s.replicas.as_slice())
+    }
+
+    pub fn replicas_of_mut(&mut self, group: GroupId) -> Option<&mut Vec<NodeId>> {
+        if group == META_GROUP {
+            return Some(&mut self.meta_replicas);
+        }
+        self.shards.iter_mut().find(|s| s.id == group).map(|s| &mut s.replicas)
+    }
+
+    /// Every group with a replica on `node`, the manager's group included.
+    pub fn groups_on(&self, node: NodeId) -> Vec<GroupId> {
+        let mut g = self.shards_on(node);
+        if self.meta_replicas.contains(&node) {
+            g.push(META_GROUP);
+        }
+        g
+    }
+
+    /// Nodes that may receive replicas.
+    pub fn active_nodes(&self) -> Vec<NodeId> {
+        self.nodes
+            .iter()
+            .filter(|(_, s)| **s == NodeState::Active)
+            .map(|(n, _)| *n)
+            .collect()
+    }
+
+    /// Shard replicas per node (every node of the map, zero included).
+    pub fn load(&self) -> BTreeMap<NodeId, usize> {
+        let mut load: BTreeMap<NodeId, usize> = self.nodes.keys().map(|n| (*n, 0)).collect();
+        for s in &self.shards {
+            for n in &s.replicas {
+                *load.entry(*n).or_insert(0) += 1;
+            }
+        }
+        load
     }
 
     /// Checks that the ranges cover the ring exactly once and builds the lookup index.

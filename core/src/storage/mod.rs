@@ -201,6 +201,53 @@ impl NodeStore {
         Ok(out)
     }
 
+    /// Groups with Raft state (a vote or log) on this node: the replicas it holds.
+    pub fn groups_with_state(&self) -> Result<Vec<GroupId>> {
+        let mut groups = Vec::new();
+        let mut from: Vec<u8> = Vec::new();
+        loop {
+            let mut iter = self.db.iterator_cf(
+                self.cf(keys::CF_RAFT),
+                rocksdb::IteratorMode::From(&from, rocksdb::Direction::Forward),
+            );
+            let Some(kv) = iter.next() else { break };
+            let (k, _) = kv?;
+            let Some(bytes) = k.get(..8) else { break };
+            let group = u64::from_be_bytes(bytes.try_into().map_err(Error::storage)?);
+            groups.push(group);
+            if group == u64::MAX {
+                break;
+            }
+            from = keys::group_end(group);
+        }
+        Ok(groups)
+    }
+
+    /// Deletes everything `group` has on this node (log, Raft state, state machine, snapshots),
+    /// durably. The group must be stopped first.
+    pub async fn delete_group(&self, group: GroupId) -> Result<()> {
+        let mut batch = WriteBatch::default();
+        for cf in keys::ALL_CFS {
+            batch.delete_range_cf(
+                self.cf(cf),
+                keys::group_prefix(group).to_vec(),
+                keys::group_end(group),
+            );
+        }
+        self.write_durable(batch).await?;
+        for cf in keys::ALL_CFS {
+            let start = keys::group_prefix(group).to_vec();
+            let end = keys::group_end(group);
+            self.db
+                .compact_range_cf(self.cf(cf), Some(start.as_slice()), Some(end.as_slice()));
+        }
+        let dir = snapshot::group_dir(&self.dir, group);
+        if dir.exists() {
+            std::fs::remove_dir_all(dir)?;
+        }
+        Ok(())
+    }
+
     /// Number of live client sessions `group` keeps on this node.
     pub fn session_count(&self, group: GroupId) -> Result<usize> {
         let (start, end) = keys::sessions_range(group);

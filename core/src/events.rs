@@ -1,0 +1,78 @@
+//! A bounded log of cluster events (elections, moves, nodes up and down) for people to read.
+
+use std::collections::VecDeque;
+use std::sync::Mutex;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Event {
+    /// Wall-clock milliseconds since the Unix epoch.
+    pub time_ms: u64,
+    /// `leader_changed`, `move_started`, `move_finished`, `move_rolled_back`, `node_up`,
+    /// `node_down`, `node_added`, `node_removed`, `replication_changed`.
+    pub kind: String,
+    pub detail: String,
+}
+
+/// Keeps the last `capacity` events.
+#[derive(Debug)]
+pub struct EventLog {
+    capacity: usize,
+    events: Mutex<VecDeque<Event>>,
+}
+
+impl Default for EventLog {
+    fn default() -> Self {
+        EventLog::new(1000)
+    }
+}
+
+impl EventLog {
+    pub fn new(capacity: usize) -> Self {
+        EventLog {
+            capacity: capacity.max(1),
+            events: Mutex::new(VecDeque::new()),
+        }
+    }
+
+    pub fn record(&self, kind: &str, detail: impl Into<String>) {
+        let time_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0);
+        let event = Event {
+            time_ms,
+            kind: kind.to_string(),
+            detail: detail.into(),
+        };
+        tracing::info!(kind, detail = %event.detail, "cluster event");
+        if let Ok(mut e) = self.events.lock() {
+            if e.len() == self.capacity {
+                e.pop_front();
+            }
+            e.push_back(event);
+        }
+    }
+
+    /// Events, oldest first.
+    pub fn snapshot(&self) -> Vec<Event> {
+        self.events.lock().map(|e| e.iter().cloned().collect()).unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_log_keeps_only_the_newest_events() {
+        let log = EventLog::new(3);
+        for i in 0..5 {
+            log.record("node_up", format!("{i}"));
+        }
+        let details: Vec<String> = log.snapshot().into_iter().map(|e| e.detail).collect();
+        assert_eq!(details, vec!["2", "3", "4"]);
+    }
+}

@@ -1,0 +1,492 @@
+//! The shard manager. The cluster map lives in the manager's own Raft group (`META_GROUP`) under
+//! one key, changed only by compare-and-swap with a bumped epoch. Every node runs the manager
+//! loop; only the node leading `META_GROUP` acts. Each tick it reconciles the cluster with the
+//! map: finish (or roll back) the one pending move, else plan the next one — replace replicas on
+//! leaving or dead nodes, reach the target replication factor, even out replicas per node — and
+//! finally even out leaders. A move is recorded in the map before it starts (add learner, catch
+//! up, change voters, drop the old replica's data), so a new manager leader completes it.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
+
+use crate::error::{Error, Result};
+use crate::events::EventLog;
+use crate::network::{AdminReply, AdminRequest, PeerRequest, PeerResponse};
+use crate::node::{GroupStatus, Node};
+use crate::sharding::{NodeState, PendingMove, ShardMap, META_GROUP};
+use crate::types::{ClientRequest, ClientResponse, Command, CommandResult, GroupId, NodeId, ReadConsistency};
+
+/// The key of the cluster map in the manager's group.
+pub const MAP_KEY: &[u8] = b"cluster-map";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ManagerOptions {
+    /// How often the manager reconciles.
+    pub tick: Duration,
+    /// A node unreachable this long has its replicas re-created elsewhere.
+    pub dead_node_timeout: Duration,
+}
+
+impl Default for ManagerOptions {
+    fn default() -> Self {
+        ManagerOptions {
+            tick: Duration::from_millis(100),
+            dead_node_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Reads the map from the manager's group (linearizably), with its stored bytes.
+pub async fn read_map(node: &Node) -> Result<(ShardMap, Vec<u8>)> {
+    let request = ClientRequest::Read {
+        group: META_GROUP,
+        key: MAP_KEY.to_vec(),
+        consistency: ReadConsistency::Linearizable,
+    };
+    match node.handle_client(request, true).await? {
+        ClientResponse::Read(Some(bytes)) => {
+            let map = serde_json::from_slice(&bytes).map_err(|e| Error::Storage(format!("corrupt cluster map: {e}")))?;
+            Ok((map, bytes))
+        }
+        ClientResponse::Read(None) => Err(Error::Unavailable("cluster map not written yet".into())),
+        other => Err(Error::Unavailable(format!("unexpected response {other:?}"))),
+    }
+}
+
+/// Writes `new` if the stored map is still `expected` (None: no map yet). Returns whether it did.
+pub async fn cas_map(node: &Node, expected: Option<Vec<u8>>, new: &ShardMap) -> Result<bool> {
+    let bytes = serde_json::to_vec(new).map_err(Error::storage)?;
+    let request = ClientRequest::Write {
+        group: META_GROUP,
+        command: Command::Cas {
+            key: MAP_KEY.to_vec(),
+            expected,
+            new: bytes,
+        },
+        session: None,
+    };
+    match node.handle_client(request, true).await? {
+        ClientResponse::Write(CommandResult::Cas { success, .. }) => Ok(success),
+        other => Err(Error::Unavailable(format!("unexpected response {other:?}"))),
+    }
+}
+
+/// Applies `change` to the map (retrying on concurrent changes), bumps the epoch, and tells
+/// every node. `change` returns false to leave the map as it is.
+pub async fn update_map(node: &Node, change: impl Fn(&mut ShardMap) -> Result<bool>) -> Result<ShardMap> {
+    for _ in 0..20 {
+        let (map, bytes) = read_map(node).await?;
+        let mut new = map.clone();
+        if !change(&mut new)? {
+            return Ok(map);
+        }
+        new.epoch = map.epoch + 1;
+        if cas_map(node, Some(bytes), &new).await? {
+            broadcast_map(node, &new).await;
+            return Ok(new);
+        }
+    }
+    Err(Error::Unavailable("cluster map kept changing".into()))
+}
+
+/// Best effort: every node of the map learns it now (nodes also learn it on their next request).
+pub async fn broadcast_map(node: &Node, map: &ShardMap) {
+    node.set_shard_map(Arc::new(map.clone()));
+    let sends = map.nodes.keys().filter(|n| **n != node.id()).map(|n| {
+        admin(node, *n, AdminRequest::SetMap(Box::new(map.clone())), Duration::from_millis(500))
+    });
+    futures::future::join_all(sends).await;
+}
+
+/// Sends an admin request to `target` (this node included) with a deadline.
+pub async fn admin(node: &Node, target: NodeId, request: AdminRequest, timeout: Duration) -> Result<AdminReply> {
+    let call = async {
+        if target == node.id() {
+            return node.handle_admin(request).await;
+        }
+        match node.peers().send(node.id(), target, PeerRequest::Admin(request)).await? {
+            PeerResponse::Admin(r) => Ok(r),
+            _ => Err(Error::Unavailable("unexpected reply kind".into())),
+        }
+    };
+    tokio::time::timeout(timeout, call).await.map_err(|_| Error::Timeout {
+        what: format!("admin request to node {target}"),
+        waited_ms: timeout.as_millis() as u64,
+    })?
+}
+
+async fn status_of(node: &Node, target: NodeId, group: GroupId) -> Result<GroupStatus> {
+    match admin(node, target, AdminRequest::Status { group }, Duration::from_millis(500)).await? {
+        AdminReply::Status(s) => Ok(*s),
+        AdminReply::Done => Err(Error::Unavailable("no status".into())),
+    }
+}
+
+/// The leader of `group`, as its replicas report it.
+async fn find_leader(node: &Node, group: GroupId, replicas: &[NodeId]) -> Result<(NodeId, GroupStatus)> {
+    for r in replicas {
+        if let Ok(s) = status_of(node, *r, group).await {
+            if s.is_leader {
+                return Ok((*r, s));
+            }
+            if let Some(l) = s.leader {
+                if let Ok(ls) = status_of(node, l, group).await {
+                    if ls.is_leader {
+                        return Ok((l, ls));
+                    }
+                }
+            }
+        }
+    }
+    Err(Error::Unavailable(format!("group {group} has no reachable leader")))
+}
+
+/// The next move that brings `map` closer to its target, if any. `down`: nodes not to use.
+pub fn plan(map: &ShardMap, down: &BTreeSet<NodeId>) -> Option<PendingMove> {
+    let live: Vec<NodeId> = map.active_nodes().into_iter().filter(|n| !down.contains(n)).collect();
+    let load = map.load();
+    let least_loaded = |exclude: &[NodeId]| -> Option<NodeId> {
+        live.iter()
+            .filter(|n| !exclude.contains(n))
+            .min_by_key(|n| (load.get(n).copied().unwrap_or(0), **n))
+            .copied()
+    };
+    let unwanted = |n: &NodeId| map.nodes.get(n) != Some(&NodeState::Active) || down.contains(n);
+    let groups = std::iter::once(META_GROUP).chain(map.shard_ids());
+    for group in groups {
+        let replicas = map.replicas_of(group)?.to_vec();
+        let target = if group == META_GROUP { 3.min(live.len()).max(1) } else { map.replication };
+        // Replace replicas on leaving or dead nodes.
+        if let Some(bad) = replicas.iter().find(|n| unwanted(n)) {
+            if let Some(to) = least_loaded(&replicas) {
+                return Some(PendingMove { group, from: Some(*bad), to: Some(to) });
+            }
+            // No spare node: a leaving (live) node's replica may still go if enough remain.
+            if !down.contains(bad) && replicas.len() > target {
+                return Some(PendingMove { group, from: Some(*bad), to: None });
+            }
+        }
+        if replicas.len() < target {
+            if let Some(to) = least_loaded(&replicas) {
+                return Some(PendingMove { group, from: None, to: Some(to) });
+            }
+        }
+        if replicas.len() > target {
+            let from = replicas.iter().max_by_key(|n| (load.get(n).copied().unwrap_or(0), **n))?;
+            return Some(PendingMove { group, from: Some(*from), to: None });
+        }
+    }
+    // Even out shard replicas per live node.
+    let (max_node, max) = live.iter().map(|n| (*n, load.get(n).copied().unwrap_or(0))).max_by_key(|(n, l)| (*l, *n))?;
+    let (min_node, min) = live.iter().map(|n| (*n, load.get(n).copied().unwrap_or(0))).min_by_key(|(n, l)| (*l, *n))?;
+    if max > min + 1 {
+        let shard = map
+            .shards
+            .iter()
+            .find(|s| s.replicas.contains(&max_node) && !s.replicas.contains(&min_node))?;
+        return Some(PendingMove { group: shard.id, from: Some(max_node), to: Some(min_node) });
+    }
+    None
+}
+
+/// What the manager remembers between ticks (reset when leadership moves).
+#[derive(Default)]
+struct ManagerState {
+    last_seen: HashMap<NodeId, Instant>,
+    down: BTreeSet<NodeId>,
+    leaders: HashMap<GroupId, NodeId>,
+    move_failures: u32,
+}
+
+/// Starts the manager loop of `node` (it acts only while `node` leads the manager's group).
+pub fn spawn(node: &Arc<Node>, options: ManagerOptions, events: Arc<EventLog>) -> tokio::task::JoinHandle<()> {
+    let weak = Arc::downgrade(node);
+    tokio::spawn(run(weak, options, events))
+}
+
+async fn run(weak: Weak<Node>, options: ManagerOptions, events: Arc<EventLog>) {
+    let mut state: Option<ManagerState> = None;
+    loop {
+        tokio::time::sleep(options.tick).await;
+        let Some(node) = weak.upgrade() else { return };
+        let leads = node.raft(META_GROUP).is_some_and(|r| r.is_leader());
+        if !leads {
+            state = None;
+            continue;
+        }
+        let st = state.get_or_insert_with(ManagerState::default);
+        if let Err(e) = reconcile(&node, &options, &events, st).await {
+            tracing::debug!(node = node.id(), error = %e, "manager tick");
+        }
+    }
+}
+
+async fn reconcile(node: &Node, options: &ManagerOptions, events: &EventLog, st: &mut ManagerState) -> Result<()> {
+    let (map, _) = read_map(node).await?;
+    // Liveness: a fresh manager gives every node a full timeout before calling it dead.
+    let now = Instant::now();
+    let pings = map.nodes.keys().map(|n| async move {
+        (*n, admin(node, *n, AdminRequest::Ping, Duration::from_millis(300)).await.is_ok())
+    });
+    for (n, ok) in futures::future::join_all(pings).await {
+        let seen = st.last_seen.entry(n).or_insert(now);
+        if ok {
+            *seen = now;
+            if st.down.remove(&n) {
+                events.record("node_up", format!("node {n} is reachable again"));
+            }
+        } else if now.duration_since(*seen) >= options.dead_node_timeout && st.down.insert(n) {
+            events.record("node_down", format!("node {n} unreachable for {:?}", options.dead_node_timeout));
+        }
+    }
+    if let Some(mv) = map.pending_move {
+        return drive(node, &map, mv, events, st).await;
+    }
+    if let Some(mv) = plan(&map, &st.down) {
+        let started = update_map(node, |m| {
+            if m.pending_move.is_some() {
+                return Ok(false);
+            }
+            m.pending_move = Some(mv);
+            Ok(true)
+        })
+        .await?;
+        if started.pending_move == Some(mv) {
+            events.record("move_started", describe(&mv));
+            return drive(node, &started, mv, events, st).await;
+        }
+        return Ok(());
+    }
+    // Leaving nodes that hold nothing any more leave the map.
+    let empty_leaving: Vec<NodeId> = map
+        .nodes
+        .iter()
+        .filter(|(n, s)| **s == NodeState::Leaving && map.groups_on(**n).is_empty())
+        .map(|(n, _)| *n)
+        .collect();
+    if !empty_leaving.is_empty() {
+        update_map(node, |m| {
+            let before = m.nodes.len();
+            m.nodes.retain(|n, _| !empty_leaving.contains(n));
+            Ok(m.nodes.len() != before)
+        })
+        .await?;
+        for n in empty_leaving {
+            events.record("node_removed", format!("node {n} left the cluster"));
+        }
+        return Ok(());
+    }
+    balance_leaders(node, &map, events, st).await
+}
+
+fn describe(mv: &PendingMove) -> String {
+    let group = if mv.group == META_GROUP { "manager group".to_string() } else { format!("shard {}", mv.group) };
+    match (mv.from, mv.to) {
+        (Some(f), Some(t)) => format!("{group}: replica node {f} -> node {t}"),
+        (None, Some(t)) => format!("{group}: new replica on node {t}"),
+        (Some(f), None) => format!("{group}: drop replica on node {f}"),
+        (None, None) => format!("{group}: nothing"),
+    }
+}
+
+/// Drives the pending move to completion; after repeated failures, rolls it back (or, if the
+/// voter change already happened, records it as done).
+async fn drive(node: &Node, map: &ShardMap, mv: PendingMove, events: &EventLog, st: &mut ManagerState) -> Result<()> {
+    let replicas = map.replicas_of(mv.group).map(<[NodeId]>::to_vec).unwrap_or_default();
+    let mut voters: Vec<NodeId> = replicas.iter().copied().filter(|n| Some(*n) != mv.from).collect();
+    if let Some(to) = mv.to {
+        if !voters.contains(&to) {
+            voters.push(to);
+        }
+    }
+    let outcome: Result<()> = async {
+        if mv.group == META_GROUP && mv.from == Some(node.id()) {
+            // The manager does not remove itself: hand the manager role over first.
+            if let Some(other) = voters.iter().find(|n| **n != node.id() && !st.down.contains(n)) {
+                admin(node, node.id(), AdminRequest::TransferLeader { group: META_GROUP, to: *other }, Duration::from_secs(2)).await?;
+            }
+            return Err(Error::Unavailable("handing the manager role over before moving it".into()));
+        }
+        let (leader, status) = find_leader(node, mv.group, &replicas).await?;
+        let mut current: Vec<NodeId> = status.voters.clone();
+        current.sort();
+        let mut wanted = voters.clone();
+        wanted.sort();
+        if current != wanted {
+            if let Some(to) = mv.to {
+                admin(node, to, AdminRequest::StartGroup { group: mv.group }, Duration::from_secs(10)).await?;
+                admin(node, leader, AdminRequest::AddLearner { group: mv.group, node: to }, Duration::from_secs(60)).await?;
+            }
+            admin(node, leader, AdminRequest::ChangeVoters { group: mv.group, voters: voters.clone() }, Duration::from_secs(30)).await?;
+        }
+        finish(node, mv, &voters).await?;
+        if let Some(from) = mv.from {
+            if !st.down.contains(&from) {
+                let _ = admin(node, from, AdminRequest::DestroyGroup { group: mv.group }, Duration::from_secs(10)).await;
+            }
+        }
+        Ok(())
+    }
+    .await;
+    match outcome {
+        Ok(()) => {
+            st.move_failures = 0;
+            events.record("move_finished", describe(&mv));
+            Ok(())
+        }
+        Err(e) => {
+            st.move_failures += 1;
+            if st.move_failures >= 20 {
+                st.move_failures = 0;
+                roll_back(node, &replicas, mv, &voters, events).await?;
+            }
+            Err(e)
+        }
+    }
+}
+
+/// Records a finished move in the map.
+async fn finish(node: &Node, mv: PendingMove, voters: &[NodeId]) -> Result<()> {
+    let voters = voters.to_vec();
+    update_map(node, |m| {
+        if m.pending_move != Some(mv) {
+            return Ok(false);
+        }
+        if let Some(r) = m.replicas_of_mut(mv.group) {
+            *r = voters.clone();
+        }
+        m.pending_move = None;
+        Ok(true)
+    })
+    .await
+    .map(|_| ())
+}
+
+async fn roll_back(node: &Node, replicas: &[NodeId], mv: PendingMove, voters: &[NodeId], events: &EventLog) -> Result<()> {
+    if let Ok((leader, status)) = find_leader(node, mv.group, replicas).await {
+        let mut current = status.voters.clone();
+        current.sort();
+        let mut wanted = voters.to_vec();
+        wanted.sort();
+        if current == wanted {
+            // The voter change went through: the move is done, only the map lagged.
+            finish(node, mv, voters).await?;
+            events.record("move_finished", describe(&mv));
+            return Ok(());
+        }
+        if let Some(to) = mv.to {
+            if !current.contains(&to) {
+                let _ = admin(node, leader, AdminRequest::RemoveNode { group: mv.group, node: to }, Duration::from_secs(10)).await;
+                let _ = admin(node, to, AdminRequest::DestroyGroup { group: mv.group }, Duration::from_secs(10)).await;
+            }
+        }
+    }
+    update_map(node, |m| {
+        if m.pending_move != Some(mv) {
+            return Ok(false);
+        }
+        m.pending_move = None;
+        Ok(true)
+    })
+    .await?;
+    events.record("move_rolled_back", describe(&mv));
+    Ok(())
+}
+
+/// Records leader changes and moves one leadership from the busiest live node to the idlest
+/// replica when leaders per node differ by more than one.
+async fn balance_leaders(node: &Node, map: &ShardMap, events: &EventLog, st: &mut ManagerState) -> Result<()> {
+    let mut leaders: BTreeMap<NodeId, Vec<GroupId>> = map
+        .active_nodes()
+        .into_iter()
+        .filter(|n| !st.down.contains(n))
+        .map(|n| (n, Vec::new()))
+        .collect();
+    for shard in &map.shards {
+        let Ok((leader, _)) = find_leader(node, shard.id, &shard.replicas).await else { continue };
+        if let Some(prev) = st.leaders.insert(shard.id, leader) {
+            if prev != leader {
+                events.record("leader_changed", format!("shard {}: node {prev} -> node {leader}", shard.id));
+            }
+        }
+        if let Some(l) = leaders.get_mut(&leader) {
+            l.push(shard.id);
+        }
+    }
+    let Some((busy, groups)) = leaders.iter().max_by_key(|(n, g)| (g.len(), **n)) else { return Ok(()) };
+    let Some((_, idle_count)) = leaders.iter().map(|(n, g)| (*n, g.len())).min_by_key(|(n, c)| (*c, *n)) else {
+        return Ok(());
+    };
+    if groups.len() <= idle_count + 1 {
+        return Ok(());
+    }
+    // Hand one of the busy node's shards to its least-busy other replica, if that helps.
+    for group in groups {
+        let Some(replicas) = map.replicas_of(*group) else { continue };
+        let best = replicas
+            .iter()
+            .filter(|r| *r != busy)
+            .filter_map(|r| leaders.get(r).map(|g| (*r, g.len())))
+            .min_by_key(|(r, c)| (*c, *r));
+        if let Some((to, count)) = best {
+            if count + 1 < groups.len() {
+                admin(node, *busy, AdminRequest::TransferLeader { group: *group, to }, Duration::from_secs(2)).await?;
+                return Ok(());
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spread(map: &ShardMap) -> usize {
+        let load = map.load();
+        let live: Vec<usize> = map.active_nodes().iter().map(|n| load[n]).collect();
+        live.iter().max().unwrap_or(&0) - live.iter().min().unwrap_or(&0)
+    }
+
+    /// Applies planned moves to the map until none is left (what the manager does, minus Raft).
+    fn settle(map: &mut ShardMap, down: &BTreeSet<NodeId>) -> usize {
+        let mut moves = 0;
+        while let Some(mv) = plan(map, down) {
+            let r = map.replicas_of_mut(mv.group).expect("group");
+            r.retain(|n| Some(*n) != mv.from);
+            if let Some(t) = mv.to {
+                r.push(t);
+            }
+            moves += 1;
+            assert!(moves < 1000, "plan does not converge");
+        }
+        moves
+    }
+
+    #[test]
+    fn adding_a_node_moves_about_its_share_and_balances() {
+        let mut map = ShardMap::uniform(16, &[1, 2, 3, 4, 5], 3).expect("map");
+        map.nodes.insert(6, NodeState::Active);
+        let moves = settle(&mut map, &BTreeSet::new());
+        // S*R/(N+1) = 48/6 = 8 replicas belong on the new node; nothing more should move.
+        assert_eq!(map.load()[&6], 8);
+        assert!(moves <= 9, "{moves} moves");
+        assert!(spread(&map) <= 1);
+    }
+
+    #[test]
+    fn leaving_and_dead_nodes_lose_every_replica_and_r_changes_both_ways() {
+        let mut map = ShardMap::uniform(16, &[1, 2, 3, 4, 5], 3).expect("map");
+        map.nodes.insert(5, NodeState::Leaving);
+        settle(&mut map, &BTreeSet::new());
+        assert!(map.groups_on(5).is_empty());
+        assert!(map.shards.iter().all(|s| s.replicas.len() == 3));
+        let down: BTreeSet<NodeId> = [4].into();
+        settle(&mut map, &down);
+        assert!(map.groups_on(4).is_empty(), "dead node's replicas re-created elsewhere");
+        map.replication = 2;
+        settle(&mut map, &down);
+        assert!(map.shards.iter().all(|s| s.replicas.len() == 2));
+    }
+}
