@@ -12,11 +12,11 @@ use serde::{Deserialize, Serialize};
 use crate::client::{Client, ClientOptions};
 use crate::config::{Limits, RaftTiming, StorageOptions};
 use crate::error::{Error, Result};
+use crate::events::{Event, EventLog};
 use crate::faults::Faults;
 use crate::inproc::InProcNetwork;
-use crate::node::{GroupStatus, Node, NodeConfig};
-use crate::events::{Event, EventLog};
 use crate::manager::{self, ManagerOptions};
+use crate::node::{GroupStatus, Node, NodeConfig};
 use crate::sharding::{NodeState, RingRange, ShardMap, META_GROUP};
 use crate::storage::identity::write_synced;
 use crate::storage::{lose_unsynced_writes, StorageStats};
@@ -181,8 +181,12 @@ impl EmbeddedCluster {
             .map(|s| (s.id, s.replicas.clone()))
             .chain([(META_GROUP, initial.meta_replicas.clone())]);
         for (group, replicas) in groups {
-            let Ok(first) = cluster.node(replicas[0]) else { continue };
-            let Some(raft) = first.raft(group) else { continue };
+            let Ok(first) = cluster.node(replicas[0]) else {
+                continue;
+            };
+            let Some(raft) = first.raft(group) else {
+                continue;
+            };
             let initialized = raft.is_initialized().await.map_err(|e| Error::Fatal {
                 group,
                 message: e.to_string(),
@@ -257,7 +261,10 @@ impl EmbeddedCluster {
             groups.extend(map.groups_on(id));
         }
         let wanted = map.groups_on(id);
-        let incoming = map.pending_move.filter(|m| m.to == Some(id)).map(|m| m.group);
+        let incoming = map
+            .pending_move
+            .filter(|m| m.to == Some(id))
+            .map(|m| m.group);
         for g in on_disk {
             // Only a map newer than the creation map can say a replica was moved away.
             if wanted.contains(&g) || incoming == Some(g) || map.epoch <= 1 {
@@ -269,7 +276,11 @@ impl EmbeddedCluster {
         for group in groups {
             node.start_group(group).await?;
         }
-        node.spawn_task(manager::spawn(&node, self.options.manager, self.events.clone()));
+        node.spawn_task(manager::spawn(
+            &node,
+            self.options.manager,
+            self.events.clone(),
+        ));
         self.network.register(node.clone());
         self.lock_nodes()?.insert(id, node.clone());
         Ok(node)
@@ -286,7 +297,10 @@ impl EmbeddedCluster {
     }
 
     fn initial_map(&self) -> ShardMap {
-        self.stored.lock().map(|s| s.map.clone()).unwrap_or_else(|p| p.into_inner().map.clone())
+        self.stored
+            .lock()
+            .map(|s| s.map.clone())
+            .unwrap_or_else(|p| p.into_inner().map.clone())
     }
 
     fn any_node(&self) -> Result<Arc<Node>> {
@@ -308,7 +322,10 @@ impl EmbeddedCluster {
 
     /// Every node of the cluster, up or not.
     pub fn node_ids(&self) -> Vec<NodeId> {
-        self.stored.lock().map(|s| s.node_ids.clone()).unwrap_or_default()
+        self.stored
+            .lock()
+            .map(|s| s.node_ids.clone())
+            .unwrap_or_default()
     }
 
     /// Every shard (Raft group) of the cluster.
@@ -319,7 +336,10 @@ impl EmbeddedCluster {
     /// The cluster map.
     pub fn map(&self) -> Arc<ShardMap> {
         // The newest map any running node knows (nodes learn each change from the manager).
-        let nodes: Vec<Arc<Node>> = self.lock_nodes().map(|n| n.values().cloned().collect()).unwrap_or_default();
+        let nodes: Vec<Arc<Node>> = self
+            .lock_nodes()
+            .map(|n| n.values().cloned().collect())
+            .unwrap_or_default();
         nodes
             .iter()
             .map(|n| n.shard_map())
@@ -508,9 +528,13 @@ impl EmbeddedCluster {
         self.network.add_member(id);
         self.start_node(id).await?;
         let any = self.any_node()?;
-        manager::update_map(&any, |m| Ok(m.nodes.insert(id, NodeState::Active).is_none())).await?;
+        manager::update_map(&any, |m| {
+            Ok(m.nodes.insert(id, NodeState::Active).is_none())
+        })
+        .await?;
         self.persist_members(|s| s.node_ids.push(id))?;
-        self.events.record("node_added", format!("node {id} joined"));
+        self.events
+            .record("node_added", format!("node {id} joined"));
         Ok(id)
     }
 
@@ -530,7 +554,8 @@ impl EmbeddedCluster {
             )));
         }
         manager::update_map(&any, |m| {
-            Ok(m.nodes.get(&id) == Some(&NodeState::Active) && m.nodes.insert(id, NodeState::Leaving).is_some())
+            Ok(m.nodes.get(&id) == Some(&NodeState::Active)
+                && m.nodes.insert(id, NodeState::Leaving).is_some())
         })
         .await?;
         let deadline = Instant::now() + timeout;
@@ -572,7 +597,10 @@ impl EmbeddedCluster {
         })
         .await?;
         self.persist_members(|s| s.replication = replication)?;
-        self.events.record("replication_changed", format!("replication factor is now {replication}"));
+        self.events.record(
+            "replication_changed",
+            format!("replication factor is now {replication}"),
+        );
         Ok(())
     }
 
@@ -599,7 +627,10 @@ impl EmbeddedCluster {
             }
             if Instant::now() >= deadline {
                 return Err(Error::Timeout {
-                    what: format!("waiting for the shard manager to settle: {:?}", self.status().ok()),
+                    what: format!(
+                        "waiting for the shard manager to settle: {:?}",
+                        self.status().ok()
+                    ),
                     waited_ms: timeout.as_millis() as u64,
                 });
             }
@@ -610,8 +641,12 @@ impl EmbeddedCluster {
     /// Whether every shard's Raft voters (as its leader reports) are the map's replicas.
     fn memberships_match(&self, map: &ShardMap) -> bool {
         map.shards.iter().all(|s| {
-            let Ok(statuses) = self.group_status(s.id) else { return false };
-            let Some(leader) = statuses.iter().find(|st| st.is_leader) else { return false };
+            let Ok(statuses) = self.group_status(s.id) else {
+                return false;
+            };
+            let Some(leader) = statuses.iter().find(|st| st.is_leader) else {
+                return false;
+            };
             let mut voters = leader.voters.clone();
             voters.sort();
             let mut replicas = s.replicas.clone();
@@ -620,23 +655,31 @@ impl EmbeddedCluster {
         })
     }
 
+    /// Whether the manager has no leader transfer left to make.
     fn leaders_balanced(&self, map: &ShardMap, down: &BTreeSet<NodeId>) -> bool {
-        let Ok(status) = self.status() else { return false };
-        let live: Vec<&NodeStatus> = status
-            .nodes
+        let Ok(status) = self.status() else {
+            return false;
+        };
+        let leader_of: BTreeMap<GroupId, NodeId> = status
+            .shards
             .iter()
-            .filter(|n| map.nodes.get(&n.node) == Some(&NodeState::Active) && !down.contains(&n.node))
+            .filter_map(|s| s.leader.map(|l| (s.shard, l)))
             .collect();
-        let max = live.iter().map(|n| n.leaders).max().unwrap_or(0);
-        let min = live.iter().map(|n| n.leaders).min().unwrap_or(0);
-        max <= min + 1
+        leader_of.len() == map.shards.len()
+            && manager::leader_transfer(map, &leader_of, down).is_none()
     }
 
     fn persist_members(&self, change: impl FnOnce(&mut StoredCluster)) -> Result<()> {
-        let mut stored = self.stored.lock().map_err(|_| Error::Unavailable("cluster state poisoned".into()))?;
+        let mut stored = self
+            .stored
+            .lock()
+            .map_err(|_| Error::Unavailable("cluster state poisoned".into()))?;
         change(&mut stored);
         stored.nodes = stored.node_ids.len();
-        let root = self.root.as_ref().ok_or_else(|| Error::Closed("cluster shut down".into()))?;
+        let root = self
+            .root
+            .as_ref()
+            .ok_or_else(|| Error::Closed("cluster shut down".into()))?;
         let bytes = serde_json::to_vec_pretty(&*stored).map_err(Error::storage)?;
         write_synced(&root.path().join(CLUSTER_FILE), &bytes)
     }

@@ -58,7 +58,10 @@ impl EventLog {
 
     /// Events, oldest first.
     pub fn snapshot(&self) -> Vec<Event> {
-        self.events.lock().map(|e| e.iter().cloned().collect()).unwrap_or_default()
+        self.events
+            .lock()
+            .map(|e| e.iter().cloned().collect())
+            .unwrap_or_default()
     }
 }
 

@@ -15,7 +15,9 @@ use crate::events::EventLog;
 use crate::network::{AdminReply, AdminRequest, PeerRequest, PeerResponse};
 use crate::node::{GroupStatus, Node};
 use crate::sharding::{NodeState, PendingMove, ShardMap, META_GROUP};
-use crate::types::{ClientRequest, ClientResponse, Command, CommandResult, GroupId, NodeId, ReadConsistency};
+use crate::types::{
+    ClientRequest, ClientResponse, Command, CommandResult, GroupId, NodeId, ReadConsistency,
+};
 
 /// The key of the cluster map in the manager's group.
 pub const MAP_KEY: &[u8] = b"cluster-map";
@@ -46,7 +48,8 @@ pub async fn read_map(node: &Node) -> Result<(ShardMap, Vec<u8>)> {
     };
     match node.handle_client(request, true).await? {
         ClientResponse::Read(Some(bytes)) => {
-            let map = serde_json::from_slice(&bytes).map_err(|e| Error::Storage(format!("corrupt cluster map: {e}")))?;
+            let map = serde_json::from_slice(&bytes)
+                .map_err(|e| Error::Storage(format!("corrupt cluster map: {e}")))?;
             Ok((map, bytes))
         }
         ClientResponse::Read(None) => Err(Error::Unavailable("cluster map not written yet".into())),
@@ -74,7 +77,10 @@ pub async fn cas_map(node: &Node, expected: Option<Vec<u8>>, new: &ShardMap) -> 
 
 /// Applies `change` to the map (retrying on concurrent changes), bumps the epoch, and tells
 /// every node. `change` returns false to leave the map as it is.
-pub async fn update_map(node: &Node, change: impl Fn(&mut ShardMap) -> Result<bool>) -> Result<ShardMap> {
+pub async fn update_map(
+    node: &Node,
+    change: impl Fn(&mut ShardMap) -> Result<bool>,
+) -> Result<ShardMap> {
     for _ in 0..20 {
         let (map, bytes) = read_map(node).await?;
         let mut new = map.clone();
@@ -94,37 +100,64 @@ pub async fn update_map(node: &Node, change: impl Fn(&mut ShardMap) -> Result<bo
 pub async fn broadcast_map(node: &Node, map: &ShardMap) {
     node.set_shard_map(Arc::new(map.clone()));
     let sends = map.nodes.keys().filter(|n| **n != node.id()).map(|n| {
-        admin(node, *n, AdminRequest::SetMap(Box::new(map.clone())), Duration::from_millis(500))
+        admin(
+            node,
+            *n,
+            AdminRequest::SetMap(Box::new(map.clone())),
+            Duration::from_millis(500),
+        )
     });
     futures::future::join_all(sends).await;
 }
 
 /// Sends an admin request to `target` (this node included) with a deadline.
-pub async fn admin(node: &Node, target: NodeId, request: AdminRequest, timeout: Duration) -> Result<AdminReply> {
+pub async fn admin(
+    node: &Node,
+    target: NodeId,
+    request: AdminRequest,
+    timeout: Duration,
+) -> Result<AdminReply> {
     let call = async {
         if target == node.id() {
             return node.handle_admin(request).await;
         }
-        match node.peers().send(node.id(), target, PeerRequest::Admin(request)).await? {
+        match node
+            .peers()
+            .send(node.id(), target, PeerRequest::Admin(request))
+            .await?
+        {
             PeerResponse::Admin(r) => Ok(r),
             _ => Err(Error::Unavailable("unexpected reply kind".into())),
         }
     };
-    tokio::time::timeout(timeout, call).await.map_err(|_| Error::Timeout {
-        what: format!("admin request to node {target}"),
-        waited_ms: timeout.as_millis() as u64,
-    })?
+    tokio::time::timeout(timeout, call)
+        .await
+        .map_err(|_| Error::Timeout {
+            what: format!("admin request to node {target}"),
+            waited_ms: timeout.as_millis() as u64,
+        })?
 }
 
 async fn status_of(node: &Node, target: NodeId, group: GroupId) -> Result<GroupStatus> {
-    match admin(node, target, AdminRequest::Status { group }, Duration::from_millis(500)).await? {
+    match admin(
+        node,
+        target,
+        AdminRequest::Status { group },
+        Duration::from_millis(500),
+    )
+    .await?
+    {
         AdminReply::Status(s) => Ok(*s),
         AdminReply::Done => Err(Error::Unavailable("no status".into())),
     }
 }
 
 /// The leader of `group`, as its replicas report it.
-async fn find_leader(node: &Node, group: GroupId, replicas: &[NodeId]) -> Result<(NodeId, GroupStatus)> {
+async fn find_leader(
+    node: &Node,
+    group: GroupId,
+    replicas: &[NodeId],
+) -> Result<(NodeId, GroupStatus)> {
     for r in replicas {
         if let Ok(s) = status_of(node, *r, group).await {
             if s.is_leader {
@@ -139,12 +172,18 @@ async fn find_leader(node: &Node, group: GroupId, replicas: &[NodeId]) -> Result
             }
         }
     }
-    Err(Error::Unavailable(format!("group {group} has no reachable leader")))
+    Err(Error::Unavailable(format!(
+        "group {group} has no reachable leader"
+    )))
 }
 
 /// The next move that brings `map` closer to its target, if any. `down`: nodes not to use.
 pub fn plan(map: &ShardMap, down: &BTreeSet<NodeId>) -> Option<PendingMove> {
-    let live: Vec<NodeId> = map.active_nodes().into_iter().filter(|n| !down.contains(n)).collect();
+    let live: Vec<NodeId> = map
+        .active_nodes()
+        .into_iter()
+        .filter(|n| !down.contains(n))
+        .collect();
     let load = map.load();
     let least_loaded = |exclude: &[NodeId]| -> Option<NodeId> {
         live.iter()
@@ -156,36 +195,68 @@ pub fn plan(map: &ShardMap, down: &BTreeSet<NodeId>) -> Option<PendingMove> {
     let groups = std::iter::once(META_GROUP).chain(map.shard_ids());
     for group in groups {
         let replicas = map.replicas_of(group)?.to_vec();
-        let target = if group == META_GROUP { 3.min(live.len()).max(1) } else { map.replication };
+        let target = if group == META_GROUP {
+            3.min(live.len()).max(1)
+        } else {
+            map.replication
+        };
         // Replace replicas on leaving or dead nodes.
         if let Some(bad) = replicas.iter().find(|n| unwanted(n)) {
             if let Some(to) = least_loaded(&replicas) {
-                return Some(PendingMove { group, from: Some(*bad), to: Some(to) });
+                return Some(PendingMove {
+                    group,
+                    from: Some(*bad),
+                    to: Some(to),
+                });
             }
             // No spare node: a leaving (live) node's replica may still go if enough remain.
             if !down.contains(bad) && replicas.len() > target {
-                return Some(PendingMove { group, from: Some(*bad), to: None });
+                return Some(PendingMove {
+                    group,
+                    from: Some(*bad),
+                    to: None,
+                });
             }
         }
         if replicas.len() < target {
             if let Some(to) = least_loaded(&replicas) {
-                return Some(PendingMove { group, from: None, to: Some(to) });
+                return Some(PendingMove {
+                    group,
+                    from: None,
+                    to: Some(to),
+                });
             }
         }
         if replicas.len() > target {
-            let from = replicas.iter().max_by_key(|n| (load.get(n).copied().unwrap_or(0), **n))?;
-            return Some(PendingMove { group, from: Some(*from), to: None });
+            let from = replicas
+                .iter()
+                .max_by_key(|n| (load.get(n).copied().unwrap_or(0), **n))?;
+            return Some(PendingMove {
+                group,
+                from: Some(*from),
+                to: None,
+            });
         }
     }
     // Even out shard replicas per live node.
-    let (max_node, max) = live.iter().map(|n| (*n, load.get(n).copied().unwrap_or(0))).max_by_key(|(n, l)| (*l, *n))?;
-    let (min_node, min) = live.iter().map(|n| (*n, load.get(n).copied().unwrap_or(0))).min_by_key(|(n, l)| (*l, *n))?;
+    let (max_node, max) = live
+        .iter()
+        .map(|n| (*n, load.get(n).copied().unwrap_or(0)))
+        .max_by_key(|(n, l)| (*l, *n))?;
+    let (min_node, min) = live
+        .iter()
+        .map(|n| (*n, load.get(n).copied().unwrap_or(0)))
+        .min_by_key(|(n, l)| (*l, *n))?;
     if max > min + 1 {
         let shard = map
             .shards
             .iter()
             .find(|s| s.replicas.contains(&max_node) && !s.replicas.contains(&min_node))?;
-        return Some(PendingMove { group: shard.id, from: Some(max_node), to: Some(min_node) });
+        return Some(PendingMove {
+            group: shard.id,
+            from: Some(max_node),
+            to: Some(min_node),
+        });
     }
     None
 }
@@ -200,7 +271,11 @@ struct ManagerState {
 }
 
 /// Starts the manager loop of `node` (it acts only while `node` leads the manager's group).
-pub fn spawn(node: &Arc<Node>, options: ManagerOptions, events: Arc<EventLog>) -> tokio::task::JoinHandle<()> {
+pub fn spawn(
+    node: &Arc<Node>,
+    options: ManagerOptions,
+    events: Arc<EventLog>,
+) -> tokio::task::JoinHandle<()> {
     let weak = Arc::downgrade(node);
     tokio::spawn(run(weak, options, events))
 }
@@ -222,12 +297,22 @@ async fn run(weak: Weak<Node>, options: ManagerOptions, events: Arc<EventLog>) {
     }
 }
 
-async fn reconcile(node: &Node, options: &ManagerOptions, events: &EventLog, st: &mut ManagerState) -> Result<()> {
+async fn reconcile(
+    node: &Node,
+    options: &ManagerOptions,
+    events: &EventLog,
+    st: &mut ManagerState,
+) -> Result<()> {
     let (map, _) = read_map(node).await?;
     // Liveness: a fresh manager gives every node a full timeout before calling it dead.
     let now = Instant::now();
     let pings = map.nodes.keys().map(|n| async move {
-        (*n, admin(node, *n, AdminRequest::Ping, Duration::from_millis(300)).await.is_ok())
+        (
+            *n,
+            admin(node, *n, AdminRequest::Ping, Duration::from_millis(300))
+                .await
+                .is_ok(),
+        )
     });
     for (n, ok) in futures::future::join_all(pings).await {
         let seen = st.last_seen.entry(n).or_insert(now);
@@ -237,7 +322,10 @@ async fn reconcile(node: &Node, options: &ManagerOptions, events: &EventLog, st:
                 events.record("node_up", format!("node {n} is reachable again"));
             }
         } else if now.duration_since(*seen) >= options.dead_node_timeout && st.down.insert(n) {
-            events.record("node_down", format!("node {n} unreachable for {:?}", options.dead_node_timeout));
+            events.record(
+                "node_down",
+                format!("node {n} unreachable for {:?}", options.dead_node_timeout),
+            );
         }
     }
     if let Some(mv) = map.pending_move {
@@ -281,7 +369,11 @@ async fn reconcile(node: &Node, options: &ManagerOptions, events: &EventLog, st:
 }
 
 fn describe(mv: &PendingMove) -> String {
-    let group = if mv.group == META_GROUP { "manager group".to_string() } else { format!("shard {}", mv.group) };
+    let group = if mv.group == META_GROUP {
+        "manager group".to_string()
+    } else {
+        format!("shard {}", mv.group)
+    };
     match (mv.from, mv.to) {
         (Some(f), Some(t)) => format!("{group}: replica node {f} -> node {t}"),
         (None, Some(t)) => format!("{group}: new replica on node {t}"),
@@ -292,9 +384,22 @@ fn describe(mv: &PendingMove) -> String {
 
 /// Drives the pending move to completion; after repeated failures, rolls it back (or, if the
 /// voter change already happened, records it as done).
-async fn drive(node: &Node, map: &ShardMap, mv: PendingMove, events: &EventLog, st: &mut ManagerState) -> Result<()> {
-    let replicas = map.replicas_of(mv.group).map(<[NodeId]>::to_vec).unwrap_or_default();
-    let mut voters: Vec<NodeId> = replicas.iter().copied().filter(|n| Some(*n) != mv.from).collect();
+async fn drive(
+    node: &Node,
+    map: &ShardMap,
+    mv: PendingMove,
+    events: &EventLog,
+    st: &mut ManagerState,
+) -> Result<()> {
+    let replicas = map
+        .replicas_of(mv.group)
+        .map(<[NodeId]>::to_vec)
+        .unwrap_or_default();
+    let mut voters: Vec<NodeId> = replicas
+        .iter()
+        .copied()
+        .filter(|n| Some(*n) != mv.from)
+        .collect();
     if let Some(to) = mv.to {
         if !voters.contains(&to) {
             voters.push(to);
@@ -303,27 +408,95 @@ async fn drive(node: &Node, map: &ShardMap, mv: PendingMove, events: &EventLog, 
     let outcome: Result<()> = async {
         if mv.group == META_GROUP && mv.from == Some(node.id()) {
             // The manager does not remove itself: hand the manager role over first.
-            if let Some(other) = voters.iter().find(|n| **n != node.id() && !st.down.contains(n)) {
-                admin(node, node.id(), AdminRequest::TransferLeader { group: META_GROUP, to: *other }, Duration::from_secs(2)).await?;
+            if let Some(other) = voters
+                .iter()
+                .find(|n| **n != node.id() && !st.down.contains(n))
+            {
+                admin(
+                    node,
+                    node.id(),
+                    AdminRequest::TransferLeader {
+                        group: META_GROUP,
+                        to: *other,
+                    },
+                    Duration::from_secs(2),
+                )
+                .await?;
             }
-            return Err(Error::Unavailable("handing the manager role over before moving it".into()));
+            return Err(Error::Unavailable(
+                "handing the manager role over before moving it".into(),
+            ));
         }
         let (leader, status) = find_leader(node, mv.group, &replicas).await?;
+        if Some(leader) == mv.from {
+            // Hand leadership to a staying voter first: removing the leader itself would leave
+            // the group without one for an election timeout.
+            if let Some(to) = status
+                .voters
+                .iter()
+                .find(|v| voters.contains(v) && Some(**v) != mv.from)
+            {
+                admin(
+                    node,
+                    leader,
+                    AdminRequest::TransferLeader {
+                        group: mv.group,
+                        to: *to,
+                    },
+                    Duration::from_secs(2),
+                )
+                .await?;
+                return Err(Error::Unavailable(format!(
+                    "moving leadership of group {} off node {leader}",
+                    mv.group
+                )));
+            }
+        }
         let mut current: Vec<NodeId> = status.voters.clone();
         current.sort();
         let mut wanted = voters.clone();
         wanted.sort();
         if current != wanted {
             if let Some(to) = mv.to {
-                admin(node, to, AdminRequest::StartGroup { group: mv.group }, Duration::from_secs(10)).await?;
-                admin(node, leader, AdminRequest::AddLearner { group: mv.group, node: to }, Duration::from_secs(60)).await?;
+                admin(
+                    node,
+                    to,
+                    AdminRequest::StartGroup { group: mv.group },
+                    Duration::from_secs(10),
+                )
+                .await?;
+                admin(
+                    node,
+                    leader,
+                    AdminRequest::AddLearner {
+                        group: mv.group,
+                        node: to,
+                    },
+                    Duration::from_secs(60),
+                )
+                .await?;
             }
-            admin(node, leader, AdminRequest::ChangeVoters { group: mv.group, voters: voters.clone() }, Duration::from_secs(30)).await?;
+            admin(
+                node,
+                leader,
+                AdminRequest::ChangeVoters {
+                    group: mv.group,
+                    voters: voters.clone(),
+                },
+                Duration::from_secs(30),
+            )
+            .await?;
         }
         finish(node, mv, &voters).await?;
         if let Some(from) = mv.from {
             if !st.down.contains(&from) {
-                let _ = admin(node, from, AdminRequest::DestroyGroup { group: mv.group }, Duration::from_secs(10)).await;
+                let _ = admin(
+                    node,
+                    from,
+                    AdminRequest::DestroyGroup { group: mv.group },
+                    Duration::from_secs(10),
+                )
+                .await;
             }
         }
         Ok(())
@@ -363,7 +536,13 @@ async fn finish(node: &Node, mv: PendingMove, voters: &[NodeId]) -> Result<()> {
     .map(|_| ())
 }
 
-async fn roll_back(node: &Node, replicas: &[NodeId], mv: PendingMove, voters: &[NodeId], events: &EventLog) -> Result<()> {
+async fn roll_back(
+    node: &Node,
+    replicas: &[NodeId],
+    mv: PendingMove,
+    voters: &[NodeId],
+    events: &EventLog,
+) -> Result<()> {
     if let Ok((leader, status)) = find_leader(node, mv.group, replicas).await {
         let mut current = status.voters.clone();
         current.sort();
@@ -377,8 +556,23 @@ async fn roll_back(node: &Node, replicas: &[NodeId], mv: PendingMove, voters: &[
         }
         if let Some(to) = mv.to {
             if !current.contains(&to) {
-                let _ = admin(node, leader, AdminRequest::RemoveNode { group: mv.group, node: to }, Duration::from_secs(10)).await;
-                let _ = admin(node, to, AdminRequest::DestroyGroup { group: mv.group }, Duration::from_secs(10)).await;
+                let _ = admin(
+                    node,
+                    leader,
+                    AdminRequest::RemoveNode {
+                        group: mv.group,
+                        node: to,
+                    },
+                    Duration::from_secs(10),
+                )
+                .await;
+                let _ = admin(
+                    node,
+                    to,
+                    AdminRequest::DestroyGroup { group: mv.group },
+                    Duration::from_secs(10),
+                )
+                .await;
             }
         }
     }
@@ -394,47 +588,78 @@ async fn roll_back(node: &Node, replicas: &[NodeId], mv: PendingMove, voters: &[
     Ok(())
 }
 
-/// Records leader changes and moves one leadership from the busiest live node to the idlest
-/// replica when leaders per node differ by more than one.
-async fn balance_leaders(node: &Node, map: &ShardMap, events: &EventLog, st: &mut ManagerState) -> Result<()> {
-    let mut leaders: BTreeMap<NodeId, Vec<GroupId>> = map
+/// A leadership transfer that evens out leaders per node: from a leader with at least two more
+/// leaderships than another replica of the same shard, to that replica (busiest first). Each
+/// such transfer lowers the spread, so repeating it converges.
+pub fn leader_transfer(
+    map: &ShardMap,
+    leader_of: &BTreeMap<GroupId, NodeId>,
+    down: &BTreeSet<NodeId>,
+) -> Option<(GroupId, NodeId, NodeId)> {
+    let mut count: BTreeMap<NodeId, usize> = map
         .active_nodes()
         .into_iter()
-        .filter(|n| !st.down.contains(n))
-        .map(|n| (n, Vec::new()))
+        .filter(|n| !down.contains(n))
+        .map(|n| (n, 0))
         .collect();
+    for leader in leader_of.values() {
+        if let Some(c) = count.get_mut(leader) {
+            *c += 1;
+        }
+    }
+    let mut best: Option<(usize, usize, GroupId, NodeId, NodeId)> = None;
     for shard in &map.shards {
-        let Ok((leader, _)) = find_leader(node, shard.id, &shard.replicas).await else { continue };
+        let Some(from) = leader_of.get(&shard.id) else {
+            continue;
+        };
+        let Some(from_count) = count.get(from).copied() else {
+            continue;
+        };
+        for to in &shard.replicas {
+            let Some(to_count) = count.get(to).copied() else {
+                continue;
+            };
+            if to != from && from_count >= to_count + 2 {
+                let key = (from_count, usize::MAX - to_count, shard.id, *from, *to);
+                if best.is_none_or(|b| (key.0, key.1) > (b.0, b.1)) {
+                    best = Some(key);
+                }
+            }
+        }
+    }
+    best.map(|(_, _, g, f, t)| (g, f, t))
+}
+
+/// Records leader changes and makes one leader transfer that evens out leaders per node.
+async fn balance_leaders(
+    node: &Node,
+    map: &ShardMap,
+    events: &EventLog,
+    st: &mut ManagerState,
+) -> Result<()> {
+    let mut leader_of = BTreeMap::new();
+    for shard in &map.shards {
+        let Ok((leader, _)) = find_leader(node, shard.id, &shard.replicas).await else {
+            continue;
+        };
         if let Some(prev) = st.leaders.insert(shard.id, leader) {
             if prev != leader {
-                events.record("leader_changed", format!("shard {}: node {prev} -> node {leader}", shard.id));
+                events.record(
+                    "leader_changed",
+                    format!("shard {}: node {prev} -> node {leader}", shard.id),
+                );
             }
         }
-        if let Some(l) = leaders.get_mut(&leader) {
-            l.push(shard.id);
-        }
+        leader_of.insert(shard.id, leader);
     }
-    let Some((busy, groups)) = leaders.iter().max_by_key(|(n, g)| (g.len(), **n)) else { return Ok(()) };
-    let Some((_, idle_count)) = leaders.iter().map(|(n, g)| (*n, g.len())).min_by_key(|(n, c)| (*c, *n)) else {
-        return Ok(());
-    };
-    if groups.len() <= idle_count + 1 {
-        return Ok(());
-    }
-    // Hand one of the busy node's shards to its least-busy other replica, if that helps.
-    for group in groups {
-        let Some(replicas) = map.replicas_of(*group) else { continue };
-        let best = replicas
-            .iter()
-            .filter(|r| *r != busy)
-            .filter_map(|r| leaders.get(r).map(|g| (*r, g.len())))
-            .min_by_key(|(r, c)| (*c, *r));
-        if let Some((to, count)) = best {
-            if count + 1 < groups.len() {
-                admin(node, *busy, AdminRequest::TransferLeader { group: *group, to }, Duration::from_secs(2)).await?;
-                return Ok(());
-            }
-        }
+    if let Some((group, from, to)) = leader_transfer(map, &leader_of, &st.down) {
+        admin(
+            node,
+            from,
+            AdminRequest::TransferLeader { group, to },
+            Duration::from_secs(2),
+        )
+        .await?;
     }
     Ok(())
 }
@@ -484,7 +709,10 @@ mod tests {
         assert!(map.shards.iter().all(|s| s.replicas.len() == 3));
         let down: BTreeSet<NodeId> = [4].into();
         settle(&mut map, &down);
-        assert!(map.groups_on(4).is_empty(), "dead node's replicas re-created elsewhere");
+        assert!(
+            map.groups_on(4).is_empty(),
+            "dead node's replicas re-created elsewhere"
+        );
         map.replication = 2;
         settle(&mut map, &down);
         assert!(map.shards.iter().all(|s| s.replicas.len() == 2));

@@ -50,18 +50,36 @@ pub enum RaftReply {
 pub enum AdminRequest {
     Ping,
     /// Start (or keep) a replica of `group`; an empty one waits to be added by its leader.
-    StartGroup { group: GroupId },
+    StartGroup {
+        group: GroupId,
+    },
     /// Stop the replica of `group` and delete its data from this node.
-    DestroyGroup { group: GroupId },
+    DestroyGroup {
+        group: GroupId,
+    },
     /// On the group's leader: add `node` as a learner and wait until it has caught up.
-    AddLearner { group: GroupId, node: NodeId },
+    AddLearner {
+        group: GroupId,
+        node: NodeId,
+    },
     /// On the group's leader: make `voters` the voter set (joint consensus inside).
-    ChangeVoters { group: GroupId, voters: Vec<NodeId> },
+    ChangeVoters {
+        group: GroupId,
+        voters: Vec<NodeId>,
+    },
     /// On the group's leader: drop `node` (a learner that will not be promoted).
-    RemoveNode { group: GroupId, node: NodeId },
+    RemoveNode {
+        group: GroupId,
+        node: NodeId,
+    },
     /// On the group's leader: hand leadership to `to`.
-    TransferLeader { group: GroupId, to: NodeId },
-    Status { group: GroupId },
+    TransferLeader {
+        group: GroupId,
+        to: NodeId,
+    },
+    Status {
+        group: GroupId,
+    },
     /// The new cluster map.
     SetMap(Box<ShardMap>),
 }

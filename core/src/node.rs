@@ -14,10 +14,10 @@ use openraft::{BasicNode, ChangeMembers, ReadPolicy};
 
 use crate::config::{Limits, RaftTiming, StorageOptions};
 use crate::error::{Error, Result};
+use crate::network::{AdminReply, AdminRequest};
 use crate::network::{
     GroupNetworkFactory, PeerRequest, PeerResponse, PeerTransport, RaftReply, RaftRpc,
 };
-use crate::network::{AdminReply, AdminRequest};
 use crate::sharding::{ShardMap, META_GROUP};
 use crate::storage::identity::Identity;
 use crate::storage::{NodeStore, StorageStats};
@@ -257,9 +257,7 @@ impl Node {
                 .await;
             last = match sent {
                 Ok(PeerResponse::Client(r)) => return Ok(r),
-                Ok(_) => {
-                    Err(Error::Unavailable("unexpected reply kind".into()))
-                }
+                Ok(_) => Err(Error::Unavailable("unexpected reply kind".into())),
                 Err(e) => Err(e),
             };
             if let Err(Error::NotLeader {
@@ -303,7 +301,9 @@ impl Node {
 
     /// Serves a request of the shard manager.
     pub async fn handle_admin(&self, request: AdminRequest) -> Result<AdminReply> {
-        let raft_err = |group: GroupId, e: &dyn std::fmt::Display| Error::Unavailable(format!("group {group}: {e}"));
+        let raft_err = |group: GroupId, e: &dyn std::fmt::Display| {
+            Error::Unavailable(format!("group {group}: {e}"))
+        };
         match request {
             AdminRequest::Ping => Ok(AdminReply::Done),
             AdminRequest::StartGroup { group } => {
@@ -316,9 +316,15 @@ impl Node {
             }
             AdminRequest::AddLearner { group, node } => {
                 let raft = self.raft_or_wrong_shard(group)?;
-                raft.add_learner(node, BasicNode { addr: format!("node-{node}") }, true)
-                    .await
-                    .map_err(|e| raft_err(group, &e))?;
+                raft.add_learner(
+                    node,
+                    BasicNode {
+                        addr: format!("node-{node}"),
+                    },
+                    true,
+                )
+                .await
+                .map_err(|e| raft_err(group, &e))?;
                 Ok(AdminReply::Done)
             }
             AdminRequest::ChangeVoters { group, voters } => {
@@ -338,7 +344,10 @@ impl Node {
             }
             AdminRequest::TransferLeader { group, to } => {
                 let raft = self.raft_or_wrong_shard(group)?;
-                raft.trigger().transfer_leader(to).await.map_err(|e| raft_err(group, &e))?;
+                raft.trigger()
+                    .transfer_leader(to)
+                    .await
+                    .map_err(|e| raft_err(group, &e))?;
                 Ok(AdminReply::Done)
             }
             AdminRequest::Status { group } => Ok(AdminReply::Status(Box::new(self.status(group)?))),
@@ -459,7 +468,11 @@ impl Node {
         }
     }
 
-    pub(crate) async fn propose(&self, group: GroupId, body: ProposalBody) -> Result<CommandResult> {
+    pub(crate) async fn propose(
+        &self,
+        group: GroupId,
+        body: ProposalBody,
+    ) -> Result<CommandResult> {
         let raft = self.raft_or_wrong_shard(group)?;
         // The leader's clock stamps the entry; replicas judge session expiry by it alone.
         let time_ms = SystemTime::now()
@@ -490,7 +503,11 @@ impl Node {
     }
 
     /// Makes the local state machine good enough for a read at `consistency`.
-    pub(crate) async fn ensure_readable(&self, group: GroupId, consistency: ReadConsistency) -> Result<()> {
+    pub(crate) async fn ensure_readable(
+        &self,
+        group: GroupId,
+        consistency: ReadConsistency,
+    ) -> Result<()> {
         let raft = self.raft_or_wrong_shard(group)?;
         let policy = match consistency {
             ReadConsistency::Stale => return Ok(()),
@@ -570,7 +587,11 @@ impl Node {
 
     pub async fn shutdown(&self) {
         self.stopping.store(true, Ordering::SeqCst);
-        let tasks: Vec<_> = self.tasks.lock().map(|mut t| t.drain(..).collect()).unwrap_or_default();
+        let tasks: Vec<_> = self
+            .tasks
+            .lock()
+            .map(|mut t| t.drain(..).collect())
+            .unwrap_or_default();
         for t in tasks {
             t.abort();
             let _ = t.await;

@@ -189,7 +189,10 @@ impl ShardMap {
         if group == META_GROUP {
             return Some(&mut self.meta_replicas);
         }
-        self.shards.iter_mut().find(|s| s.id == group).map(|s| &mut s.replicas)
+        self.shards
+            .iter_mut()
+            .find(|s| s.id == group)
+            .map(|s| &mut s.replicas)
     }
 
     /// Every group with a replica on `node`, the manager's group included.
