@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use crate::config::Limits;
 use crate::error::{Error, Result};
+use crate::history::{output_of_error, History, OpInput, OpOutput, Operation};
 use crate::node::GroupStatus;
 use crate::sharding::ShardMap;
 use crate::transport::Transport;
@@ -112,6 +113,8 @@ struct Shared {
 pub struct Client {
     shared: Arc<Shared>,
     pinned: Option<NodeId>,
+    /// Where this handle records its operations, and under which client id.
+    recorder: Option<(History, u64)>,
 }
 
 impl Client {
@@ -128,7 +131,46 @@ impl Client {
                 rotate: AtomicUsize::new(0),
             }),
             pinned: None,
+            recorder: None,
         }
+    }
+
+    /// A handle that records every get, put, delete, append and cas it makes into `history`,
+    /// under a client id of its own (shares everything else with `self`).
+    pub fn recording(&self, history: &History) -> Client {
+        Client {
+            shared: self.shared.clone(),
+            pinned: self.pinned,
+            recorder: Some((history.clone(), history.new_client_id())),
+        }
+    }
+
+    /// Runs `op` and, if this handle records, appends it to the history.
+    async fn recorded<T>(
+        &self,
+        key: &[u8],
+        input: OpInput,
+        op: impl std::future::Future<Output = Result<T>>,
+        output: impl Fn(&T) -> OpOutput,
+    ) -> Result<T> {
+        let Some((history, client)) = &self.recorder else {
+            return op.await;
+        };
+        let invoke_ns = history.now_ns();
+        let result = op.await;
+        let is_read = input.is_read();
+        history.push(Operation {
+            client: *client,
+            key: key.to_vec(),
+            input,
+            invoke_ns,
+            return_ns: history.now_ns(),
+            output: match &result {
+                Ok(v) => output(v),
+                Err(e) => output_of_error(e, is_read),
+            },
+        });
+        result
     }
 
     /// A client starting from a cluster map it already has (say, cached from an earlier run);
@@ -153,6 +195,7 @@ impl Client {
         Ok(Client {
             shared: self.shared.clone(),
             pinned: Some(node),
+            recorder: self.recorder.clone(),
         })
     }
 
@@ -249,12 +292,17 @@ impl Client {
     // ----- operations -----
 
     pub async fn put(&self, key: impl AsRef<[u8]>, value: impl AsRef<[u8]>) -> Result<()> {
-        self.write(Command::Put {
-            key: key.as_ref().to_vec(),
-            value: value.as_ref().to_vec(),
-        })
-        .await
-        .map(|_| ())
+        let (key, value) = (key.as_ref(), value.as_ref());
+        let op = self.write(Command::Put {
+            key: key.to_vec(),
+            value: value.to_vec(),
+        });
+        let input = OpInput::Put {
+            value: value.to_vec(),
+        };
+        self.recorded(key, input, op, |_| OpOutput::Put)
+            .await
+            .map(|_| ())
     }
 
     /// Linearizable read.
@@ -268,39 +316,61 @@ impl Client {
         consistency: ReadConsistency,
     ) -> Result<Option<Vec<u8>>> {
         let key = key.as_ref();
-        self.shared.options.limits.check_key(key)?;
-        let build = |group| ClientRequest::Read {
-            group,
-            key: key.to_vec(),
-            consistency,
+        let op = async {
+            self.shared.options.limits.check_key(key)?;
+            let build = |group| ClientRequest::Read {
+                group,
+                key: key.to_vec(),
+                consistency,
+            };
+            match self.routed(key, build).await? {
+                ClientResponse::Read(v) => Ok(v),
+                other => Err(unexpected(other)),
+            }
         };
-        match self.routed(key, build).await? {
-            ClientResponse::Read(v) => Ok(v),
-            other => Err(unexpected(other)),
-        }
+        // Only linearizable reads are checkable; others are recorded as unknown-effect reads.
+        let out = |v: &Option<Vec<u8>>| match consistency {
+            ReadConsistency::Linearizable => OpOutput::Value { value: v.clone() },
+            _ => OpOutput::Failed {
+                error: format!("{consistency:?} read (not checked)"),
+            },
+        };
+        self.recorded(key, OpInput::Get, op, out).await
     }
 
     /// Deletes `key`; returns whether it existed.
     pub async fn delete(&self, key: impl AsRef<[u8]>) -> Result<bool> {
-        let cmd = Command::Delete {
-            key: key.as_ref().to_vec(),
+        let key = key.as_ref();
+        let op = async {
+            match self.write(Command::Delete { key: key.to_vec() }).await? {
+                CommandResult::Delete { existed } => Ok(existed),
+                other => Err(unexpected_result(other)),
+            }
         };
-        match self.write(cmd).await? {
-            CommandResult::Delete { existed } => Ok(existed),
-            other => Err(unexpected_result(other)),
-        }
+        self.recorded(key, OpInput::Delete, op, |e| OpOutput::Deleted {
+            existed: *e,
+        })
+        .await
     }
 
     /// Appends `value` to the key's value (absent = empty); returns the new length.
     pub async fn append(&self, key: impl AsRef<[u8]>, value: impl AsRef<[u8]>) -> Result<u64> {
-        let cmd = Command::Append {
-            key: key.as_ref().to_vec(),
-            value: value.as_ref().to_vec(),
+        let (key, value) = (key.as_ref(), value.as_ref());
+        let op = async {
+            let cmd = Command::Append {
+                key: key.to_vec(),
+                value: value.to_vec(),
+            };
+            match self.write(cmd).await? {
+                CommandResult::Append { new_len } => Ok(new_len),
+                other => Err(unexpected_result(other)),
+            }
         };
-        match self.write(cmd).await? {
-            CommandResult::Append { new_len } => Ok(new_len),
-            other => Err(unexpected_result(other)),
-        }
+        let input = OpInput::Append {
+            value: value.to_vec(),
+        };
+        self.recorded(key, input, op, |n| OpOutput::Appended { new_len: *n })
+            .await
     }
 
     /// Sets `key` to `new` if its value equals `expected` (`None` = absent).
@@ -310,15 +380,27 @@ impl Client {
         expected: Option<&[u8]>,
         new: impl AsRef<[u8]>,
     ) -> Result<CasOutcome> {
-        let cmd = Command::Cas {
-            key: key.as_ref().to_vec(),
-            expected: expected.map(<[u8]>::to_vec),
-            new: new.as_ref().to_vec(),
+        let (key, new) = (key.as_ref(), new.as_ref());
+        let op = async {
+            let cmd = Command::Cas {
+                key: key.to_vec(),
+                expected: expected.map(<[u8]>::to_vec),
+                new: new.to_vec(),
+            };
+            match self.write(cmd).await? {
+                CommandResult::Cas { success, current } => Ok(CasOutcome { success, current }),
+                other => Err(unexpected_result(other)),
+            }
         };
-        match self.write(cmd).await? {
-            CommandResult::Cas { success, current } => Ok(CasOutcome { success, current }),
-            other => Err(unexpected_result(other)),
-        }
+        let input = OpInput::Cas {
+            expected: expected.map(<[u8]>::to_vec),
+            new: new.to_vec(),
+        };
+        self.recorded(key, input, op, |c| OpOutput::Cas {
+            success: c.success,
+            current: c.current.clone(),
+        })
+        .await
     }
 
     /// Reads many keys, split per shard and read in parallel; values in the order of `keys`.

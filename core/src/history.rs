@@ -1,0 +1,164 @@
+//! Operation histories: what each client invoked, when, and what came back — or "unknown" when
+//! it timed out or failed ambiguously. Exportable as JSON lines; checked by [`crate::checker`].
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::Error;
+
+/// What was asked.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum OpInput {
+    Get,
+    Put {
+        value: Vec<u8>,
+    },
+    Delete,
+    Append {
+        value: Vec<u8>,
+    },
+    Cas {
+        expected: Option<Vec<u8>>,
+        new: Vec<u8>,
+    },
+}
+
+impl OpInput {
+    pub fn is_read(&self) -> bool {
+        matches!(self, OpInput::Get)
+    }
+}
+
+/// What came back.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "result", rename_all = "snake_case")]
+pub enum OpOutput {
+    Value {
+        value: Option<Vec<u8>>,
+    },
+    Put,
+    Deleted {
+        existed: bool,
+    },
+    Appended {
+        new_len: u64,
+    },
+    Cas {
+        success: bool,
+        current: Option<Vec<u8>>,
+    },
+    /// Timed out or failed ambiguously: it may or may not have taken effect.
+    Unknown {
+        error: String,
+    },
+    /// Failed for certain without taking effect (e.g. refused input).
+    Failed {
+        error: String,
+    },
+}
+
+/// One operation of a history.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Operation {
+    pub client: u64,
+    pub key: Vec<u8>,
+    pub input: OpInput,
+    /// Nanoseconds since the history started.
+    pub invoke_ns: u64,
+    pub return_ns: u64,
+    pub output: OpOutput,
+}
+
+/// A shared, append-only record of operations. Clones share it.
+#[derive(Debug, Clone)]
+pub struct History {
+    start: Instant,
+    ops: Arc<Mutex<Vec<Operation>>>,
+    next_client: Arc<AtomicU64>,
+}
+
+impl Default for History {
+    fn default() -> Self {
+        History::new()
+    }
+}
+
+impl History {
+    pub fn new() -> Self {
+        History {
+            start: Instant::now(),
+            ops: Arc::new(Mutex::new(Vec::new())),
+            next_client: Arc::new(AtomicU64::new(1)),
+        }
+    }
+
+    /// A fresh client id for this history.
+    pub fn new_client_id(&self) -> u64 {
+        self.next_client.fetch_add(1, Ordering::Relaxed)
+    }
+
+    pub fn now_ns(&self) -> u64 {
+        self.start.elapsed().as_nanos() as u64
+    }
+
+    pub fn push(&self, op: Operation) {
+        if let Ok(mut ops) = self.ops.lock() {
+            ops.push(op);
+        }
+    }
+
+    /// Every operation recorded so far, in completion order.
+    pub fn operations(&self) -> Vec<Operation> {
+        self.ops.lock().map(|o| o.clone()).unwrap_or_default()
+    }
+
+    pub fn len(&self) -> usize {
+        self.ops.lock().map(|o| o.len()).unwrap_or(0)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The history as JSON lines, one operation per line.
+    pub fn to_jsonl(&self) -> String {
+        let mut out = String::new();
+        for op in self.operations() {
+            if let Ok(line) = serde_json::to_string(&op) {
+                out.push_str(&line);
+                out.push('\n');
+            }
+        }
+        out
+    }
+
+    /// Parses JSON lines written by [`to_jsonl`](Self::to_jsonl).
+    pub fn from_jsonl(text: &str) -> Result<Vec<Operation>, Error> {
+        text.lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(|l| {
+                serde_json::from_str(l)
+                    .map_err(|e| Error::InvalidArgument(format!("bad history line: {e}")))
+            })
+            .collect()
+    }
+}
+
+/// How an error ends an operation: a definite failure (nothing happened) or unknown.
+pub fn output_of_error(e: &Error, is_read: bool) -> OpOutput {
+    match e {
+        Error::InvalidArgument(_) | Error::Closed(_) | Error::UnknownNode(_) => OpOutput::Failed {
+            error: e.to_string(),
+        },
+        _ if is_read => OpOutput::Failed {
+            error: e.to_string(),
+        },
+        _ => OpOutput::Unknown {
+            error: e.to_string(),
+        },
+    }
+}
