@@ -93,11 +93,10 @@ pub fn check(history: &[Operation], options: CheckOptions) -> Verdict {
 }
 
 fn relevant(op: &Operation) -> bool {
-    match (&op.input, &op.output) {
-        (_, OpOutput::Failed { .. }) => false,
-        (OpInput::Get, OpOutput::Unknown { .. }) => false,
-        _ => true,
-    }
+    !matches!(
+        (&op.input, &op.output),
+        (_, OpOutput::Failed { .. }) | (OpInput::Get, OpOutput::Unknown { .. })
+    )
 }
 
 fn is_unknown(op: &Operation) -> bool {
@@ -287,11 +286,37 @@ fn fail<'a>(ops: &[&'a Operation], blocking: usize, _placed: &[usize]) -> KeyRes
     shown.dedup_by(|a, b| std::ptr::eq(*a, *b));
     KeyResult::Fail {
         explanation: format!(
-            "client {} {:?} -> {:?} (invoked at {} ns, returned at {} ns) cannot be placed in any order consistent with the others",
-            bad.client, bad.input, bad.output, bad.invoke_ns, bad.return_ns
+            "client {} {} (invoked at {} ns, returned at {} ns) cannot be placed in any order consistent with the others",
+            bad.client,
+            describe(bad),
+            bad.invoke_ns,
+            bad.return_ns
         ),
         shown,
     }
+}
+
+/// An operation in words, byte strings shown as (lossy) UTF-8.
+pub fn describe(op: &Operation) -> String {
+    let b = |v: &[u8]| format!("{:?}", String::from_utf8_lossy(v));
+    let ob = |v: &Option<Vec<u8>>| v.as_deref().map(b).unwrap_or_else(|| "absent".into());
+    let input = match &op.input {
+        OpInput::Get => "get".to_string(),
+        OpInput::Put { value } => format!("put {}", b(value)),
+        OpInput::Delete => "delete".to_string(),
+        OpInput::Append { value } => format!("append {}", b(value)),
+        OpInput::Cas { expected, new } => format!("cas {} -> {}", ob(expected), b(new)),
+    };
+    let output = match &op.output {
+        OpOutput::Value { value } => ob(value),
+        OpOutput::Put => "ok".into(),
+        OpOutput::Deleted { existed } => format!("existed={existed}"),
+        OpOutput::Appended { new_len } => format!("len={new_len}"),
+        OpOutput::Cas { success, current } => format!("success={success} current={}", ob(current)),
+        OpOutput::Unknown { error } => format!("unknown ({error})"),
+        OpOutput::Failed { error } => format!("failed ({error})"),
+    };
+    format!("{input} of {} -> {output}", b(&op.key))
 }
 
 #[cfg(test)]

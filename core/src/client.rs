@@ -732,12 +732,20 @@ impl Client {
                         continue;
                     }
                 }
-                // The map is stale (or the node does not host the group): the caller refreshes.
-                (Err(e @ Error::WrongShard { .. }), _) => {
-                    if let (None, Some(g)) = (self.pinned, group) {
-                        self.set_hint(g, None);
+                // The key belongs to another group: nothing was applied anywhere (ownership is
+                // checked before proposing), so the caller may re-route under a new sequence.
+                (Err(e @ Error::WrongShard { .. }), _) => return Err(e),
+                // The replica moved: retry the same request (same sequence number, so it stays
+                // exactly-once) at another replica, with a fresh map.
+                (Err(e @ Error::GroupNotHosted { .. }), _) => {
+                    if self.pinned.is_none() {
+                        if let Some(g) = group {
+                            self.set_hint(g, None);
+                        }
+                        self.shared.rotate.fetch_add(1, Ordering::Relaxed);
+                        self.refresh_map_from(target).await;
                     }
-                    return Err(e);
+                    last_err = Some(e);
                 }
                 (Err(e), _) if e.is_retryable() => {
                     if self.pinned.is_none() {
@@ -758,6 +766,24 @@ impl Client {
             }
             tokio::time::sleep(backoff).await;
             backoff = (backoff * 2).min(opts.backoff_max);
+        }
+    }
+
+    /// Best effort: takes a newer map from `node` (used while retrying, without recursion).
+    async fn refresh_map_from(&self, node: NodeId) {
+        let Ok(ClientResponse::ShardMap(map)) = self
+            .shared
+            .transport
+            .call(node, ClientRequest::GetShardMap, false)
+            .await
+        else {
+            return;
+        };
+        if let Ok(mut m) = self.shared.map.write() {
+            if m.as_ref().is_none_or(|old| old.epoch < map.epoch) {
+                *m = Some(Arc::new(map));
+                self.shared.map_refreshes.fetch_add(1, Ordering::Relaxed);
+            }
         }
     }
 

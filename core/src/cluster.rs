@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 
 use crate::client::{Client, ClientOptions};
-use crate::config::{Limits, RaftTiming, StorageOptions};
+use crate::config::{Limits, RaftTiming, StorageOptions, TestSwitches};
 use crate::error::{Error, Result};
 use crate::events::{Event, EventLog};
 use crate::faults::Faults;
@@ -44,6 +44,8 @@ pub struct ClusterOptions {
     pub replication: Option<usize>,
     /// Shard manager timing (dead-node timeout, tick).
     pub manager: ManagerOptions,
+    /// Guarantee-breaking switches for tests that prove the checks bite.
+    pub testing: TestSwitches,
 }
 
 impl Default for ClusterOptions {
@@ -59,6 +61,7 @@ impl Default for ClusterOptions {
             shards: 16,
             replication: None,
             manager: ManagerOptions::default(),
+            testing: TestSwitches::default(),
         }
     }
 }
@@ -227,6 +230,7 @@ impl EmbeddedCluster {
             timing: self.options.timing,
             limits: self.options.limits,
             storage: self.options.storage,
+            testing: self.options.testing,
         };
         let dir = self.node_dir(id)?;
         let synced = self.crashed.lock().ok().and_then(|mut c| c.remove(&id));
@@ -306,9 +310,52 @@ impl EmbeddedCluster {
     fn any_node(&self) -> Result<Arc<Node>> {
         self.lock_nodes()?
             .values()
-            .next()
+            .find(|n| !n.is_stopping())
             .cloned()
             .ok_or_else(|| Error::Unavailable("no node is running".into()))
+    }
+
+    /// Runs a map operation through some running node, moving to another if that one fails
+    /// or stops, for up to `timeout`.
+    async fn via_any_node<T, F, Fut>(&self, timeout: Duration, op: F) -> Result<T>
+    where
+        F: Fn(Arc<Node>) -> Fut,
+        Fut: std::future::Future<Output = Result<T>>,
+    {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let result = match self.any_node() {
+                Ok(node) => op(node).await,
+                Err(e) => Err(e),
+            };
+            match result {
+                Err(e)
+                    if (e.is_retryable() || matches!(e, Error::Timeout { .. }))
+                        && Instant::now() < deadline =>
+                {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn read_map_anywhere(&self) -> Result<ShardMap> {
+        self.via_any_node(Duration::from_secs(30), |n| async move {
+            manager::read_map(&n).await.map(|(m, _)| m)
+        })
+        .await
+    }
+
+    async fn update_map_anywhere(
+        &self,
+        change: impl Fn(&mut ShardMap) -> Result<bool> + Clone,
+    ) -> Result<ShardMap> {
+        self.via_any_node(Duration::from_secs(30), |n| {
+            let change = change.clone();
+            async move { manager::update_map(&n, change).await }
+        })
+        .await
     }
 
     /// The bounded log of cluster events (elections, moves, nodes up and down), oldest first.
@@ -527,11 +574,8 @@ impl EmbeddedCluster {
         let id = self.node_ids().into_iter().max().unwrap_or(0) + 1;
         self.network.add_member(id);
         self.start_node(id).await?;
-        let any = self.any_node()?;
-        manager::update_map(&any, |m| {
-            Ok(m.nodes.insert(id, NodeState::Active).is_none())
-        })
-        .await?;
+        self.update_map_anywhere(move |m| Ok(m.nodes.insert(id, NodeState::Active).is_none()))
+            .await?;
         self.persist_members(|s| s.node_ids.push(id))?;
         self.events
             .record("node_added", format!("node {id} joined"));
@@ -544,8 +588,7 @@ impl EmbeddedCluster {
         if !self.node_ids().contains(&id) {
             return Err(Error::UnknownNode(id));
         }
-        let any = self.any_node()?;
-        let map = manager::read_map(&any).await?.0;
+        let map = self.read_map_anywhere().await?;
         let staying = map.active_nodes().into_iter().filter(|n| *n != id).count();
         if staying < map.replication {
             return Err(Error::InvalidArgument(format!(
@@ -553,15 +596,16 @@ impl EmbeddedCluster {
                 map.replication
             )));
         }
-        manager::update_map(&any, |m| {
+        self.update_map_anywhere(move |m| {
             Ok(m.nodes.get(&id) == Some(&NodeState::Active)
                 && m.nodes.insert(id, NodeState::Leaving).is_some())
         })
         .await?;
         let deadline = Instant::now() + timeout;
         loop {
-            let map = manager::read_map(&*self.any_node()?).await?.0;
-            if !map.nodes.contains_key(&id) {
+            let gone =
+                matches!(self.read_map_anywhere().await, Ok(map) if !map.nodes.contains_key(&id));
+            if gone {
                 break;
             }
             if Instant::now() >= deadline {
@@ -583,14 +627,13 @@ impl EmbeddedCluster {
     /// Changes the replication factor of every shard on the running cluster (up or down); the
     /// manager adds or drops replicas one at a time.
     pub async fn set_replication(&self, replication: usize) -> Result<()> {
-        let any = self.any_node()?;
-        let active = manager::read_map(&any).await?.0.active_nodes().len();
+        let active = self.read_map_anywhere().await?.active_nodes().len();
         if replication == 0 || replication > active {
             return Err(Error::InvalidArgument(format!(
                 "replication factor {replication} must be between 1 and the {active} active nodes"
             )));
         }
-        manager::update_map(&any, |m| {
+        self.update_map_anywhere(move |m| {
             let changed = m.replication != replication;
             m.replication = replication;
             Ok(changed)

@@ -139,3 +139,11 @@ impl Default for StorageOptions {
         }
     }
 }
+
+/// Switches that break guarantees on purpose, so tests can prove the checks bite. Never set
+/// them outside tests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct TestSwitches {
+    /// Answer `Linearizable` reads from the local replica without ReadIndex (any role).
+    pub unsafe_local_linearizable_reads: bool,
+}

@@ -19,9 +19,14 @@ pub enum Error {
         leader: Option<NodeId>,
     },
 
-    /// The group does not live on the node asked (or the key does not belong to the group).
-    #[error("group {group} is not served by node {node}")]
+    /// The key does not belong to the group asked: the caller's cluster map is stale.
+    #[error("the key does not belong to group {group} (asked node {node})")]
     WrongShard { group: GroupId, node: NodeId },
+
+    /// The node asked holds no replica of the group (it moved, or never was there). Retry at
+    /// one of the group's replicas.
+    #[error("node {node} holds no replica of group {group}")]
+    GroupNotHosted { group: GroupId, node: NodeId },
 
     /// The node or group cannot serve right now (no quorum, node down, shutting down). Retryable.
     #[error("unavailable: {0}")]
@@ -67,7 +72,10 @@ impl Error {
     pub fn is_retryable(&self) -> bool {
         matches!(
             self,
-            Error::NotLeader { .. } | Error::Unavailable(_) | Error::WrongShard { .. }
+            Error::NotLeader { .. }
+                | Error::Unavailable(_)
+                | Error::WrongShard { .. }
+                | Error::GroupNotHosted { .. }
         )
     }
 

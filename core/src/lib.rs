@@ -17,13 +17,14 @@ pub mod network;
 pub mod node;
 pub mod sharding;
 pub mod storage;
+pub mod suite;
 pub mod transport;
 pub mod types;
 
 pub use checker::{check, CheckOptions, Verdict};
 pub use client::{CasOutcome, Client, ClientOptions, ScanOptions, ScanPage};
 pub use cluster::{ClusterOptions, ClusterStatus, EmbeddedCluster, NodeStatus, ShardStatus};
-pub use config::{Limits, RaftTiming, StorageOptions};
+pub use config::{Limits, RaftTiming, StorageOptions, TestSwitches};
 pub use error::{Error, Result};
 pub use events::{Event, EventLog};
 pub use faults::{Faults, NetworkFaults};

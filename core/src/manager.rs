@@ -39,8 +39,37 @@ impl Default for ManagerOptions {
     }
 }
 
+/// Runs `op` again while it fails in a way a retry may fix (no leader yet, leader moving), for
+/// up to ten seconds.
+async fn retrying<T, F, Fut>(node: &Node, op: F) -> Result<T>
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = Result<T>>,
+{
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut backoff = Duration::from_millis(5);
+    loop {
+        match op().await {
+            // A stopping node gives up at once, so nobody holds on to it.
+            Err(e)
+                if (e.is_retryable() || matches!(e, Error::Timeout { .. }))
+                    && Instant::now() < deadline
+                    && !node.is_stopping() =>
+            {
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_millis(200));
+            }
+            other => return other,
+        }
+    }
+}
+
 /// Reads the map from the manager's group (linearizably), with its stored bytes.
 pub async fn read_map(node: &Node) -> Result<(ShardMap, Vec<u8>)> {
+    retrying(node, || read_map_once(node)).await
+}
+
+async fn read_map_once(node: &Node) -> Result<(ShardMap, Vec<u8>)> {
     let request = ClientRequest::Read {
         group: META_GROUP,
         key: MAP_KEY.to_vec(),
@@ -58,7 +87,12 @@ pub async fn read_map(node: &Node) -> Result<(ShardMap, Vec<u8>)> {
 }
 
 /// Writes `new` if the stored map is still `expected` (None: no map yet). Returns whether it did.
+/// A retried write that was applied the first time reports false; callers re-read the map.
 pub async fn cas_map(node: &Node, expected: Option<Vec<u8>>, new: &ShardMap) -> Result<bool> {
+    retrying(node, || cas_map_once(node, expected.clone(), new)).await
+}
+
+async fn cas_map_once(node: &Node, expected: Option<Vec<u8>>, new: &ShardMap) -> Result<bool> {
     let bytes = serde_json::to_vec(new).map_err(Error::storage)?;
     let request = ClientRequest::Write {
         group: META_GROUP,

@@ -1,0 +1,643 @@
+//! A seeded, Jepsen-style fault suite on the embedded cluster. A run starts a cluster, lets
+//! recording clients hammer a few keys while a nemesis injects one kind of fault on a schedule
+//! drawn from the seed, then heals everything and checks: the history is linearizable, no
+//! acknowledged append is lost or doubled, and every shard has a leader and serves within a
+//! bound stated in election timeouts. `Stale` reads are measured (how far behind, in log entries
+//! and milliseconds). A failing run reports its seed; re-running with it replays the fault
+//! schedule (not the runtime's interleaving).
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use serde::{Deserialize, Serialize};
+
+use crate::checker::{check, CheckOptions, Verdict};
+use crate::client::{Client, ClientOptions};
+use crate::cluster::{ClusterOptions, EmbeddedCluster};
+use crate::config::{RaftTiming, StorageOptions, TestSwitches};
+use crate::error::{Error, Result};
+use crate::faults::NetworkFaults;
+use crate::history::History;
+use crate::manager::ManagerOptions;
+use crate::sharding::META_GROUP;
+use crate::types::{NodeId, ReadConsistency};
+
+/// The kind of fault a run injects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Nemesis {
+    /// No faults (a baseline).
+    None,
+    /// Isolate a shard's leader, heal, repeat: leaders keep moving.
+    MovingPartitions,
+    /// Random two-sided partitions of the nodes, healed and redrawn.
+    ManyPartitions,
+    /// Crash a random node and restart it (lose-unsynced storage mode).
+    CrashRestart,
+    /// Crash every node at once and restart them all (lose-unsynced storage mode).
+    CrashAll,
+    /// Lose requests and responses, delay and reorder messages.
+    LossyNetwork,
+    /// Add and remove nodes and change the replication factor, under light partitions.
+    Membership,
+    /// Crash the shard manager's leader while nodes join and leave.
+    ManagerCrash,
+}
+
+impl Nemesis {
+    pub const ALL: [Nemesis; 8] = [
+        Nemesis::None,
+        Nemesis::MovingPartitions,
+        Nemesis::ManyPartitions,
+        Nemesis::CrashRestart,
+        Nemesis::CrashAll,
+        Nemesis::LossyNetwork,
+        Nemesis::Membership,
+        Nemesis::ManagerCrash,
+    ];
+}
+
+impl fmt::Display for Nemesis {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self, f)
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    pub nemesis: Nemesis,
+    pub seed: u64,
+    pub nodes: usize,
+    pub shards: usize,
+    pub clients: usize,
+    /// Keys the clients share (few keys: much contention).
+    pub keys: usize,
+    pub duration: Duration,
+    /// Snapshot every this many entries (small: snapshots get installed under the faults).
+    pub snapshot_every: u64,
+    /// Switches that break guarantees (to prove the checks bite).
+    pub testing: TestSwitches,
+    /// fsync before acknowledging (switch off to prove the durability check bites).
+    pub sync: bool,
+    pub check: CheckOptions,
+}
+
+impl Default for RunOptions {
+    fn default() -> Self {
+        RunOptions {
+            nemesis: Nemesis::MovingPartitions,
+            seed: 1,
+            nodes: 5,
+            shards: 4,
+            clients: 6,
+            keys: 6,
+            duration: Duration::from_secs(3),
+            snapshot_every: 50,
+            testing: TestSwitches::default(),
+            sync: true,
+            check: CheckOptions::default(),
+        }
+    }
+}
+
+/// How far behind `Stale` reads were.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct StaleStats {
+    pub reads: usize,
+    /// Leader's commit index minus the replica's applied index, at the read.
+    pub max_entries_behind: u64,
+    pub mean_entries_behind: f64,
+    /// Time the replica took to reach the leader's commit index of the read's moment.
+    pub max_ms_behind: f64,
+    pub mean_ms_behind: f64,
+}
+
+#[derive(Debug, Clone)]
+pub struct RunReport {
+    pub nemesis: Nemesis,
+    pub seed: u64,
+    pub operations: usize,
+    pub unknown_operations: usize,
+    pub verdict: Verdict,
+    /// Acknowledged appends missing from the final value, or present more than once.
+    pub lost_appends: Vec<String>,
+    pub duplicated_appends: Vec<String>,
+    /// Time from healing until every shard had a leader and took a write.
+    pub recovery: Option<Duration>,
+    pub recovery_bound: Duration,
+    pub stale: StaleStats,
+    pub history: History,
+}
+
+impl RunReport {
+    pub fn passed(&self) -> bool {
+        self.verdict.is_linearizable()
+            && self.lost_appends.is_empty()
+            && self.duplicated_appends.is_empty()
+            && self.recovery.is_some_and(|r| r <= self.recovery_bound)
+    }
+}
+
+impl fmt::Display for RunReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let verdict = match &self.verdict {
+            Verdict::Linearizable { .. } => "linearizable".to_string(),
+            Verdict::NotLinearizable {
+                key, explanation, ..
+            } => {
+                format!(
+                    "NOT linearizable on key {:?}: {explanation}",
+                    String::from_utf8_lossy(key)
+                )
+            }
+            Verdict::Unknown { key, reason } => format!(
+                "UNKNOWN on key {:?}: {reason}",
+                String::from_utf8_lossy(key)
+            ),
+        };
+        write!(
+            f,
+            "{} seed={} ops={} (unknown {}) {} lost={} duplicated={} recovery={:?} (bound {:?}) stale: {} reads, max {} entries / {:.1} ms behind, mean {:.1} entries / {:.1} ms -> {}",
+            self.nemesis,
+            self.seed,
+            self.operations,
+            self.unknown_operations,
+            verdict,
+            self.lost_appends.len(),
+            self.duplicated_appends.len(),
+            self.recovery,
+            self.recovery_bound,
+            self.stale.reads,
+            self.stale.max_entries_behind,
+            self.stale.max_ms_behind,
+            self.stale.mean_entries_behind,
+            self.stale.mean_ms_behind,
+            if self.passed() { "PASS" } else { "FAIL" }
+        )
+    }
+}
+
+/// Runs one seeded scenario.
+pub async fn run(options: RunOptions) -> Result<RunReport> {
+    let timing = RaftTiming {
+        snapshot_logs_since_last: options.snapshot_every,
+        max_in_snapshot_log_to_keep: 5,
+        ..Default::default()
+    };
+    let lose_unsynced =
+        matches!(options.nemesis, Nemesis::CrashRestart | Nemesis::CrashAll) || !options.sync;
+    let cluster = Arc::new(
+        EmbeddedCluster::start(ClusterOptions {
+            nodes: options.nodes,
+            shards: options.shards,
+            replication: Some(3.min(options.nodes)),
+            timing,
+            storage: StorageOptions {
+                sync: options.sync,
+                lose_unsynced_on_crash: lose_unsynced,
+            },
+            seed: Some(options.seed),
+            manager: ManagerOptions {
+                dead_node_timeout: Duration::from_secs(600),
+                ..Default::default()
+            },
+            testing: options.testing,
+            ..Default::default()
+        })
+        .await?,
+    );
+    cluster
+        .wait_for_all_leaders(Duration::from_secs(30))
+        .await?;
+    let history = History::new();
+    let keys: Vec<String> = (0..options.keys).map(|i| format!("key-{i}")).collect();
+    let stop = Arc::new(AtomicBool::new(false));
+    let acked_appends = Arc::new(Mutex::new(Vec::<(String, String)>::new()));
+
+    let client_options = ClientOptions {
+        timeout: Duration::from_millis(1500),
+        ..Default::default()
+    };
+    let mut workers = Vec::new();
+    for c in 0..options.clients {
+        let client = Client::new(cluster.transport(), client_options).recording(&history);
+        let (stop, keys, acked) = (stop.clone(), keys.clone(), acked_appends.clone());
+        let mut rng = StdRng::seed_from_u64(options.seed ^ (0x9e37 + c as u64));
+        workers.push(tokio::spawn(async move {
+            let mut i = 0u64;
+            let append_only = append_only_count(keys.len());
+            while !stop.load(Ordering::SeqCst) {
+                i += 1;
+                let k = rng.random_range(0..keys.len());
+                let key = &keys[k];
+                // Append-only keys get appends and reads only, so every acknowledged append must
+                // be in their final value exactly once.
+                let roll = if k < append_only {
+                    rng.random_range(0..80)
+                } else {
+                    rng.random_range(0..100)
+                };
+                match roll {
+                    0..45 => {
+                        let token = format!("<{c}.{i}>");
+                        if client.append(key, &token).await.is_ok() {
+                            if let Ok(mut a) = acked.lock() {
+                                a.push((key.clone(), token));
+                            }
+                        }
+                    }
+                    45..80 => {
+                        let _ = client.get(key).await;
+                    }
+                    80..90 => {
+                        let current = client.get(key).await.ok().flatten();
+                        let _ = client
+                            .cas(key, current.as_deref(), format!("<cas{c}.{i}>"))
+                            .await;
+                    }
+                    90..96 => {
+                        let _ = client.put(key, format!("<put{c}.{i}>")).await;
+                    }
+                    _ => {
+                        let _ = client.delete(key).await;
+                    }
+                }
+            }
+        }));
+    }
+    let stale = Arc::new(Mutex::new(Vec::<(u64, f64)>::new()));
+    workers.push(spawn_stale_reader(
+        cluster.clone(),
+        keys.clone(),
+        stop.clone(),
+        stale.clone(),
+        options.seed,
+    ));
+
+    let nemesis = tokio::spawn(run_nemesis(cluster.clone(), options.clone(), stop.clone()));
+    tokio::time::sleep(options.duration).await;
+    stop.store(true, Ordering::SeqCst);
+    let nemesis_result = nemesis
+        .await
+        .map_err(|e| Error::Unavailable(format!("nemesis: {e}")))?;
+    for w in workers {
+        let _ = w.await;
+    }
+    nemesis_result?;
+
+    // Heal: no faults, every member node up, then measure how long until all shards serve.
+    cluster.faults().clear();
+    let healed_at = Instant::now();
+    for n in cluster.node_ids() {
+        if !cluster.running_nodes().contains(&n) {
+            cluster.restart_node(n).await?;
+        }
+    }
+    let bound = timing.election_timeout() * 30;
+    let recovery = recover(&cluster, &keys, bound)
+        .await
+        .then(|| healed_at.elapsed());
+
+    // Final linearizable reads of every key, recorded, then the checks.
+    let final_client = Client::new(
+        cluster.transport(),
+        ClientOptions {
+            // A cluster that did not recover gets no long wait: the run has failed already.
+            timeout: if recovery.is_some() {
+                Duration::from_secs(20)
+            } else {
+                Duration::from_secs(1)
+            },
+            ..Default::default()
+        },
+    )
+    .recording(&history);
+    let mut finals = BTreeMap::new();
+    for key in &keys {
+        if let Ok(v) = final_client.get(key).await {
+            finals.insert(key.clone(), v.unwrap_or_default());
+        }
+    }
+    let ops = history.operations();
+    let verdict = tokio::task::spawn_blocking({
+        let ops = ops.clone();
+        move || check(&ops, options.check)
+    })
+    .await
+    .map_err(|e| Error::Unavailable(format!("checker: {e}")))?;
+    let acked = acked_appends.lock().map(|a| a.clone()).unwrap_or_default();
+    let (lost_appends, duplicated_appends) = audit_appends(&acked, &finals, &keys);
+    let stale = summarize(&stale.lock().map(|s| s.clone()).unwrap_or_default());
+    let report = RunReport {
+        nemesis: options.nemesis,
+        seed: options.seed,
+        operations: ops.len(),
+        unknown_operations: ops
+            .iter()
+            .filter(|o| matches!(o.output, crate::history::OpOutput::Unknown { .. }))
+            .count(),
+        verdict,
+        lost_appends,
+        duplicated_appends,
+        recovery,
+        recovery_bound: bound,
+        stale,
+        history,
+    };
+    match Arc::try_unwrap(cluster) {
+        Ok(c) => c.shutdown().await?,
+        Err(c) => drop(c),
+    }
+    Ok(report)
+}
+
+/// How many of the keys (the first ones) only ever get appends and reads.
+fn append_only_count(keys: usize) -> usize {
+    keys.div_ceil(2)
+}
+
+/// On append-only keys: acknowledged append tokens missing from the final value (lost), and any
+/// token present more than once (applied twice).
+fn audit_appends(
+    acked: &[(String, String)],
+    finals: &BTreeMap<String, Vec<u8>>,
+    keys: &[String],
+) -> (Vec<String>, Vec<String>) {
+    let append_only = &keys[..append_only_count(keys.len())];
+    let mut lost = Vec::new();
+    let mut duplicated = Vec::new();
+    for (key, token) in acked.iter().filter(|(k, _)| append_only.contains(k)) {
+        let value = finals
+            .get(key)
+            .map(|v| String::from_utf8_lossy(v).into_owned())
+            .unwrap_or_default();
+        match value.matches(token.as_str()).count() {
+            0 => lost.push(format!("{key}: {token}")),
+            1 => {}
+            _ => duplicated.push(format!("{key}: {token}")),
+        }
+    }
+    for key in append_only {
+        let value = finals
+            .get(key)
+            .map(|v| String::from_utf8_lossy(v).into_owned())
+            .unwrap_or_default();
+        let mut seen = std::collections::HashSet::new();
+        for token in value.split_inclusive('>') {
+            if !seen.insert(token) {
+                duplicated.push(format!("{key}: {token}"));
+            }
+        }
+    }
+    duplicated.sort();
+    duplicated.dedup();
+    (lost, duplicated)
+}
+
+/// Heals the cluster and waits until every shard has a leader and takes a write.
+async fn recover(cluster: &EmbeddedCluster, keys: &[String], bound: Duration) -> bool {
+    let deadline = Instant::now() + bound;
+    if cluster.wait_for_all_leaders(bound).await.is_err() {
+        return false;
+    }
+    let client = Client::new(
+        cluster.transport(),
+        ClientOptions {
+            timeout: deadline.saturating_duration_since(Instant::now()),
+            ..Default::default()
+        },
+    );
+    let map = cluster.map();
+    let mut probes: BTreeMap<u64, String> = BTreeMap::new();
+    for i in 0.. {
+        let k = format!("probe-{i}");
+        probes.entry(map.shard_of(k.as_bytes())).or_insert(k);
+        if probes.len() == map.shards.len() || i > 10_000 {
+            break;
+        }
+    }
+    let _ = keys;
+    for k in probes.values() {
+        if client.put(k, "probe").await.is_err() {
+            return false;
+        }
+    }
+    Instant::now() <= deadline
+}
+
+fn summarize(samples: &[(u64, f64)]) -> StaleStats {
+    if samples.is_empty() {
+        return StaleStats::default();
+    }
+    let n = samples.len() as f64;
+    StaleStats {
+        reads: samples.len(),
+        max_entries_behind: samples.iter().map(|s| s.0).max().unwrap_or(0),
+        mean_entries_behind: samples.iter().map(|s| s.0 as f64).sum::<f64>() / n,
+        max_ms_behind: samples.iter().map(|s| s.1).fold(0.0, f64::max),
+        mean_ms_behind: samples.iter().map(|s| s.1).sum::<f64>() / n,
+    }
+}
+
+/// Reads with `Stale` from random replicas and measures how far behind each was.
+fn spawn_stale_reader(
+    cluster: Arc<EmbeddedCluster>,
+    keys: Vec<String>,
+    stop: Arc<AtomicBool>,
+    samples: Arc<Mutex<Vec<(u64, f64)>>>,
+    seed: u64,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut rng = StdRng::seed_from_u64(seed ^ 0x57a1e);
+        while !stop.load(Ordering::SeqCst) {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            let key = &keys[rng.random_range(0..keys.len())];
+            let running = cluster.running_nodes();
+            if running.is_empty() {
+                continue;
+            }
+            let node_id = running[rng.random_range(0..running.len())];
+            let group = cluster.shard_of(key.as_bytes());
+            let Ok(node) = cluster.node(node_id) else {
+                continue;
+            };
+            let Ok(replica) = node.status(group) else {
+                continue;
+            };
+            let Ok(client) = cluster.client_pinned(node_id) else {
+                continue;
+            };
+            if client.get_with(key, ReadConsistency::Stale).await.is_err() {
+                continue;
+            }
+            let leader_commit = cluster
+                .group_status(group)
+                .ok()
+                .and_then(|s| s.into_iter().find(|x| x.is_leader))
+                .and_then(|l| l.committed_index)
+                .unwrap_or(0);
+            let applied = replica.applied_index.unwrap_or(0);
+            let behind = leader_commit.saturating_sub(applied);
+            // Time until this replica applies what the leader had committed at the read.
+            let started = Instant::now();
+            let mut waited = 0.0;
+            while behind > 0 && started.elapsed() < Duration::from_secs(2) {
+                let now_applied = node
+                    .status(group)
+                    .ok()
+                    .and_then(|s| s.applied_index)
+                    .unwrap_or(0);
+                if now_applied >= leader_commit {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+            if behind > 0 {
+                waited = started.elapsed().as_secs_f64() * 1e3;
+            }
+            if let Ok(mut s) = samples.lock() {
+                s.push((behind, waited));
+            }
+        }
+    })
+}
+
+/// Injects the run's kind of fault on a schedule drawn from the seed until `stop`.
+async fn run_nemesis(
+    cluster: Arc<EmbeddedCluster>,
+    options: RunOptions,
+    stop: Arc<AtomicBool>,
+) -> Result<()> {
+    let mut rng = StdRng::seed_from_u64(options.seed);
+    let pause = |rng: &mut StdRng| Duration::from_millis(rng.random_range(150..450));
+    // Longer than an election timeout, so the majority side elects a new leader.
+    let hold = |rng: &mut StdRng| Duration::from_millis(rng.random_range(700..1500));
+    let faults = cluster.faults().clone();
+    let mut crashed: Vec<NodeId> = Vec::new();
+    let mut added: Vec<NodeId> = Vec::new();
+    while !stop.load(Ordering::SeqCst) {
+        match options.nemesis {
+            Nemesis::None => {}
+            Nemesis::MovingPartitions => {
+                let shard = rng.random_range(0..options.shards as u64);
+                let leader = cluster
+                    .group_status(shard)
+                    .ok()
+                    .and_then(|s| s.into_iter().find(|x| x.is_leader))
+                    .map(|s| s.node);
+                if let Some(l) = leader {
+                    faults.isolate(l);
+                    tokio::time::sleep(hold(&mut rng)).await;
+                    faults.heal();
+                }
+            }
+            Nemesis::ManyPartitions => {
+                let mut nodes = cluster.node_ids();
+                // Seeded shuffle, then a random cut.
+                for i in (1..nodes.len()).rev() {
+                    let j = rng.random_range(0..=i);
+                    nodes.swap(i, j);
+                }
+                let cut = rng.random_range(1..nodes.len());
+                let (a, b) = nodes.split_at(cut);
+                faults.partition(&[a, b]);
+                tokio::time::sleep(hold(&mut rng)).await;
+                faults.heal();
+            }
+            Nemesis::CrashRestart => {
+                let running = cluster.running_nodes();
+                // Keep a majority up: at most (n-1)/2 down at once.
+                if crashed.len() < (options.nodes - 1) / 2 && !running.is_empty() {
+                    let victim = running[rng.random_range(0..running.len())];
+                    cluster.crash_node(victim).await?;
+                    crashed.push(victim);
+                } else if let Some(n) = crashed.pop() {
+                    cluster.restart_node(n).await?;
+                }
+            }
+            Nemesis::CrashAll => {
+                tokio::time::sleep(pause(&mut rng)).await;
+                cluster.crash_all().await?;
+                tokio::time::sleep(Duration::from_millis(rng.random_range(10..100))).await;
+                for n in cluster.node_ids() {
+                    cluster.restart_node(n).await?;
+                }
+            }
+            Nemesis::LossyNetwork => {
+                let on = rng.random_bool(0.7);
+                faults.set_network(if on {
+                    NetworkFaults {
+                        drop_requests: rng.random_range(0.0..0.2),
+                        drop_responses: rng.random_range(0.0..0.2),
+                        delay: Duration::from_micros(rng.random_range(0..2000)),
+                        jitter: Duration::from_millis(rng.random_range(0..8)),
+                        affect_clients: true,
+                    }
+                } else {
+                    NetworkFaults::default()
+                });
+            }
+            Nemesis::Membership => match rng.random_range(0..4) {
+                0 if added.len() < 2 => added.push(cluster.add_node().await?),
+                1 => {
+                    if let Some(n) = added.pop() {
+                        cluster.remove_node(n, Duration::from_secs(60)).await?;
+                    }
+                }
+                2 => {
+                    let r = if rng.random_bool(0.5) {
+                        3
+                    } else {
+                        5.min(cluster.map().active_nodes().len())
+                    };
+                    cluster.set_replication(r).await?;
+                }
+                _ => {
+                    let nodes = cluster.node_ids();
+                    faults.isolate(nodes[rng.random_range(0..nodes.len())]);
+                    tokio::time::sleep(pause(&mut rng)).await;
+                    faults.heal();
+                }
+            },
+            Nemesis::ManagerCrash => {
+                if added.is_empty() {
+                    added.push(cluster.add_node().await?);
+                } else if rng.random_bool(0.5) {
+                    if let Some(n) = added.pop() {
+                        // Start the decommission, crash the manager's leader while it runs.
+                        let c = cluster.clone();
+                        let removal =
+                            tokio::spawn(
+                                async move { c.remove_node(n, Duration::from_secs(60)).await },
+                            );
+                        tokio::time::sleep(Duration::from_millis(rng.random_range(5..60))).await;
+                        if let Ok(leader) = cluster
+                            .wait_for_leader(META_GROUP, Duration::from_secs(5))
+                            .await
+                        {
+                            if leader != n {
+                                cluster.crash_node(leader).await?;
+                                tokio::time::sleep(pause(&mut rng)).await;
+                                cluster.restart_node(leader).await?;
+                            }
+                        }
+                        removal
+                            .await
+                            .map_err(|e| Error::Unavailable(format!("removal: {e}")))??;
+                    }
+                } else {
+                    added.push(cluster.add_node().await?);
+                }
+            }
+        }
+        tokio::time::sleep(pause(&mut rng)).await;
+    }
+    for n in crashed {
+        cluster.restart_node(n).await?;
+    }
+    Ok(())
+}
