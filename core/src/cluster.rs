@@ -202,9 +202,9 @@ impl EmbeddedCluster {
         let any = cluster.any_node()?;
         let deadline = Instant::now() + Duration::from_secs(30);
         let map = loop {
-            match manager::read_map(&any).await {
-                Ok((map, _)) => break map,
-                Err(Error::Unavailable(m)) if m.contains("not written") => {
+            match manager::read_map_if_written(&any).await {
+                Ok(Some((map, _))) => break map,
+                Ok(None) => {
                     manager::cas_map(&any, None, &initial).await?;
                 }
                 Err(e) if Instant::now() >= deadline => return Err(e),

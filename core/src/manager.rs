@@ -66,10 +66,17 @@ where
 
 /// Reads the map from the manager's group (linearizably), with its stored bytes.
 pub async fn read_map(node: &Node) -> Result<(ShardMap, Vec<u8>)> {
+    read_map_if_written(node)
+        .await?
+        .ok_or_else(|| Error::Unavailable("cluster map not written yet".into()))
+}
+
+/// [`read_map`], with `None` while no map has been written (a new cluster).
+pub async fn read_map_if_written(node: &Node) -> Result<Option<(ShardMap, Vec<u8>)>> {
     retrying(node, || read_map_once(node)).await
 }
 
-async fn read_map_once(node: &Node) -> Result<(ShardMap, Vec<u8>)> {
+async fn read_map_once(node: &Node) -> Result<Option<(ShardMap, Vec<u8>)>> {
     let request = ClientRequest::Read {
         group: META_GROUP,
         key: MAP_KEY.to_vec(),
@@ -79,9 +86,9 @@ async fn read_map_once(node: &Node) -> Result<(ShardMap, Vec<u8>)> {
         ClientResponse::Read(Some(bytes)) => {
             let map = serde_json::from_slice(&bytes)
                 .map_err(|e| Error::Storage(format!("corrupt cluster map: {e}")))?;
-            Ok((map, bytes))
+            Ok(Some((map, bytes)))
         }
-        ClientResponse::Read(None) => Err(Error::Unavailable("cluster map not written yet".into())),
+        ClientResponse::Read(None) => Ok(None),
         other => Err(Error::Unavailable(format!("unexpected response {other:?}"))),
     }
 }
