@@ -218,8 +218,10 @@ pub async fn run(options: RunOptions) -> Result<RunReport> {
     let stop = Arc::new(AtomicBool::new(false));
     let acked_appends = Arc::new(Mutex::new(Vec::<(String, String)>::new()));
 
+    // Long enough to ride out elections: every timed-out write is an unknown outcome, and each
+    // one multiplies the orders the checker must consider.
     let client_options = ClientOptions {
-        timeout: Duration::from_millis(1500),
+        timeout: Duration::from_secs(5),
         ..Default::default()
     };
     let mut workers = Vec::new();
@@ -550,8 +552,9 @@ async fn run_nemesis(
             }
             Nemesis::CrashRestart => {
                 let running = cluster.running_nodes();
-                // Keep a majority up: at most (n-1)/2 down at once.
-                if crashed.len() < (options.nodes - 1) / 2 && !running.is_empty() {
+                // Keep a majority of every shard's replicas up: with R = 3, one node down at once.
+                let replicas = 3.min(options.nodes);
+                if crashed.len() < (replicas - 1) / 2 && !running.is_empty() {
                     let victim = running[rng.random_range(0..running.len())];
                     cluster.crash_node(victim).await?;
                     crashed.push(victim);
