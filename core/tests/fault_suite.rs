@@ -2,7 +2,7 @@
 //! lost or doubled acknowledged writes, and recovery after healing — and proof that the checks
 //! bite when a guarantee is switched off.
 //!
-//! Seeds per run: `SCALESTORE_SUITE_SEEDS` (default 2); a failure prints the seed and the
+//! Seeds per nemesis: `SCALESTORE_SUITE_SEEDS` (default 4); a failure prints the seed and the
 //! command that replays it.
 
 use std::time::Duration;
@@ -14,7 +14,7 @@ fn seeds() -> Vec<u64> {
     let n: u64 = std::env::var("SCALESTORE_SUITE_SEEDS")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(2);
+        .unwrap_or(4);
     (1..=n).collect()
 }
 
