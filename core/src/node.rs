@@ -23,7 +23,7 @@ use crate::storage::identity::Identity;
 use crate::storage::{NodeStore, StorageStats};
 use crate::types::{
     ClientRequest, ClientResponse, CommandResult, GroupId, NodeId, Proposal, ProposalBody, Raft,
-    ReadConsistency,
+    ReadConsistency, TypeConfig,
 };
 
 /// Everything a node needs to start.
@@ -489,18 +489,34 @@ impl Node {
                 CommandResult::Rejected { reason } => Err(Error::InvalidArgument(reason)),
                 other => Ok(other),
             },
-            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
-                Err(Error::NotLeader {
+            Err(e) => Err(self.raft_error(group, e, |api| match api {
+                ClientWriteError::ForwardToLeader(f) => Some(f.leader_id),
+                _ => None,
+            })),
+        }
+    }
+
+    /// Converts an openraft error: a redirect becomes `NotLeader`, another API error
+    /// `Unavailable` (retryable), a fatal one `Fatal`.
+    fn raft_error<E: std::fmt::Display>(
+        &self,
+        group: GroupId,
+        e: RaftError<TypeConfig, E>,
+        redirect: impl Fn(&E) -> Option<Option<NodeId>>,
+    ) -> Error {
+        match e {
+            RaftError::APIError(api) => match redirect(&api) {
+                Some(leader) => Error::NotLeader {
                     group,
                     node: self.id(),
-                    leader: f.leader_id,
-                })
-            }
-            Err(RaftError::APIError(e)) => Err(Error::Unavailable(format!("group {group}: {e}"))),
-            Err(RaftError::Fatal(e)) => Err(Error::Fatal {
+                    leader,
+                },
+                None => Error::Unavailable(format!("group {group}: {api}")),
+            },
+            RaftError::Fatal(f) => Error::Fatal {
                 group,
-                message: e.to_string(),
-            }),
+                message: f.to_string(),
+            },
         }
     }
 
@@ -523,18 +539,10 @@ impl Node {
         };
         match raft.ensure_linearizable(policy).await {
             Ok(_) => Ok(()),
-            Err(RaftError::APIError(LinearizableReadError::ForwardToLeader(f))) => {
-                Err(Error::NotLeader {
-                    group,
-                    node: self.id(),
-                    leader: f.leader_id,
-                })
-            }
-            Err(RaftError::APIError(e)) => Err(Error::Unavailable(format!("group {group}: {e}"))),
-            Err(RaftError::Fatal(e)) => Err(Error::Fatal {
-                group,
-                message: e.to_string(),
-            }),
+            Err(e) => Err(self.raft_error(group, e, |api| match api {
+                LinearizableReadError::ForwardToLeader(f) => Some(f.leader_id),
+                _ => None,
+            })),
         }
     }
 
