@@ -28,6 +28,8 @@ use crate::types::{
 pub struct ClientOptions {
     /// Deadline of one operation, retries included.
     pub timeout: Duration,
+    /// Longest wait for one attempt before trying another node (within `timeout`).
+    pub attempt_timeout: Duration,
     pub backoff_initial: Duration,
     pub backoff_max: Duration,
     /// Checked before sending, so over-limit input fails fast (nodes check again).
@@ -38,6 +40,7 @@ impl Default for ClientOptions {
     fn default() -> Self {
         ClientOptions {
             timeout: Duration::from_secs(10),
+            attempt_timeout: Duration::from_secs(2),
             backoff_initial: Duration::from_millis(5),
             backoff_max: Duration::from_millis(200),
             limits: Limits::default(),
@@ -701,8 +704,16 @@ impl Client {
                 .shared
                 .transport
                 .call(target, request.clone(), self.pinned.is_some());
-            let outcome = match tokio::time::timeout(remaining, call).await {
+            // One attempt may not take the whole deadline: a node cut off from its group (an
+            // isolated old leader) would hold the request until then. Retrying elsewhere is safe:
+            // writes keep their session sequence number.
+            let attempt = remaining.min(opts.attempt_timeout);
+            let outcome = match tokio::time::timeout(attempt, call).await {
                 Ok(r) => r,
+                Err(_) if attempt < remaining => Err(Error::Unavailable(format!(
+                    "node {target} did not answer within {:?}",
+                    opts.attempt_timeout
+                ))),
                 Err(_) => {
                     return Err(Error::Timeout {
                         what: format!("request to node {target} (last error: {last_err:?})"),
