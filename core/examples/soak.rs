@@ -48,6 +48,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         })
         .await?;
         println!("{report}");
+        if let Ok(path) = std::env::var("SOAK_DUMP") {
+            std::fs::write(path, report.history.to_jsonl())?;
+        }
         if !report.passed() {
             println!("replay: scripts/soak.sh --nemesis {nemesis} --seed {next_seed} --seconds 0");
             std::fs::write("soak-failure.jsonl", report.history.to_jsonl())?;

@@ -222,6 +222,7 @@ pub async fn run(options: RunOptions) -> Result<RunReport> {
     // one multiplies the orders the checker must consider.
     let client_options = ClientOptions {
         timeout: Duration::from_secs(5),
+        attempt_timeout: Duration::from_millis(500),
         ..Default::default()
     };
     let mut workers = Vec::new();
