@@ -27,6 +27,9 @@ use crate::types::GroupId;
 use identity::Identity;
 use syncer::Syncer;
 
+/// A user key and its value.
+pub type KeyValue = (Vec<u8>, Vec<u8>);
+
 /// One stored key: (column family, key, value).
 pub type StoredKey = (String, Vec<u8>, Vec<u8>);
 
@@ -114,28 +117,19 @@ impl NodeStore {
 
     /// Up to `limit` user pairs of `group` with `start <= key < end`, in key order, and whether
     /// more remain.
-    #[allow(clippy::type_complexity)]
     pub fn scan(
         &self,
         group: GroupId,
         start: &[u8],
         end: Option<&[u8]>,
         limit: usize,
-    ) -> Result<(Vec<(Vec<u8>, Vec<u8>)>, bool)> {
-        let (_, group_data_end) = keys::data_range(group);
-        let mut ro = rocksdb::ReadOptions::default();
-        ro.set_iterate_upper_bound(match end {
+    ) -> Result<(Vec<KeyValue>, bool)> {
+        let upper = match end {
             Some(e) => keys::data_key(group, e),
-            None => group_data_end,
-        });
-        let from = keys::data_key(group, start);
-        let iter = self.db.iterator_cf_opt(
-            self.cf(keys::CF_SM),
-            ro,
-            rocksdb::IteratorMode::From(&from, rocksdb::Direction::Forward),
-        );
+            None => keys::data_range(group).1,
+        };
         let mut items = Vec::new();
-        for kv in iter {
+        for kv in self.range(keys::CF_SM, &keys::data_key(group, start), upper) {
             let (k, v) = kv?;
             if items.len() == limit {
                 return Ok((items, true));
@@ -143,6 +137,22 @@ impl NodeStore {
             items.push((keys::user_key_of(&k).to_vec(), v.to_vec()));
         }
         Ok((items, false))
+    }
+
+    /// Iterates `cf` over `[start, end)`.
+    fn range(
+        &self,
+        cf: &str,
+        start: &[u8],
+        end: Vec<u8>,
+    ) -> rocksdb::DBIteratorWithThreadMode<'_, DB> {
+        let mut ro = rocksdb::ReadOptions::default();
+        ro.set_iterate_upper_bound(end);
+        self.db.iterator_cf_opt(
+            self.cf(cf),
+            ro,
+            rocksdb::IteratorMode::From(start, rocksdb::Direction::Forward),
+        )
     }
 
     /// Approximate bytes of user data `group` holds on this node: RocksDB's estimate from its
@@ -164,20 +174,8 @@ impl NodeStore {
     }
 
     /// Every user key/value of `group`, in key order (for tests and tools).
-    pub fn scan_group(&self, group: GroupId) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
-        let (start, end) = keys::data_range(group);
-        let mut ro = rocksdb::ReadOptions::default();
-        ro.set_iterate_upper_bound(end);
-        let iter = self.db.iterator_cf_opt(
-            self.cf(keys::CF_SM),
-            ro,
-            rocksdb::IteratorMode::From(&start, rocksdb::Direction::Forward),
-        );
-        iter.map(|kv| {
-            let (k, v) = kv?;
-            Ok((keys::user_key_of(&k).to_vec(), v.to_vec()))
-        })
-        .collect()
+    pub fn scan_group(&self, group: GroupId) -> Result<Vec<KeyValue>> {
+        Ok(self.scan(group, b"", None, usize::MAX)?.0)
     }
 
     /// Every key of `group` in every column family, as (column family, key, value): what the
@@ -185,15 +183,7 @@ impl NodeStore {
     pub fn dump_group(&self, group: GroupId) -> Result<Vec<StoredKey>> {
         let mut out = Vec::new();
         for cf in keys::ALL_CFS {
-            let mut ro = rocksdb::ReadOptions::default();
-            ro.set_iterate_upper_bound(keys::group_end(group));
-            let start = keys::group_prefix(group);
-            let iter = self.db.iterator_cf_opt(
-                self.cf(cf),
-                ro,
-                rocksdb::IteratorMode::From(&start, rocksdb::Direction::Forward),
-            );
-            for kv in iter {
+            for kv in self.range(cf, &keys::group_prefix(group), keys::group_end(group)) {
                 let (k, v) = kv?;
                 out.push((cf.to_string(), k.to_vec(), v.to_vec()));
             }
@@ -251,15 +241,8 @@ impl NodeStore {
     /// Number of live client sessions `group` keeps on this node.
     pub fn session_count(&self, group: GroupId) -> Result<usize> {
         let (start, end) = keys::sessions_range(group);
-        let mut ro = rocksdb::ReadOptions::default();
-        ro.set_iterate_upper_bound(end);
-        let iter = self.db.iterator_cf_opt(
-            self.cf(keys::CF_SM),
-            ro,
-            rocksdb::IteratorMode::From(&start, rocksdb::Direction::Forward),
-        );
         let mut n = 0;
-        for kv in iter {
+        for kv in self.range(keys::CF_SM, &start, end) {
             kv?;
             n += 1;
         }
