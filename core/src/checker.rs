@@ -249,7 +249,7 @@ fn check_key<'a>(ops: &[&'a Operation], options: CheckOptions) -> KeyResult<'a> 
                 deepest = (calls.len(), op_of(entry));
             }
             let Some((call, prev_state)) = calls.pop() else {
-                return fail(ops, deepest.1, &[]);
+                return fail(ops, deepest.1);
             };
             let i = op_of(call);
             state = prev_state;
@@ -262,7 +262,7 @@ fn check_key<'a>(ops: &[&'a Operation], options: CheckOptions) -> KeyResult<'a> 
     KeyResult::Ok
 }
 
-fn fail<'a>(ops: &[&'a Operation], blocking: usize, _placed: &[usize]) -> KeyResult<'a> {
+fn fail<'a>(ops: &[&'a Operation], blocking: usize) -> KeyResult<'a> {
     let Some(bad) = ops.get(blocking) else {
         return KeyResult::Fail {
             explanation: "no linearization exists".into(),

@@ -76,28 +76,49 @@ impl InProcNetwork {
     }
 }
 
-#[async_trait]
-impl PeerTransport for InProcNetwork {
-    async fn send(&self, from: NodeId, to: NodeId, request: PeerRequest) -> Result<PeerResponse> {
-        let cut = || Error::Unavailable(format!("node {from} cannot reach node {to} (partition)"));
-        if !self.faults.connected(from, to) {
-            return Err(cut());
+impl InProcNetwork {
+    /// Carries one message to node `to` through the fault layer: delay, loss of the request,
+    /// loss of the reply after `handle` ran, and (for node-to-node links, `from` set) partitions
+    /// checked when sent, when delivered and when answered.
+    async fn deliver<T, Fut>(
+        &self,
+        from: Option<NodeId>,
+        to: NodeId,
+        handle: impl FnOnce(Arc<Node>) -> Fut,
+    ) -> Result<T>
+    where
+        Fut: std::future::Future<Output = Result<T>>,
+    {
+        let link = match from {
+            Some(f) => format!("{f}->{to}"),
+            None => format!("client->{to}"),
+        };
+        let cut = || from.is_some_and(|f| !self.faults.connected(f, to));
+        if cut() {
+            return Err(Error::Unavailable(format!("{link} cut by a partition")));
         }
-        let fate = self.faults.fate(false);
+        let fate = self.faults.fate(from.is_none());
         if !fate.delay.is_zero() {
             tokio::time::sleep(fate.delay).await;
         }
-        if fate.drop_request {
-            return Err(Error::Unavailable(format!("message {from}->{to} lost")));
+        if fate.drop_request || cut() {
+            return Err(Error::Unavailable(format!("message {link} lost")));
         }
-        if !self.faults.connected(from, to) {
-            return Err(cut());
-        }
-        let response = self.lookup(to)?.handle_peer(request).await;
-        if fate.drop_response || !self.faults.connected(from, to) {
-            return Err(Error::Unavailable(format!("reply {to}->{from} lost")));
+        let response = handle(self.lookup(to)?).await;
+        if fate.drop_response || cut() {
+            return Err(Error::Unavailable(format!("reply to {link} lost")));
         }
         response
+    }
+}
+
+#[async_trait]
+impl PeerTransport for InProcNetwork {
+    async fn send(&self, from: NodeId, to: NodeId, request: PeerRequest) -> Result<PeerResponse> {
+        self.deliver(Some(from), to, |node| async move {
+            node.handle_peer(request).await
+        })
+        .await
     }
 }
 
@@ -109,18 +130,10 @@ impl Transport for InProcNetwork {
         request: ClientRequest,
         forward: bool,
     ) -> Result<ClientResponse> {
-        let fate = self.faults.fate(true);
-        if !fate.delay.is_zero() {
-            tokio::time::sleep(fate.delay).await;
-        }
-        if fate.drop_request {
-            return Err(Error::Unavailable(format!("request to node {node} lost")));
-        }
-        let response = self.lookup(node)?.handle_client(request, forward).await;
-        if fate.drop_response {
-            return Err(Error::Unavailable(format!("reply from node {node} lost")));
-        }
-        response
+        self.deliver(None, node, |n| async move {
+            n.handle_client(request, forward).await
+        })
+        .await
     }
 
     fn nodes(&self) -> Vec<NodeId> {

@@ -301,9 +301,7 @@ pub async fn run(options: RunOptions) -> Result<RunReport> {
         }
     }
     let bound = timing.election_timeout() * 30;
-    let recovery = recover(&cluster, &keys, bound)
-        .await
-        .then(|| healed_at.elapsed());
+    let recovery = recover(&cluster, bound).await.then(|| healed_at.elapsed());
 
     // Final linearizable reads of every key, recorded, then the checks.
     let final_client = Client::new(
@@ -402,7 +400,7 @@ fn audit_appends(
 }
 
 /// Heals the cluster and waits until every shard has a leader and takes a write.
-async fn recover(cluster: &EmbeddedCluster, keys: &[String], bound: Duration) -> bool {
+async fn recover(cluster: &EmbeddedCluster, bound: Duration) -> bool {
     let deadline = Instant::now() + bound;
     if cluster.wait_for_all_leaders(bound).await.is_err() {
         return false;
@@ -423,7 +421,6 @@ async fn recover(cluster: &EmbeddedCluster, keys: &[String], bound: Duration) ->
             break;
         }
     }
-    let _ = keys;
     for k in probes.values() {
         if client.put(k, "probe").await.is_err() {
             return false;

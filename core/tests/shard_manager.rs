@@ -32,6 +32,15 @@ async fn start(dead_node_timeout: Duration) -> EmbeddedCluster {
     cluster
 }
 
+/// Writes `n` keys before the test's faults and moves start; returns them.
+async fn preload(cluster: &EmbeddedCluster, n: usize) -> Vec<(String, String)> {
+    let pairs: Vec<(String, String)> = (0..n)
+        .map(|i| (format!("pre-{i}"), format!("p{i}")))
+        .collect();
+    cluster.client().batch_put(&pairs).await.expect("load");
+    pairs
+}
+
 /// Writers that keep putting distinct keys, recording each acknowledged write and when.
 struct Writers {
     stop: Arc<AtomicBool>,
@@ -155,10 +164,7 @@ fn assert_no_leftover_replicas(cluster: &EmbeddedCluster, map: &ShardMap) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn adding_a_sixth_node_under_writes_balances_the_map_and_loses_nothing() {
     let cluster = start(Duration::from_secs(60)).await;
-    let pairs: Vec<(String, String)> = (0..300)
-        .map(|i| (format!("pre-{i}"), format!("p{i}")))
-        .collect();
-    cluster.client().batch_put(&pairs).await.expect("load");
+    let pairs = preload(&cluster, 300).await;
     let writers = Writers::start(&cluster, 3);
     tokio::time::sleep(Duration::from_millis(200)).await;
     let six = cluster.add_node().await.expect("add node");
@@ -192,10 +198,7 @@ async fn adding_a_sixth_node_under_writes_balances_the_map_and_loses_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn removing_a_node_under_writes_moves_its_replicas_first_and_loses_nothing() {
     let cluster = start(Duration::from_secs(60)).await;
-    let pairs: Vec<(String, String)> = (0..300)
-        .map(|i| (format!("pre-{i}"), format!("p{i}")))
-        .collect();
-    cluster.client().batch_put(&pairs).await.expect("load");
+    let pairs = preload(&cluster, 300).await;
     let writers = Writers::start(&cluster, 3);
     tokio::time::sleep(Duration::from_millis(200)).await;
     cluster.remove_node(5, SETTLE).await.expect("remove node");
@@ -218,10 +221,7 @@ async fn removing_a_node_under_writes_moves_its_replicas_first_and_loses_nothing
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_down_past_the_timeout_has_its_shards_re_replicated() {
     let cluster = start(Duration::from_secs(1)).await;
-    let pairs: Vec<(String, String)> = (0..200)
-        .map(|i| (format!("k{i}"), format!("v{i}")))
-        .collect();
-    cluster.client().batch_put(&pairs).await.expect("load");
+    let pairs = preload(&cluster, 200).await;
     cluster.crash_node(4).await.expect("crash");
     let map = cluster.wait_until_settled(SETTLE).await.expect("settled");
     assert!(
@@ -241,10 +241,7 @@ async fn a_node_down_past_the_timeout_has_its_shards_re_replicated() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replication_factor_goes_from_three_to_five_and_back() {
     let cluster = start(Duration::from_secs(60)).await;
-    let pairs: Vec<(String, String)> = (0..200)
-        .map(|i| (format!("k{i}"), format!("v{i}")))
-        .collect();
-    cluster.client().batch_put(&pairs).await.expect("load");
+    let pairs = preload(&cluster, 200).await;
     cluster.set_replication(5).await.expect("R=5");
     let map = cluster
         .wait_until_settled(SETTLE)
@@ -279,10 +276,7 @@ async fn replication_factor_goes_from_three_to_five_and_back() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_manager_leader_crashing_mid_move_leaves_the_move_finished_or_rolled_back() {
     let cluster = start(Duration::from_secs(60)).await;
-    let pairs: Vec<(String, String)> = (0..200)
-        .map(|i| (format!("k{i}"), format!("v{i}")))
-        .collect();
-    cluster.client().batch_put(&pairs).await.expect("load");
+    let pairs = preload(&cluster, 200).await;
     let writers = Writers::start(&cluster, 2);
     cluster.add_node().await.expect("add node");
     // Crash the manager's leader as soon as a move is recorded in the map.

@@ -79,13 +79,18 @@ pub fn data_key(group: GroupId, user_key: &[u8]) -> Vec<u8> {
     k
 }
 
+/// Range of every `sm` key of `group` under `tag`: `[start, end)`.
+fn tag_range(group: GroupId, tag: u8) -> (Vec<u8>, Vec<u8>) {
+    let mut start = group.to_be_bytes().to_vec();
+    start.push(tag);
+    let mut end = group.to_be_bytes().to_vec();
+    end.push(tag + 1);
+    (start, end)
+}
+
 /// Range of all data keys of `group`: `[start, end)`.
 pub fn data_range(group: GroupId) -> (Vec<u8>, Vec<u8>) {
-    let mut start = group.to_be_bytes().to_vec();
-    start.push(SM_DATA);
-    let mut end = group.to_be_bytes().to_vec();
-    end.push(SM_DATA + 1);
-    (start, end)
+    tag_range(group, SM_DATA)
 }
 
 pub fn session_key(group: GroupId, session: u64) -> [u8; 17] {
@@ -102,11 +107,7 @@ pub fn session_id_of(key: &[u8]) -> Option<u64> {
 
 /// Range of all session keys of `group`: `[start, end)`.
 pub fn sessions_range(group: GroupId) -> (Vec<u8>, Vec<u8>) {
-    let mut start = group.to_be_bytes().to_vec();
-    start.push(SM_SESSION);
-    let mut end = group.to_be_bytes().to_vec();
-    end.push(SM_SESSION + 1);
-    (start, end)
+    tag_range(group, SM_SESSION)
 }
 
 pub fn replicated_meta_key(group: GroupId, tag: u8) -> [u8; 10] {
@@ -119,9 +120,7 @@ pub fn replicated_meta_key(group: GroupId, tag: u8) -> [u8; 10] {
 
 /// What a snapshot of `group` carries: everything in `sm` but the local meta keys.
 pub fn snapshot_range(group: GroupId) -> (Vec<u8>, Vec<u8>) {
-    let mut start = group.to_be_bytes().to_vec();
-    start.push(SM_DATA);
-    (start, group_end(group))
+    (tag_range(group, SM_DATA).0, group_end(group))
 }
 
 pub fn user_key_of(data_key: &[u8]) -> &[u8] {
