@@ -3,23 +3,24 @@
 //! Start here: [`EmbeddedCluster`] runs nodes in this process; [`Client`] talks to any cluster
 //! through a [`Transport`]. See ARCHITECTURE.md for the map.
 
-pub mod checker;
-pub mod client;
-pub mod cluster;
+// Layers, one folder each (see ARCHITECTURE.md): replica (node, peer network, storage), routing
+// (cluster map, client, transport), placement (shard manager, events), embedded (in-process
+// cluster and faults), proof (histories, checker, fault suite). Shared vocabulary stays here.
 pub mod config;
+pub mod embedded;
 pub mod error;
-pub mod events;
-pub mod faults;
-pub mod history;
-pub mod inproc;
-pub mod manager;
-pub mod network;
-pub mod node;
-pub mod sharding;
-pub mod storage;
-pub mod suite;
-pub mod transport;
+pub mod placement;
+pub mod proof;
+pub mod replica;
+pub mod routing;
 pub mod types;
+
+// The modules' earlier paths (`scalestore::suite`, `scalestore::storage`, ...) stay valid.
+pub use embedded::{cluster, faults, inproc};
+pub use placement::{events, manager};
+pub use proof::{checker, history, suite};
+pub use replica::{network, node, storage};
+pub use routing::{client, sharding, transport};
 
 pub use checker::{check, CheckOptions, Verdict};
 pub use client::{CasOutcome, Client, ClientOptions, ScanOptions, ScanPage};

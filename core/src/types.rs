@@ -19,7 +19,7 @@ openraft::declare_raft_types!(
         Node = openraft::BasicNode,
 );
 
-pub type Raft = openraft::Raft<TypeConfig, crate::storage::StateMachine>;
+pub type Raft = openraft::Raft<TypeConfig, crate::replica::storage::StateMachine>;
 pub type LogId = openraft::type_config::alias::LogIdOf<TypeConfig>;
 pub type Entry = <TypeConfig as openraft::RaftTypeConfig>::Entry;
 pub type Vote = <TypeConfig as openraft::RaftTypeConfig>::Vote;
@@ -254,6 +254,6 @@ pub enum ClientResponse {
         items: Vec<(Vec<u8>, Vec<u8>)>,
         more: bool,
     },
-    GroupStatus(crate::node::GroupStatus),
-    ShardMap(crate::sharding::ShardMap),
+    GroupStatus(crate::replica::node::GroupStatus),
+    ShardMap(crate::routing::sharding::ShardMap),
 }

@@ -11,10 +11,10 @@ use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
-use crate::events::EventLog;
-use crate::network::{AdminReply, AdminRequest, PeerRequest, PeerResponse};
-use crate::node::{GroupStatus, Node};
-use crate::sharding::{NodeState, PendingMove, ShardMap, META_GROUP};
+use crate::placement::events::EventLog;
+use crate::replica::network::{AdminReply, AdminRequest, PeerRequest, PeerResponse};
+use crate::replica::node::{GroupStatus, Node};
+use crate::routing::sharding::{NodeState, PendingMove, ShardMap, META_GROUP};
 use crate::types::{
     ClientRequest, ClientResponse, Command, CommandResult, GroupId, NodeId, ReadConsistency,
 };

@@ -7,10 +7,10 @@ use std::sync::{Arc, RwLock};
 use async_trait::async_trait;
 
 use crate::error::{Error, Result};
-use crate::faults::Faults;
-use crate::network::{PeerRequest, PeerResponse, PeerTransport};
-use crate::node::Node;
-use crate::transport::Transport;
+use crate::embedded::faults::Faults;
+use crate::replica::network::{PeerRequest, PeerResponse, PeerTransport};
+use crate::replica::node::Node;
+use crate::routing::transport::Transport;
 use crate::types::{ClientRequest, ClientResponse, NodeId};
 
 pub struct InProcNetwork {

@@ -9,18 +9,18 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
-use crate::client::{Client, ClientOptions};
+use crate::routing::client::{Client, ClientOptions};
 use crate::config::{Limits, RaftTiming, StorageOptions, TestSwitches};
 use crate::error::{Error, Result};
-use crate::events::{Event, EventLog};
-use crate::faults::Faults;
-use crate::inproc::InProcNetwork;
-use crate::manager::{self, ManagerOptions};
-use crate::node::{GroupStatus, Node, NodeConfig};
-use crate::sharding::{NodeState, RingRange, ShardMap, META_GROUP};
-use crate::storage::identity::write_synced;
-use crate::storage::{lose_unsynced_writes, StorageStats};
-use crate::transport::Transport;
+use crate::placement::events::{Event, EventLog};
+use crate::embedded::faults::Faults;
+use crate::embedded::inproc::InProcNetwork;
+use crate::placement::manager::{self, ManagerOptions};
+use crate::replica::node::{GroupStatus, Node, NodeConfig};
+use crate::routing::sharding::{NodeState, RingRange, ShardMap, META_GROUP};
+use crate::replica::storage::identity::write_synced;
+use crate::replica::storage::{lose_unsynced_writes, StorageStats};
+use crate::routing::transport::Transport;
 use crate::types::{GroupId, NodeId};
 
 const CLUSTER_FILE: &str = "scalestore-cluster.json";

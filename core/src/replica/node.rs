@@ -14,13 +14,13 @@ use openraft::{BasicNode, ChangeMembers, ReadPolicy};
 
 use crate::config::{Limits, RaftTiming, StorageOptions, TestSwitches};
 use crate::error::{Error, Result};
-use crate::network::{AdminReply, AdminRequest};
-use crate::network::{
+use crate::replica::network::{AdminReply, AdminRequest};
+use crate::replica::network::{
     GroupNetworkFactory, PeerRequest, PeerResponse, PeerTransport, RaftReply, RaftRpc,
 };
-use crate::sharding::{ShardMap, META_GROUP};
-use crate::storage::identity::Identity;
-use crate::storage::{NodeStore, StorageStats};
+use crate::routing::sharding::{ShardMap, META_GROUP};
+use crate::replica::storage::identity::Identity;
+use crate::replica::storage::{NodeStore, StorageStats};
 use crate::types::{
     ClientRequest, ClientResponse, CommandResult, GroupId, NodeId, Proposal, ProposalBody, Raft,
     ReadConsistency, TypeConfig,

@@ -15,10 +15,10 @@ use std::time::{Duration, Instant};
 
 use crate::config::Limits;
 use crate::error::{Error, Result};
-use crate::history::{output_of_error, History, OpInput, OpOutput, Operation};
-use crate::node::GroupStatus;
-use crate::sharding::ShardMap;
-use crate::transport::Transport;
+use crate::proof::history::{output_of_error, History, OpInput, OpOutput, Operation};
+use crate::replica::node::GroupStatus;
+use crate::routing::sharding::ShardMap;
+use crate::routing::transport::Transport;
 use crate::types::{
     ClientRequest, ClientResponse, Command, CommandResult, GroupId, NodeId, ReadConsistency,
     SessionRef,

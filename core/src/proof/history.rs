@@ -1,5 +1,5 @@
 //! Operation histories: what each client invoked, when, and what came back — or "unknown" when
-//! it timed out or failed ambiguously. Exportable as JSON lines; checked by [`crate::checker`].
+//! it timed out or failed ambiguously. Exportable as JSON lines; checked by [`crate::proof::checker`].
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};

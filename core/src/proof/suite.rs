@@ -16,15 +16,15 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 
-use crate::checker::{check, CheckOptions, Verdict};
-use crate::client::{Client, ClientOptions};
-use crate::cluster::{ClusterOptions, EmbeddedCluster};
+use crate::proof::checker::{check, CheckOptions, Verdict};
+use crate::routing::client::{Client, ClientOptions};
+use crate::embedded::cluster::{ClusterOptions, EmbeddedCluster};
 use crate::config::{RaftTiming, StorageOptions, TestSwitches};
 use crate::error::{Error, Result};
-use crate::faults::NetworkFaults;
-use crate::history::History;
-use crate::manager::ManagerOptions;
-use crate::sharding::META_GROUP;
+use crate::embedded::faults::NetworkFaults;
+use crate::proof::history::History;
+use crate::placement::manager::ManagerOptions;
+use crate::routing::sharding::META_GROUP;
 use crate::types::{NodeId, ReadConsistency};
 
 /// The kind of fault a run injects.
@@ -339,7 +339,7 @@ pub async fn run(options: RunOptions) -> Result<RunReport> {
         operations: ops.len(),
         unknown_operations: ops
             .iter()
-            .filter(|o| matches!(o.output, crate::history::OpOutput::Unknown { .. }))
+            .filter(|o| matches!(o.output, crate::proof::history::OpOutput::Unknown { .. }))
             .count(),
         verdict,
         lost_appends,

@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, HashSet};
 
 use serde::{Deserialize, Serialize};
 
-use crate::history::{OpInput, OpOutput, Operation};
+use crate::proof::history::{OpInput, OpOutput, Operation};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CheckOptions {

@@ -16,9 +16,9 @@ use openraft::storage::Snapshot;
 use openraft::BasicNode;
 
 use crate::error::{Error, Result};
-use crate::node::GroupStatus;
-use crate::sharding::ShardMap;
-use crate::storage::SnapshotFile;
+use crate::replica::node::GroupStatus;
+use crate::routing::sharding::ShardMap;
+use crate::replica::storage::SnapshotFile;
 use crate::types::{
     ClientRequest, ClientResponse, GroupId, NodeId, SnapshotMeta, TypeConfig, Vote,
 };

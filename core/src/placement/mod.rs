@@ -1,0 +1,5 @@
+//! Where replicas live: the shard manager that owns the cluster map and moves replicas, and the
+//! event log it (and the embedded cluster) write to.
+
+pub mod events;
+pub mod manager;
