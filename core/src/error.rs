@@ -79,6 +79,37 @@ impl Error {
         )
     }
 
+    /// The variant's name in snake case (`not_leader`, `unknown_node`, ...): a stable label for
+    /// histories, metrics and the bindings' exception classes.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Error::NotLeader { .. } => "not_leader",
+            Error::WrongShard { .. } => "wrong_shard",
+            Error::GroupNotHosted { .. } => "group_not_hosted",
+            Error::Unavailable(_) => "unavailable",
+            Error::Timeout { .. } => "timeout",
+            Error::InvalidArgument(_) => "invalid_argument",
+            Error::UnknownNode(_) => "unknown_node",
+            Error::Closed(_) => "closed",
+            Error::DataDir { .. } => "data_dir",
+            Error::SessionExpired { .. } => "session_expired",
+            Error::Storage(_) => "storage",
+            Error::Fatal { .. } => "fatal",
+        }
+    }
+
+    /// Whether the error says only that the request went to the wrong place (a stale leader
+    /// hint or map, a node that left): a client should have routed around it, never surfaced it.
+    pub fn is_routing(&self) -> bool {
+        matches!(
+            self,
+            Error::NotLeader { .. }
+                | Error::WrongShard { .. }
+                | Error::GroupNotHosted { .. }
+                | Error::UnknownNode(_)
+        )
+    }
+
     pub(crate) fn storage(e: impl std::fmt::Display) -> Self {
         Error::Storage(e.to_string())
     }

@@ -16,6 +16,7 @@ use crate::placement::events::{Event, EventLog};
 use crate::embedded::faults::Faults;
 use crate::embedded::inproc::InProcNetwork;
 use crate::placement::manager::{self, ManagerOptions};
+use crate::replica::failpoints::Failpoints;
 use crate::replica::node::{GroupStatus, Node, NodeConfig};
 use crate::routing::sharding::{NodeState, RingRange, ShardMap, META_GROUP};
 use crate::replica::storage::identity::write_synced;
@@ -78,6 +79,12 @@ pub struct ShardStatus {
     pub applied_index: Option<u64>,
     /// Approximate bytes of user data (on the reporting replica).
     pub approximate_bytes: u64,
+    /// The Raft voter sets (one when uniform; two while a voter change is unfinished).
+    #[serde(default)]
+    pub voter_sets: Vec<Vec<NodeId>>,
+    /// Whether the membership is joint: a voter change the manager has yet to finish.
+    #[serde(default)]
+    pub joint: bool,
 }
 
 /// One node as the cluster sees it.
@@ -136,6 +143,8 @@ pub struct EmbeddedCluster {
     nodes: Mutex<BTreeMap<NodeId, Arc<Node>>>,
     /// WAL lengths on disk of crashed nodes, cut back at restart in lose-unsynced mode.
     crashed: Mutex<HashMap<NodeId, BTreeMap<PathBuf, u64>>>,
+    /// Faults inside voter changes, shared by every node of this cluster.
+    failpoints: Arc<Failpoints>,
 }
 
 impl EmbeddedCluster {
@@ -170,6 +179,7 @@ impl EmbeddedCluster {
             network,
             nodes: Mutex::new(BTreeMap::new()),
             crashed: Mutex::new(HashMap::new()),
+            failpoints: Arc::new(Failpoints::default()),
         };
         for id in &ids {
             cluster.start_node(*id).await?;
@@ -231,6 +241,7 @@ impl EmbeddedCluster {
             limits: self.options.limits,
             storage: self.options.storage,
             testing: self.options.testing,
+            failpoints: self.failpoints.clone(),
         };
         let dir = self.node_dir(id)?;
         let synced = self.crashed.lock().ok().and_then(|mut c| c.remove(&id));
@@ -255,27 +266,15 @@ impl EmbeddedCluster {
                 Err(e) => return Err(e),
             }
         };
-        // Replicas it holds on disk, plus those the map gives it; a replica moved away while
-        // the node was down is deleted instead of started.
-        let map = self.map();
+        // Every replica it holds on disk (a new node: the groups the map gives it at creation,
+        // or none). One that was moved away while the node was down starts too: only its
+        // group's leader can tell that it is no member any more (a removed voter never receives
+        // the config that removes it), and the shard manager deletes it once the leader has
+        // committed a membership without it.
         let on_disk = node.store().groups_with_state()?;
-        let mut groups: BTreeSet<GroupId> = BTreeSet::new();
+        let mut groups: BTreeSet<GroupId> = on_disk.iter().copied().collect();
         if on_disk.is_empty() {
-            // A new node: the groups the map gives it (at creation), or none (it joins later).
-            groups.extend(map.groups_on(id));
-        }
-        let wanted = map.groups_on(id);
-        let incoming = map
-            .pending_move
-            .filter(|m| m.to == Some(id))
-            .map(|m| m.group);
-        for g in on_disk {
-            // Only a map newer than the creation map can say a replica was moved away.
-            if wanted.contains(&g) || incoming == Some(g) || map.epoch <= 1 {
-                groups.insert(g);
-            } else {
-                node.store().delete_group(g).await?;
-            }
+            groups.extend(self.map().groups_on(id));
         }
         for group in groups {
             node.start_group(group).await?;
@@ -323,11 +322,21 @@ impl EmbeddedCluster {
         Fut: std::future::Future<Output = Result<T>>,
     {
         let deadline = Instant::now() + timeout;
+        // Each failure moves on to the next running node: one cut off from the manager's group
+        // (a partition) must not hold every map operation until the deadline.
+        let mut turn = 0usize;
         loop {
-            let result = match self.any_node() {
-                Ok(node) => op(node).await,
-                Err(e) => Err(e),
+            let running: Vec<Arc<Node>> = self
+                .lock_nodes()?
+                .values()
+                .filter(|n| !n.is_stopping())
+                .cloned()
+                .collect();
+            let result = match running.get(turn % running.len().max(1)) {
+                Some(node) => op(node.clone()).await,
+                None => Err(Error::Unavailable("no node is running".into())),
             };
+            turn += 1;
             match result {
                 Err(e)
                     if (e.is_retryable() || matches!(e, Error::Timeout { .. }))
@@ -427,6 +436,11 @@ impl EmbeddedCluster {
                 committed_index: best.as_ref().and_then(|b| b.committed_index),
                 applied_index: best.as_ref().and_then(|b| b.applied_index),
                 approximate_bytes: size.unwrap_or(0),
+                voter_sets: best
+                    .as_ref()
+                    .map(|b| b.voter_sets.clone())
+                    .unwrap_or_default(),
+                joint: best.as_ref().is_some_and(GroupStatus::is_joint),
             });
         }
         let nodes = self
@@ -681,21 +695,34 @@ impl EmbeddedCluster {
         }
     }
 
-    /// Whether every shard's Raft voters (as its leader reports) are the map's replicas.
+    /// Whether every shard's Raft membership (as its leader reports) is uniform with exactly the
+    /// map's replicas as voters (a joint config is unfinished work), and no running node runs a
+    /// replica outside the map.
     fn memberships_match(&self, map: &ShardMap) -> bool {
-        map.shards.iter().all(|s| {
-            let Ok(statuses) = self.group_status(s.id) else {
-                return false;
-            };
-            let Some(leader) = statuses.iter().find(|st| st.is_leader) else {
-                return false;
-            };
-            let mut voters = leader.voters.clone();
-            voters.sort();
-            let mut replicas = s.replicas.clone();
-            replicas.sort();
-            voters == replicas
-        })
+        let nodes: Vec<Arc<Node>> = self
+            .lock_nodes()
+            .map(|n| n.values().cloned().collect())
+            .unwrap_or_default();
+        let orphans = nodes.iter().any(|n| {
+            n.groups()
+                .iter()
+                .any(|g| map.replicas_of(*g).is_some_and(|r| !r.contains(&n.id())))
+        });
+        !orphans
+            && map.shards.iter().all(|s| {
+                let Ok(statuses) = self.group_status(s.id) else {
+                    return false;
+                };
+                let Some(leader) = statuses.iter().find(|st| st.is_leader) else {
+                    return false;
+                };
+                let mut replicas = s.replicas.clone();
+                replicas.sort();
+                leader.uniform_voters().map(|mut v| {
+                    v.sort();
+                    v
+                }) == Some(replicas)
+            })
     }
 
     /// Whether the manager has no leader transfer left to make.
@@ -786,6 +813,101 @@ impl EmbeddedCluster {
     /// The fault controller: partitions, message loss, delay (see [`Faults`]).
     pub fn faults(&self) -> &Arc<Faults> {
         self.network.faults()
+    }
+
+    /// Faults inside voter changes (interrupt after the joint step, fail, hold), shared by
+    /// every node of this cluster.
+    pub fn failpoints(&self) -> &Arc<Failpoints> {
+        &self.failpoints
+    }
+
+    /// Where the cluster map and the groups' Raft memberships disagree: for every group (the
+    /// manager's included) the leader's membership must be uniform with exactly the map's
+    /// replicas as voters, no move may be pending, every voter must run a replica that has
+    /// applied what the leader committed and holds the leader's data, and no running node may
+    /// host a replica outside the map. Waits up to `timeout` for moves to finish and replicas to
+    /// catch up; returns what still disagrees then (empty: everything agrees).
+    pub async fn placement_problems(&self, timeout: Duration) -> Vec<String> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let problems = match self.read_map_anywhere().await {
+                Ok(map) => self.placement_problems_in(&map),
+                Err(e) => vec![format!("cluster map unreadable: {e}")],
+            };
+            if problems.is_empty() || Instant::now() >= deadline {
+                return problems;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    fn placement_problems_in(&self, map: &ShardMap) -> Vec<String> {
+        let mut problems = Vec::new();
+        if let Some(mv) = &map.pending_move {
+            problems.push(format!("a move is pending: {mv:?}"));
+        }
+        let nodes: BTreeMap<NodeId, Arc<Node>> = self
+            .lock_nodes()
+            .map(|n| n.clone())
+            .unwrap_or_default();
+        let groups = map.shard_ids().into_iter().chain([META_GROUP]);
+        for group in groups {
+            let mut replicas = map.replicas_of(group).unwrap_or_default().to_vec();
+            replicas.sort();
+            for (id, node) in &nodes {
+                if node.raft(group).is_some() && !replicas.contains(id) {
+                    problems.push(format!(
+                        "group {group}: node {id} runs a replica outside the map {replicas:?}"
+                    ));
+                }
+            }
+            let leader = nodes
+                .values()
+                .filter_map(|n| n.status(group).ok())
+                .find(|s| s.is_leader);
+            let Some(leader) = leader else {
+                problems.push(format!("group {group}: no leader"));
+                continue;
+            };
+            let voters = leader.uniform_voters().map(|mut v| {
+                v.sort();
+                v
+            });
+            if voters.as_ref() != Some(&replicas) {
+                problems.push(format!(
+                    "group {group}: map replicas {replicas:?}, Raft voters {:?}",
+                    leader.voter_sets
+                ));
+            }
+            let data = |node: &Node| node.store().scan_group(group);
+            let Some(leader_data) = nodes.get(&leader.node).and_then(|n| data(n).ok()) else {
+                problems.push(format!("group {group}: leader's data unreadable"));
+                continue;
+            };
+            for voter in &replicas {
+                let Some(node) = nodes.get(voter) else {
+                    problems.push(format!("group {group}: voter {voter} is not running"));
+                    continue;
+                };
+                let Ok(status) = node.status(group) else {
+                    problems.push(format!("group {group}: voter {voter} hosts no replica"));
+                    continue;
+                };
+                if status.applied_index != leader.applied_index
+                    || leader.applied_index != leader.committed_index
+                {
+                    problems.push(format!(
+                        "group {group}: voter {voter} applied {:?}, leader committed {:?} applied {:?}",
+                        status.applied_index, leader.committed_index, leader.applied_index
+                    ));
+                } else if data(node).ok().as_ref() != Some(&leader_data) {
+                    problems.push(format!(
+                        "group {group}: voter {voter} holds other data than the leader"
+                    ));
+                }
+            }
+        }
+        problems
     }
 
     /// The seed of the fault schedule (print it when a run fails; pass it back to replay).

@@ -16,7 +16,8 @@ use crate::replica::network::{AdminReply, AdminRequest, PeerRequest, PeerRespons
 use crate::replica::node::{GroupStatus, Node};
 use crate::routing::sharding::{NodeState, PendingMove, ShardMap, META_GROUP};
 use crate::types::{
-    ClientRequest, ClientResponse, Command, CommandResult, GroupId, NodeId, ReadConsistency,
+    ClientRequest, ClientResponse, Command, CommandResult, GroupId, LogId, NodeId,
+    ReadConsistency,
 };
 
 /// The key of the cluster map in the manager's group.
@@ -28,6 +29,8 @@ pub struct ManagerOptions {
     pub tick: Duration,
     /// A node unreachable this long has its replicas re-created elsewhere.
     pub dead_node_timeout: Duration,
+    /// Failed attempts at a move before it is rolled back.
+    pub move_attempts: u32,
 }
 
 impl Default for ManagerOptions {
@@ -35,6 +38,7 @@ impl Default for ManagerOptions {
         ManagerOptions {
             tick: Duration::from_millis(100),
             dead_node_timeout: Duration::from_secs(30),
+            move_attempts: 20,
         }
     }
 }
@@ -189,7 +193,7 @@ async fn status_of(node: &Node, target: NodeId, group: GroupId) -> Result<GroupS
     .await?
     {
         AdminReply::Status(s) => Ok(*s),
-        AdminReply::Done => Err(Error::Unavailable("no status".into())),
+        _ => Err(Error::Unavailable("no status".into())),
     }
 }
 
@@ -244,39 +248,23 @@ pub fn plan(map: &ShardMap, down: &BTreeSet<NodeId>) -> Option<PendingMove> {
         // Replace replicas on leaving or dead nodes.
         if let Some(bad) = replicas.iter().find(|n| unwanted(n)) {
             if let Some(to) = least_loaded(&replicas) {
-                return Some(PendingMove {
-                    group,
-                    from: Some(*bad),
-                    to: Some(to),
-                });
+                return Some(PendingMove::new(group, Some(*bad), Some(to)));
             }
             // No spare node: a leaving (live) node's replica may still go if enough remain.
             if !down.contains(bad) && replicas.len() > target {
-                return Some(PendingMove {
-                    group,
-                    from: Some(*bad),
-                    to: None,
-                });
+                return Some(PendingMove::new(group, Some(*bad), None));
             }
         }
         if replicas.len() < target {
             if let Some(to) = least_loaded(&replicas) {
-                return Some(PendingMove {
-                    group,
-                    from: None,
-                    to: Some(to),
-                });
+                return Some(PendingMove::new(group, None, Some(to)));
             }
         }
         if replicas.len() > target {
             let from = replicas
                 .iter()
                 .max_by_key(|n| (load.get(n).copied().unwrap_or(0), **n))?;
-            return Some(PendingMove {
-                group,
-                from: Some(*from),
-                to: None,
-            });
+            return Some(PendingMove::new(group, Some(*from), None));
         }
     }
     // Even out shard replicas per live node.
@@ -293,11 +281,7 @@ pub fn plan(map: &ShardMap, down: &BTreeSet<NodeId>) -> Option<PendingMove> {
             .shards
             .iter()
             .find(|s| s.replicas.contains(&max_node) && !s.replicas.contains(&min_node))?;
-        return Some(PendingMove {
-            group: shard.id,
-            from: Some(max_node),
-            to: Some(min_node),
-        });
+        return Some(PendingMove::new(shard.id, Some(max_node), Some(min_node)));
     }
     None
 }
@@ -350,15 +334,17 @@ async fn reconcile(
     let pings = map.nodes.keys().map(|n| async move {
         (
             *n,
-            admin(node, *n, AdminRequest::Ping, Duration::from_millis(300))
-                .await
-                .is_ok(),
+            admin(node, *n, AdminRequest::Ping, Duration::from_millis(300)).await,
         )
     });
-    for (n, ok) in futures::future::join_all(pings).await {
+    let mut hosted: BTreeMap<NodeId, Vec<GroupId>> = BTreeMap::new();
+    for (n, reply) in futures::future::join_all(pings).await {
         let seen = st.last_seen.entry(n).or_insert(now);
-        if ok {
+        if let Ok(reply) = reply {
             *seen = now;
+            if let AdminReply::Groups(groups) = reply {
+                hosted.insert(n, groups);
+            }
             if st.down.remove(&n) {
                 events.record("node_up", format!("node {n} is reachable again"));
             }
@@ -369,21 +355,27 @@ async fn reconcile(
             );
         }
     }
-    if let Some(mv) = map.pending_move {
-        return drive(node, &map, mv, events, st).await;
+    if let Some(mv) = map.pending_move.clone() {
+        return drive(node, options, &map, mv, events, st).await;
     }
-    if let Some(mv) = plan(&map, &st.down) {
+    if remove_orphans(node, &map, &hosted, events).await {
+        return Ok(());
+    }
+    if let Some(mut mv) = plan(&map, &st.down) {
+        // The membership the move starts from (see `PendingMove::fence`).
+        let (_, status) = find_leader(node, mv.group, &candidates(&map, &mv)).await?;
+        mv.fence = status.membership_log_id;
         let started = update_map(node, |m| {
             if m.pending_move.is_some() {
                 return Ok(false);
             }
-            m.pending_move = Some(mv);
+            m.pending_move = Some(mv.clone());
             Ok(true)
         })
         .await?;
-        if started.pending_move == Some(mv) {
+        if started.pending_move.as_ref() == Some(&mv) {
             events.record("move_started", describe(&mv));
-            return drive(node, &started, mv, events, st).await;
+            return drive(node, options, &started, mv, events, st).await;
         }
         return Ok(());
     }
@@ -423,10 +415,42 @@ fn describe(mv: &PendingMove) -> String {
     }
 }
 
-/// Drives the pending move to completion; after repeated failures, rolls it back (or, if the
-/// voter change already happened, records it as done).
+/// Nodes that may know the leader of the move's group: its replicas and the incoming one (a
+/// voter change cut short may have handed leadership to it).
+fn candidates(map: &ShardMap, mv: &PendingMove) -> Vec<NodeId> {
+    let mut nodes = map
+        .replicas_of(mv.group)
+        .map(<[NodeId]>::to_vec)
+        .unwrap_or_default();
+    nodes.extend(mv.to.filter(|t| !nodes.contains(t)));
+    nodes
+}
+
+fn sorted(mut nodes: Vec<NodeId>) -> Vec<NodeId> {
+    nodes.sort();
+    nodes
+}
+
+/// Whether this node still leads the manager's group (a local view: a partitioned old leader
+/// may still believe it does, which is why voter changes are also fenced at the shard).
+fn still_manager(node: &Node) -> Result<()> {
+    if node.raft(META_GROUP).is_some_and(|r| r.is_leader()) {
+        Ok(())
+    } else {
+        Err(Error::Unavailable(format!(
+            "node {} no longer leads the manager's group",
+            node.id()
+        )))
+    }
+}
+
+/// Drives the pending move to completion: start and catch up the new replica, hand leadership
+/// off a leaving leader, record the fence, change the voters (finishing a joint config left by
+/// an earlier attempt), record the move in the map, delete the old replica. After
+/// `move_attempts` failures, rolls it back.
 async fn drive(
     node: &Node,
+    options: &ManagerOptions,
     map: &ShardMap,
     mv: PendingMove,
     events: &EventLog,
@@ -446,7 +470,9 @@ async fn drive(
             voters.push(to);
         }
     }
+    let candidates = candidates(map, &mv);
     let outcome: Result<()> = async {
+        still_manager(node)?;
         if mv.group == META_GROUP && mv.from == Some(node.id()) {
             // The manager does not remove itself: hand the manager role over first.
             if let Some(other) = voters
@@ -468,7 +494,7 @@ async fn drive(
                 "handing the manager role over before moving it".into(),
             ));
         }
-        let (leader, status) = find_leader(node, mv.group, &replicas).await?;
+        let (leader, status) = find_leader(node, mv.group, &candidates).await?;
         if Some(leader) == mv.from {
             // Hand leadership to a staying voter first: removing the leader itself would leave
             // the group without one for an election timeout.
@@ -493,12 +519,11 @@ async fn drive(
                 )));
             }
         }
-        let mut current: Vec<NodeId> = status.voters.clone();
-        current.sort();
-        let mut wanted = voters.clone();
-        wanted.sort();
-        if current != wanted {
-            if let Some(to) = mv.to {
+        // Done only when the config is uniform with exactly the target voters: a joint config
+        // (a change cut between its two steps) counts as unfinished, whatever its union.
+        let done = status.uniform_voters().map(sorted) == Some(sorted(voters.clone()));
+        if !done {
+            if let Some(to) = mv.to.filter(|t| !status.voters.contains(t)) {
                 admin(
                     node,
                     to,
@@ -517,28 +542,29 @@ async fn drive(
                 )
                 .await?;
             }
+            let (leader, status) = find_leader(node, mv.group, &candidates).await?;
+            let fence = status.membership_log_id;
+            record_fence(node, &mv, fence.clone()).await?;
             admin(
                 node,
                 leader,
                 AdminRequest::ChangeVoters {
                     group: mv.group,
                     voters: voters.clone(),
+                    fence,
                 },
                 Duration::from_secs(30),
             )
             .await?;
         }
-        finish(node, mv, &voters).await?;
-        if let Some(from) = mv.from {
-            if !st.down.contains(&from) {
-                let _ = admin(
-                    node,
-                    from,
-                    AdminRequest::DestroyGroup { group: mv.group },
-                    Duration::from_secs(10),
-                )
-                .await;
-            }
+        if !finish(node, &mv, &voters).await? {
+            return Err(Error::Unavailable(format!(
+                "{} is no longer the pending move",
+                describe(&mv)
+            )));
+        }
+        if let Some(from) = mv.from.filter(|f| !st.down.contains(f)) {
+            let _ = destroy_if_removed(node, mv.group, &voters, from).await;
         }
         Ok(())
     }
@@ -551,81 +577,168 @@ async fn drive(
         }
         Err(e) => {
             st.move_failures += 1;
-            if st.move_failures >= 20 {
+            if st.move_failures >= options.move_attempts {
                 st.move_failures = 0;
-                roll_back(node, &replicas, mv, &voters, events).await?;
+                roll_back(node, map, &mv, &voters, events, st).await?;
             }
             Err(e)
         }
     }
 }
 
-/// Records a finished move in the map.
-async fn finish(node: &Node, mv: PendingMove, voters: &[NodeId]) -> Result<()> {
-    let voters = voters.to_vec();
-    update_map(node, |m| {
-        if m.pending_move != Some(mv) {
-            return Ok(false);
+/// Records in the map the membership the next voter change of `mv` is planned against. Fails
+/// if `mv` is no longer the pending move, or if this node cannot write the map any more.
+async fn record_fence(node: &Node, mv: &PendingMove, fence: Option<LogId>) -> Result<()> {
+    update_map(node, |m| match m.pending_move.as_mut() {
+        Some(p) if p.same_move(mv) => {
+            p.fence = fence.clone();
+            Ok(true)
         }
-        if let Some(r) = m.replicas_of_mut(mv.group) {
-            *r = voters.clone();
-        }
-        m.pending_move = None;
-        Ok(true)
+        _ => Err(Error::Unavailable(format!(
+            "{} is no longer the pending move",
+            describe(mv)
+        ))),
     })
     .await
     .map(|_| ())
 }
 
-async fn roll_back(
-    node: &Node,
-    replicas: &[NodeId],
-    mv: PendingMove,
-    voters: &[NodeId],
-    events: &EventLog,
-) -> Result<()> {
-    if let Ok((leader, status)) = find_leader(node, mv.group, replicas).await {
-        let mut current = status.voters.clone();
-        current.sort();
-        let mut wanted = voters.to_vec();
-        wanted.sort();
-        if current == wanted {
-            // The voter change went through: the move is done, only the map lagged.
-            finish(node, mv, voters).await?;
-            events.record("move_finished", describe(&mv));
-            return Ok(());
+/// Records a finished move in the map. Returns whether the map now shows it done (by this
+/// call, or already).
+async fn finish(node: &Node, mv: &PendingMove, voters: &[NodeId]) -> Result<bool> {
+    let map = update_map(node, |m| {
+        if !m.pending_move.as_ref().is_some_and(|p| p.same_move(mv)) {
+            return Ok(false);
         }
-        if let Some(to) = mv.to {
-            if !current.contains(&to) {
-                let _ = admin(
-                    node,
-                    leader,
-                    AdminRequest::RemoveNode {
-                        group: mv.group,
-                        node: to,
-                    },
-                    Duration::from_secs(10),
-                )
-                .await;
-                let _ = admin(
-                    node,
-                    to,
-                    AdminRequest::DestroyGroup { group: mv.group },
-                    Duration::from_secs(10),
-                )
-                .await;
+        if let Some(r) = m.replicas_of_mut(mv.group) {
+            *r = voters.to_vec();
+        }
+        m.pending_move = None;
+        Ok(true)
+    })
+    .await?;
+    let pending = map.pending_move.as_ref().is_some_and(|p| p.same_move(mv));
+    let replicas = map.replicas_of(mv.group).map(<[NodeId]>::to_vec);
+    Ok(!pending && replicas.map(sorted) == Some(sorted(voters.to_vec())))
+}
+
+/// Deletes `target`'s replica of `group` if, and only if, the group's current leader has
+/// committed a membership without it (and does not count it now either). A removed voter never
+/// learns that it was removed, so its own view cannot decide. Returns whether it deleted.
+async fn destroy_if_removed(
+    node: &Node,
+    group: GroupId,
+    candidates: &[NodeId],
+    target: NodeId,
+) -> Result<bool> {
+    let (leader, status) = find_leader(node, group, candidates).await?;
+    let member = leader == target
+        || status.committed_members.contains(&target)
+        || status.voters.contains(&target)
+        || status.learners.contains(&target);
+    if member {
+        return Ok(false);
+    }
+    admin(
+        node,
+        target,
+        AdminRequest::DestroyGroup { group },
+        Duration::from_secs(10),
+    )
+    .await?;
+    Ok(true)
+}
+
+/// Deletes replicas that nodes run outside the map (a node that was down while its replica
+/// moved away, a move rolled back after its new replica started), each only once the group's
+/// leader confirms it is no member. Returns whether it deleted any.
+async fn remove_orphans(
+    node: &Node,
+    map: &ShardMap,
+    hosted: &BTreeMap<NodeId, Vec<GroupId>>,
+    events: &EventLog,
+) -> bool {
+    let mut removed = false;
+    for (n, groups) in hosted {
+        for group in groups {
+            let Some(replicas) = map.replicas_of(*group) else {
+                continue;
+            };
+            if replicas.contains(n) {
+                continue;
+            }
+            match destroy_if_removed(node, *group, replicas, *n).await {
+                Ok(true) => {
+                    removed = true;
+                    events.record(
+                        "orphan_replica_removed",
+                        format!("group {group}: node {n} ran a replica outside the map"),
+                    );
+                }
+                Ok(false) => tracing::warn!(
+                    group,
+                    node = n,
+                    "a replica outside the map is still a member of its group"
+                ),
+                Err(_) => {}
             }
         }
     }
+    removed
+}
+
+/// Gives up on a move: if its voter change went through, records it as done; otherwise changes
+/// the group's membership back to the map's replicas (always writing a new membership entry,
+/// which a deposed manager's fenced change cannot pass), deletes the incoming replica, and only
+/// then clears the move from the map. Without a reachable leader nothing can be changed back:
+/// the move stays pending.
+async fn roll_back(
+    node: &Node,
+    map: &ShardMap,
+    mv: &PendingMove,
+    voters: &[NodeId],
+    events: &EventLog,
+    st: &ManagerState,
+) -> Result<()> {
+    let replicas = map
+        .replicas_of(mv.group)
+        .map(<[NodeId]>::to_vec)
+        .unwrap_or_default();
+    let candidates = candidates(map, mv);
+    let (leader, status) = find_leader(node, mv.group, &candidates).await?;
+    if status.uniform_voters().map(sorted) == Some(sorted(voters.to_vec())) {
+        // The voter change went through: the move is done, only the map lagged.
+        if finish(node, mv, voters).await? {
+            events.record("move_finished", describe(mv));
+            if let Some(from) = mv.from.filter(|f| !st.down.contains(f)) {
+                let _ = destroy_if_removed(node, mv.group, voters, from).await;
+            }
+        }
+        return Ok(());
+    }
+    admin(
+        node,
+        leader,
+        AdminRequest::ResetVoters {
+            group: mv.group,
+            voters: replicas.clone(),
+            fence: status.membership_log_id.clone(),
+        },
+        Duration::from_secs(30),
+    )
+    .await?;
+    if let Some(to) = mv.to.filter(|t| !replicas.contains(t)) {
+        let _ = destroy_if_removed(node, mv.group, &replicas, to).await;
+    }
     update_map(node, |m| {
-        if m.pending_move != Some(mv) {
+        if !m.pending_move.as_ref().is_some_and(|p| p.same_move(mv)) {
             return Ok(false);
         }
         m.pending_move = None;
         Ok(true)
     })
     .await?;
-    events.record("move_rolled_back", describe(&mv));
+    events.record("move_rolled_back", describe(mv));
     Ok(())
 }
 

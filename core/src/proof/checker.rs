@@ -331,6 +331,7 @@ mod tests {
             invoke_ns: invoke,
             return_ns: ret,
             output,
+            error_kind: None,
         }
     }
     fn put(c: u64, v: &str, i: u64, r: u64) -> Operation {

@@ -71,6 +71,10 @@ pub struct Operation {
     pub invoke_ns: u64,
     pub return_ns: u64,
     pub output: OpOutput,
+    /// For an operation that ended in an error: its kind ([`Error::kind`], e.g. `timeout`,
+    /// `unknown_node`), so failures can be counted by cause. Absent in older histories.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_kind: Option<String>,
 }
 
 /// A shared, append-only record of operations. Clones share it.
@@ -148,10 +152,13 @@ impl History {
     }
 }
 
-/// How an error ends an operation: a definite failure (nothing happened) or unknown.
+/// How an error ends an operation: a definite failure (it took no effect) or unknown. A read
+/// has no effect either way. A write is a definite failure only when it was refused before it
+/// could be applied anywhere (invalid input, a closed client); any other error, a routing one
+/// included, may come after an earlier attempt that was applied, so its outcome is unknown.
 pub fn output_of_error(e: &Error, is_read: bool) -> OpOutput {
     match e {
-        Error::InvalidArgument(_) | Error::Closed(_) | Error::UnknownNode(_) => OpOutput::Failed {
+        Error::InvalidArgument(_) | Error::Closed(_) => OpOutput::Failed {
             error: e.to_string(),
         },
         _ if is_read => OpOutput::Failed {
@@ -160,5 +167,45 @@ pub fn output_of_error(e: &Error, is_read: bool) -> OpOutput {
         _ => OpOutput::Unknown {
             error: e.to_string(),
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_write_failing_on_a_removed_node_is_unknown_not_a_definite_failure() {
+        let removed = Error::UnknownNode(5);
+        assert!(matches!(
+            output_of_error(&removed, false),
+            OpOutput::Unknown { .. }
+        ));
+        assert!(matches!(
+            output_of_error(&Error::InvalidArgument("too big".into()), false),
+            OpOutput::Failed { .. }
+        ));
+        assert!(matches!(
+            output_of_error(&removed, true),
+            OpOutput::Failed { .. }
+        ));
+    }
+
+    #[test]
+    fn error_kind_is_an_optional_field_that_old_readers_never_see() {
+        let history = History::new();
+        history.push(Operation {
+            client: 1,
+            key: b"k".to_vec(),
+            input: OpInput::Get,
+            invoke_ns: 1,
+            return_ns: 2,
+            output: OpOutput::Value { value: None },
+            error_kind: None,
+        });
+        let line = history.to_jsonl();
+        assert!(!line.contains("error_kind"), "{line}");
+        let ops = History::from_jsonl(&line).expect("parse");
+        assert_eq!(ops[0].error_kind, None);
     }
 }

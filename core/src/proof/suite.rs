@@ -130,6 +130,11 @@ pub struct RunReport {
     pub recovery: Option<Duration>,
     pub recovery_bound: Duration,
     pub stale: StaleStats,
+    /// Operations that failed for certain, by error kind (`timeout`, `unknown_node`, ...).
+    pub definite_failures: BTreeMap<String, usize>,
+    /// Where the map and the groups' memberships disagreed after healing (see
+    /// [`EmbeddedCluster::placement_problems`]); empty when they agree.
+    pub placement_problems: Vec<String>,
     pub history: History,
 }
 
@@ -139,8 +144,22 @@ impl RunReport {
             && self.lost_appends.is_empty()
             && self.duplicated_appends.is_empty()
             && self.recovery.is_some_and(|r| r <= self.recovery_bound)
+            && self.routing_failures() == 0
+            && self.placement_problems.is_empty()
+    }
+
+    /// Definite failures that only say a request went to the wrong place: a client must route
+    /// around those (retry elsewhere), never hand them to its caller.
+    pub fn routing_failures(&self) -> usize {
+        ROUTING_KINDS
+            .iter()
+            .filter_map(|k| self.definite_failures.get(*k))
+            .sum()
     }
 }
+
+/// Error kinds that are about routing, not about the cluster's ability to serve.
+const ROUTING_KINDS: [&str; 4] = ["not_leader", "wrong_shard", "group_not_hosted", "unknown_node"];
 
 impl fmt::Display for RunReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -161,7 +180,7 @@ impl fmt::Display for RunReport {
         };
         write!(
             f,
-            "{} seed={} ops={} (unknown {}) {} lost={} duplicated={} recovery={:?} (bound {:?}) stale: {} reads, max {} entries / {:.1} ms behind, mean {:.1} entries / {:.1} ms -> {}",
+            "{} seed={} ops={} (unknown {}) {} lost={} duplicated={} recovery={:?} (bound {:?}) failed: {:?} placement: {} stale: {} reads, max {} entries / {:.1} ms behind, mean {:.1} entries / {:.1} ms -> {}",
             self.nemesis,
             self.seed,
             self.operations,
@@ -171,6 +190,12 @@ impl fmt::Display for RunReport {
             self.duplicated_appends.len(),
             self.recovery,
             self.recovery_bound,
+            self.definite_failures,
+            if self.placement_problems.is_empty() {
+                "agrees".to_string()
+            } else {
+                format!("{:?}", self.placement_problems)
+            },
             self.stale.reads,
             self.stale.max_entries_behind,
             self.stale.max_ms_behind,
@@ -323,7 +348,22 @@ pub async fn run(options: RunOptions) -> Result<RunReport> {
             finals.insert(key.clone(), v.unwrap_or_default());
         }
     }
+    // The map and every group's membership agree, and every voter holds its data.
+    let placement_problems = cluster
+        .placement_problems(if recovery.is_some() {
+            Duration::from_secs(30)
+        } else {
+            Duration::ZERO
+        })
+        .await;
     let ops = history.operations();
+    let mut definite_failures: BTreeMap<String, usize> = BTreeMap::new();
+    for op in &ops {
+        if let crate::proof::history::OpOutput::Failed { .. } = op.output {
+            let kind = op.error_kind.clone().unwrap_or_else(|| "other".into());
+            *definite_failures.entry(kind).or_default() += 1;
+        }
+    }
     let verdict = tokio::task::spawn_blocking({
         let ops = ops.clone();
         move || check(&ops, options.check)
@@ -347,6 +387,8 @@ pub async fn run(options: RunOptions) -> Result<RunReport> {
         recovery,
         recovery_bound: bound,
         stale,
+        definite_failures,
+        placement_problems,
         history,
     };
     match Arc::try_unwrap(cluster) {

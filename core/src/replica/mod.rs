@@ -1,6 +1,7 @@
 //! One node's replicas: the node (its Raft groups, client and peer request handling), the
 //! node-to-node network seam, and the storage every group on the node shares.
 
+pub mod failpoints;
 pub mod network;
 pub mod node;
 pub mod storage;

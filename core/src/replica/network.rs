@@ -20,7 +20,7 @@ use crate::replica::node::GroupStatus;
 use crate::routing::sharding::ShardMap;
 use crate::replica::storage::SnapshotFile;
 use crate::types::{
-    ClientRequest, ClientResponse, GroupId, NodeId, SnapshotMeta, TypeConfig, Vote,
+    ClientRequest, ClientResponse, GroupId, LogId, NodeId, SnapshotMeta, TypeConfig, Vote,
 };
 
 /// A Raft RPC of one group.
@@ -48,6 +48,7 @@ pub enum RaftReply {
 /// What the shard manager asks of a node.
 #[derive(Debug, Clone)]
 pub enum AdminRequest {
+    /// Are you there? Answered with the groups the node runs.
     Ping,
     /// Start (or keep) a replica of `group`; an empty one waits to be added by its leader.
     StartGroup {
@@ -62,10 +63,21 @@ pub enum AdminRequest {
         group: GroupId,
         node: NodeId,
     },
-    /// On the group's leader: make `voters` the voter set (joint consensus inside).
+    /// On the group's leader: make `voters` the voter set (joint consensus inside). With a
+    /// `fence`, only while the group's effective membership is the one logged at it.
     ChangeVoters {
         group: GroupId,
         voters: Vec<NodeId>,
+        fence: Option<LogId>,
+    },
+    /// On the group's leader: make the membership uniform with exactly `voters` and no other
+    /// learners, always writing at least one membership entry (so any change fenced by an
+    /// earlier membership is refused from then on). `fence`: the membership this is planned
+    /// against.
+    ResetVoters {
+        group: GroupId,
+        voters: Vec<NodeId>,
+        fence: Option<LogId>,
     },
     /// On the group's leader: drop `node` (a learner that will not be promoted).
     RemoveNode {
@@ -88,6 +100,8 @@ pub enum AdminRequest {
 pub enum AdminReply {
     Done,
     Status(Box<GroupStatus>),
+    /// The groups a node runs (the answer to `Ping`).
+    Groups(Vec<GroupId>),
 }
 
 /// What one node sends another.

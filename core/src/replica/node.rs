@@ -10,10 +10,12 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use openraft::async_runtime::watch::WatchReceiver;
 use openraft::errors::{ClientWriteError, LinearizableReadError, RaftError};
 use openraft::storage::Snapshot;
-use openraft::{BasicNode, ChangeMembers, ReadPolicy};
+use openraft::raft::Precondition;
+use openraft::{BasicNode, ChangeMembers, EntryPayload, Membership, ReadPolicy};
 
 use crate::config::{Limits, RaftTiming, StorageOptions, TestSwitches};
 use crate::error::{Error, Result};
+use crate::replica::failpoints::Failpoints;
 use crate::replica::network::{AdminReply, AdminRequest};
 use crate::replica::network::{
     GroupNetworkFactory, PeerRequest, PeerResponse, PeerTransport, RaftReply, RaftRpc,
@@ -22,8 +24,8 @@ use crate::routing::sharding::{ShardMap, META_GROUP};
 use crate::replica::storage::identity::Identity;
 use crate::replica::storage::{NodeStore, StorageStats};
 use crate::types::{
-    ClientRequest, ClientResponse, CommandResult, GroupId, NodeId, Proposal, ProposalBody, Raft,
-    ReadConsistency, TypeConfig,
+    ClientRequest, ClientResponse, CommandResult, GroupId, LogId, NodeId, Proposal, ProposalBody,
+    Raft, ReadConsistency, TypeConfig,
 };
 
 /// Everything a node needs to start.
@@ -35,6 +37,8 @@ pub struct NodeConfig {
     pub limits: Limits,
     pub storage: StorageOptions,
     pub testing: TestSwitches,
+    /// Faults armed at run time inside voter changes (tests only; all off by default).
+    pub failpoints: Arc<Failpoints>,
 }
 
 /// Role and progress of one group on one node.
@@ -48,9 +52,36 @@ pub struct GroupStatus {
     pub last_log_index: Option<u64>,
     pub committed_index: Option<u64>,
     pub applied_index: Option<u64>,
+    /// Every voter, of both halves while the config is joint.
     pub voters: Vec<NodeId>,
     pub snapshot_index: Option<u64>,
     pub purged_index: Option<u64>,
+    /// The voter sets of the effective membership: one when uniform, two while joint.
+    #[serde(default)]
+    pub voter_sets: Vec<Vec<NodeId>>,
+    #[serde(default)]
+    pub learners: Vec<NodeId>,
+    /// Log id of the effective membership (what a fenced voter change names).
+    #[serde(default)]
+    pub membership_log_id: Option<LogId>,
+    /// Voters and learners of the membership this node knows to be committed.
+    #[serde(default)]
+    pub committed_members: Vec<NodeId>,
+}
+
+impl GroupStatus {
+    /// Whether the membership is joint: a voter change stopped between its two steps.
+    pub fn is_joint(&self) -> bool {
+        self.voter_sets.len() > 1
+    }
+
+    /// The voters, if the membership is uniform.
+    pub fn uniform_voters(&self) -> Option<Vec<NodeId>> {
+        match &self.voter_sets[..] {
+            [only] => Some(only.clone()),
+            _ => None,
+        }
+    }
 }
 
 pub struct Node {
@@ -200,6 +231,21 @@ impl Node {
             voters: m.membership_config.membership().voter_ids().collect(),
             snapshot_index: m.snapshot.as_ref().map(|l| l.index),
             purged_index: m.purged.as_ref().map(|l| l.index),
+            voter_sets: m
+                .membership_config
+                .membership()
+                .get_joint_config()
+                .iter()
+                .map(|set| set.iter().copied().collect())
+                .collect(),
+            learners: m.membership_config.membership().learner_ids().collect(),
+            membership_log_id: m.membership_config.log_id().clone(),
+            committed_members: m
+                .committed_membership_config
+                .membership()
+                .nodes()
+                .map(|(id, _)| *id)
+                .collect(),
         })
     }
 
@@ -307,7 +353,7 @@ impl Node {
             Error::Unavailable(format!("group {group}: {e}"))
         };
         match request {
-            AdminRequest::Ping => Ok(AdminReply::Done),
+            AdminRequest::Ping => Ok(AdminReply::Groups(self.groups())),
             AdminRequest::StartGroup { group } => {
                 self.start_group(group).await?;
                 Ok(AdminReply::Done)
@@ -329,12 +375,20 @@ impl Node {
                 .map_err(|e| raft_err(group, &e))?;
                 Ok(AdminReply::Done)
             }
-            AdminRequest::ChangeVoters { group, voters } => {
-                let raft = self.raft_or_wrong_shard(group)?;
-                let voters: BTreeSet<NodeId> = voters.into_iter().collect();
-                raft.change_membership(ChangeMembers::ReplaceAllVoters(voters), false)
-                    .await
-                    .map_err(|e| raft_err(group, &e))?;
+            AdminRequest::ChangeVoters {
+                group,
+                voters,
+                fence,
+            } => {
+                self.change_voters(group, voters, fence).await?;
+                Ok(AdminReply::Done)
+            }
+            AdminRequest::ResetVoters {
+                group,
+                voters,
+                fence,
+            } => {
+                self.reset_voters(group, voters, fence).await?;
                 Ok(AdminReply::Done)
             }
             AdminRequest::RemoveNode { group, node } => {
@@ -361,6 +415,123 @@ impl Node {
                 Ok(AdminReply::Done)
             }
         }
+    }
+
+    /// Makes `voters` the voter set of `group` (this node leads it), through joint consensus.
+    /// With a `fence`, only while the effective membership is still the one logged there: a
+    /// change planned against an older membership is refused.
+    async fn change_voters(
+        &self,
+        group: GroupId,
+        voters: Vec<NodeId>,
+        fence: Option<LogId>,
+    ) -> Result<()> {
+        let raft = self.raft_or_wrong_shard(group)?;
+        let failpoints = &self.config.failpoints;
+        if !failpoints.held(self.id()).await && failpoints.take_fail() {
+            return Err(Error::Unavailable(format!(
+                "group {group}: voter change failed (failpoint)"
+            )));
+        }
+        let voters: BTreeSet<NodeId> = voters.into_iter().collect();
+        let fence = fence.map(|f| Precondition::LastMembershipLogId {
+            last_membership_log_id: Some(f),
+        });
+        let moves_voters = {
+            let stored = raft.metrics().borrow_watched().membership_config.clone();
+            stored.membership().get_joint_config()[..] != [voters.clone()]
+                && stored.membership().get_joint_config().len() == 1
+        };
+        if moves_voters && failpoints.take_interrupt() {
+            return self.stop_after_joint_step(&raft, group, voters).await;
+        }
+        raft.change_membership_if(ChangeMembers::ReplaceAllVoters(voters), false, fence)
+            .await
+            .map_err(|e| Error::Unavailable(format!("group {group}: {e}")))?;
+        Ok(())
+    }
+
+    /// Makes `group`'s membership uniform with exactly `voters`, and no learners besides, by
+    /// changes that each write a membership entry; if nothing differs, writes the same membership
+    /// again. Either way the effective membership's log id moves on, so a voter change fenced by
+    /// an earlier one (a deposed manager's) is refused from then on.
+    async fn reset_voters(
+        &self,
+        group: GroupId,
+        voters: Vec<NodeId>,
+        fence: Option<LogId>,
+    ) -> Result<()> {
+        let raft = self.raft_or_wrong_shard(group)?;
+        let unavailable = |e: &dyn std::fmt::Display| Error::Unavailable(format!("group {group}: {e}"));
+        let voters: BTreeSet<NodeId> = voters.into_iter().collect();
+        let stored = raft.metrics().borrow_watched().membership_config.clone();
+        if fence.is_some() && fence != *stored.log_id() {
+            return Err(Error::Unavailable(format!(
+                "group {group}: membership changed since {fence:?}"
+            )));
+        }
+        let observed = [Precondition::LastMembershipLogId {
+            last_membership_log_id: stored.log_id().clone(),
+        }];
+        let current = stored.membership();
+        let extra_learners: BTreeSet<NodeId> =
+            current.learner_ids().filter(|l| !voters.contains(l)).collect();
+        if current.get_joint_config()[..] != [voters.clone()] {
+            raft.change_membership_if(ChangeMembers::ReplaceAllVoters(voters.clone()), false, observed)
+                .await
+                .map_err(|e| unavailable(&e))?;
+        } else if extra_learners.is_empty() {
+            raft.append_membership(current.clone(), EntryPayload::Blank, observed)
+                .await
+                .map_err(|e| unavailable(&e))?;
+        }
+        let learners: BTreeSet<NodeId> = raft
+            .metrics()
+            .borrow_watched()
+            .membership_config
+            .membership()
+            .learner_ids()
+            .filter(|l| !voters.contains(l))
+            .collect();
+        if !learners.is_empty() {
+            raft.change_membership(ChangeMembers::RemoveNodes(learners), false)
+                .await
+                .map_err(|e| unavailable(&e))?;
+        }
+        Ok(())
+    }
+
+    /// The failpoint of a voter change cut between its steps: commits only the joint config, then
+    /// hands leadership to another voter and fails, as a leader change or a timed-out caller does.
+    async fn stop_after_joint_step(
+        &self,
+        raft: &Raft,
+        group: GroupId,
+        voters: BTreeSet<NodeId>,
+    ) -> Result<()> {
+        let stored = raft.metrics().borrow_watched().membership_config.clone();
+        let current = stored.membership();
+        let [old] = &current.get_joint_config()[..] else {
+            return Err(Error::Unavailable(format!(
+                "group {group}: membership is joint already"
+            )));
+        };
+        let nodes: BTreeMap<NodeId, BasicNode> =
+            current.nodes().map(|(id, n)| (*id, n.clone())).collect();
+        let joint = Membership::new(vec![old.clone(), voters.clone()], nodes)
+            .map_err(|e| Error::InvalidArgument(format!("group {group}: {e}")))?;
+        let fence = Precondition::LastMembershipLogId {
+            last_membership_log_id: stored.log_id().clone(),
+        };
+        raft.append_membership(joint, EntryPayload::Blank, [fence])
+            .await
+            .map_err(|e| Error::Unavailable(format!("group {group}: {e}")))?;
+        if let Some(to) = voters.iter().find(|v| **v != self.id()) {
+            let _ = raft.trigger().transfer_leader(*to).await;
+        }
+        Err(Error::Unavailable(format!(
+            "group {group}: voter change interrupted after the joint step (failpoint)"
+        )))
     }
 
     /// Stops this node's replica of `group` (its data stays).

@@ -99,13 +99,17 @@ struct GroupSession {
     in_flight: BTreeSet<u64>,
 }
 
+type SessionSlot = Arc<tokio::sync::Mutex<Option<GroupSession>>>;
+
 struct Shared {
     transport: Arc<dyn Transport>,
     options: ClientOptions,
     leader_hints: Mutex<HashMap<GroupId, NodeId>>,
     map: RwLock<Option<Arc<ShardMap>>>,
     map_refreshes: AtomicU64,
-    sessions: tokio::sync::Mutex<HashMap<GroupId, GroupSession>>,
+    /// One slot per group, each behind its own lock: opening a session with one group (a round
+    /// trip that may wait out a leaderless shard) holds up no other group's writes.
+    sessions: Mutex<HashMap<GroupId, SessionSlot>>,
     closed: AtomicBool,
     rotate: AtomicUsize,
 }
@@ -129,7 +133,7 @@ impl Client {
                 leader_hints: Mutex::new(HashMap::new()),
                 map: RwLock::new(None),
                 map_refreshes: AtomicU64::new(0),
-                sessions: tokio::sync::Mutex::new(HashMap::new()),
+                sessions: Mutex::new(HashMap::new()),
                 closed: AtomicBool::new(false),
                 rotate: AtomicUsize::new(0),
             }),
@@ -172,6 +176,7 @@ impl Client {
                 Ok(v) => output(v),
                 Err(e) => output_of_error(e, is_read),
             },
+            error_kind: result.as_ref().err().map(|e| e.kind().to_string()),
         });
         result
     }
@@ -619,24 +624,35 @@ impl Client {
         }
     }
 
+    /// This client's session slot for `group` (created empty on first use).
+    fn session_slot(&self, group: GroupId) -> SessionSlot {
+        let mut slots = self
+            .shared
+            .sessions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        slots.entry(group).or_default().clone()
+    }
+
     /// Allocates the next sequence number of this client's session with `group`, opening the
-    /// session first if there is none.
+    /// session first if there is none. Only this group's slot is locked meanwhile.
     async fn begin_write(&self, group: GroupId) -> Result<SessionRef> {
-        let mut sessions = self.shared.sessions.lock().await;
-        let s = match sessions.entry(group) {
-            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
-            std::collections::hash_map::Entry::Vacant(e) => {
-                let id = match self.execute(ClientRequest::OpenSession { group }).await? {
-                    ClientResponse::Write(CommandResult::SessionOpened { session }) => session,
-                    other => return Err(unexpected(other)),
-                };
-                e.insert(GroupSession {
-                    id,
-                    next_seq: 1,
-                    in_flight: BTreeSet::new(),
-                })
-            }
-        };
+        let slot = self.session_slot(group);
+        let mut session = slot.lock().await;
+        if session.is_none() {
+            let id = match self.execute(ClientRequest::OpenSession { group }).await? {
+                ClientResponse::Write(CommandResult::SessionOpened { session }) => session,
+                other => return Err(unexpected(other)),
+            };
+            *session = Some(GroupSession {
+                id,
+                next_seq: 1,
+                in_flight: BTreeSet::new(),
+            });
+        }
+        let s = session
+            .as_mut()
+            .ok_or_else(|| Error::Unavailable("session slot emptied".into()))?;
         let seq = s.next_seq;
         s.next_seq += 1;
         s.in_flight.insert(seq);
@@ -649,7 +665,7 @@ impl Client {
     }
 
     async fn end_write(&self, group: GroupId, r: SessionRef) {
-        if let Some(s) = self.shared.sessions.lock().await.get_mut(&group) {
+        if let Some(s) = self.session_slot(group).lock().await.as_mut() {
             if s.id == r.session {
                 s.in_flight.remove(&r.seq);
             }
@@ -657,15 +673,16 @@ impl Client {
     }
 
     async fn forget_session(&self, group: GroupId, session: u64) {
-        let mut sessions = self.shared.sessions.lock().await;
-        if sessions.get(&group).is_some_and(|s| s.id == session) {
-            sessions.remove(&group);
+        let slot = self.session_slot(group);
+        let mut s = slot.lock().await;
+        if s.as_ref().is_some_and(|s| s.id == session) {
+            *s = None;
         }
     }
 
     /// The session id this client uses with `group`, if one is open.
     pub async fn session_id(&self, group: GroupId) -> Option<u64> {
-        self.shared.sessions.lock().await.get(&group).map(|s| s.id)
+        self.session_slot(group).lock().await.as_ref().map(|s| s.id)
     }
 
     // ----- sending with retries -----
@@ -758,6 +775,19 @@ impl Client {
                     }
                     last_err = Some(e);
                 }
+                // The node left the cluster (a stale hint or map named it): nothing reached it,
+                // so drop the hint, take a fresh map from a node that is still a member, and
+                // try another replica.
+                (Err(e @ Error::UnknownNode(_)), _) if self.pinned.is_none() => {
+                    if let Some(g) = group {
+                        self.set_hint(g, None);
+                    }
+                    self.shared.rotate.fetch_add(1, Ordering::Relaxed);
+                    if let Ok(other) = self.target(None) {
+                        self.refresh_map_from(other).await;
+                    }
+                    last_err = Some(e);
+                }
                 (Err(e), _) if e.is_retryable() => {
                     if self.pinned.is_none() {
                         if let Some(g) = group {
@@ -805,6 +835,8 @@ impl Client {
             return Ok(n);
         }
         let rotate = self.shared.rotate.load(Ordering::Relaxed);
+        // Only nodes the transport still knows: a hint or a cached map may name one that left.
+        let nodes = self.shared.transport.nodes();
         if let Some(g) = group {
             let hint = self
                 .shared
@@ -812,17 +844,22 @@ impl Client {
                 .lock()
                 .ok()
                 .and_then(|h| h.get(&g).copied());
-            if let Some(n) = hint {
+            if let Some(n) = hint.filter(|n| nodes.contains(n)) {
                 return Ok(n);
             }
             let map = self.shared.map.read().ok().and_then(|m| m.clone());
-            if let Some(replicas) = map.as_ref().and_then(|m| m.shard(g)).map(|s| &s.replicas) {
+            if let Some(replicas) = map.as_ref().and_then(|m| m.shard(g)).map(|s| {
+                s.replicas
+                    .iter()
+                    .copied()
+                    .filter(|n| nodes.contains(n))
+                    .collect::<Vec<_>>()
+            }) {
                 if !replicas.is_empty() {
                     return Ok(replicas[rotate % replicas.len()]);
                 }
             }
         }
-        let nodes = self.shared.transport.nodes();
         if nodes.is_empty() {
             return Err(Error::Unavailable("no nodes known".into()));
         }

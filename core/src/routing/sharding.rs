@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::types::{GroupId, NodeId};
+use crate::types::{GroupId, LogId, NodeId};
 
 /// Position of `key` on the hash ring.
 pub fn ring_position(key: &[u8]) -> u64 {
@@ -50,11 +50,33 @@ pub enum NodeState {
 
 /// One replica move in progress: add `to` (if any), then remove `from` (if any). Recorded in the
 /// map before it starts, so a new manager leader finishes or rolls it back.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PendingMove {
     pub group: GroupId,
     pub from: Option<NodeId>,
     pub to: Option<NodeId>,
+    /// The log id of the group's membership that the next voter change is planned against,
+    /// recorded here before the change is proposed: the group's Raft refuses a change whose
+    /// fence is not its current membership, so a manager that could no longer write the map (a
+    /// deposed one) cannot change the group's voters.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fence: Option<LogId>,
+}
+
+impl PendingMove {
+    pub fn new(group: GroupId, from: Option<NodeId>, to: Option<NodeId>) -> Self {
+        PendingMove {
+            group,
+            from,
+            to,
+            fence: None,
+        }
+    }
+
+    /// Whether `other` is the same move (whatever fence either carries).
+    pub fn same_move(&self, other: &PendingMove) -> bool {
+        (self.group, self.from, self.to) == (other.group, other.from, other.to)
+    }
 }
 
 /// The cluster map: which shard owns which part of the ring, and where its replicas live.

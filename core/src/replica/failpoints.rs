@@ -1,0 +1,96 @@
+//! Faults injected inside a node's handling of voter changes, armed at run time by tests. The
+//! network faults of the embedded cluster lose or delay whole messages; these reach the moments
+//! between the steps of one membership change, which message faults cannot aim at. The embedded
+//! cluster shares one set among its nodes ([`EmbeddedCluster::failpoints`]); all are off by
+//! default and cost one atomic load when off.
+//!
+//! [`EmbeddedCluster::failpoints`]: crate::EmbeddedCluster::failpoints
+
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+
+use crate::types::NodeId;
+
+use tokio::sync::Notify;
+
+#[derive(Debug, Default)]
+pub struct Failpoints {
+    interrupt_after_joint: AtomicU32,
+    fail_voter_changes: AtomicU32,
+    hold_armed: AtomicBool,
+    holding: AtomicBool,
+    /// The node holding the held change (0: none yet).
+    holder: AtomicU64,
+    release: Notify,
+}
+
+impl Failpoints {
+    /// The next `n` voter changes stop once the joint config is committed: leadership moves to
+    /// another voter and the caller gets an error, as when the leader changes or the caller's
+    /// call times out between openraft's two steps. The group is left in joint consensus.
+    pub fn interrupt_after_joint_step(&self, n: u32) {
+        self.interrupt_after_joint.store(n, Ordering::SeqCst);
+    }
+
+    /// The next `n` voter changes fail before changing anything.
+    pub fn fail_voter_changes(&self, n: u32) {
+        self.fail_voter_changes.store(n, Ordering::SeqCst);
+    }
+
+    /// The next voter change waits at the node that received it until [`release`](Self::release):
+    /// a request delayed in the network, delivered after its sender lost its role.
+    pub fn hold_next_voter_change(&self) {
+        self.hold_armed.store(true, Ordering::SeqCst);
+    }
+
+    /// Interruptions armed by [`interrupt_after_joint_step`](Self::interrupt_after_joint_step)
+    /// that have not fired yet.
+    pub fn interrupts_left(&self) -> u32 {
+        self.interrupt_after_joint.load(Ordering::SeqCst)
+    }
+
+    /// Voter-change failures armed that have not fired yet.
+    pub fn failures_left(&self) -> u32 {
+        self.fail_voter_changes.load(Ordering::SeqCst)
+    }
+
+    /// The node where the held voter change waits (or waited).
+    pub fn holder(&self) -> Option<NodeId> {
+        Some(self.holder.load(Ordering::SeqCst)).filter(|n| *n != 0)
+    }
+
+    /// Whether a voter change is waiting for [`release`](Self::release).
+    pub fn is_holding(&self) -> bool {
+        self.holding.load(Ordering::SeqCst)
+    }
+
+    /// Lets the held voter change go on.
+    pub fn release(&self) {
+        self.release.notify_one();
+    }
+
+    /// Called when a voter change arrives: waits if it is to be held. Returns whether it was.
+    pub(crate) async fn held(&self, node: NodeId) -> bool {
+        if !self.hold_armed.swap(false, Ordering::SeqCst) {
+            return false;
+        }
+        self.holder.store(node, Ordering::SeqCst);
+        self.holding.store(true, Ordering::SeqCst);
+        self.release.notified().await;
+        self.holding.store(false, Ordering::SeqCst);
+        true
+    }
+
+    pub(crate) fn take_fail(&self) -> bool {
+        take_one(&self.fail_voter_changes)
+    }
+
+    pub(crate) fn take_interrupt(&self) -> bool {
+        take_one(&self.interrupt_after_joint)
+    }
+}
+
+fn take_one(counter: &AtomicU32) -> bool {
+    counter
+        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+        .is_ok()
+}
