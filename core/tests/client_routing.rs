@@ -100,14 +100,20 @@ async fn removed_node_in_a_clients_hints_and_map_costs_no_write() {
     assert!(acked.len() > 20, "the busy client got work done");
     let check = cluster.client();
     let got = check
-        .batch_get(&acked.keys().collect::<Vec<_>>(), ReadConsistency::Linearizable)
+        .batch_get(
+            &acked.keys().collect::<Vec<_>>(),
+            ReadConsistency::Linearizable,
+        )
         .await
         .expect("read back");
     for ((k, v), got) in acked.iter().zip(got) {
         assert_eq!(got.as_deref(), Some(v.as_bytes()), "write {k} lost");
     }
     for k in keys.values() {
-        assert_eq!(check.get(k).await.expect("get").as_deref(), Some(&b"after"[..]));
+        assert_eq!(
+            check.get(k).await.expect("get").as_deref(),
+            Some(&b"after"[..])
+        );
     }
     cluster.shutdown().await.expect("shutdown");
 }
@@ -141,7 +147,10 @@ async fn a_leaderless_shard_does_not_stall_a_fresh_clients_writes_to_other_shard
         let started = Instant::now();
         fresh.put(k, "warm").await.expect("write");
         usual = usual.max(started.elapsed());
-        println!("fresh client, first write to shard {shard}: {:?}", started.elapsed());
+        println!(
+            "fresh client, first write to shard {shard}: {:?}",
+            started.elapsed()
+        );
     }
     let dead_shard = 0;
     let down = map.shard(dead_shard).expect("shard").replicas[0];
@@ -161,19 +170,27 @@ async fn a_leaderless_shard_does_not_stall_a_fresh_clients_writes_to_other_shard
             let (client, s, k) = (client.clone(), *s, k.clone());
             tokio::spawn(async move {
                 let started = Instant::now();
-                client.put(&k, "while-one-shard-is-down").await.expect("write");
+                client
+                    .put(&k, "while-one-shard-is-down")
+                    .await
+                    .expect("write");
                 (s, started.elapsed())
             })
         })
         .collect::<Vec<_>>();
     for task in others {
         let (shard, took) = task.await.expect("task");
-        println!("shard {shard}: {took:?} while shard {dead_shard} has no replica up (usual {usual:?})");
+        println!(
+            "shard {shard}: {took:?} while shard {dead_shard} has no replica up (usual {usual:?})"
+        );
         assert!(
             took < Duration::from_secs(2),
             "a write to shard {shard} waited {took:?} behind the leaderless shard {dead_shard}"
         );
     }
-    assert!(stuck.await.expect("task").is_err(), "shard {dead_shard} had no replica");
+    assert!(
+        stuck.await.expect("task").is_err(),
+        "shard {dead_shard} had no replica"
+    );
     cluster.shutdown().await.expect("shutdown");
 }

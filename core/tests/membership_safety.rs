@@ -11,7 +11,12 @@ use scalestore::{ClusterOptions, EmbeddedCluster, ManagerOptions, ReadConsistenc
 
 const SETTLE: Duration = Duration::from_secs(60);
 
-async fn start(nodes: usize, shards: usize, replication: usize, move_attempts: u32) -> EmbeddedCluster {
+async fn start(
+    nodes: usize,
+    shards: usize,
+    replication: usize,
+    move_attempts: u32,
+) -> EmbeddedCluster {
     let cluster = EmbeddedCluster::start(ClusterOptions {
         nodes,
         shards,
@@ -163,8 +168,15 @@ async fn fenced_voter_change_from_a_deposed_manager_is_refused_after_the_roll_ba
         cluster.faults().isolate(old_manager);
     }
     let deadline = Instant::now() + Duration::from_secs(30);
-    while !cluster.events().iter().any(|e| e.kind == "move_rolled_back") {
-        assert!(Instant::now() < deadline, "the new manager did not roll back");
+    while !cluster
+        .events()
+        .iter()
+        .any(|e| e.kind == "move_rolled_back")
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the new manager did not roll back"
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     assert!(cluster.map().pending_move.is_none());

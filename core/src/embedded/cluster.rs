@@ -9,18 +9,18 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
-use crate::routing::client::{Client, ClientOptions};
 use crate::config::{Limits, RaftTiming, StorageOptions, TestSwitches};
-use crate::error::{Error, Result};
-use crate::placement::events::{Event, EventLog};
 use crate::embedded::faults::Faults;
 use crate::embedded::inproc::InProcNetwork;
+use crate::error::{Error, Result};
+use crate::placement::events::{Event, EventLog};
 use crate::placement::manager::{self, ManagerOptions};
 use crate::replica::failpoints::Failpoints;
 use crate::replica::node::{GroupStatus, Node, NodeConfig};
-use crate::routing::sharding::{NodeState, RingRange, ShardMap, META_GROUP};
 use crate::replica::storage::identity::write_synced;
 use crate::replica::storage::{lose_unsynced_writes, StorageStats};
+use crate::routing::client::{Client, ClientOptions};
+use crate::routing::sharding::{NodeState, RingRange, ShardMap, META_GROUP};
 use crate::routing::transport::Transport;
 use crate::types::{GroupId, NodeId};
 
@@ -846,10 +846,8 @@ impl EmbeddedCluster {
         if let Some(mv) = &map.pending_move {
             problems.push(format!("a move is pending: {mv:?}"));
         }
-        let nodes: BTreeMap<NodeId, Arc<Node>> = self
-            .lock_nodes()
-            .map(|n| n.clone())
-            .unwrap_or_default();
+        let nodes: BTreeMap<NodeId, Arc<Node>> =
+            self.lock_nodes().map(|n| n.clone()).unwrap_or_default();
         let groups = map.shard_ids().into_iter().chain([META_GROUP]);
         for group in groups {
             let mut replicas = map.replicas_of(group).unwrap_or_default().to_vec();

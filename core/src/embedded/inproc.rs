@@ -6,8 +6,8 @@ use std::sync::{Arc, RwLock};
 
 use async_trait::async_trait;
 
-use crate::error::{Error, Result};
 use crate::embedded::faults::Faults;
+use crate::error::{Error, Result};
 use crate::replica::network::{PeerRequest, PeerResponse, PeerTransport};
 use crate::replica::node::Node;
 use crate::routing::transport::Transport;

@@ -16,8 +16,7 @@ use crate::replica::network::{AdminReply, AdminRequest, PeerRequest, PeerRespons
 use crate::replica::node::{GroupStatus, Node};
 use crate::routing::sharding::{NodeState, PendingMove, ShardMap, META_GROUP};
 use crate::types::{
-    ClientRequest, ClientResponse, Command, CommandResult, GroupId, LogId, NodeId,
-    ReadConsistency,
+    ClientRequest, ClientResponse, Command, CommandResult, GroupId, LogId, NodeId, ReadConsistency,
 };
 
 /// The key of the cluster map in the manager's group.
@@ -544,7 +543,7 @@ async fn drive(
             }
             let (leader, status) = find_leader(node, mv.group, &candidates).await?;
             let fence = status.membership_log_id;
-            record_fence(node, &mv, fence.clone()).await?;
+            record_fence(node, &mv, fence).await?;
             admin(
                 node,
                 leader,
@@ -591,7 +590,7 @@ async fn drive(
 async fn record_fence(node: &Node, mv: &PendingMove, fence: Option<LogId>) -> Result<()> {
     update_map(node, |m| match m.pending_move.as_mut() {
         Some(p) if p.same_move(mv) => {
-            p.fence = fence.clone();
+            p.fence = fence;
             Ok(true)
         }
         _ => Err(Error::Unavailable(format!(
@@ -722,7 +721,7 @@ async fn roll_back(
         AdminRequest::ResetVoters {
             group: mv.group,
             voters: replicas.clone(),
-            fence: status.membership_log_id.clone(),
+            fence: status.membership_log_id,
         },
         Duration::from_secs(30),
     )
@@ -793,9 +792,27 @@ async fn balance_leaders(
 ) -> Result<()> {
     let mut leader_of = BTreeMap::new();
     for shard in &map.shards {
-        let Ok((leader, _)) = find_leader(node, shard.id, &shard.replicas).await else {
+        let Ok((leader, status)) = find_leader(node, shard.id, &shard.replicas).await else {
             continue;
         };
+        if status.is_joint() {
+            // A voter change cut between its steps with no move left to finish it (say, by an
+            // older version): settle it on the map's replicas.
+            let reset = AdminRequest::ResetVoters {
+                group: shard.id,
+                voters: shard.replicas.clone(),
+                fence: status.membership_log_id,
+            };
+            admin(node, leader, reset, Duration::from_secs(30)).await?;
+            events.record(
+                "membership_repaired",
+                format!(
+                    "shard {}: joint config {:?} settled on {:?}",
+                    shard.id, status.voter_sets, shard.replicas
+                ),
+            );
+            return Ok(());
+        }
         if let Some(prev) = st.leaders.insert(shard.id, leader) {
             if prev != leader {
                 events.record(

@@ -16,14 +16,14 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 
-use crate::proof::checker::{check, CheckOptions, Verdict};
-use crate::routing::client::{Client, ClientOptions};
-use crate::embedded::cluster::{ClusterOptions, EmbeddedCluster};
 use crate::config::{RaftTiming, StorageOptions, TestSwitches};
-use crate::error::{Error, Result};
+use crate::embedded::cluster::{ClusterOptions, EmbeddedCluster};
 use crate::embedded::faults::NetworkFaults;
-use crate::proof::history::History;
+use crate::error::{Error, Result};
 use crate::placement::manager::ManagerOptions;
+use crate::proof::checker::{check, CheckOptions, Verdict};
+use crate::proof::history::History;
+use crate::routing::client::{Client, ClientOptions};
 use crate::routing::sharding::META_GROUP;
 use crate::types::{NodeId, ReadConsistency};
 
@@ -159,7 +159,12 @@ impl RunReport {
 }
 
 /// Error kinds that are about routing, not about the cluster's ability to serve.
-const ROUTING_KINDS: [&str; 4] = ["not_leader", "wrong_shard", "group_not_hosted", "unknown_node"];
+const ROUTING_KINDS: [&str; 4] = [
+    "not_leader",
+    "wrong_shard",
+    "group_not_hosted",
+    "unknown_node",
+];
 
 impl fmt::Display for RunReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

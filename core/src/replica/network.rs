@@ -17,8 +17,8 @@ use openraft::BasicNode;
 
 use crate::error::{Error, Result};
 use crate::replica::node::GroupStatus;
-use crate::routing::sharding::ShardMap;
 use crate::replica::storage::SnapshotFile;
+use crate::routing::sharding::ShardMap;
 use crate::types::{
     ClientRequest, ClientResponse, GroupId, LogId, NodeId, SnapshotMeta, TypeConfig, Vote,
 };

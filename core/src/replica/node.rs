@@ -9,8 +9,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use openraft::async_runtime::watch::WatchReceiver;
 use openraft::errors::{ClientWriteError, LinearizableReadError, RaftError};
-use openraft::storage::Snapshot;
 use openraft::raft::Precondition;
+use openraft::storage::Snapshot;
 use openraft::{BasicNode, ChangeMembers, EntryPayload, Membership, ReadPolicy};
 
 use crate::config::{Limits, RaftTiming, StorageOptions, TestSwitches};
@@ -20,9 +20,9 @@ use crate::replica::network::{AdminReply, AdminRequest};
 use crate::replica::network::{
     GroupNetworkFactory, PeerRequest, PeerResponse, PeerTransport, RaftReply, RaftRpc,
 };
-use crate::routing::sharding::{ShardMap, META_GROUP};
 use crate::replica::storage::identity::Identity;
 use crate::replica::storage::{NodeStore, StorageStats};
+use crate::routing::sharding::{ShardMap, META_GROUP};
 use crate::types::{
     ClientRequest, ClientResponse, CommandResult, GroupId, LogId, NodeId, Proposal, ProposalBody,
     Raft, ReadConsistency, TypeConfig,
@@ -239,7 +239,7 @@ impl Node {
                 .map(|set| set.iter().copied().collect())
                 .collect(),
             learners: m.membership_config.membership().learner_ids().collect(),
-            membership_log_id: m.membership_config.log_id().clone(),
+            membership_log_id: *m.membership_config.log_id(),
             committed_members: m
                 .committed_membership_config
                 .membership()
@@ -462,7 +462,8 @@ impl Node {
         fence: Option<LogId>,
     ) -> Result<()> {
         let raft = self.raft_or_wrong_shard(group)?;
-        let unavailable = |e: &dyn std::fmt::Display| Error::Unavailable(format!("group {group}: {e}"));
+        let unavailable =
+            |e: &dyn std::fmt::Display| Error::Unavailable(format!("group {group}: {e}"));
         let voters: BTreeSet<NodeId> = voters.into_iter().collect();
         let stored = raft.metrics().borrow_watched().membership_config.clone();
         if fence.is_some() && fence != *stored.log_id() {
@@ -471,15 +472,21 @@ impl Node {
             )));
         }
         let observed = [Precondition::LastMembershipLogId {
-            last_membership_log_id: stored.log_id().clone(),
+            last_membership_log_id: *stored.log_id(),
         }];
         let current = stored.membership();
-        let extra_learners: BTreeSet<NodeId> =
-            current.learner_ids().filter(|l| !voters.contains(l)).collect();
+        let extra_learners: BTreeSet<NodeId> = current
+            .learner_ids()
+            .filter(|l| !voters.contains(l))
+            .collect();
         if current.get_joint_config()[..] != [voters.clone()] {
-            raft.change_membership_if(ChangeMembers::ReplaceAllVoters(voters.clone()), false, observed)
-                .await
-                .map_err(|e| unavailable(&e))?;
+            raft.change_membership_if(
+                ChangeMembers::ReplaceAllVoters(voters.clone()),
+                false,
+                observed,
+            )
+            .await
+            .map_err(|e| unavailable(&e))?;
         } else if extra_learners.is_empty() {
             raft.append_membership(current.clone(), EntryPayload::Blank, observed)
                 .await
@@ -521,7 +528,7 @@ impl Node {
         let joint = Membership::new(vec![old.clone(), voters.clone()], nodes)
             .map_err(|e| Error::InvalidArgument(format!("group {group}: {e}")))?;
         let fence = Precondition::LastMembershipLogId {
-            last_membership_log_id: stored.log_id().clone(),
+            last_membership_log_id: *stored.log_id(),
         };
         raft.append_membership(joint, EntryPayload::Blank, [fence])
             .await
