@@ -79,11 +79,6 @@ pub enum AdminRequest {
         voters: Vec<NodeId>,
         fence: Option<LogId>,
     },
-    /// On the group's leader: drop `node` (a learner that will not be promoted).
-    RemoveNode {
-        group: GroupId,
-        node: NodeId,
-    },
     /// On the group's leader: hand leadership to `to`.
     TransferLeader {
         group: GroupId,

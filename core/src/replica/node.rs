@@ -391,13 +391,6 @@ impl Node {
                 self.reset_voters(group, voters, fence).await?;
                 Ok(AdminReply::Done)
             }
-            AdminRequest::RemoveNode { group, node } => {
-                let raft = self.raft_or_wrong_shard(group)?;
-                raft.change_membership(ChangeMembers::RemoveNodes([node].into()), false)
-                    .await
-                    .map_err(|e| raft_err(group, &e))?;
-                Ok(AdminReply::Done)
-            }
             AdminRequest::TransferLeader { group, to } => {
                 let raft = self.raft_or_wrong_shard(group)?;
                 raft.trigger()
