@@ -125,6 +125,29 @@ async fn joint_config_left_by_an_interrupted_replacement_is_finished_uniform() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn joint_config_of_a_move_given_up_is_changed_back_before_the_move_is_cleared() {
+    let cluster = start(4, 8, 3, 3).await;
+    let pairs = preload(&cluster, 200).await;
+    // The first replacement stops after its joint step, the next attempts fail: the manager
+    // gives the move up while the group is joint, and must settle it on the map's voters.
+    cluster.failpoints().interrupt_after_joint_step(1);
+    cluster.failpoints().fail_voter_changes(2);
+    cluster.add_node().await.expect("add node");
+    cluster.wait_until_settled(SETTLE).await.expect("settled");
+    assert_eq!(cluster.failpoints().interrupts_left(), 0);
+    assert_eq!(cluster.failpoints().failures_left(), 0);
+    let kinds: Vec<String> = cluster.events().into_iter().map(|e| e.kind).collect();
+    assert!(
+        kinds.iter().any(|k| k == "move_rolled_back"),
+        "the move was given up: {kinds:?}"
+    );
+    assert_uniform_with_map_voters(&cluster);
+    assert_placement_agrees(&cluster).await;
+    assert_reads_back(&cluster, &pairs).await;
+    cluster.shutdown().await.expect("shutdown");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fenced_voter_change_from_a_deposed_manager_is_refused_after_the_roll_back() {
     let cluster = start(4, 4, 3, 3).await;
     let pairs = preload(&cluster, 200).await;

@@ -446,7 +446,7 @@ fn still_manager(node: &Node) -> Result<()> {
 /// Drives the pending move to completion: start and catch up the new replica, hand leadership
 /// off a leaving leader, record the fence, change the voters (finishing a joint config left by
 /// an earlier attempt), record the move in the map, delete the old replica. After
-/// `move_attempts` failures, rolls it back.
+/// `move_attempts` failed attempts, rolls it back instead (every tick until that is done).
 async fn drive(
     node: &Node,
     options: &ManagerOptions,
@@ -468,6 +468,12 @@ async fn drive(
         if !voters.contains(&to) {
             voters.push(to);
         }
+    }
+    if st.move_failures >= options.move_attempts {
+        // Given up: roll back, retried every tick until it is done.
+        roll_back(node, map, &mv, &voters, events, st).await?;
+        st.move_failures = 0;
+        return Ok(());
     }
     let candidates = candidates(map, &mv);
     let outcome: Result<()> = async {
@@ -576,10 +582,6 @@ async fn drive(
         }
         Err(e) => {
             st.move_failures += 1;
-            if st.move_failures >= options.move_attempts {
-                st.move_failures = 0;
-                roll_back(node, map, &mv, &voters, events, st).await?;
-            }
             Err(e)
         }
     }

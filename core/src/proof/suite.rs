@@ -689,3 +689,37 @@ async fn run_nemesis(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn report(failures: &[(&str, usize)]) -> RunReport {
+        RunReport {
+            nemesis: Nemesis::None,
+            seed: 1,
+            operations: 10,
+            unknown_operations: 0,
+            verdict: check(&[], CheckOptions::default()),
+            lost_appends: vec![],
+            duplicated_appends: vec![],
+            recovery: Some(Duration::from_millis(1)),
+            recovery_bound: Duration::from_secs(1),
+            stale: StaleStats::default(),
+            definite_failures: failures.iter().map(|(k, n)| (k.to_string(), *n)).collect(),
+            placement_problems: vec![],
+            history: History::new(),
+        }
+    }
+
+    #[test]
+    fn a_run_with_any_routing_failure_fails_and_timeouts_alone_do_not() {
+        assert!(report(&[("timeout", 3)]).passed());
+        let routed_badly = report(&[("timeout", 3), ("unknown_node", 1)]);
+        assert_eq!(routed_badly.routing_failures(), 1);
+        assert!(!routed_badly.passed());
+        let mut disagreeing = report(&[]);
+        disagreeing.placement_problems = vec!["group 1: map [1, 2, 3], voters [1, 2]".into()];
+        assert!(!disagreeing.passed());
+    }
+}
