@@ -222,8 +222,19 @@ async fn removing_a_node_under_writes_moves_its_replicas_first_and_loses_nothing
 async fn a_node_down_past_the_timeout_has_its_shards_re_replicated() {
     let cluster = start(Duration::from_secs(1)).await;
     let pairs = preload(&cluster, 200).await;
+    let held_by_four = cluster.map().shards_on(4);
     cluster.crash_node(4).await.expect("crash");
     let map = cluster.wait_until_settled(SETTLE).await.expect("settled");
+    // A key of a shard that moved off node 4, written while node 4 was down.
+    let moved_key = (0..)
+        .map(|i| format!("moved-{i}"))
+        .find(|k| held_by_four.contains(&map.shard_of(k.as_bytes())))
+        .expect("a key of a moved shard");
+    cluster
+        .client()
+        .put(&moved_key, "new")
+        .await
+        .expect("write while node 4 is down");
     assert!(
         map.groups_on(4).is_empty(),
         "no replica left on the dead node"
@@ -241,6 +252,18 @@ async fn a_node_down_past_the_timeout_has_its_shards_re_replicated() {
     // cannot tell it was removed); the manager deletes each once the group's leader has
     // committed a membership without node 4.
     cluster.restart_node(4).await.expect("restart");
+    // Its old replica must not answer even a stale read: node 4 passes it to a listed replica.
+    let stale = cluster
+        .client_pinned(4)
+        .expect("pinned")
+        .get_with(&moved_key, scalestore::ReadConsistency::Stale)
+        .await
+        .expect("stale read through node 4");
+    assert_eq!(
+        stale.as_deref(),
+        Some(&b"new"[..]),
+        "read from a moved-away replica"
+    );
     let map = cluster.wait_until_settled(SETTLE).await.expect("settled");
     let kinds: Vec<String> = cluster.events().into_iter().map(|e| e.kind).collect();
     assert!(

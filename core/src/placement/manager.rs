@@ -42,9 +42,18 @@ impl Default for ManagerOptions {
     }
 }
 
+/// How a map operation reaches the manager's group: through whichever node leads it (any
+/// caller), or only on this node while it leads (the manager itself: a deposed manager's read or
+/// write then fails instead of being forwarded to the new leader and taking effect there).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Via {
+    AnyNode,
+    ThisLeader,
+}
+
 /// Runs `op` again while it fails in a way a retry may fix (no leader yet, leader moving), for
-/// up to ten seconds.
-async fn retrying<T, F, Fut>(node: &Node, op: F) -> Result<T>
+/// up to ten seconds. With `Via::ThisLeader`, losing leadership ends it at once.
+async fn retrying<T, F, Fut>(node: &Node, via: Via, op: F) -> Result<T>
 where
     F: Fn() -> Fut,
     Fut: std::future::Future<Output = Result<T>>,
@@ -53,6 +62,7 @@ where
     let mut backoff = Duration::from_millis(5);
     loop {
         match op().await {
+            Err(e @ Error::NotLeader { .. }) if via == Via::ThisLeader => return Err(e),
             // A stopping node gives up at once, so nobody holds on to it.
             Err(e)
                 if (e.is_retryable() || matches!(e, Error::Timeout { .. }))
@@ -69,23 +79,27 @@ where
 
 /// Reads the map from the manager's group (linearizably), with its stored bytes.
 pub async fn read_map(node: &Node) -> Result<(ShardMap, Vec<u8>)> {
-    read_map_if_written(node)
+    read_map_via(node, Via::AnyNode).await
+}
+
+async fn read_map_via(node: &Node, via: Via) -> Result<(ShardMap, Vec<u8>)> {
+    retrying(node, via, || read_map_once(node, via))
         .await?
         .ok_or_else(|| Error::Unavailable("cluster map not written yet".into()))
 }
 
 /// [`read_map`], with `None` while no map has been written (a new cluster).
 pub async fn read_map_if_written(node: &Node) -> Result<Option<(ShardMap, Vec<u8>)>> {
-    retrying(node, || read_map_once(node)).await
+    retrying(node, Via::AnyNode, || read_map_once(node, Via::AnyNode)).await
 }
 
-async fn read_map_once(node: &Node) -> Result<Option<(ShardMap, Vec<u8>)>> {
+async fn read_map_once(node: &Node, via: Via) -> Result<Option<(ShardMap, Vec<u8>)>> {
     let request = ClientRequest::Read {
         group: META_GROUP,
         key: MAP_KEY.to_vec(),
         consistency: ReadConsistency::Linearizable,
     };
-    match node.handle_client(request, true).await? {
+    match node.handle_client(request, via == Via::AnyNode).await? {
         ClientResponse::Read(Some(bytes)) => {
             let map = serde_json::from_slice(&bytes)
                 .map_err(|e| Error::Storage(format!("corrupt cluster map: {e}")))?;
@@ -99,10 +113,16 @@ async fn read_map_once(node: &Node) -> Result<Option<(ShardMap, Vec<u8>)>> {
 /// Writes `new` if the stored map is still `expected` (None: no map yet). Returns whether it did.
 /// A retried write that was applied the first time reports false; callers re-read the map.
 pub async fn cas_map(node: &Node, expected: Option<Vec<u8>>, new: &ShardMap) -> Result<bool> {
-    retrying(node, || cas_map_once(node, expected.clone(), new)).await
+    let via = Via::AnyNode;
+    retrying(node, via, || cas_map_once(node, expected.clone(), new, via)).await
 }
 
-async fn cas_map_once(node: &Node, expected: Option<Vec<u8>>, new: &ShardMap) -> Result<bool> {
+async fn cas_map_once(
+    node: &Node,
+    expected: Option<Vec<u8>>,
+    new: &ShardMap,
+    via: Via,
+) -> Result<bool> {
     let bytes = serde_json::to_vec(new).map_err(Error::storage)?;
     let request = ClientRequest::Write {
         group: META_GROUP,
@@ -113,7 +133,7 @@ async fn cas_map_once(node: &Node, expected: Option<Vec<u8>>, new: &ShardMap) ->
         },
         session: None,
     };
-    match node.handle_client(request, true).await? {
+    match node.handle_client(request, via == Via::AnyNode).await? {
         ClientResponse::Write(CommandResult::Cas { success, .. }) => Ok(success),
         other => Err(Error::Unavailable(format!("unexpected response {other:?}"))),
     }
@@ -125,14 +145,34 @@ pub async fn update_map(
     node: &Node,
     change: impl Fn(&mut ShardMap) -> Result<bool>,
 ) -> Result<ShardMap> {
+    update_map_via(node, Via::AnyNode, change).await
+}
+
+/// [`update_map`] by the manager: only while this node leads the manager's group.
+async fn manager_update_map(
+    node: &Node,
+    change: impl Fn(&mut ShardMap) -> Result<bool>,
+) -> Result<ShardMap> {
+    update_map_via(node, Via::ThisLeader, change).await
+}
+
+async fn update_map_via(
+    node: &Node,
+    via: Via,
+    change: impl Fn(&mut ShardMap) -> Result<bool>,
+) -> Result<ShardMap> {
     for _ in 0..20 {
-        let (map, bytes) = read_map(node).await?;
+        let (map, bytes) = read_map_via(node, via).await?;
         let mut new = map.clone();
         if !change(&mut new)? {
             return Ok(map);
         }
         new.epoch = map.epoch + 1;
-        if cas_map(node, Some(bytes), &new).await? {
+        let written = retrying(node, via, || {
+            cas_map_once(node, Some(bytes.clone()), &new, via)
+        })
+        .await?;
+        if written {
             broadcast_map(node, &new).await;
             return Ok(new);
         }
@@ -196,23 +236,35 @@ async fn status_of(node: &Node, target: NodeId, group: GroupId) -> Result<GroupS
     }
 }
 
-/// The leader of `group`, as its replicas report it.
+/// The leader of `group`, as its replicas report it. Every candidate is asked; of several
+/// nodes that believe they lead (an old leader cut off has not stepped down yet), the one of the
+/// highest term is the leader, and only its view of the membership counts.
 async fn find_leader(
     node: &Node,
     group: GroupId,
-    replicas: &[NodeId],
+    candidates: &[NodeId],
 ) -> Result<(NodeId, GroupStatus)> {
-    for r in replicas {
-        if let Ok(s) = status_of(node, *r, group).await {
-            if s.is_leader {
-                return Ok((*r, s));
-            }
-            if let Some(l) = s.leader {
-                if let Ok(ls) = status_of(node, l, group).await {
-                    if ls.is_leader {
-                        return Ok((l, ls));
-                    }
-                }
+    let asks = candidates.iter().map(|r| status_of(node, *r, group));
+    let seen: Vec<GroupStatus> = futures::future::join_all(asks)
+        .await
+        .into_iter()
+        .filter_map(Result::ok)
+        .collect();
+    let claimed = seen.iter().filter(|s| s.is_leader).max_by_key(|s| s.term);
+    let highest_term = seen.iter().map(|s| s.term).max().unwrap_or(0);
+    if let Some(s) = claimed.filter(|s| s.term >= highest_term) {
+        return Ok((s.node, s.clone()));
+    }
+    // Nobody asked leads at the highest term seen: follow that term's hint (the leader may be
+    // a node outside `candidates`, such as a replica being added).
+    let hint = seen
+        .iter()
+        .filter(|s| s.term == highest_term)
+        .find_map(|s| s.leader);
+    if let Some(l) = hint {
+        if let Ok(ls) = status_of(node, l, group).await {
+            if ls.is_leader && ls.term >= highest_term {
+                return Ok((l, ls));
             }
         }
     }
@@ -327,7 +379,7 @@ async fn reconcile(
     events: &EventLog,
     st: &mut ManagerState,
 ) -> Result<()> {
-    let (map, _) = read_map(node).await?;
+    let (map, _) = read_map_via(node, Via::ThisLeader).await?;
     // Liveness: a fresh manager gives every node a full timeout before calling it dead.
     let now = Instant::now();
     let pings = map.nodes.keys().map(|n| async move {
@@ -354,7 +406,7 @@ async fn reconcile(
             );
         }
     }
-    if let Some(mv) = map.pending_move.clone() {
+    if let Some(mv) = map.pending_move {
         return drive(node, options, &map, mv, events, st).await;
     }
     if remove_orphans(node, &map, &hosted, events).await {
@@ -364,11 +416,11 @@ async fn reconcile(
         // The membership the move starts from (see `PendingMove::fence`).
         let (_, status) = find_leader(node, mv.group, &candidates(&map, &mv)).await?;
         mv.fence = status.membership_log_id;
-        let started = update_map(node, |m| {
+        let started = manager_update_map(node, |m| {
             if m.pending_move.is_some() {
                 return Ok(false);
             }
-            m.pending_move = Some(mv.clone());
+            m.pending_move = Some(mv);
             Ok(true)
         })
         .await?;
@@ -386,7 +438,7 @@ async fn reconcile(
         .map(|(n, _)| *n)
         .collect();
     if !empty_leaving.is_empty() {
-        update_map(node, |m| {
+        manager_update_map(node, |m| {
             let before = m.nodes.len();
             m.nodes.retain(|n, _| !empty_leaving.contains(n));
             Ok(m.nodes.len() != before)
@@ -590,7 +642,7 @@ async fn drive(
 /// Records in the map the membership the next voter change of `mv` is planned against. Fails
 /// if `mv` is no longer the pending move, or if this node cannot write the map any more.
 async fn record_fence(node: &Node, mv: &PendingMove, fence: Option<LogId>) -> Result<()> {
-    update_map(node, |m| match m.pending_move.as_mut() {
+    manager_update_map(node, |m| match m.pending_move.as_mut() {
         Some(p) if p.same_move(mv) => {
             p.fence = fence;
             Ok(true)
@@ -607,7 +659,7 @@ async fn record_fence(node: &Node, mv: &PendingMove, fence: Option<LogId>) -> Re
 /// Records a finished move in the map. Returns whether the map now shows it done (by this
 /// call, or already).
 async fn finish(node: &Node, mv: &PendingMove, voters: &[NodeId]) -> Result<bool> {
-    let map = update_map(node, |m| {
+    let map = manager_update_map(node, |m| {
         if !m.pending_move.as_ref().is_some_and(|p| p.same_move(mv)) {
             return Ok(false);
         }
@@ -640,13 +692,12 @@ async fn destroy_if_removed(
     if member {
         return Ok(false);
     }
-    admin(
-        node,
-        target,
-        AdminRequest::DestroyGroup { group },
-        Duration::from_secs(10),
-    )
-    .await?;
+    still_manager(node)?;
+    let destroy = AdminRequest::DestroyGroup {
+        group,
+        excluded_at: status.membership_log_id,
+    };
+    admin(node, target, destroy, Duration::from_secs(10)).await?;
     Ok(true)
 }
 
@@ -665,9 +716,10 @@ async fn remove_orphans(
             let Some(replicas) = map.replicas_of(*group) else {
                 continue;
             };
-            if replicas.contains(n) {
+            if replicas.contains(n) || still_manager(node).is_err() {
                 continue;
             }
+            drop_stray_learner(node, *group, replicas, *n).await;
             match destroy_if_removed(node, *group, replicas, *n).await {
                 Ok(true) => {
                     removed = true;
@@ -686,6 +738,27 @@ async fn remove_orphans(
         }
     }
     removed
+}
+
+/// If `learner` is a learner of `group` that the map does not list, while the voters are just
+/// the map's replicas (an `AddLearner` that landed after its move was rolled back), removes it
+/// from the membership, fenced by the membership seen.
+async fn drop_stray_learner(node: &Node, group: GroupId, replicas: &[NodeId], learner: NodeId) {
+    let Ok((leader, status)) = find_leader(node, group, replicas).await else {
+        return;
+    };
+    let voters_match = status.uniform_voters().map(sorted) == Some(sorted(replicas.to_vec()));
+    if !voters_match || !status.learners.contains(&learner) {
+        return;
+    }
+    let reset = AdminRequest::ResetVoters {
+        group,
+        voters: replicas.to_vec(),
+        fence: status.membership_log_id,
+    };
+    if let Err(e) = admin(node, leader, reset, Duration::from_secs(30)).await {
+        tracing::debug!(group, learner, error = %e, "dropping a stray learner");
+    }
 }
 
 /// Gives up on a move: if its voter change went through, records it as done; otherwise changes
@@ -717,6 +790,9 @@ async fn roll_back(
         }
         return Ok(());
     }
+    // Recording the fence proves this node still writes the map (a deposed manager cannot) and
+    // serializes this change with any other manager's.
+    record_fence(node, mv, status.membership_log_id).await?;
     admin(
         node,
         leader,
@@ -731,7 +807,7 @@ async fn roll_back(
     if let Some(to) = mv.to.filter(|t| !replicas.contains(t)) {
         let _ = destroy_if_removed(node, mv.group, &replicas, to).await;
     }
-    update_map(node, |m| {
+    manager_update_map(node, |m| {
         if !m.pending_move.as_ref().is_some_and(|p| p.same_move(mv)) {
             return Ok(false);
         }
@@ -793,37 +869,46 @@ async fn balance_leaders(
     st: &mut ManagerState,
 ) -> Result<()> {
     let mut leader_of = BTreeMap::new();
-    for shard in &map.shards {
-        let Ok((leader, status)) = find_leader(node, shard.id, &shard.replicas).await else {
+    let groups = map
+        .shards
+        .iter()
+        .map(|s| (s.id, &s.replicas))
+        .chain([(META_GROUP, &map.meta_replicas)]);
+    for (group, replicas) in groups {
+        let Ok((leader, status)) = find_leader(node, group, replicas).await else {
             continue;
         };
         if status.is_joint() {
             // A voter change cut between its steps with no move left to finish it (say, by an
             // older version): settle it on the map's replicas.
+            still_manager(node)?;
             let reset = AdminRequest::ResetVoters {
-                group: shard.id,
-                voters: shard.replicas.clone(),
+                group,
+                voters: replicas.clone(),
                 fence: status.membership_log_id,
             };
             admin(node, leader, reset, Duration::from_secs(30)).await?;
             events.record(
                 "membership_repaired",
                 format!(
-                    "shard {}: joint config {:?} settled on {:?}",
-                    shard.id, status.voter_sets, shard.replicas
+                    "group {group}: joint config {:?} settled on {replicas:?}",
+                    status.voter_sets
                 ),
             );
             return Ok(());
         }
-        if let Some(prev) = st.leaders.insert(shard.id, leader) {
+        if group == META_GROUP {
+            continue;
+        }
+        if let Some(prev) = st.leaders.insert(group, leader) {
             if prev != leader {
                 events.record(
                     "leader_changed",
-                    format!("shard {}: node {prev} -> node {leader}", shard.id),
+                    format!("shard {group}: node {prev} -> node {leader}"),
                 );
             }
         }
-        leader_of.insert(shard.id, leader);
+        leader_of.insert(group, leader);
     }
     if let Some((group, from, to)) = leader_transfer(map, &leader_of, &st.down) {
         admin(

@@ -54,9 +54,12 @@ pub enum AdminRequest {
     StartGroup {
         group: GroupId,
     },
-    /// Stop the replica of `group` and delete its data from this node.
+    /// Stop the replica of `group` and delete its data from this node. `excluded_at`: the log
+    /// id of the leader's membership without this node; a replica that has since seen a newer
+    /// membership naming it (it was added back) refuses.
     DestroyGroup {
         group: GroupId,
+        excluded_at: Option<LogId>,
     },
     /// On the group's leader: add `node` as a learner and wait until it has caught up.
     AddLearner {

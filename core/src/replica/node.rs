@@ -268,14 +268,11 @@ impl Node {
             ) if forward && *l != self.id() => {
                 vec![*l]
             }
-            (Err(Error::GroupNotHosted { .. }), Some(group))
-                if forward && self.raft(group).is_none() =>
-            {
-                self.shard_map()
-                    .shard(group)
-                    .map(|s| s.replicas.clone())
-                    .unwrap_or_default()
-            }
+            (Err(Error::GroupNotHosted { .. }), Some(group)) if forward => self
+                .shard_map()
+                .shard(group)
+                .map(|s| s.replicas.clone())
+                .unwrap_or_default(),
             (Err(Error::Fatal { .. }), _) if self.is_stopping() => {
                 return Err(self.stopping_error())
             }
@@ -358,7 +355,17 @@ impl Node {
                 self.start_group(group).await?;
                 Ok(AdminReply::Done)
             }
-            AdminRequest::DestroyGroup { group } => {
+            AdminRequest::DestroyGroup { group, excluded_at } => {
+                if let Ok(status) = self.status(group) {
+                    let named =
+                        status.voters.contains(&self.id()) || status.learners.contains(&self.id());
+                    if named && status.membership_log_id > excluded_at {
+                        return Err(Error::Unavailable(format!(
+                            "group {group}: node {} was added back since {excluded_at:?}",
+                            self.id()
+                        )));
+                    }
+                }
                 self.destroy_group(group).await?;
                 Ok(AdminReply::Done)
             }
@@ -699,7 +706,7 @@ impl Node {
     ) -> Result<()> {
         let raft = self.raft_or_wrong_shard(group)?;
         let policy = match consistency {
-            ReadConsistency::Stale => return Ok(()),
+            ReadConsistency::Stale => return self.check_listed(group),
             ReadConsistency::Linearizable
                 if self.config.testing.unsafe_local_linearizable_reads && group != META_GROUP =>
             {
@@ -714,6 +721,27 @@ impl Node {
                 LinearizableReadError::ForwardToLeader(f) => Some(f.leader_id),
                 _ => None,
             })),
+        }
+    }
+
+    /// Refuses to answer from a replica that the node's map does not list (nor bring in): one
+    /// that was moved away while this node was down runs until the manager deletes it, and its
+    /// data is as old as that.
+    fn check_listed(&self, group: GroupId) -> Result<()> {
+        let map = self.shard_map();
+        let listed = map
+            .replicas_of(group)
+            .is_some_and(|r| r.contains(&self.id()))
+            || map
+                .pending_move
+                .is_some_and(|m| m.group == group && m.to == Some(self.id()));
+        if group == META_GROUP || listed {
+            Ok(())
+        } else {
+            Err(Error::GroupNotHosted {
+                group,
+                node: self.id(),
+            })
         }
     }
 

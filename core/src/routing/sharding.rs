@@ -50,7 +50,7 @@ pub enum NodeState {
 
 /// One replica move in progress: add `to` (if any), then remove `from` (if any). Recorded in the
 /// map before it starts, so a new manager leader finishes or rolls it back.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PendingMove {
     pub group: GroupId,
     pub from: Option<NodeId>,
