@@ -7,22 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use scalestore::{
-    Client, ClientOptions, ClusterOptions, EmbeddedCluster, ReadConsistency, ShardMap,
-};
-
-/// One key per shard (the first `key-N` found that lands in it).
-fn key_per_shard(map: &ShardMap) -> BTreeMap<u64, String> {
-    let mut keys = BTreeMap::new();
-    for i in 0.. {
-        let k = format!("key-{i}");
-        keys.entry(map.shard_of(k.as_bytes())).or_insert(k);
-        if keys.len() == map.shards.len() {
-            break;
-        }
-    }
-    keys
-}
+use scalestore::{Client, ClientOptions, ClusterOptions, EmbeddedCluster, ReadConsistency};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn removed_node_in_a_clients_hints_and_map_costs_no_write() {
@@ -42,7 +27,7 @@ async fn removed_node_in_a_clients_hints_and_map_costs_no_write() {
         timeout: Duration::from_secs(30),
         ..Default::default()
     };
-    let keys = key_per_shard(&cluster.map());
+    let keys = cluster.map().key_per_shard("key-");
     // An idle client that learned every shard's leader (node 5 leads some) and the map listing
     // node 5, before the node goes.
     let idle = Client::new(cluster.transport(), options);
@@ -135,7 +120,7 @@ async fn a_leaderless_shard_does_not_stall_a_fresh_clients_writes_to_other_shard
         .await
         .expect("leaders");
     let map = cluster.map();
-    let keys = key_per_shard(&map);
+    let keys = map.key_per_shard("key-");
     let options = ClientOptions {
         timeout: Duration::from_secs(8),
         ..Default::default()

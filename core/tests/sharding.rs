@@ -1,7 +1,7 @@
 //! Keys spread over many Raft groups: even spread, routing, cross-shard scans and batches,
 //! per-shard fault tolerance, and recovery from a stale map.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::time::Duration;
 
 use scalestore::types::{ClientRequest, Command};
@@ -23,19 +23,6 @@ async fn start_16_shards(nodes: usize) -> EmbeddedCluster {
     .expect("start");
     cluster.wait_for_all_leaders(WAIT).await.expect("leaders");
     cluster
-}
-
-/// One key per shard (the first `key-N` found that lands in it).
-fn key_per_shard(map: &ShardMap) -> BTreeMap<u64, String> {
-    let mut keys = BTreeMap::new();
-    for i in 0.. {
-        let k = format!("key-{i}");
-        keys.entry(map.shard_of(k.as_bytes())).or_insert(k);
-        if keys.len() == map.shards.len() {
-            return keys;
-        }
-    }
-    keys
 }
 
 #[test]
@@ -78,7 +65,7 @@ fn ring_position_matches_documented_test_vectors() {
 async fn three_nodes_sixteen_shards_serve_every_operation_on_every_shard() {
     let cluster = start_16_shards(3).await;
     let client = cluster.client();
-    let keys = key_per_shard(&cluster.map());
+    let keys = cluster.map().key_per_shard("key-");
     assert_eq!(keys.len(), 16);
     for (shard, key) in &keys {
         assert_eq!(client.shard_of(key).await.expect("shard_of"), *shard);
@@ -224,7 +211,7 @@ async fn scan_over_all_shards_returns_every_key_once_in_order_across_pages() {
 async fn every_shard_keeps_serving_with_one_node_down_and_the_node_catches_up() {
     let cluster = start_16_shards(3).await;
     let client = cluster.client();
-    let keys = key_per_shard(&cluster.map());
+    let keys = cluster.map().key_per_shard("key-");
     cluster.crash_node(2).await.expect("crash");
     for key in keys.values() {
         client
@@ -317,7 +304,7 @@ async fn a_pinned_client_reaches_shards_its_node_does_not_host() {
     .expect("start");
     cluster.wait_for_all_leaders(WAIT).await.expect("leaders");
     let pinned = cluster.client_pinned(1).expect("pin");
-    let keys = key_per_shard(&cluster.map());
+    let keys = cluster.map().key_per_shard("key-");
     for (shard, key) in &keys {
         pinned.put(key, "p").await.expect("forwarded write");
         assert_eq!(

@@ -460,14 +460,7 @@ async fn recover(cluster: &EmbeddedCluster, bound: Duration) -> bool {
         },
     );
     let map = cluster.map();
-    let mut probes: BTreeMap<u64, String> = BTreeMap::new();
-    for i in 0.. {
-        let k = format!("probe-{i}");
-        probes.entry(map.shard_of(k.as_bytes())).or_insert(k);
-        if probes.len() == map.shards.len() || i > 10_000 {
-            break;
-        }
-    }
+    let probes = map.key_per_shard("probe-");
     for k in probes.values() {
         if client.put(k, "probe").await.is_err() {
             return false;

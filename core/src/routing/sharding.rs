@@ -246,6 +246,20 @@ impl ShardMap {
         load
     }
 
+    /// One key for every shard: the first `{prefix}{i}` (i = 0, 1, ...) that lands in it, to
+    /// touch each shard once (probes, tests). Gives up after a million candidates.
+    pub fn key_per_shard(&self, prefix: &str) -> BTreeMap<GroupId, String> {
+        let mut keys = BTreeMap::new();
+        for i in 0..1_000_000u64 {
+            let k = format!("{prefix}{i}");
+            keys.entry(self.shard_of(k.as_bytes())).or_insert(k);
+            if keys.len() == self.shards.len() {
+                break;
+            }
+        }
+        keys
+    }
+
     /// Checks that the ranges cover the ring exactly once and builds the lookup index.
     pub fn rebuild_index(&mut self) -> Result<()> {
         let mut index = BTreeMap::new();
