@@ -1,7 +1,8 @@
 //! Tunables: request size limits, Raft timing, storage switches.
 
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
@@ -146,4 +147,34 @@ impl Default for StorageOptions {
 pub struct TestSwitches {
     /// Answer `Linearizable` reads from the local replica without ReadIndex (any role).
     pub unsafe_local_linearizable_reads: bool,
+}
+
+/// A node's wall clock: the system clock plus an offset that a fault can set, so tests can make
+/// one node's clock jump (NTP steps, a VM resumed) without touching the machine's.
+#[derive(Debug, Default)]
+pub struct WallClock {
+    offset_ms: AtomicI64,
+}
+
+impl WallClock {
+    /// Milliseconds since the Unix epoch, as this node's clock reads them.
+    pub fn now_ms(&self) -> u64 {
+        let system = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_millis() as i64)
+            .unwrap_or(0);
+        system
+            .saturating_add(self.offset_ms.load(Ordering::Relaxed))
+            .max(0) as u64
+    }
+
+    /// Moves this clock by `by_ms` (negative: back), on top of any earlier jump.
+    pub fn jump(&self, by_ms: i64) {
+        self.offset_ms.fetch_add(by_ms, Ordering::Relaxed);
+    }
+
+    /// Back to the system clock.
+    pub fn reset(&self) {
+        self.offset_ms.store(0, Ordering::Relaxed);
+    }
 }

@@ -201,3 +201,51 @@ async fn session_table_shrinks_after_expiry_and_an_expired_retry_is_refused() {
     );
     cluster.shutdown().await.expect("shutdown");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_survive_a_leader_whose_clock_jumps_a_day_ahead() {
+    let cluster = EmbeddedCluster::start(ClusterOptions {
+        shards: 1,
+        nodes: 3,
+        ..Default::default()
+    })
+    .await
+    .expect("start");
+    let leader = cluster.wait_for_leader(0, WAIT).await.expect("leader");
+    let idle = cluster.client();
+    assert_eq!(idle.append("k", "a").await.expect("append"), 1);
+    let session = idle.session_id(0).await.expect("a session was opened");
+
+    // The leader's wall clock jumps a day ahead while another client writes, then comes back.
+    const DAY_MS: i64 = 24 * 3600 * 1000;
+    cluster.faults().jump_clock(leader, DAY_MS);
+    let busy = cluster.client();
+    for i in 0..10 {
+        busy.put(format!("tick-{i}"), "t").await.expect("put");
+    }
+    cluster.faults().jump_clock(leader, -DAY_MS);
+    for i in 10..20 {
+        busy.put(format!("tick-{i}"), "t").await.expect("put");
+    }
+    cluster
+        .wait_for_replication(0, WAIT)
+        .await
+        .expect("replicated");
+
+    // Nobody was idle for the session TTL (10 minutes): no session may have expired.
+    assert_eq!(idle.append("k", "b").await.expect("append"), 2);
+    assert_eq!(
+        idle.session_id(0).await,
+        Some(session),
+        "the idle client's session survived the clock jump"
+    );
+    for n in cluster.node_ids() {
+        let expired = cluster
+            .storage_stats(n)
+            .expect("stats")
+            .sessions_expired
+            .load(std::sync::atomic::Ordering::Relaxed);
+        assert_eq!(expired, 0, "node {n} expired sessions");
+    }
+    cluster.shutdown().await.expect("shutdown");
+}

@@ -242,6 +242,7 @@ impl EmbeddedCluster {
             storage: self.options.storage,
             testing: self.options.testing,
             failpoints: self.failpoints.clone(),
+            clock: self.network.faults().clock(id),
         };
         let dir = self.node_dir(id)?;
         let synced = self.crashed.lock().ok().and_then(|mut c| c.remove(&id));

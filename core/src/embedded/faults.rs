@@ -5,12 +5,13 @@
 //! decision depends on how the multi-threaded runtime interleaves tasks.
 
 use std::collections::HashMap;
-use std::sync::{Mutex, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
+use crate::config::WallClock;
 use crate::types::NodeId;
 
 /// Message loss, delay and reordering on every link.
@@ -66,6 +67,8 @@ pub struct Faults {
     seed: u64,
     rng: Mutex<StdRng>,
     state: RwLock<State>,
+    /// Each node's wall clock (created on first use), which `jump_clock` moves.
+    clocks: Mutex<HashMap<NodeId, Arc<WallClock>>>,
 }
 
 impl Faults {
@@ -73,6 +76,7 @@ impl Faults {
         Faults {
             seed,
             rng: Mutex::new(StdRng::seed_from_u64(seed)),
+            clocks: Mutex::new(HashMap::new()),
             state: RwLock::new(State::default()),
         }
     }
@@ -124,11 +128,25 @@ impl Faults {
         self.state.read().map(|s| s.network).unwrap_or_default()
     }
 
-    /// Removes every fault: partitions, loss and delay.
+    /// Removes every fault: partitions, loss and delay, clock jumps.
     pub fn clear(&self) {
         if let Ok(mut s) = self.state.write() {
             *s = State::default();
         }
+        if let Ok(clocks) = self.clocks.lock() {
+            clocks.values().for_each(|c| c.reset());
+        }
+    }
+
+    /// Node `node`'s wall clock (the one its Raft groups read).
+    pub fn clock(&self, node: NodeId) -> Arc<WallClock> {
+        let mut clocks = self.clocks.lock().unwrap_or_else(|p| p.into_inner());
+        clocks.entry(node).or_default().clone()
+    }
+
+    /// Makes node `node`'s wall clock jump by `by_ms` (negative: back in time).
+    pub fn jump_clock(&self, node: NodeId, by_ms: i64) {
+        self.clock(node).jump(by_ms);
     }
 
     /// Whether `a` and `b` are on the same side of the current partition.

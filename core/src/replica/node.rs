@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use openraft::async_runtime::watch::WatchReceiver;
 use openraft::errors::{ClientWriteError, LinearizableReadError, RaftError};
@@ -13,7 +13,7 @@ use openraft::raft::Precondition;
 use openraft::storage::Snapshot;
 use openraft::{BasicNode, ChangeMembers, EntryPayload, Membership, ReadPolicy};
 
-use crate::config::{Limits, RaftTiming, StorageOptions, TestSwitches};
+use crate::config::{Limits, RaftTiming, StorageOptions, TestSwitches, WallClock};
 use crate::error::{Error, Result};
 use crate::replica::failpoints::Failpoints;
 use crate::replica::network::{AdminReply, AdminRequest};
@@ -39,6 +39,9 @@ pub struct NodeConfig {
     pub testing: TestSwitches,
     /// Faults armed at run time inside voter changes (tests only; all off by default).
     pub failpoints: Arc<Failpoints>,
+    /// This node's wall clock: every wall-clock reading a node makes goes through it, so the
+    /// clock-jump fault reaches it. Log time does not read it (see `Node::log_time`).
+    pub clock: Arc<WallClock>,
 }
 
 /// Role and progress of one group on one node.
@@ -84,6 +87,15 @@ impl GroupStatus {
     }
 }
 
+/// A leader's log clock: the group's log time when this node's term began, and the monotonic
+/// instant of that moment.
+#[derive(Debug, Clone, Copy)]
+struct LeaderClock {
+    term: u64,
+    base_ms: u64,
+    since: Instant,
+}
+
 pub struct Node {
     stopping: AtomicBool,
     config: NodeConfig,
@@ -91,6 +103,8 @@ pub struct Node {
     peers: Arc<dyn PeerTransport>,
     groups: RwLock<HashMap<GroupId, Raft>>,
     shard_map: RwLock<Arc<ShardMap>>,
+    /// Per group this node leads: where its log clock stood when the term began, and when.
+    leader_clocks: std::sync::Mutex<HashMap<GroupId, LeaderClock>>,
     /// Background tasks of this node (the shard manager); aborted at shutdown.
     tasks: std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
@@ -124,6 +138,7 @@ impl Node {
             peers,
             groups: RwLock::new(HashMap::new()),
             shard_map: RwLock::new(Arc::new(ShardMap::uniform(1, &[config_id], 1)?)),
+            leader_clocks: std::sync::Mutex::new(HashMap::new()),
             tasks: std::sync::Mutex::new(Vec::new()),
         }))
     }
@@ -654,11 +669,8 @@ impl Node {
         body: ProposalBody,
     ) -> Result<CommandResult> {
         let raft = self.raft_or_wrong_shard(group)?;
-        // The leader's clock stamps the entry; replicas judge session expiry by it alone.
-        let time_ms = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_millis() as u64)
-            .unwrap_or(0);
+        // Replicas judge session expiry by the log time stamped here alone.
+        let time_ms = self.log_time(group, &raft)?;
         match raft.client_write(Proposal { time_ms, body }).await {
             Ok(resp) => match resp.data {
                 CommandResult::SessionExpired { session } => {
@@ -672,6 +684,31 @@ impl Node {
                 _ => None,
             })),
         }
+    }
+
+    /// The log time to stamp on a new entry of `group`: where the group's log clock stood when
+    /// this node's term began, plus the time elapsed since on this node's monotonic clock. No
+    /// wall clock is read, so a leader whose clock jumps (a day ahead, or back) moves log time by
+    /// nothing; the state machine keeps log time from going back across leaders.
+    fn log_time(&self, group: GroupId, raft: &Raft) -> Result<u64> {
+        let term = raft.metrics().borrow_watched().current_term;
+        let mut clocks = self
+            .leader_clocks
+            .lock()
+            .map_err(|_| Error::Unavailable("node state poisoned".into()))?;
+        let clock = match clocks.get(&group) {
+            Some(c) if c.term == term => *c,
+            _ => {
+                let c = LeaderClock {
+                    term,
+                    base_ms: self.store.log_clock(group)?,
+                    since: Instant::now(),
+                };
+                clocks.insert(group, c);
+                c
+            }
+        };
+        Ok(clock.base_ms + clock.since.elapsed().as_millis() as u64)
     }
 
     /// Converts an openraft error: a redirect becomes `NotLeader`, another API error

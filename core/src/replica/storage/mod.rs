@@ -239,6 +239,12 @@ impl NodeStore {
     }
 
     /// Number of live client sessions `group` keeps on this node.
+    /// The group's log clock as this replica has applied it (milliseconds of log time).
+    pub fn log_clock(&self, group: GroupId) -> Result<u64> {
+        let key = keys::replicated_meta_key(group, keys::SM_CLOCK);
+        Ok(self.get_value::<u64>(keys::CF_SM, &key)?.unwrap_or(0))
+    }
+
     pub fn session_count(&self, group: GroupId) -> Result<usize> {
         let (start, end) = keys::sessions_range(group);
         let mut n = 0;
