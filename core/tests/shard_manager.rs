@@ -351,3 +351,58 @@ async fn the_manager_leader_crashing_mid_move_leaves_the_move_finished_or_rolled
     assert_every_key_reads_back(&cluster, &acked).await;
     cluster.shutdown().await.expect("shutdown");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_record_a_stopped_node_at_once_and_each_new_leader_within_a_second() {
+    let cluster = start(Duration::from_secs(60)).await;
+    let status = cluster.status().expect("status");
+    let victim = status
+        .nodes
+        .iter()
+        .find(|n| n.leaders > 0)
+        .map(|n| n.node)
+        .expect("a node that leads");
+    let led: Vec<u64> = status
+        .shards
+        .iter()
+        .filter(|s| s.leader == Some(victim))
+        .map(|s| s.shard)
+        .collect();
+    let stopped_at = Instant::now();
+    let since_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("time")
+        .as_millis() as u64;
+    cluster.crash_node(victim).await.expect("crash");
+    let has = |kind: &str, detail: &str| {
+        cluster
+            .events()
+            .iter()
+            .any(|e| e.kind == kind && e.detail.contains(detail) && e.time_ms >= since_ms)
+    };
+    assert!(
+        has("node_stopped", &format!("node {victim}")),
+        "node_stopped recorded at once: {:?}",
+        cluster.events()
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    for shard in &led {
+        let wanted = format!("shard {shard}: node {victim} -> node");
+        while !has("leader_changed", &wanted) {
+            assert!(
+                Instant::now() < deadline,
+                "no leader_changed for shard {shard}: {:?}",
+                cluster.events()
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+    println!(
+        "leader_changed for all {} shards node {victim} led, {:?} after it stopped",
+        led.len(),
+        stopped_at.elapsed()
+    );
+    cluster.restart_node(victim).await.expect("restart");
+    assert!(has("node_started", &format!("node {victim}")));
+    cluster.shutdown().await.expect("shutdown");
+}

@@ -15,6 +15,7 @@ use crate::embedded::inproc::InProcNetwork;
 use crate::error::{Error, Result};
 use crate::placement::events::{Event, EventLog};
 use crate::placement::manager::{self, ManagerOptions};
+use crate::placement::watch;
 use crate::replica::failpoints::Failpoints;
 use crate::replica::node::{GroupStatus, Node, NodeConfig};
 use crate::replica::storage::identity::write_synced;
@@ -285,8 +286,11 @@ impl EmbeddedCluster {
             self.options.manager,
             self.events.clone(),
         ));
+        node.spawn_task(watch::spawn(&node, self.events.clone()));
         self.network.register(node.clone());
         self.lock_nodes()?.insert(id, node.clone());
+        self.events
+            .record("node_started", format!("node {id} is up"));
         Ok(node)
     }
 
@@ -781,6 +785,8 @@ impl EmbeddedCluster {
             }
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
+        self.events
+            .record("node_stopped", format!("node {id} stopped"));
         let synced = synced.lock().map(|s| s.clone()).unwrap_or_default();
         self.crashed
             .lock()

@@ -10,8 +10,10 @@ use serde::{Deserialize, Serialize};
 pub struct Event {
     /// Wall-clock milliseconds since the Unix epoch.
     pub time_ms: u64,
-    /// `leader_changed`, `move_started`, `move_finished`, `move_rolled_back`, `node_up`,
-    /// `node_down`, `node_added`, `node_removed`, `replication_changed`.
+    /// `leader_changed` (recorded by the new leader within a tick), `node_started`,
+    /// `node_stopped` (embedded cluster, at once), `move_started`, `move_finished`,
+    /// `move_rolled_back`, `orphan_replica_removed`, `membership_repaired`, `node_up`,
+    /// `node_down` (the manager's view), `node_added`, `node_removed`, `replication_changed`.
     pub kind: String,
     pub detail: String,
 }

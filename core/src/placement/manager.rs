@@ -342,7 +342,6 @@ pub fn plan(map: &ShardMap, down: &BTreeSet<NodeId>) -> Option<PendingMove> {
 struct ManagerState {
     last_seen: HashMap<NodeId, Instant>,
     down: BTreeSet<NodeId>,
-    leaders: HashMap<GroupId, NodeId>,
     move_failures: u32,
 }
 
@@ -861,7 +860,8 @@ pub fn leader_transfer(
     best.map(|(_, _, g, f, t)| (g, f, t))
 }
 
-/// Records leader changes and makes one leader transfer that evens out leaders per node.
+/// Settles a joint config left without a move, else makes one leader transfer that evens out
+/// leaders per node (leader changes are recorded by `placement::watch`).
 async fn balance_leaders(
     node: &Node,
     map: &ShardMap,
@@ -899,14 +899,6 @@ async fn balance_leaders(
         }
         if group == META_GROUP {
             continue;
-        }
-        if let Some(prev) = st.leaders.insert(group, leader) {
-            if prev != leader {
-                events.record(
-                    "leader_changed",
-                    format!("shard {group}: node {prev} -> node {leader}"),
-                );
-            }
         }
         leader_of.insert(group, leader);
     }
