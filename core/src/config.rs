@@ -9,13 +9,25 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, Result};
 use crate::types::Command;
 
-/// Size limits on what a client may write. Over a limit: `InvalidArgument`, nothing written.
+/// Size limits on what a client may send. Over a limit: `InvalidArgument`, nothing written.
+/// The client checks before sending; every node checks again (requests may come from elsewhere).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Limits {
     /// Largest key, in bytes (etcd and TiKV use a few KiB; default 4 KiB).
     pub max_key_bytes: usize,
     /// Largest value carried by a request, in bytes (default 1 MiB, etcd's default request size).
     pub max_value_bytes: usize,
+    /// Most pairs in one `batch_put` or keys in one `batch_get` (default 10,000).
+    pub max_batch_items: usize,
+    /// Most key and value bytes in one `batch_put`, or key bytes in one `batch_get` (default
+    /// 16 MiB). A binding splits a larger `put_many` into batches under both caps.
+    pub max_batch_bytes: usize,
+    /// Most items one scan page may ask for (default 10,000).
+    pub max_scan_page: usize,
+    /// Most key and value bytes one log entry may carry (default 16 MiB): one write, or one
+    /// shard's part of a batch.
+    pub max_entry_bytes: usize,
 }
 
 impl Default for Limits {
@@ -23,6 +35,10 @@ impl Default for Limits {
         Limits {
             max_key_bytes: 4 * 1024,
             max_value_bytes: 1024 * 1024,
+            max_batch_items: 10_000,
+            max_batch_bytes: 16 * 1024 * 1024,
+            max_scan_page: 10_000,
+            max_entry_bytes: 16 * 1024 * 1024,
         }
     }
 }
@@ -53,6 +69,45 @@ impl Limits {
         Ok(())
     }
 
+    /// A batch of `items` items carrying `bytes` bytes (`what`: for the message).
+    pub fn check_batch(&self, what: &str, items: usize, bytes: usize) -> Result<()> {
+        if items > self.max_batch_items {
+            return Err(Error::InvalidArgument(format!(
+                "{what} has {items} items, limit is {} (split it)",
+                self.max_batch_items
+            )));
+        }
+        if bytes > self.max_batch_bytes {
+            return Err(Error::InvalidArgument(format!(
+                "{what} carries {bytes} bytes, limit is {} (split it)",
+                self.max_batch_bytes
+            )));
+        }
+        Ok(())
+    }
+
+    /// Keys of one read of many: count, total size, each key.
+    pub fn check_keys(&self, keys: &[&[u8]]) -> Result<()> {
+        let bytes = keys.iter().map(|k| k.len()).sum();
+        self.check_batch("a batch read", keys.len(), bytes)?;
+        keys.iter().try_for_each(|k| self.check_key(k))
+    }
+
+    pub fn check_scan_page(&self, limit: usize) -> Result<()> {
+        if limit == 0 {
+            return Err(Error::InvalidArgument(
+                "scan limit must be at least 1".into(),
+            ));
+        }
+        if limit > self.max_scan_page {
+            return Err(Error::InvalidArgument(format!(
+                "scan page of {limit} items asked, limit is {}",
+                self.max_scan_page
+            )));
+        }
+        Ok(())
+    }
+
     pub fn check_command(&self, command: &Command) -> Result<()> {
         let keys = command.keys();
         if keys.is_empty() {
@@ -60,11 +115,20 @@ impl Limits {
                 "a write needs at least one key".into(),
             ));
         }
+        let values = command.values();
+        let bytes: usize = keys.iter().map(|k| k.len()).sum::<usize>()
+            + values.iter().map(|v| v.len()).sum::<usize>();
+        if let Command::PutMany { pairs } = command {
+            self.check_batch("a batch write", pairs.len(), bytes)?;
+        }
+        if bytes > self.max_entry_bytes {
+            return Err(Error::InvalidArgument(format!(
+                "a log entry of {bytes} bytes asked, limit is {}",
+                self.max_entry_bytes
+            )));
+        }
         keys.into_iter().try_for_each(|k| self.check_key(k))?;
-        command
-            .values()
-            .into_iter()
-            .try_for_each(|v| self.check_value(v))
+        values.into_iter().try_for_each(|v| self.check_value(v))
     }
 }
 

@@ -262,6 +262,7 @@ async fn over_limit_input_is_refused_and_nothing_is_written() {
     let limits = Limits {
         max_key_bytes: 16,
         max_value_bytes: 64,
+        ..Default::default()
     };
     let cluster = EmbeddedCluster::start(ClusterOptions {
         shards: 1,
@@ -470,5 +471,100 @@ async fn closed_client_and_unknown_node_get_typed_errors() {
         matches!(c.get("a").await, Err(Error::Closed(_))),
         "clones share closing"
     );
+    cluster.shutdown().await.expect("shutdown");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_batches_scan_pages_and_entries_are_refused_and_nothing_is_written() {
+    // Default limits: 10,000 items and 16 MiB per batch, 10,000 items per scan page.
+    let cluster = EmbeddedCluster::start(ClusterOptions {
+        shards: 1,
+        nodes: 3,
+        ..Default::default()
+    })
+    .await
+    .expect("start");
+    let leader = cluster.wait_for_leader(0, WAIT).await.expect("leader");
+    let c = cluster.client();
+    c.put("ok", "fine").await.expect("within limits");
+    cluster
+        .wait_for_replication(0, WAIT)
+        .await
+        .expect("replicated");
+    let node = cluster.node(leader).expect("node");
+    let log_before = node.status(0).expect("status").last_log_index;
+
+    let many: Vec<(String, String)> = (0..10_001)
+        .map(|i| (format!("many-{i}"), "v".to_string()))
+        .collect();
+    let heavy: Vec<(String, Vec<u8>)> = (0..20)
+        .map(|i| (format!("heavy-{i}"), vec![1u8; 1024 * 1024]))
+        .collect();
+    let keys: Vec<String> = many.iter().map(|(k, _)| k.clone()).collect();
+    let cases: Vec<(&str, scalestore::Result<()>)> = vec![
+        ("10,001 pairs", c.batch_put(&many).await),
+        ("20 MiB of pairs", c.batch_put(&heavy).await),
+        (
+            "10,001 keys read",
+            c.batch_get(&keys, ReadConsistency::Linearizable)
+                .await
+                .map(|_| ()),
+        ),
+        (
+            "scan page of 10,001",
+            c.scan(&scalestore::ScanOptions {
+                limit: 10_001,
+                ..Default::default()
+            })
+            .await
+            .map(|_| ()),
+        ),
+    ];
+    for (what, res) in cases {
+        assert!(
+            matches!(res, Err(Error::InvalidArgument(_))),
+            "{what}: {res:?}"
+        );
+    }
+    // The node checks too, for requests that do not come through this client.
+    let raw = [
+        ClientRequest::Write {
+            group: 0,
+            command: Command::PutMany {
+                pairs: many
+                    .iter()
+                    .map(|(k, v)| (k.clone().into_bytes(), v.clone().into_bytes()))
+                    .collect(),
+            },
+            session: None,
+        },
+        ClientRequest::ReadMany {
+            group: 0,
+            keys: keys.iter().map(|k| k.clone().into_bytes()).collect(),
+            consistency: ReadConsistency::Linearizable,
+        },
+        ClientRequest::Scan {
+            group: 0,
+            start: Vec::new(),
+            end: None,
+            limit: 10_001,
+            consistency: ReadConsistency::Linearizable,
+        },
+    ];
+    for request in raw {
+        let what = format!("{request:?}").chars().take(60).collect::<String>();
+        let res = node.handle_client(request, true).await;
+        assert!(
+            matches!(res, Err(Error::InvalidArgument(_))),
+            "node accepted {what}: {res:?}"
+        );
+    }
+    assert_eq!(
+        node.status(0).expect("status").last_log_index,
+        log_before,
+        "nothing reached the log"
+    );
+    assert_eq!(c.get("many-0").await.expect("get"), None);
+    assert_eq!(c.get("heavy-0").await.expect("get"), None);
     cluster.shutdown().await.expect("shutdown");
 }

@@ -631,9 +631,9 @@ impl Node {
                 keys,
                 consistency,
             } => {
-                keys.iter()
-                    .try_for_each(|k| self.config.limits.check_key(k))?;
-                self.check_owned(*group, keys.iter().map(Vec::as_slice))?;
+                let key_refs: Vec<&[u8]> = keys.iter().map(Vec::as_slice).collect();
+                self.config.limits.check_keys(&key_refs)?;
+                self.check_owned(*group, key_refs.iter().copied())?;
                 self.ensure_readable(*group, *consistency).await?;
                 keys.iter()
                     .map(|k| self.store.get(*group, k))
@@ -647,10 +647,8 @@ impl Node {
                 limit,
                 consistency,
             } => {
-                if *limit == 0 {
-                    return Err(Error::InvalidArgument(
-                        "scan limit must be at least 1".into(),
-                    ));
+                if *group != META_GROUP {
+                    self.config.limits.check_scan_page(*limit)?;
                 }
                 self.ensure_readable(*group, *consistency).await?;
                 let (items, more) = self.store.scan(*group, start, end.as_deref(), *limit)?;

@@ -418,8 +418,7 @@ impl Client {
         consistency: ReadConsistency,
     ) -> Result<Vec<Option<Vec<u8>>>> {
         let keys: Vec<&[u8]> = keys.iter().map(|k| k.as_ref()).collect();
-        keys.iter()
-            .try_for_each(|k| self.shared.options.limits.check_key(k))?;
+        self.shared.options.limits.check_keys(&keys)?;
         let mut attempt = 0;
         loop {
             let map = self.shard_map().await?;
@@ -467,6 +466,13 @@ impl Client {
         if pairs.is_empty() {
             return Ok(());
         }
+        let limits = &self.shared.options.limits;
+        let bytes = pairs.iter().map(|(k, v)| k.len() + v.len()).sum();
+        limits.check_batch("a batch write", pairs.len(), bytes)?;
+        for (k, v) in &pairs {
+            limits.check_key(k)?;
+            limits.check_value(v)?;
+        }
         let mut pending = pairs;
         let mut attempt = 0;
         loop {
@@ -499,11 +505,7 @@ impl Client {
 
     /// One page of a scan over every shard, merged in key order.
     pub async fn scan(&self, options: &ScanOptions) -> Result<ScanPage> {
-        if options.limit == 0 {
-            return Err(Error::InvalidArgument(
-                "scan limit must be at least 1".into(),
-            ));
-        }
+        self.shared.options.limits.check_scan_page(options.limit)?;
         let mut lower = options.start.clone().unwrap_or_default();
         if let Some(p) = &options.prefix {
             lower = lower.max(p.clone());
