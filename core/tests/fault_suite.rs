@@ -78,6 +78,10 @@ nemesis_test!(
     histories_stay_linearizable_when_the_manager_leader_crashes_mid_move,
     Nemesis::ManagerCrash
 );
+nemesis_test!(
+    histories_stay_linearizable_and_sessions_live_while_clocks_jump,
+    Nemesis::ClockJumps
+);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_suite_catches_linearizable_reads_answered_without_read_index() {

@@ -46,10 +46,12 @@ pub enum Nemesis {
     Membership,
     /// Crash the shard manager's leader while nodes join and leave.
     ManagerCrash,
+    /// Make a random node's wall clock jump (a day ahead, or back), then set it right.
+    ClockJumps,
 }
 
 impl Nemesis {
-    pub const ALL: [Nemesis; 8] = [
+    pub const ALL: [Nemesis; 9] = [
         Nemesis::None,
         Nemesis::MovingPartitions,
         Nemesis::ManyPartitions,
@@ -58,6 +60,7 @@ impl Nemesis {
         Nemesis::LossyNetwork,
         Nemesis::Membership,
         Nemesis::ManagerCrash,
+        Nemesis::ClockJumps,
     ];
 }
 
@@ -121,7 +124,12 @@ pub struct RunReport {
     pub nemesis: Nemesis,
     pub seed: u64,
     pub operations: usize,
+    /// Operations that returned a result (the rest failed or are unknown).
+    pub acknowledged_operations: usize,
     pub unknown_operations: usize,
+    /// Sessions expired on the nodes running at the end (a run is far shorter than the TTL:
+    /// any expiry means log time jumped).
+    pub sessions_expired: u64,
     pub verdict: Verdict,
     /// Acknowledged appends missing from the final value, or present more than once.
     pub lost_appends: Vec<String>,
@@ -146,6 +154,7 @@ impl RunReport {
             && self.recovery.is_some_and(|r| r <= self.recovery_bound)
             && self.routing_failures() == 0
             && self.placement_problems.is_empty()
+            && self.sessions_expired == 0
     }
 
     /// Definite failures that only say a request went to the wrong place: a client must route
@@ -185,10 +194,11 @@ impl fmt::Display for RunReport {
         };
         write!(
             f,
-            "{} seed={} ops={} (unknown {}) {} lost={} duplicated={} recovery={:?} (bound {:?}) failed: {:?} placement: {} stale: {} reads, max {} entries / {:.1} ms behind, mean {:.1} entries / {:.1} ms -> {}",
+            "{} seed={} ops={} (acknowledged {}, unknown {}) {} lost={} duplicated={} recovery={:?} (bound {:?}) failed: {:?} placement: {} sessions expired: {} stale: {} reads, max {} entries / {:.1} ms behind, mean {:.1} entries / {:.1} ms -> {}",
             self.nemesis,
             self.seed,
             self.operations,
+            self.acknowledged_operations,
             self.unknown_operations,
             verdict,
             self.lost_appends.len(),
@@ -201,6 +211,7 @@ impl fmt::Display for RunReport {
             } else {
                 format!("{:?}", self.placement_problems)
             },
+            self.sessions_expired,
             self.stale.reads,
             self.stale.max_entries_behind,
             self.stale.max_ms_behind,
@@ -218,8 +229,12 @@ pub async fn run(options: RunOptions) -> Result<RunReport> {
         max_in_snapshot_log_to_keep: 5,
         ..Default::default()
     };
-    let lose_unsynced =
-        matches!(options.nemesis, Nemesis::CrashRestart | Nemesis::CrashAll) || !options.sync;
+    // Power-loss mode wherever nodes crash, membership and manager changes included.
+    let crashes = matches!(
+        options.nemesis,
+        Nemesis::CrashRestart | Nemesis::CrashAll | Nemesis::ManagerCrash | Nemesis::Membership
+    );
+    let lose_unsynced = crashes || !options.sync;
     let cluster = Arc::new(
         EmbeddedCluster::start(ClusterOptions {
             nodes: options.nodes,
@@ -361,6 +376,12 @@ pub async fn run(options: RunOptions) -> Result<RunReport> {
             Duration::ZERO
         })
         .await;
+    let sessions_expired = cluster
+        .running_nodes()
+        .into_iter()
+        .filter_map(|n| cluster.storage_stats(n).ok())
+        .map(|s| s.sessions_expired.load(Ordering::Relaxed))
+        .sum();
     let ops = history.operations();
     let mut definite_failures: BTreeMap<String, usize> = BTreeMap::new();
     for op in &ops {
@@ -382,6 +403,17 @@ pub async fn run(options: RunOptions) -> Result<RunReport> {
         nemesis: options.nemesis,
         seed: options.seed,
         operations: ops.len(),
+        acknowledged_operations: ops
+            .iter()
+            .filter(|o| {
+                !matches!(
+                    o.output,
+                    crate::proof::history::OpOutput::Unknown { .. }
+                        | crate::proof::history::OpOutput::Failed { .. }
+                )
+            })
+            .count(),
+        sessions_expired,
         unknown_operations: ops
             .iter()
             .filter(|o| matches!(o.output, crate::proof::history::OpOutput::Unknown { .. }))
@@ -644,6 +676,21 @@ async fn run_nemesis(
                     faults.heal();
                 }
             },
+            Nemesis::ClockJumps => {
+                let nodes = cluster.running_nodes();
+                if !nodes.is_empty() {
+                    let victim = nodes[rng.random_range(0..nodes.len())];
+                    const DAY_MS: i64 = 24 * 3600 * 1000;
+                    let by = if rng.random_bool(0.5) {
+                        DAY_MS
+                    } else {
+                        -DAY_MS
+                    };
+                    faults.jump_clock(victim, by);
+                    tokio::time::sleep(hold(&mut rng)).await;
+                    faults.jump_clock(victim, -by);
+                }
+            }
             Nemesis::ManagerCrash => {
                 if added.is_empty() {
                     added.push(cluster.add_node().await?);
@@ -692,7 +739,9 @@ mod tests {
             nemesis: Nemesis::None,
             seed: 1,
             operations: 10,
+            acknowledged_operations: 10,
             unknown_operations: 0,
+            sessions_expired: 0,
             verdict: check(&[], CheckOptions::default()),
             lost_appends: vec![],
             duplicated_appends: vec![],
