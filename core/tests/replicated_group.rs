@@ -568,3 +568,34 @@ async fn oversized_batches_scan_pages_and_entries_are_refused_and_nothing_is_wri
     assert_eq!(c.get("heavy-0").await.expect("get"), None);
     cluster.shutdown().await.expect("shutdown");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_start_group_calls_start_one_replica_that_stops_with_the_node() {
+    let cluster = EmbeddedCluster::start(ClusterOptions {
+        shards: 1,
+        nodes: 3,
+        ..Default::default()
+    })
+    .await
+    .expect("start");
+    let node = cluster.node(1).expect("node");
+    let starts = (0..8).map(|_| {
+        let node = node.clone();
+        tokio::spawn(async move {
+            node.handle_admin(scalestore::network::AdminRequest::StartGroup { group: 77 })
+                .await
+        })
+    });
+    for started in futures::future::join_all(starts).await {
+        started.expect("task").expect("start group");
+    }
+    drop(node);
+    // A second Raft instance started by a racing call would outlive the node's shutdown and
+    // keep its RocksDB open.
+    cluster
+        .crash_node(1)
+        .await
+        .expect("every replica of node 1 stopped with it");
+    cluster.restart_node(1).await.expect("restart");
+    cluster.shutdown().await.expect("shutdown");
+}

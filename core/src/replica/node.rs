@@ -105,6 +105,8 @@ pub struct Node {
     shard_map: RwLock<Arc<ShardMap>>,
     /// Per group this node leads: where its log clock stood when the term began, and when.
     leader_clocks: std::sync::Mutex<HashMap<GroupId, LeaderClock>>,
+    /// Held while a group starts (see `start_group`).
+    starting: tokio::sync::Mutex<()>,
     /// Background tasks of this node (the shard manager); aborted at shutdown.
     tasks: std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
@@ -139,6 +141,7 @@ impl Node {
             groups: RwLock::new(HashMap::new()),
             shard_map: RwLock::new(Arc::new(ShardMap::uniform(1, &[config_id], 1)?)),
             leader_clocks: std::sync::Mutex::new(HashMap::new()),
+            starting: tokio::sync::Mutex::new(()),
             tasks: std::sync::Mutex::new(Vec::new()),
         }))
     }
@@ -162,6 +165,9 @@ impl Node {
 
     /// Starts the Raft instance of `group` on this node from whatever its storage holds.
     pub async fn start_group(&self, group: GroupId) -> Result<Raft> {
+        // One start at a time: two racing calls must not both build a Raft for the group (the
+        // one not kept would outlive the node's shutdown).
+        let _starting = self.starting.lock().await;
         if let Some(r) = self.raft(group) {
             return Ok(r);
         }
