@@ -7,8 +7,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use scalestore::{
-    Client, ClientOptions, ClusterOptions, EmbeddedCluster, Error, NetworkFaults, RaftTiming,
-    ReadConsistency, StorageOptions,
+    Client, ClientOptions, ClusterOptions, EmbeddedCluster, Error, NetworkFaults, NodeId,
+    RaftTiming, ReadConsistency, StorageOptions,
 };
 
 const WAIT: Duration = Duration::from_secs(30);
@@ -431,5 +431,100 @@ async fn seeded_faults_report_their_seed() {
         .put("a", "b")
         .await
         .expect("put through a slow network");
+    cluster.shutdown().await.expect("shutdown");
+}
+
+/// Crashes a follower, writes `values` values of `value_bytes` while it is down, and waits until
+/// the leader has purged its log behind a snapshot, so the follower can only catch up by one.
+async fn follower_needing_a_snapshot(
+    values: usize,
+    value_bytes: usize,
+) -> (EmbeddedCluster, NodeId, NodeId) {
+    let cluster = start_with(3, |o| {
+        o.timing = RaftTiming {
+            snapshot_logs_since_last: 20,
+            max_in_snapshot_log_to_keep: 0,
+            ..Default::default()
+        };
+    })
+    .await;
+    let leader = cluster.wait_for_leader(0, WAIT).await.expect("leader");
+    let follower = cluster
+        .node_ids()
+        .into_iter()
+        .find(|n| *n != leader)
+        .expect("follower");
+    cluster.crash_node(follower).await.expect("crash");
+    let client = cluster.client();
+    let value = vec![b'v'; value_bytes];
+    for i in 0..values {
+        client.put(format!("big-{i}"), &value).await.expect("put");
+    }
+    let deadline = std::time::Instant::now() + WAIT;
+    while cluster
+        .node(leader)
+        .expect("leader")
+        .status(0)
+        .expect("status")
+        .purged_index
+        .unwrap_or(0)
+        < values as u64 / 2
+    {
+        assert!(std::time::Instant::now() < deadline, "leader never purged");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    (cluster, leader, follower)
+}
+
+async fn assert_follower_caught_up_by_snapshot(
+    cluster: &EmbeddedCluster,
+    leader: NodeId,
+    follower: NodeId,
+) {
+    cluster
+        .wait_for_replication(0, WAIT)
+        .await
+        .expect("caught up");
+    let stats = cluster.storage_stats(follower).expect("stats");
+    assert!(
+        stats.snapshots_installed.load(Ordering::SeqCst) >= 1,
+        "caught up by snapshot"
+    );
+    let data = |n: NodeId| {
+        cluster
+            .node(n)
+            .expect("node")
+            .store()
+            .scan_group(0)
+            .expect("scan")
+    };
+    assert!(
+        data(follower) == data(leader),
+        "follower holds the leader's data"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn snapshot_file_deleted_on_the_sender_mid_transfer_still_brings_the_follower_up() {
+    let (cluster, leader, follower) = follower_needing_a_snapshot(60, 64 * 1024).await;
+    // The sender's next snapshot build deletes the file a transfer is reading.
+    cluster.failpoints().delete_sent_snapshots(1);
+    cluster.restart_node(follower).await.expect("restart");
+    assert_follower_caught_up_by_snapshot(&cluster, leader, follower).await;
+    cluster.shutdown().await.expect("shutdown");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn snapshot_transfer_cut_mid_way_is_sent_again_and_the_follower_catches_up() {
+    // About 4 MB of data: a transfer of several 1 MiB chunks.
+    let (cluster, leader, follower) = follower_needing_a_snapshot(60, 64 * 1024).await;
+    cluster.failpoints().cut_snapshot_transfers(1);
+    cluster.restart_node(follower).await.expect("restart");
+    assert_follower_caught_up_by_snapshot(&cluster, leader, follower).await;
+    assert_eq!(
+        cluster.failpoints().snapshot_transfers_cut(),
+        1,
+        "a transfer was cut before the one that succeeded"
+    );
     cluster.shutdown().await.expect("shutdown");
 }

@@ -21,6 +21,9 @@ pub struct Failpoints {
     /// The node holding the held change (0: none yet).
     holder: AtomicU64,
     release: Notify,
+    delete_sent_snapshots: AtomicU32,
+    cut_snapshot_transfers: AtomicU32,
+    snapshot_transfers_cut: AtomicU64,
 }
 
 impl Failpoints {
@@ -40,6 +43,34 @@ impl Failpoints {
     /// a request delayed in the network, delivered after its sender lost its role.
     pub fn hold_next_voter_change(&self) {
         self.hold_armed.store(true, Ordering::SeqCst);
+    }
+
+    /// The next `n` snapshot transfers: once a transfer has started, the sender's snapshot file
+    /// is deleted, as the sender's next `build_snapshot` would delete it.
+    pub fn delete_sent_snapshots(&self, n: u32) {
+        self.delete_sent_snapshots.store(n, Ordering::SeqCst);
+    }
+
+    /// The next `n` snapshot transfers are cut after their first chunk.
+    pub fn cut_snapshot_transfers(&self, n: u32) {
+        self.cut_snapshot_transfers.store(n, Ordering::SeqCst);
+    }
+
+    /// Snapshot transfers cut so far.
+    pub fn snapshot_transfers_cut(&self) -> u64 {
+        self.snapshot_transfers_cut.load(Ordering::SeqCst)
+    }
+
+    pub(crate) fn take_delete_sent_snapshot(&self) -> bool {
+        take_one(&self.delete_sent_snapshots)
+    }
+
+    pub(crate) fn take_cut_snapshot_transfer(&self) -> bool {
+        let cut = take_one(&self.cut_snapshot_transfers);
+        if cut {
+            self.snapshot_transfers_cut.fetch_add(1, Ordering::SeqCst);
+        }
+        cut
     }
 
     /// Interruptions armed by [`interrupt_after_joint_step`](Self::interrupt_after_joint_step)

@@ -4,4 +4,5 @@
 pub mod failpoints;
 pub mod network;
 pub mod node;
+pub mod snapshot_transfer;
 pub mod storage;

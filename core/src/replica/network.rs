@@ -16,6 +16,8 @@ use openraft::storage::Snapshot;
 use openraft::BasicNode;
 
 use crate::error::{Error, Result};
+use crate::replica::failpoints::Failpoints;
+use crate::replica::snapshot_transfer::{read_chunk, CHUNK_BYTES};
 use crate::replica::node::GroupStatus;
 use crate::replica::storage::SnapshotFile;
 use crate::routing::sharding::ShardMap;
@@ -29,10 +31,14 @@ pub enum RaftRpc {
     Append(AppendEntriesRequest<TypeConfig>),
     Vote(VoteRequest<TypeConfig>),
     PreVote(VoteRequest<TypeConfig>),
-    Snapshot {
-        vote: Vote,
-        meta: SnapshotMeta,
-        file: SnapshotFile,
+    /// One chunk of snapshot transfer `transfer` (a random id), at byte `offset` of the file.
+    /// The last chunk carries the leader's vote and the snapshot's meta: the receiver installs
+    /// the snapshot once that chunk has completed a file whose checksum verifies.
+    SnapshotChunk {
+        transfer: u64,
+        offset: u64,
+        data: Vec<u8>,
+        last: Option<Box<(Vote, SnapshotMeta)>>,
     },
     TransferLeader(TransferLeaderRequest<TypeConfig>),
 }
@@ -41,6 +47,8 @@ pub enum RaftRpc {
 pub enum RaftReply {
     Append(AppendEntriesResponse<TypeConfig>),
     Vote(VoteResponse<TypeConfig>),
+    /// A chunk other than the last was stored.
+    SnapshotChunkStored,
     Snapshot(SnapshotResponse<TypeConfig>),
     TransferLeader(TransferLeaderResponse<TypeConfig>),
 }
@@ -132,6 +140,7 @@ pub struct GroupNetworkFactory {
     pub(crate) node: NodeId,
     pub(crate) group: GroupId,
     pub(crate) transport: Arc<dyn PeerTransport>,
+    pub(crate) failpoints: Arc<Failpoints>,
 }
 
 /// openraft's connection from one node to another, for one group.
@@ -140,6 +149,7 @@ pub struct GroupNetwork {
     to: NodeId,
     group: GroupId,
     transport: Arc<dyn PeerTransport>,
+    failpoints: Arc<Failpoints>,
 }
 
 impl RaftNetworkFactory<TypeConfig> for GroupNetworkFactory {
@@ -151,6 +161,7 @@ impl RaftNetworkFactory<TypeConfig> for GroupNetworkFactory {
             to: target,
             group: self.group,
             transport: self.transport.clone(),
+            failpoints: self.failpoints.clone(),
         }
     }
 }
@@ -169,6 +180,10 @@ impl GroupNetwork {
 }
 
 fn unreachable(e: impl std::fmt::Display) -> RPCError<TypeConfig> {
+    Unreachable::<TypeConfig>::from_string(e).into()
+}
+
+fn unreachable_streaming(e: impl std::fmt::Display) -> StreamingError<TypeConfig> {
     Unreachable::<TypeConfig>::from_string(e).into()
 }
 
@@ -228,18 +243,43 @@ impl RaftNetworkV2<TypeConfig> for GroupNetwork {
         cancel: impl Future<Output = ReplicationClosed> + Send + 'static,
         _option: RPCOption,
     ) -> Result<SnapshotResponse<TypeConfig>, StreamingError<TypeConfig>> {
-        let rpc = RaftRpc::Snapshot {
-            vote,
-            meta: snapshot.meta,
-            file: snapshot.snapshot,
+        let stream = async {
+            let path = snapshot.snapshot.path;
+            // One handle for the whole transfer: deleting the file now (the sender's next build
+            // does) cannot cut it.
+            let mut file = std::fs::File::open(&path).map_err(unreachable_streaming)?;
+            if self.failpoints.take_delete_sent_snapshot() {
+                let _ = std::fs::remove_file(&path);
+            }
+            let transfer: u64 = rand::random();
+            let mut offset = 0u64;
+            let mut last_meta = Some(Box::new((vote, snapshot.meta)));
+            loop {
+                let (f, data) = read_chunk(file).await.map_err(unreachable_streaming)?;
+                file = f;
+                let last = data.len() < CHUNK_BYTES;
+                let len = data.len() as u64;
+                let rpc = RaftRpc::SnapshotChunk {
+                    transfer,
+                    offset,
+                    data,
+                    last: if last { last_meta.take() } else { None },
+                };
+                let reply = self.call(rpc).await.map_err(unreachable_streaming)?;
+                offset += len;
+                match reply {
+                    RaftReply::Snapshot(r) if last => return Ok(r),
+                    RaftReply::SnapshotChunkStored if !last => {}
+                    _ => return Err(unreachable_streaming("mismatched reply to snapshot chunk")),
+                }
+                if offset == len && self.failpoints.take_cut_snapshot_transfer() {
+                    return Err(unreachable_streaming("snapshot transfer cut (failpoint)"));
+                }
+            }
         };
         tokio::select! {
             closed = cancel => Err(StreamingError::Closed(closed)),
-            reply = self.call(rpc) => match reply {
-                Ok(RaftReply::Snapshot(r)) => Ok(r),
-                Ok(_) => Err(Unreachable::from_string("mismatched reply to snapshot").into()),
-                Err(e) => Err(Unreachable::from_string(e).into()),
-            },
+            result = stream => result,
         }
     }
 

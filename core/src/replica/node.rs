@@ -21,7 +21,8 @@ use crate::replica::network::{
     GroupNetworkFactory, PeerRequest, PeerResponse, PeerTransport, RaftReply, RaftRpc,
 };
 use crate::replica::storage::identity::Identity;
-use crate::replica::storage::{NodeStore, StorageStats};
+use crate::replica::snapshot_transfer;
+use crate::replica::storage::{NodeStore, SnapshotFile, StorageStats};
 use crate::routing::sharding::{ShardMap, META_GROUP};
 use crate::types::{
     ClientRequest, ClientResponse, CommandResult, GroupId, LogId, NodeId, Proposal, ProposalBody,
@@ -107,6 +108,8 @@ pub struct Node {
     leader_clocks: std::sync::Mutex<HashMap<GroupId, LeaderClock>>,
     /// Held while a group starts (see `start_group`).
     starting: tokio::sync::Mutex<()>,
+    /// Snapshots arriving in chunks.
+    snapshots_in: snapshot_transfer::Receiver,
     /// Background tasks of this node (the shard manager); aborted at shutdown.
     tasks: std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
@@ -142,6 +145,7 @@ impl Node {
             shard_map: RwLock::new(Arc::new(ShardMap::uniform(1, &[config_id], 1)?)),
             leader_clocks: std::sync::Mutex::new(HashMap::new()),
             starting: tokio::sync::Mutex::new(()),
+            snapshots_in: snapshot_transfer::Receiver::default(),
             tasks: std::sync::Mutex::new(Vec::new()),
         }))
     }
@@ -175,6 +179,7 @@ impl Node {
             node: self.id(),
             group,
             transport: self.peers.clone(),
+            failpoints: self.config.failpoints.clone(),
         };
         let raft = Raft::new(
             self.id(),
@@ -809,16 +814,32 @@ impl Node {
                     RaftRpc::PreVote(r) => {
                         RaftReply::Vote(raft.pre_vote(r).await.map_err(|e| fatal(&e))?)
                     }
-                    RaftRpc::Snapshot { vote, meta, file } => {
-                        let snapshot = Snapshot {
-                            meta,
-                            snapshot: file,
-                        };
-                        RaftReply::Snapshot(
-                            raft.install_full_snapshot(vote, snapshot)
-                                .await
-                                .map_err(|e| fatal(&e))?,
-                        )
+                    RaftRpc::SnapshotChunk {
+                        transfer,
+                        offset,
+                        data,
+                        last,
+                    } => {
+                        let dir = self.store.dir().to_path_buf();
+                        let complete = self
+                            .snapshots_in
+                            .chunk(&dir, group, transfer, offset, data, last.is_some())
+                            .await?;
+                        match (complete, last) {
+                            (Some(path), Some(last)) => {
+                                let (vote, meta) = *last;
+                                let snapshot = Snapshot {
+                                    meta,
+                                    snapshot: SnapshotFile { path },
+                                };
+                                RaftReply::Snapshot(
+                                    raft.install_full_snapshot(vote, snapshot)
+                                        .await
+                                        .map_err(|e| fatal(&e))?,
+                                )
+                            }
+                            _ => RaftReply::SnapshotChunkStored,
+                        }
                     }
                     RaftRpc::TransferLeader(r) => RaftReply::TransferLeader(
                         raft.handle_transfer_leader(r)

@@ -4,7 +4,7 @@
 pub mod identity;
 pub mod keys;
 mod log_store;
-mod snapshot;
+pub(crate) mod snapshot;
 mod state_machine;
 mod syncer;
 

@@ -15,8 +15,8 @@ use crate::types::{GroupId, LogId, StoredMembership};
 
 const MAGIC: &[u8; 8] = b"SSSNAP01";
 
-/// A snapshot's data: a file on disk. In-process transfers copy the file; it is never loaded
-/// into memory whole.
+/// A snapshot's data: a file on the node's own disk. Between nodes it travels as chunks (see
+/// `replica::snapshot_transfer`); it is never loaded into memory whole.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SnapshotFile {
     pub path: PathBuf,
@@ -128,7 +128,8 @@ fn read_chunk(r: &mut impl Read, buf: &mut Vec<u8>) -> io::Result<()> {
     r.read_exact(buf)
 }
 
-fn verify(path: &Path) -> io::Result<()> {
+/// Checks the magic and checksum of a complete snapshot file.
+pub(crate) fn verify(path: &Path) -> io::Result<()> {
     let corrupt = |why: &str| {
         io::Error::new(
             io::ErrorKind::InvalidData,

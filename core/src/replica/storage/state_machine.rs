@@ -81,12 +81,15 @@ impl StateMachine {
         snapshot::group_dir(self.store.dir(), self.group).join(file_name)
     }
 
-    /// Removes snapshot files of this group other than `keep`.
+    /// Removes this group's finished snapshot files other than `keep`. Files still being written
+    /// (a build's or a transfer's `.partial`, a received `recv-*` awaiting install) are left to
+    /// their writers, so a build and an install on one node never delete each other's files.
     fn remove_old_snapshots(&self, keep: &str) {
         let dir = snapshot::group_dir(self.store.dir(), self.group);
         if let Ok(entries) = std::fs::read_dir(&dir) {
             for e in entries.flatten() {
-                if e.file_name().to_string_lossy() != keep {
+                let name = e.file_name().to_string_lossy().into_owned();
+                if name != keep && name.starts_with("snap-") && name.ends_with(".sss") {
                     let _ = std::fs::remove_file(e.path());
                 }
             }
@@ -409,8 +412,17 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let file_name = snapshot::file_name_for(meta.last_log_id.as_ref(), seq);
         let own_path = self.snapshot_path(&file_name);
         if snapshot.path != own_path {
-            std::fs::copy(&snapshot.path, &own_path)?;
-            std::fs::File::open(&own_path)?.sync_all()?;
+            // A received file (verified, fsynced) in this group's dir: renamed, never copied.
+            let (from, to) = (snapshot.path.clone(), own_path.clone());
+            tokio::task::spawn_blocking(move || -> io::Result<()> {
+                std::fs::rename(&from, &to)?;
+                if let Some(dir) = to.parent() {
+                    std::fs::File::open(dir)?.sync_all()?;
+                }
+                Ok(())
+            })
+            .await
+            .map_err(io_err)??;
         }
         let store = self.store.clone();
         let group = self.group;

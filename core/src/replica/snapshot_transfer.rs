@@ -1,0 +1,172 @@
+//! Snapshots between nodes travel as bytes, in bounded chunks, through the `PeerTransport` (the
+//! path gRPC will carry), never as a path into the sender's directory. The sender opens its file
+//! once and streams from that handle, so its next `build_snapshot` deleting the file cannot cut
+//! the transfer. The receiver writes the chunks to a file of its own, and only a complete file
+//! whose checksum verifies is handed to `install_full_snapshot`. A cut transfer leaves nothing
+//! behind that the next one cannot replace: the sender starts again from the first chunk.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+
+use crate::error::{Error, Result};
+use crate::replica::storage::snapshot;
+use crate::types::GroupId;
+
+/// Bytes per chunk: big enough to stream fast, small enough to bound memory per transfer.
+pub const CHUNK_BYTES: usize = 1024 * 1024;
+
+/// Reads the next chunk of `file` on a blocking thread. Returns the file back, with the chunk
+/// (empty at the end).
+pub(crate) async fn read_chunk(mut file: File) -> Result<(File, Vec<u8>)> {
+    tokio::task::spawn_blocking(move || {
+        let mut buf = vec![0u8; CHUNK_BYTES];
+        let mut filled = 0;
+        while filled < buf.len() {
+            match file.read(&mut buf[filled..])? {
+                0 => break,
+                n => filled += n,
+            }
+        }
+        buf.truncate(filled);
+        Ok((file, buf))
+    })
+    .await
+    .map_err(|e| Error::Storage(format!("snapshot read task: {e}")))?
+}
+
+struct Incoming {
+    path: PathBuf,
+    file: Option<File>,
+    next_offset: u64,
+}
+
+/// A node's snapshots being received, by group and transfer id.
+#[derive(Default)]
+pub(crate) struct Receiver {
+    incoming: tokio::sync::Mutex<HashMap<(GroupId, u64), Incoming>>,
+}
+
+impl Receiver {
+    /// Takes one chunk of transfer `transfer` of `group`. A chunk at offset 0 starts the
+    /// transfer (dropping any other unfinished one of the group); a chunk out of order fails
+    /// and drops the transfer. With `last`, the file is completed, fsynced and verified, and its
+    /// path returned (it lives under `node_dir`'s snapshot dir of the group).
+    pub(crate) async fn chunk(
+        &self,
+        node_dir: &Path,
+        group: GroupId,
+        transfer: u64,
+        offset: u64,
+        data: Vec<u8>,
+        last: bool,
+    ) -> Result<Option<PathBuf>> {
+        let mut incoming = self.incoming.lock().await;
+        if offset == 0 {
+            let stale: Vec<(GroupId, u64)> = incoming
+                .keys()
+                .filter(|(g, _)| *g == group)
+                .copied()
+                .collect();
+            for key in stale {
+                if let Some(old) = incoming.remove(&key) {
+                    remove_quietly(old.path).await;
+                }
+            }
+            let dir = snapshot::group_dir(node_dir, group);
+            let path = dir.join(format!("recv-{transfer}.partial"));
+            let file = blocking({
+                let path = path.clone();
+                move || {
+                    std::fs::create_dir_all(&dir)?;
+                    File::create(&path)
+                }
+            })
+            .await?;
+            incoming.insert(
+                (group, transfer),
+                Incoming {
+                    path,
+                    file: Some(file),
+                    next_offset: 0,
+                },
+            );
+        }
+        let Some(entry) = incoming.get_mut(&(group, transfer)) else {
+            return Err(Error::Unavailable(format!(
+                "group {group}: snapshot transfer {transfer} unknown here (start again)"
+            )));
+        };
+        if entry.next_offset != offset {
+            let expected = entry.next_offset;
+            if let Some(gone) = incoming.remove(&(group, transfer)) {
+                remove_quietly(gone.path).await;
+            }
+            return Err(Error::Unavailable(format!(
+                "group {group}: snapshot chunk at {offset}, expected {expected} (start again)"
+            )));
+        }
+        let Some(mut file) = entry.file.take() else {
+            return Err(Error::Unavailable("snapshot file busy".into()));
+        };
+        let len = data.len() as u64;
+        let written = blocking(move || {
+            file.write_all(&data)?;
+            if last {
+                file.sync_all()?;
+            }
+            Ok(file)
+        })
+        .await;
+        let file = match written {
+            Ok(f) => f,
+            Err(e) => {
+                if let Some(gone) = incoming.remove(&(group, transfer)) {
+                    remove_quietly(gone.path).await;
+                }
+                return Err(e);
+            }
+        };
+        entry.next_offset += len;
+        if !last {
+            entry.file = Some(file);
+            return Ok(None);
+        }
+        drop(file);
+        let Some(done) = incoming.remove(&(group, transfer)) else {
+            return Err(Error::Unavailable("snapshot transfer vanished".into()));
+        };
+        let complete = done.path.with_extension("sss");
+        let finished = blocking({
+            let (partial, complete) = (done.path.clone(), complete.clone());
+            move || {
+                snapshot::verify(&partial)?;
+                std::fs::rename(&partial, &complete)?;
+                if let Some(dir) = complete.parent() {
+                    File::open(dir)?.sync_all()?;
+                }
+                Ok(())
+            }
+        })
+        .await;
+        if let Err(e) = finished {
+            remove_quietly(done.path).await;
+            return Err(e);
+        }
+        Ok(Some(complete))
+    }
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> std::io::Result<T> + Send + 'static,
+) -> Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| Error::Storage(format!("snapshot file task: {e}")))?
+        .map_err(Error::from)
+}
+
+async fn remove_quietly(path: PathBuf) {
+    let _ = tokio::task::spawn_blocking(move || std::fs::remove_file(path)).await;
+}
