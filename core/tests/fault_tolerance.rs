@@ -528,3 +528,25 @@ async fn snapshot_transfer_cut_mid_way_is_sent_again_and_the_follower_catches_up
     );
     cluster.shutdown().await.expect("shutdown");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn snapshot_install_that_fails_makes_the_group_restart_itself_and_catch_up() {
+    let (cluster, leader, follower) = follower_needing_a_snapshot(60, 16 * 1024).await;
+    // The first install fails with a storage error: openraft stops the group (Fatal).
+    cluster.failpoints().fail_snapshot_installs(1);
+    cluster.restart_node(follower).await.expect("restart");
+    assert_follower_caught_up_by_snapshot(&cluster, leader, follower).await;
+    let restarts: Vec<String> = cluster
+        .events()
+        .into_iter()
+        .filter(|e| e.kind == "group_restarted")
+        .map(|e| e.detail)
+        .collect();
+    assert!(
+        restarts
+            .iter()
+            .any(|d| d.contains(&format!("node {follower}"))),
+        "the node restarted its Fatal group and said so: {restarts:?}"
+    );
+    cluster.shutdown().await.expect("shutdown");
+}

@@ -1,11 +1,13 @@
-//! Leader changes as they happen: each node watches the groups it hosts and records
-//! `leader_changed` when it becomes a group's leader in a new term, naming the leader it had
-//! followed before. No manager round trip is involved, so the event lands within a tick of the
-//! election, whatever the manager is busy with.
+//! Each node watches the groups it hosts. It records `leader_changed` when it becomes a group's
+//! leader in a new term, naming the leader it had followed before (no manager round trip, so
+//! the event lands within a tick of the election, whatever the manager is busy with). And it
+//! restarts a group that openraft stopped as Fatal (a storage error, say a failed snapshot
+//! install), with back-off, recording `group_restarted`: the group resumes from what its
+//! storage holds, instead of staying dead until the process restarts.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Weak};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use openraft::async_runtime::watch::WatchReceiver;
 
@@ -17,12 +19,19 @@ use crate::types::{GroupId, NodeId};
 /// How often a node looks at its groups' leaders.
 const TICK: Duration = Duration::from_millis(50);
 
+/// First wait before restarting a Fatal group; doubled per restart, up to `MAX_BACKOFF`.
+const FIRST_BACKOFF: Duration = Duration::from_millis(200);
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+
 #[derive(Default)]
 struct Seen {
     /// The last leader this node saw other than itself.
     previous: Option<NodeId>,
     /// The term this node last recorded itself as leader in.
     recorded_term: Option<u64>,
+    /// Back-off of Fatal-group restarts: the next wait, and when it was found Fatal.
+    backoff: Option<Duration>,
+    fatal_since: Option<Instant>,
 }
 
 /// Starts the watcher of `node` (it ends when the node is dropped or shut down).
@@ -46,11 +55,33 @@ async fn run(weak: Weak<Node>, events: Arc<EventLog>) {
             let Some(raft) = node.raft(group) else {
                 continue;
             };
-            let (leader, term) = {
+            let (leader, term, fatal) = {
                 let m = raft.metrics().borrow_watched().clone();
-                (m.current_leader, m.current_term)
+                let fatal = m.running_state.as_ref().err().map(|e| e.to_string());
+                (m.current_leader, m.current_term, fatal)
             };
             let s = seen.entry(group).or_default();
+            if let Some(error) = fatal {
+                let wait = s.backoff.unwrap_or(FIRST_BACKOFF);
+                let since = *s.fatal_since.get_or_insert_with(Instant::now);
+                if since.elapsed() >= wait {
+                    s.fatal_since = None;
+                    s.backoff = Some((wait * 2).min(MAX_BACKOFF));
+                    node.stop_group(group).await;
+                    let outcome = match node.start_group(group).await {
+                        Ok(_) => "restarted".to_string(),
+                        Err(e) => format!("restart failed: {e}"),
+                    };
+                    events.record(
+                        "group_restarted",
+                        format!(
+                            "{} on node {me} was Fatal ({error}): {outcome}",
+                            name(group)
+                        ),
+                    );
+                }
+                continue;
+            }
             match leader {
                 Some(l) if l == me && s.recorded_term != Some(term) => {
                     s.recorded_term = Some(term);
@@ -63,12 +94,16 @@ async fn run(weak: Weak<Node>, events: Arc<EventLog>) {
     }
 }
 
-fn describe(group: GroupId, from: Option<NodeId>, to: NodeId, term: u64) -> String {
-    let what = if group == META_GROUP {
+fn name(group: GroupId) -> String {
+    if group == META_GROUP {
         "manager group".to_string()
     } else {
         format!("shard {group}")
-    };
+    }
+}
+
+fn describe(group: GroupId, from: Option<NodeId>, to: NodeId, term: u64) -> String {
+    let what = name(group);
     match from {
         Some(f) => format!("{what}: node {f} -> node {to} (term {term})"),
         None => format!("{what}: none -> node {to} (term {term})"),

@@ -24,6 +24,7 @@ pub struct Failpoints {
     delete_sent_snapshots: AtomicU32,
     cut_snapshot_transfers: AtomicU32,
     snapshot_transfers_cut: AtomicU64,
+    fail_snapshot_installs: AtomicU32,
 }
 
 impl Failpoints {
@@ -54,6 +55,16 @@ impl Failpoints {
     /// The next `n` snapshot transfers are cut after their first chunk.
     pub fn cut_snapshot_transfers(&self, n: u32) {
         self.cut_snapshot_transfers.store(n, Ordering::SeqCst);
+    }
+
+    /// The next `n` snapshot installs fail inside the state machine (a storage error: openraft
+    /// makes the group Fatal).
+    pub fn fail_snapshot_installs(&self, n: u32) {
+        self.fail_snapshot_installs.store(n, Ordering::SeqCst);
+    }
+
+    pub(crate) fn take_fail_snapshot_install(&self) -> bool {
+        take_one(&self.fail_snapshot_installs)
     }
 
     /// Snapshot transfers cut so far.

@@ -17,8 +17,8 @@ use openraft::BasicNode;
 
 use crate::error::{Error, Result};
 use crate::replica::failpoints::Failpoints;
-use crate::replica::snapshot_transfer::{read_chunk, CHUNK_BYTES};
 use crate::replica::node::GroupStatus;
+use crate::replica::snapshot_transfer::{read_chunk, CHUNK_BYTES};
 use crate::replica::storage::SnapshotFile;
 use crate::routing::sharding::ShardMap;
 use crate::types::{

@@ -20,8 +20,8 @@ use crate::replica::network::{AdminReply, AdminRequest};
 use crate::replica::network::{
     GroupNetworkFactory, PeerRequest, PeerResponse, PeerTransport, RaftReply, RaftRpc,
 };
-use crate::replica::storage::identity::Identity;
 use crate::replica::snapshot_transfer;
+use crate::replica::storage::identity::Identity;
 use crate::replica::storage::{NodeStore, SnapshotFile, StorageStats};
 use crate::routing::sharding::{ShardMap, META_GROUP};
 use crate::types::{
@@ -826,7 +826,12 @@ impl Node {
                             .chunk(&dir, group, transfer, offset, data, last.is_some())
                             .await?;
                         match (complete, last) {
-                            (Some(path), Some(last)) => {
+                            (Some(mut path), Some(last)) => {
+                                if self.config.failpoints.take_fail_snapshot_install() {
+                                    // The state machine will not find its file: an I/O error.
+                                    let _ = std::fs::remove_file(&path);
+                                    path.set_extension("missing");
+                                }
                                 let (vote, meta) = *last;
                                 let snapshot = Snapshot {
                                     meta,

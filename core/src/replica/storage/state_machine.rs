@@ -37,6 +37,9 @@ pub struct StateMachine {
     session_ttl_ms: u64,
     /// Log time of the last session sweep (local bookkeeping; not replicated).
     last_sweep_ms: Arc<AtomicU64>,
+    /// Held while the current-snapshot record changes: a build finishing during an install must
+    /// not make its older snapshot current (nor delete the installed one's file).
+    record_lock: Arc<std::sync::Mutex<()>>,
 }
 
 impl StateMachine {
@@ -52,6 +55,7 @@ impl StateMachine {
             snapshot_seq: Arc::new(AtomicU64::new(0)),
             session_ttl_ms,
             last_sweep_ms: Arc::new(AtomicU64::new(0)),
+            record_lock: Arc::new(std::sync::Mutex::new(())),
         })
     }
 
@@ -432,6 +436,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             file_name: file_name.clone(),
         };
         let path = own_path.clone();
+        let record_lock = self.record_lock.clone();
         tokio::task::spawn_blocking(move || -> io::Result<()> {
             let cf = store.cf(CF_SM);
             let mut batch = WriteBatch::default();
@@ -462,6 +467,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 keys::sm_meta_key(group, keys::SM_SNAPSHOT_META),
                 encode(&record)?,
             );
+            let _recording = record_lock.lock().map_err(io_err)?;
             store.write(batch)
         })
         .await
@@ -496,7 +502,7 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
     async fn build_snapshot(&mut self) -> io::Result<SnapshotOf> {
         let this = self.clone();
         let seq = self.snapshot_seq.fetch_add(1, Ordering::Relaxed);
-        let record = tokio::task::spawn_blocking(move || -> io::Result<SnapshotRecord> {
+        let record = tokio::task::spawn_blocking(move || -> io::Result<(SnapshotRecord, bool)> {
             let store = &this.store;
             let group = this.group;
             let cf = store.cf(CF_SM);
@@ -531,19 +537,28 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
                 last_membership,
                 file_name,
             };
-            let mut batch = WriteBatch::default();
-            batch.put_cf(
-                cf,
-                keys::sm_meta_key(group, keys::SM_SNAPSHOT_META),
-                encode(&record)?,
-            );
-            store.write(batch)?;
-            Ok(record)
+            let _recording = this.record_lock.lock().map_err(io_err)?;
+            let newer_exists = this
+                .current_record()?
+                .is_some_and(|current| current.last_log_id > record.last_log_id);
+            if !newer_exists {
+                let mut batch = WriteBatch::default();
+                batch.put_cf(
+                    cf,
+                    keys::sm_meta_key(group, keys::SM_SNAPSHOT_META),
+                    encode(&record)?,
+                );
+                store.write(batch)?;
+            }
+            Ok((record, !newer_exists))
         })
         .await
         .map_err(io_err)??;
+        let (record, current) = record;
         count(&self.store.stats.snapshots_built, 1);
-        self.remove_old_snapshots(&record.file_name);
+        if current {
+            self.remove_old_snapshots(&record.file_name);
+        }
         Ok(Snapshot {
             meta: SnapshotMeta {
                 last_log_id: record.last_log_id,
