@@ -31,6 +31,9 @@ pub const SM_CLOCK: u8 = 1;
 pub const SM_APPLIED: u8 = 1;
 pub const SM_MEMBERSHIP: u8 = 2;
 pub const SM_SNAPSHOT_META: u8 = 3;
+/// Present while a snapshot install is under way (names the snapshot): found at open, the install
+/// is done again.
+pub const SM_INSTALLING: u8 = 4;
 
 pub fn group_prefix(group: GroupId) -> [u8; 8] {
     group.to_be_bytes()

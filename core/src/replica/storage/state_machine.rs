@@ -49,6 +49,14 @@ impl StateMachine {
         session_ttl_ms: u64,
     ) -> crate::error::Result<Self> {
         std::fs::create_dir_all(snapshot::group_dir(store.dir(), group))?;
+        let installing: Option<SnapshotRecord> =
+            store.get_value(CF_SM, &keys::sm_meta_key(group, keys::SM_INSTALLING))?;
+        if let Some(record) = installing {
+            // A crash cut an install short: do it again from the same (verified) file.
+            let path = snapshot::group_dir(store.dir(), group).join(&record.file_name);
+            begin_install(&store, group, &record)?;
+            finish_install(&store, group, &record, &path, &std::sync::Mutex::new(()))?;
+        }
         Ok(StateMachine {
             group,
             store,
@@ -428,47 +436,23 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             .await
             .map_err(io_err)??;
         }
-        let store = self.store.clone();
-        let group = self.group;
         let record = SnapshotRecord {
             last_log_id: meta.last_log_id,
             last_membership: meta.last_membership.clone(),
             file_name: file_name.clone(),
         };
-        let path = own_path.clone();
-        let record_lock = self.record_lock.clone();
-        tokio::task::spawn_blocking(move || -> io::Result<()> {
-            let cf = store.cf(CF_SM);
-            let mut batch = WriteBatch::default();
-            // Replace the group's whole state machine atomically: old data out, snapshot in.
-            batch.delete_range_cf(
-                cf,
-                keys::group_prefix(group).to_vec(),
-                keys::group_end(group),
-            );
-            snapshot::read_records(&path, |k, v| {
-                let mut key = keys::group_prefix(group).to_vec();
-                key.extend_from_slice(k);
-                batch.put_cf(cf, key, v);
-                Ok(())
-            })?;
-            batch.put_cf(
-                cf,
-                keys::sm_meta_key(group, keys::SM_APPLIED),
-                encode(&record.last_log_id)?,
-            );
-            batch.put_cf(
-                cf,
-                keys::sm_meta_key(group, keys::SM_MEMBERSHIP),
-                encode(&Some(record.last_membership.clone()))?,
-            );
-            batch.put_cf(
-                cf,
-                keys::sm_meta_key(group, keys::SM_SNAPSHOT_META),
-                encode(&record)?,
-            );
-            let _recording = record_lock.lock().map_err(io_err)?;
-            store.write(batch)
+        // Old state out and the marker in, durably, before any new data: a crash from here on
+        // leaves the marker, and the next start installs the same file again.
+        let (store, group) = (self.store.clone(), self.group);
+        let marked = record.clone();
+        tokio::task::spawn_blocking(move || begin_install(&store, group, &marked))
+            .await
+            .map_err(io_err)??;
+        self.store.sync().await?;
+        let (store, lock) = (self.store.clone(), self.record_lock.clone());
+        let (installing, path) = (record.clone(), own_path.clone());
+        tokio::task::spawn_blocking(move || {
+            finish_install(&store, group, &installing, &path, &lock)
         })
         .await
         .map_err(io_err)??;
@@ -569,6 +553,104 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
             },
         })
     }
+}
+
+/// First step of installing a snapshot: the group's whole state machine range deleted, and the
+/// install marker written, in one batch.
+fn begin_install(store: &NodeStore, group: GroupId, record: &SnapshotRecord) -> io::Result<()> {
+    let cf = store.cf(CF_SM);
+    let mut batch = WriteBatch::default();
+    batch.delete_range_cf(
+        cf,
+        keys::group_prefix(group).to_vec(),
+        keys::group_end(group),
+    );
+    batch.put_cf(
+        cf,
+        keys::sm_meta_key(group, keys::SM_INSTALLING),
+        encode(record)?,
+    );
+    store.write(batch)
+}
+
+/// Key and value bytes per SST file written for an install.
+const SST_BYTES: usize = 64 * 1024 * 1024;
+
+/// Second step: the snapshot's records (in key order) written to SST files of bounded size and
+/// ingested into RocksDB in one atomic call (as TiKV installs snapshots: memory stays bounded by
+/// one SST writer, whatever the shard's size, and nothing goes through the memtable), then the
+/// group's meta written and the marker removed in one batch.
+fn finish_install(
+    store: &NodeStore,
+    group: GroupId,
+    record: &SnapshotRecord,
+    path: &std::path::Path,
+    record_lock: &std::sync::Mutex<()>,
+) -> io::Result<()> {
+    let cf = store.cf(CF_SM);
+    let dir = snapshot::group_dir(store.dir(), group);
+    let sst_options = rocksdb::Options::default();
+    let mut files: Vec<std::path::PathBuf> = Vec::new();
+    let mut writer: Option<rocksdb::SstFileWriter<'_>> = None;
+    let mut in_file = 0usize;
+    let mut key = Vec::new();
+    snapshot::read_records(path, |k, v| {
+        if writer.is_none() {
+            let file = dir.join(format!("ingest-{}.sst", files.len()));
+            let _ = std::fs::remove_file(&file);
+            let w = rocksdb::SstFileWriter::create(&sst_options);
+            w.open(&file).map_err(io_err)?;
+            files.push(file);
+            writer = Some(w);
+            in_file = 0;
+        }
+        key.clear();
+        key.extend_from_slice(&keys::group_prefix(group));
+        key.extend_from_slice(k);
+        if let Some(w) = writer.as_mut() {
+            w.put(&key, v).map_err(io_err)?;
+        }
+        in_file += key.len() + v.len();
+        if in_file >= SST_BYTES {
+            if let Some(mut w) = writer.take() {
+                w.finish().map_err(io_err)?;
+            }
+        }
+        Ok(())
+    })?;
+    if let Some(mut w) = writer.take() {
+        w.finish().map_err(io_err)?;
+    }
+    if !files.is_empty() {
+        let mut ingest = rocksdb::IngestExternalFileOptions::default();
+        ingest.set_move_files(true);
+        store
+            .db
+            .ingest_external_file_cf_opts(cf, &ingest, files.clone())
+            .map_err(io_err)?;
+    }
+    for f in &files {
+        let _ = std::fs::remove_file(f);
+    }
+    let mut batch = WriteBatch::default();
+    batch.put_cf(
+        cf,
+        keys::sm_meta_key(group, keys::SM_APPLIED),
+        encode(&record.last_log_id)?,
+    );
+    batch.put_cf(
+        cf,
+        keys::sm_meta_key(group, keys::SM_MEMBERSHIP),
+        encode(&Some(record.last_membership.clone()))?,
+    );
+    batch.put_cf(
+        cf,
+        keys::sm_meta_key(group, keys::SM_SNAPSHOT_META),
+        encode(record)?,
+    );
+    batch.delete_cf(cf, keys::sm_meta_key(group, keys::SM_INSTALLING));
+    let _recording = record_lock.lock().map_err(io_err)?;
+    store.write(batch)
 }
 
 fn decode_opt<T: serde::de::DeserializeOwned>(bytes: Option<Vec<u8>>) -> io::Result<Option<T>> {
