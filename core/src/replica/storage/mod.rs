@@ -225,16 +225,23 @@ impl NodeStore {
             );
         }
         self.write_durable(batch).await?;
-        for cf in keys::ALL_CFS {
-            let start = keys::group_prefix(group).to_vec();
-            let end = keys::group_end(group);
-            self.db
-                .compact_range_cf(self.cf(cf), Some(start.as_slice()), Some(end.as_slice()));
-        }
+        // Compaction and directory removal block for a while: not on an async worker thread.
+        let db = self.db.clone();
         let dir = snapshot::group_dir(&self.dir, group);
-        if dir.exists() {
-            std::fs::remove_dir_all(dir)?;
-        }
+        tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+            let (start, end) = (keys::group_prefix(group).to_vec(), keys::group_end(group));
+            for cf in keys::ALL_CFS {
+                if let Some(handle) = db.cf_handle(cf) {
+                    db.compact_range_cf(handle, Some(start.as_slice()), Some(end.as_slice()));
+                }
+            }
+            if dir.exists() {
+                std::fs::remove_dir_all(dir)?;
+            }
+            Ok(())
+        })
+        .await
+        .map_err(|e| Error::Storage(format!("group deletion task: {e}")))??;
         Ok(())
     }
 

@@ -37,6 +37,8 @@ pub struct StateMachine {
     session_ttl_ms: u64,
     /// Log time of the last session sweep (local bookkeeping; not replicated).
     last_sweep_ms: Arc<AtomicU64>,
+    /// Where an unfinished session sweep resumes (local bookkeeping; not replicated).
+    sweep_cursor: Arc<std::sync::Mutex<Option<Vec<u8>>>>,
     /// Held while the current-snapshot record changes: a build finishing during an install must
     /// not make its older snapshot current (nor delete the installed one's file).
     record_lock: Arc<std::sync::Mutex<()>>,
@@ -64,6 +66,7 @@ impl StateMachine {
             session_ttl_ms,
             last_sweep_ms: Arc::new(AtomicU64::new(0)),
             record_lock: Arc::new(std::sync::Mutex::new(())),
+            sweep_cursor: Arc::new(std::sync::Mutex::new(None)),
         })
     }
 
@@ -289,19 +292,32 @@ impl BatchView<'_> {
         })
     }
 
-    /// Deletes every session idle past the TTL. Whether a sweep runs in this batch or a later
-    /// one changes no answer: an expired session is refused on access either way.
-    fn sweep_sessions(&mut self) -> io::Result<()> {
+    /// Deletes sessions idle past the TTL, visiting at most `step` stored sessions from `from`
+    /// (the start when `None`); returns where the next step starts, or `None` when the pass is
+    /// complete. Whether a session is swept in this batch or a later one changes no answer: an
+    /// expired session is refused on access either way.
+    fn sweep_sessions(&mut self, from: Option<Vec<u8>>, step: usize) -> io::Result<Option<Vec<u8>>> {
         let (start, end) = keys::sessions_range(self.group);
+        let from = from.unwrap_or(start);
         let mut ro = ReadOptions::default();
         ro.set_iterate_upper_bound(end);
         let mut expired = Vec::new();
-        for kv in self.store.db.iterator_cf_opt(
-            self.store.cf(CF_SM),
-            ro,
-            IteratorMode::From(&start, Direction::Forward),
-        ) {
+        let mut next = None;
+        for (visited, kv) in self
+            .store
+            .db
+            .iterator_cf_opt(
+                self.store.cf(CF_SM),
+                ro,
+                IteratorMode::From(&from, Direction::Forward),
+            )
+            .enumerate()
+        {
             let (k, v) = kv.map_err(io_err)?;
+            if visited == step {
+                next = Some(k.to_vec());
+                break;
+            }
             let Some(id) = keys::session_id_of(&k) else {
                 continue;
             };
@@ -321,7 +337,7 @@ impl BatchView<'_> {
         for id in expired {
             self.drop_session(id);
         }
-        Ok(())
+        Ok(next)
     }
 }
 
@@ -374,16 +390,22 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let Some(last_applied) = last_applied else {
             return Ok(());
         };
+        // Sessions are swept a step per applied batch until a pass is complete, never by one
+        // full scan inside an apply.
         let sweep_every = (self.session_ttl_ms / 4).max(1);
-        if view.clock_ms
+        let mut cursor = self.sweep_cursor.lock().map_err(io_err)?;
+        let due = view.clock_ms
             >= self
                 .last_sweep_ms
                 .load(Ordering::Relaxed)
-                .saturating_add(sweep_every)
-        {
-            view.sweep_sessions()?;
-            self.last_sweep_ms.store(view.clock_ms, Ordering::Relaxed);
+                .saturating_add(sweep_every);
+        if cursor.is_some() || due {
+            *cursor = view.sweep_sessions(cursor.take(), SWEEP_STEP)?;
+            if cursor.is_none() {
+                self.last_sweep_ms.store(view.clock_ms, Ordering::Relaxed);
+            }
         }
+        drop(cursor);
         let (duplicates, expired, clock_ms) = (view.duplicates, view.expired, view.clock_ms);
         let cf = self.store.cf(CF_SM);
         let mut batch = view.batch;
@@ -572,6 +594,9 @@ fn begin_install(store: &NodeStore, group: GroupId, record: &SnapshotRecord) -> 
     );
     store.write(batch)
 }
+
+/// Stored sessions a sweep visits per applied batch.
+const SWEEP_STEP: usize = 256;
 
 /// Key and value bytes per SST file written for an install.
 const SST_BYTES: usize = 64 * 1024 * 1024;
