@@ -127,6 +127,8 @@ pub struct RunReport {
     /// Operations that returned a result (the rest failed or are unknown).
     pub acknowledged_operations: usize,
     pub unknown_operations: usize,
+    /// The fewest acknowledged operations any key got per second of the run.
+    pub min_key_ops_per_second: f64,
     /// Sessions expired on the nodes running at the end (a run is far shorter than the TTL:
     /// any expiry means log time jumped).
     pub sessions_expired: u64,
@@ -155,6 +157,7 @@ impl RunReport {
             && self.routing_failures() == 0
             && self.placement_problems.is_empty()
             && self.sessions_expired == 0
+            && self.min_key_ops_per_second >= MIN_KEY_OPS_PER_SECOND
     }
 
     /// Definite failures that only say a request went to the wrong place: a client must route
@@ -166,6 +169,10 @@ impl RunReport {
             .sum()
     }
 }
+
+/// A run in which some key got fewer acknowledged operations per second than this proves too
+/// little to pass.
+pub const MIN_KEY_OPS_PER_SECOND: f64 = 5.0;
 
 /// Error kinds that are about routing, not about the cluster's ability to serve.
 const ROUTING_KINDS: [&str; 4] = [
@@ -194,12 +201,13 @@ impl fmt::Display for RunReport {
         };
         write!(
             f,
-            "{} seed={} ops={} (acknowledged {}, unknown {}) {} lost={} duplicated={} recovery={:?} (bound {:?}) failed: {:?} placement: {} sessions expired: {} stale: {} reads, max {} entries / {:.1} ms behind, mean {:.1} entries / {:.1} ms -> {}",
+            "{} seed={} ops={} (acknowledged {}, unknown {}, fewest per key {:.1}/s) {} lost={} duplicated={} recovery={:?} (bound {:?}) failed: {:?} placement: {} sessions expired: {} stale: {} reads, max {} entries / {:.1} ms behind, mean {:.1} entries / {:.1} ms -> {}",
             self.nemesis,
             self.seed,
             self.operations,
             self.acknowledged_operations,
             self.unknown_operations,
+            self.min_key_ops_per_second,
             verdict,
             self.lost_appends.len(),
             self.duplicated_appends.len(),
@@ -271,16 +279,19 @@ pub async fn run(options: RunOptions) -> Result<RunReport> {
         ..Default::default()
     };
     let mut workers = Vec::new();
-    for c in 0..options.clients {
+    // `clients` workers roam over every key; one more per key stays on it, so a key whose
+    // shard has a majority keeps getting operations while roaming workers wait elsewhere.
+    for c in 0..options.clients + options.keys {
         let client = Client::new(cluster.transport(), client_options).recording(&history);
         let (stop, keys, acked) = (stop.clone(), keys.clone(), acked_appends.clone());
         let mut rng = StdRng::seed_from_u64(options.seed ^ (0x9e37 + c as u64));
+        let home = c.checked_sub(options.clients);
         workers.push(tokio::spawn(async move {
             let mut i = 0u64;
             let append_only = append_only_count(keys.len());
             while !stop.load(Ordering::SeqCst) {
                 i += 1;
-                let k = rng.random_range(0..keys.len());
+                let k = home.unwrap_or_else(|| rng.random_range(0..keys.len()));
                 let key = &keys[k];
                 // Append-only keys get appends and reads only, so every acknowledged append must
                 // be in their final value exactly once.
@@ -328,6 +339,7 @@ pub async fn run(options: RunOptions) -> Result<RunReport> {
 
     let nemesis = tokio::spawn(run_nemesis(cluster.clone(), options.clone(), stop.clone()));
     tokio::time::sleep(options.duration).await;
+    let run_end_ns = history.now_ns();
     stop.store(true, Ordering::SeqCst);
     let nemesis_result = nemesis
         .await
@@ -414,6 +426,22 @@ pub async fn run(options: RunOptions) -> Result<RunReport> {
             })
             .count(),
         sessions_expired,
+        min_key_ops_per_second: keys
+            .iter()
+            .map(|k| {
+                ops.iter()
+                    .filter(|o| o.key == k.as_bytes() && o.return_ns <= run_end_ns)
+                    .filter(|o| {
+                        !matches!(
+                            o.output,
+                            crate::proof::history::OpOutput::Unknown { .. }
+                                | crate::proof::history::OpOutput::Failed { .. }
+                        )
+                    })
+                    .count() as f64
+                    / options.duration.as_secs_f64()
+            })
+            .fold(f64::INFINITY, f64::min),
         unknown_operations: ops
             .iter()
             .filter(|o| matches!(o.output, crate::proof::history::OpOutput::Unknown { .. }))
@@ -742,6 +770,7 @@ mod tests {
             acknowledged_operations: 10,
             unknown_operations: 0,
             sessions_expired: 0,
+            min_key_ops_per_second: 100.0,
             verdict: check(&[], CheckOptions::default()),
             lost_appends: vec![],
             duplicated_appends: vec![],

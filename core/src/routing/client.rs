@@ -107,6 +107,9 @@ struct Shared {
     leader_hints: Mutex<HashMap<GroupId, NodeId>>,
     map: RwLock<Option<Arc<ShardMap>>>,
     map_refreshes: AtomicU64,
+    /// (group, node) pairs whose last attempt timed out, until when: an old leader cut off from
+    /// its group keeps a request until the attempt timeout, and its side keeps naming it.
+    suspects: Mutex<HashMap<(GroupId, NodeId), Instant>>,
     /// One slot per group, each behind its own lock: opening a session with one group (a round
     /// trip that may wait out a leaderless shard) holds up no other group's writes.
     sessions: Mutex<HashMap<GroupId, SessionSlot>>,
@@ -133,6 +136,7 @@ impl Client {
                 leader_hints: Mutex::new(HashMap::new()),
                 map: RwLock::new(None),
                 map_refreshes: AtomicU64::new(0),
+                suspects: Mutex::new(HashMap::new()),
                 sessions: Mutex::new(HashMap::new()),
                 closed: AtomicBool::new(false),
                 rotate: AtomicUsize::new(0),
@@ -729,10 +733,15 @@ impl Client {
             let attempt = remaining.min(opts.attempt_timeout);
             let outcome = match tokio::time::timeout(attempt, call).await {
                 Ok(r) => r,
-                Err(_) if attempt < remaining => Err(Error::Unavailable(format!(
-                    "node {target} did not answer within {:?}",
-                    opts.attempt_timeout
-                ))),
+                Err(_) if attempt < remaining => {
+                    if let Some(g) = group {
+                        self.suspect(g, target);
+                    }
+                    Err(Error::Unavailable(format!(
+                        "node {target} did not answer within {:?}",
+                        opts.attempt_timeout
+                    )))
+                }
                 Err(_) => {
                     return Err(Error::Timeout {
                         what: format!("request to node {target} (last error: {last_err:?})"),
@@ -748,6 +757,9 @@ impl Client {
                     return Ok(resp);
                 }
                 (Err(Error::NotLeader { leader, .. }), Some(g)) if self.pinned.is_none() => {
+                    // A hint naming a node that just failed to answer for this group is the old
+                    // leader cut off from its group: followers on its side still name it.
+                    let leader = leader.filter(|l| !self.is_suspect(g, *l));
                     let immediate = leader.is_some() && leader != Some(target);
                     self.set_hint(g, leader);
                     if leader.is_none() {
@@ -846,7 +858,7 @@ impl Client {
                 .lock()
                 .ok()
                 .and_then(|h| h.get(&g).copied());
-            if let Some(n) = hint.filter(|n| nodes.contains(n)) {
+            if let Some(n) = hint.filter(|n| nodes.contains(n) && !self.is_suspect(g, *n)) {
                 return Ok(n);
             }
             let map = self.shared.map.read().ok().and_then(|m| m.clone());
@@ -857,8 +869,19 @@ impl Client {
                     .filter(|n| nodes.contains(n))
                     .collect::<Vec<_>>()
             }) {
-                if !replicas.is_empty() {
-                    return Ok(replicas[rotate % replicas.len()]);
+                // Replicas that answered lately first; all of them if none did.
+                let answering: Vec<NodeId> = replicas
+                    .iter()
+                    .copied()
+                    .filter(|n| !self.is_suspect(g, *n))
+                    .collect();
+                let choice = if answering.is_empty() {
+                    replicas
+                } else {
+                    answering
+                };
+                if !choice.is_empty() {
+                    return Ok(choice[rotate % choice.len()]);
                 }
             }
         }
@@ -866,6 +889,24 @@ impl Client {
             return Err(Error::Unavailable("no nodes known".into()));
         }
         Ok(nodes[rotate % nodes.len()])
+    }
+
+    /// Marks `node` as not answering for `group`, for two attempt timeouts.
+    fn suspect(&self, group: GroupId, node: NodeId) {
+        let until = Instant::now() + self.shared.options.attempt_timeout * 2;
+        if let Ok(mut s) = self.shared.suspects.lock() {
+            s.retain(|_, t| *t > Instant::now());
+            s.insert((group, node), until);
+        }
+    }
+
+    fn is_suspect(&self, group: GroupId, node: NodeId) -> bool {
+        self.shared
+            .suspects
+            .lock()
+            .ok()
+            .and_then(|s| s.get(&(group, node)).copied())
+            .is_some_and(|until| until > Instant::now())
     }
 
     fn set_hint(&self, group: GroupId, leader: Option<NodeId>) {

@@ -296,7 +296,11 @@ impl BatchView<'_> {
     /// (the start when `None`); returns where the next step starts, or `None` when the pass is
     /// complete. Whether a session is swept in this batch or a later one changes no answer: an
     /// expired session is refused on access either way.
-    fn sweep_sessions(&mut self, from: Option<Vec<u8>>, step: usize) -> io::Result<Option<Vec<u8>>> {
+    fn sweep_sessions(
+        &mut self,
+        from: Option<Vec<u8>>,
+        step: usize,
+    ) -> io::Result<Option<Vec<u8>>> {
         let (start, end) = keys::sessions_range(self.group);
         let from = from.unwrap_or(start);
         let mut ro = ReadOptions::default();
