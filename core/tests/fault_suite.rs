@@ -18,7 +18,16 @@ fn seeds() -> Vec<u64> {
     (1..=n).collect()
 }
 
+/// One run at a time: a run's clusters get the machine (2 cores) to themselves, as in a soak,
+/// so elections and timeouts are the nemesis's doing, not other runs'.
+static ONE_RUN_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+async fn one_run_at_a_time() -> tokio::sync::MutexGuard<'static, ()> {
+    ONE_RUN_AT_A_TIME.lock().await
+}
+
 async fn assert_nemesis_passes(nemesis: Nemesis) {
+    let _alone = one_run_at_a_time().await;
     for seed in seeds() {
         let report = run(RunOptions {
             nemesis,
@@ -85,6 +94,7 @@ nemesis_test!(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_suite_catches_linearizable_reads_answered_without_read_index() {
+    let _alone = one_run_at_a_time().await;
     for seed in 1..=6 {
         let report = run(RunOptions {
             nemesis: Nemesis::MovingPartitions,
@@ -107,6 +117,7 @@ async fn the_suite_catches_linearizable_reads_answered_without_read_index() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_suite_catches_acknowledged_writes_lost_without_log_sync() {
+    let _alone = one_run_at_a_time().await;
     for seed in 1..=6 {
         let report = run(RunOptions {
             nemesis: Nemesis::CrashAll,
