@@ -22,7 +22,7 @@ pub use proof::{checker, history, suite};
 pub use replica::{network, node, storage};
 pub use routing::{client, sharding, transport};
 
-pub use checker::{check, CheckOptions, Verdict};
+pub use checker::{check, check_from, CheckOptions, Verdict};
 pub use client::{CasOutcome, Client, ClientOptions, ScanOptions, ScanPage};
 pub use cluster::{ClusterOptions, ClusterStatus, EmbeddedCluster, NodeStatus, ShardStatus};
 pub use config::{Limits, RaftTiming, StorageOptions, TestSwitches};

@@ -46,6 +46,12 @@ async fn assert_nemesis_passes(nemesis: Nemesis) {
             report.operations > 20,
             "the clients got work done: {report}"
         );
+        if nemesis == Nemesis::SnapshotStorm {
+            assert!(
+                report.snapshots_installed > 0,
+                "restarted nodes caught up by snapshot: {report}"
+            );
+        }
     }
 }
 
@@ -90,6 +96,14 @@ nemesis_test!(
 nemesis_test!(
     histories_stay_linearizable_and_sessions_live_while_clocks_jump,
     Nemesis::ClockJumps
+);
+nemesis_test!(
+    histories_stay_linearizable_while_leaders_change_during_membership_changes,
+    Nemesis::LeaderChangesDuringMembership
+);
+nemesis_test!(
+    histories_stay_linearizable_through_a_snapshot_storm,
+    Nemesis::SnapshotStorm
 );
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

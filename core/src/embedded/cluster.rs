@@ -146,6 +146,8 @@ pub struct EmbeddedCluster {
     crashed: Mutex<HashMap<NodeId, BTreeMap<PathBuf, u64>>>,
     /// Faults inside voter changes, shared by every node of this cluster.
     failpoints: Arc<Failpoints>,
+    /// Snapshots installed by node incarnations that have since stopped.
+    snapshots_installed_before: std::sync::atomic::AtomicU64,
 }
 
 impl EmbeddedCluster {
@@ -181,6 +183,7 @@ impl EmbeddedCluster {
             nodes: Mutex::new(BTreeMap::new()),
             crashed: Mutex::new(HashMap::new()),
             failpoints: Arc::new(Failpoints::default()),
+            snapshots_installed_before: std::sync::atomic::AtomicU64::new(0),
         };
         for id in &ids {
             cluster.start_node(*id).await?;
@@ -770,6 +773,12 @@ impl EmbeddedCluster {
         let node =
             node.ok_or_else(|| Error::InvalidArgument(format!("node {id} is already down")))?;
         self.network.unregister(id);
+        self.snapshots_installed_before.fetch_add(
+            node.storage_stats()
+                .snapshots_installed
+                .load(std::sync::atomic::Ordering::Relaxed),
+            std::sync::atomic::Ordering::Relaxed,
+        );
         let synced = node.store().synced_wal();
         let store = Arc::downgrade(node.store());
         node.shutdown().await;
@@ -820,6 +829,23 @@ impl EmbeddedCluster {
     /// The fault controller: partitions, message loss, delay (see [`Faults`]).
     pub fn faults(&self) -> &Arc<Faults> {
         self.network.faults()
+    }
+
+    /// Snapshots installed on every node since the cluster started, restarts included.
+    pub fn snapshots_installed(&self) -> u64 {
+        let running: u64 = self
+            .running_nodes()
+            .into_iter()
+            .filter_map(|n| self.storage_stats(n).ok())
+            .map(|s| {
+                s.snapshots_installed
+                    .load(std::sync::atomic::Ordering::Relaxed)
+            })
+            .sum();
+        running
+            + self
+                .snapshots_installed_before
+                .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Faults inside voter changes (interrupt after the joint step, fail, hold), shared by

@@ -48,10 +48,16 @@ pub enum Nemesis {
     ManagerCrash,
     /// Make a random node's wall clock jump (a day ahead, or back), then set it right.
     ClockJumps,
+    /// Nodes join and leave while leaderships keep being transferred, so voter changes meet
+    /// leader changes between their steps.
+    LeaderChangesDuringMembership,
+    /// A snapshot every 5 entries while nodes crash and restart: builds, transfers and
+    /// installs overlap.
+    SnapshotStorm,
 }
 
 impl Nemesis {
-    pub const ALL: [Nemesis; 9] = [
+    pub const ALL: [Nemesis; 11] = [
         Nemesis::None,
         Nemesis::MovingPartitions,
         Nemesis::ManyPartitions,
@@ -61,6 +67,8 @@ impl Nemesis {
         Nemesis::Membership,
         Nemesis::ManagerCrash,
         Nemesis::ClockJumps,
+        Nemesis::LeaderChangesDuringMembership,
+        Nemesis::SnapshotStorm,
     ];
 }
 
@@ -132,6 +140,8 @@ pub struct RunReport {
     pub min_key_ops_per_second: f64,
     /// Acknowledged operations per key per second of the run, averaged over the keys.
     pub mean_key_ops_per_second: f64,
+    /// Snapshots installed on any node during the run.
+    pub snapshots_installed: u64,
     /// Sessions expired on the nodes running at the end (a run is far shorter than the TTL:
     /// any expiry means log time jumped).
     pub sessions_expired: u64,
@@ -204,7 +214,7 @@ impl fmt::Display for RunReport {
         };
         write!(
             f,
-            "{} seed={} ops={} (acknowledged {}, unknown {}, per key {:.1}/s, fewest {:.1}/s) {} lost={} duplicated={} recovery={:?} (bound {:?}) failed: {:?} placement: {} sessions expired: {} stale: {} reads, max {} entries / {:.1} ms behind, mean {:.1} entries / {:.1} ms -> {}",
+            "{} seed={} ops={} (acknowledged {}, unknown {}, per key {:.1}/s, fewest {:.1}/s) {} lost={} duplicated={} recovery={:?} (bound {:?}) failed: {:?} placement: {} sessions expired: {} snapshots installed: {} stale: {} reads, max {} entries / {:.1} ms behind, mean {:.1} entries / {:.1} ms -> {}",
             self.nemesis,
             self.seed,
             self.operations,
@@ -224,6 +234,7 @@ impl fmt::Display for RunReport {
                 format!("{:?}", self.placement_problems)
             },
             self.sessions_expired,
+            self.snapshots_installed,
             self.stale.reads,
             self.stale.max_entries_behind,
             self.stale.max_ms_behind,
@@ -236,15 +247,25 @@ impl fmt::Display for RunReport {
 
 /// Runs one seeded scenario.
 pub async fn run(options: RunOptions) -> Result<RunReport> {
+    let snapshot_every = if options.nemesis == Nemesis::SnapshotStorm {
+        5
+    } else {
+        options.snapshot_every
+    };
     let timing = RaftTiming {
-        snapshot_logs_since_last: options.snapshot_every,
+        snapshot_logs_since_last: snapshot_every,
         max_in_snapshot_log_to_keep: 5,
         ..Default::default()
     };
     // Power-loss mode wherever nodes crash, membership and manager changes included.
     let crashes = matches!(
         options.nemesis,
-        Nemesis::CrashRestart | Nemesis::CrashAll | Nemesis::ManagerCrash | Nemesis::Membership
+        Nemesis::CrashRestart
+            | Nemesis::CrashAll
+            | Nemesis::ManagerCrash
+            | Nemesis::Membership
+            | Nemesis::LeaderChangesDuringMembership
+            | Nemesis::SnapshotStorm
     );
     let lose_unsynced = crashes || !options.sync;
     let cluster = Arc::new(
@@ -398,6 +419,7 @@ pub async fn run(options: RunOptions) -> Result<RunReport> {
         .filter_map(|n| cluster.storage_stats(n).ok())
         .map(|s| s.sessions_expired.load(Ordering::Relaxed))
         .sum();
+    let snapshots_installed = cluster.snapshots_installed();
     let ops = history.operations();
     let mut definite_failures: BTreeMap<String, usize> = BTreeMap::new();
     for op in &ops {
@@ -430,6 +452,7 @@ pub async fn run(options: RunOptions) -> Result<RunReport> {
             })
             .count(),
         sessions_expired,
+        snapshots_installed,
         min_key_ops_per_second: keys
             .iter()
             .map(|k| {
@@ -665,7 +688,45 @@ async fn run_nemesis(
                 tokio::time::sleep(hold(&mut rng)).await;
                 faults.heal();
             }
-            Nemesis::CrashRestart => {
+            Nemesis::LeaderChangesDuringMembership => {
+                let c = cluster.clone();
+                let change = if added.is_empty() || rng.random_bool(0.5) {
+                    tokio::spawn(async move { c.add_node().await.map(Some) })
+                } else {
+                    let n = added.pop().unwrap_or_default();
+                    tokio::spawn(async move {
+                        c.remove_node(n, Duration::from_secs(60))
+                            .await
+                            .map(|_| None)
+                    })
+                };
+                // Transfer leaderships (the manager's group's too) while the change runs.
+                while !change.is_finished() {
+                    let mut groups = cluster.groups();
+                    groups.push(META_GROUP);
+                    let group = groups[rng.random_range(0..groups.len())];
+                    let statuses = cluster.group_status(group).unwrap_or_default();
+                    let leader = statuses.iter().find(|s| s.is_leader);
+                    if let Some(l) = leader {
+                        let others: Vec<NodeId> =
+                            l.voters.iter().copied().filter(|v| *v != l.node).collect();
+                        if !others.is_empty() {
+                            let to = others[rng.random_range(0..others.len())];
+                            if let Some(raft) =
+                                cluster.node(l.node).ok().and_then(|n| n.raft(group))
+                            {
+                                let _ = raft.trigger().transfer_leader(to).await;
+                            }
+                        }
+                    }
+                    tokio::time::sleep(Duration::from_millis(rng.random_range(50..200))).await;
+                }
+                let joined = change
+                    .await
+                    .map_err(|e| Error::Unavailable(format!("membership change: {e}")))??;
+                added.extend(joined);
+            }
+            Nemesis::SnapshotStorm | Nemesis::CrashRestart => {
                 let running = cluster.running_nodes();
                 // Keep a majority of every shard's replicas up: with R = 3, one node down at once.
                 let replicas = 3.min(options.nodes);
@@ -787,6 +848,7 @@ mod tests {
             acknowledged_operations: 10,
             unknown_operations: 0,
             sessions_expired: 0,
+            snapshots_installed: 0,
             min_key_ops_per_second: 100.0,
             mean_key_ops_per_second: 100.0,
             verdict: check(&[], CheckOptions::default()),
