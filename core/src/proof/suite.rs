@@ -252,9 +252,11 @@ pub async fn run(options: RunOptions) -> Result<RunReport> {
     } else {
         options.snapshot_every
     };
+    let storm = options.nemesis == Nemesis::SnapshotStorm;
     let timing = RaftTiming {
         snapshot_logs_since_last: snapshot_every,
-        max_in_snapshot_log_to_keep: 5,
+        // A storm keeps no log behind its snapshots: a node that missed anything needs one.
+        max_in_snapshot_log_to_keep: if storm { 0 } else { 5 },
         ..Default::default()
     };
     // Power-loss mode wherever nodes crash, membership and manager changes included.
