@@ -237,21 +237,7 @@ async fn crashed_follower_restarts_and_catches_up_from_the_log() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn follower_far_behind_is_brought_up_by_a_snapshot() {
-    let cluster = start_with(3, |o| {
-        o.timing = RaftTiming {
-            snapshot_logs_since_last: 20,
-            max_in_snapshot_log_to_keep: 0,
-            ..Default::default()
-        };
-    })
-    .await;
-    let leader = cluster.wait_for_leader(0, WAIT).await.expect("leader");
-    let follower = cluster
-        .node_ids()
-        .into_iter()
-        .find(|n| *n != leader)
-        .expect("follower");
-    cluster.crash_node(follower).await.expect("crash");
+    let (cluster, leader, follower) = start_with_a_crashed_follower().await;
     let client = cluster.client();
     for i in 0..300 {
         client
@@ -259,24 +245,7 @@ async fn follower_far_behind_is_brought_up_by_a_snapshot() {
             .await
             .expect("append");
     }
-    // Wait until the leader has purged the log behind a snapshot the follower never saw.
-    let deadline = std::time::Instant::now() + WAIT;
-    loop {
-        let purged = cluster
-            .node(leader)
-            .expect("leader")
-            .status(0)
-            .expect("status")
-            .purged_index;
-        if purged.unwrap_or(0) > 100 {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "leader never purged: {purged:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_until_purged_past(&cluster, leader, 100).await;
     cluster.restart_node(follower).await.expect("restart");
     cluster
         .wait_for_replication(0, WAIT)
@@ -440,6 +409,19 @@ async fn follower_needing_a_snapshot(
     values: usize,
     value_bytes: usize,
 ) -> (EmbeddedCluster, NodeId, NodeId) {
+    let (cluster, leader, follower) = start_with_a_crashed_follower().await;
+    let client = cluster.client();
+    let value = vec![b'v'; value_bytes];
+    for i in 0..values {
+        client.put(format!("big-{i}"), &value).await.expect("put");
+    }
+    wait_until_purged_past(&cluster, leader, values as u64 / 2 - 1).await;
+    (cluster, leader, follower)
+}
+
+/// Three nodes snapshotting every 20 entries and keeping no log behind a snapshot, with one
+/// follower crashed: it can only come back by snapshot once the leader purges.
+async fn start_with_a_crashed_follower() -> (EmbeddedCluster, NodeId, NodeId) {
     let cluster = start_with(3, |o| {
         o.timing = RaftTiming {
             snapshot_logs_since_last: 20,
@@ -455,25 +437,29 @@ async fn follower_needing_a_snapshot(
         .find(|n| *n != leader)
         .expect("follower");
     cluster.crash_node(follower).await.expect("crash");
-    let client = cluster.client();
-    let value = vec![b'v'; value_bytes];
-    for i in 0..values {
-        client.put(format!("big-{i}"), &value).await.expect("put");
-    }
+    (cluster, leader, follower)
+}
+
+/// Waits until the leader has purged its log past `index`, behind a snapshot the crashed
+/// follower never saw.
+async fn wait_until_purged_past(cluster: &EmbeddedCluster, leader: NodeId, index: u64) {
     let deadline = std::time::Instant::now() + WAIT;
-    while cluster
-        .node(leader)
-        .expect("leader")
-        .status(0)
-        .expect("status")
-        .purged_index
-        .unwrap_or(0)
-        < values as u64 / 2
-    {
-        assert!(std::time::Instant::now() < deadline, "leader never purged");
+    loop {
+        let purged = cluster
+            .node(leader)
+            .expect("leader")
+            .status(0)
+            .expect("status")
+            .purged_index;
+        if purged.unwrap_or(0) > index {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "leader never purged: {purged:?}"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    (cluster, leader, follower)
 }
 
 async fn assert_follower_caught_up_by_snapshot(

@@ -477,13 +477,7 @@ async fn closed_client_and_unknown_node_get_typed_errors() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn oversized_batches_scan_pages_and_entries_are_refused_and_nothing_is_written() {
     // Default limits: 10,000 items and 16 MiB per batch, 10,000 items per scan page.
-    let cluster = EmbeddedCluster::start(ClusterOptions {
-        shards: 1,
-        nodes: 3,
-        ..Default::default()
-    })
-    .await
-    .expect("start");
+    let cluster = start(3).await;
     let leader = cluster.wait_for_leader(0, WAIT).await.expect("leader");
     let c = cluster.client();
     c.put("ok", "fine").await.expect("within limits");
@@ -571,13 +565,7 @@ async fn oversized_batches_scan_pages_and_entries_are_refused_and_nothing_is_wri
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_start_group_calls_start_one_replica_that_stops_with_the_node() {
-    let cluster = EmbeddedCluster::start(ClusterOptions {
-        shards: 1,
-        nodes: 3,
-        ..Default::default()
-    })
-    .await
-    .expect("start");
+    let cluster = start(3).await;
     let node = cluster.node(1).expect("node");
     let starts = (0..8).map(|_| {
         let node = node.clone();

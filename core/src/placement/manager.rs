@@ -718,7 +718,6 @@ async fn remove_orphans(
             if replicas.contains(n) || still_manager(node).is_err() {
                 continue;
             }
-            drop_stray_learner(node, *group, replicas, *n).await;
             match destroy_if_removed(node, *group, replicas, *n).await {
                 Ok(true) => {
                     removed = true;
@@ -727,11 +726,17 @@ async fn remove_orphans(
                         format!("group {group}: node {n} ran a replica outside the map"),
                     );
                 }
-                Ok(false) => tracing::warn!(
-                    group,
-                    node = n,
-                    "a replica outside the map is still a member of its group"
-                ),
+                // Still a member: a learner left by a late `AddLearner` is dropped now (and
+                // deleted next tick); a voter outside the map is only reported.
+                Ok(false) => {
+                    if !drop_stray_learner(node, *group, replicas, *n).await {
+                        tracing::warn!(
+                            group,
+                            node = n,
+                            "a replica outside the map is still a voter of its group"
+                        );
+                    }
+                }
                 Err(_) => {}
             }
         }
@@ -741,14 +746,19 @@ async fn remove_orphans(
 
 /// If `learner` is a learner of `group` that the map does not list, while the voters are just
 /// the map's replicas (an `AddLearner` that landed after its move was rolled back), removes it
-/// from the membership, fenced by the membership seen.
-async fn drop_stray_learner(node: &Node, group: GroupId, replicas: &[NodeId], learner: NodeId) {
+/// from the membership, fenced by the membership seen. Returns whether it was such a learner.
+async fn drop_stray_learner(
+    node: &Node,
+    group: GroupId,
+    replicas: &[NodeId],
+    learner: NodeId,
+) -> bool {
     let Ok((leader, status)) = find_leader(node, group, replicas).await else {
-        return;
+        return false;
     };
     let voters_match = status.uniform_voters().map(sorted) == Some(sorted(replicas.to_vec()));
     if !voters_match || !status.learners.contains(&learner) {
-        return;
+        return false;
     }
     let reset = AdminRequest::ResetVoters {
         group,
@@ -758,6 +768,7 @@ async fn drop_stray_learner(node: &Node, group: GroupId, replicas: &[NodeId], le
     if let Err(e) = admin(node, leader, reset, Duration::from_secs(30)).await {
         tracing::debug!(group, learner, error = %e, "dropping a stray learner");
     }
+    true
 }
 
 /// Gives up on a move: if its voter change went through, records it as done; otherwise changes

@@ -27,6 +27,13 @@ pub enum OpInput {
     },
 }
 
+impl OpOutput {
+    /// Whether the operation returned a result (it neither failed nor ended unknown).
+    pub fn is_acknowledged(&self) -> bool {
+        !matches!(self, OpOutput::Unknown { .. } | OpOutput::Failed { .. })
+    }
+}
+
 impl OpInput {
     pub fn is_read(&self) -> bool {
         matches!(self, OpInput::Get)

@@ -430,6 +430,24 @@ pub async fn run(options: RunOptions) -> Result<RunReport> {
             *definite_failures.entry(kind).or_default() += 1;
         }
     }
+    // Acknowledged operations of each key that returned while the run lasted (final reads and
+    // probes after healing do not count).
+    let seconds = options.duration.as_secs_f64();
+    let mut acked_in_run: BTreeMap<&[u8], usize> = keys.iter().map(|k| (k.as_bytes(), 0)).collect();
+    for op in &ops {
+        if op.output.is_acknowledged() && op.return_ns <= run_end_ns {
+            if let Some(n) = acked_in_run.get_mut(op.key.as_slice()) {
+                *n += 1;
+            }
+        }
+    }
+    let per_key = |n: usize| n as f64 / seconds;
+    let min_key_ops_per_second = acked_in_run
+        .values()
+        .map(|n| per_key(*n))
+        .fold(f64::INFINITY, f64::min);
+    let mean_key_ops_per_second =
+        per_key(acked_in_run.values().sum()) / acked_in_run.len().max(1) as f64;
     let verdict = tokio::task::spawn_blocking({
         let ops = ops.clone();
         move || check(&ops, options.check)
@@ -443,47 +461,11 @@ pub async fn run(options: RunOptions) -> Result<RunReport> {
         nemesis: options.nemesis,
         seed: options.seed,
         operations: ops.len(),
-        acknowledged_operations: ops
-            .iter()
-            .filter(|o| {
-                !matches!(
-                    o.output,
-                    crate::proof::history::OpOutput::Unknown { .. }
-                        | crate::proof::history::OpOutput::Failed { .. }
-                )
-            })
-            .count(),
+        acknowledged_operations: ops.iter().filter(|o| o.output.is_acknowledged()).count(),
         sessions_expired,
         snapshots_installed,
-        min_key_ops_per_second: keys
-            .iter()
-            .map(|k| {
-                ops.iter()
-                    .filter(|o| o.key == k.as_bytes() && o.return_ns <= run_end_ns)
-                    .filter(|o| {
-                        !matches!(
-                            o.output,
-                            crate::proof::history::OpOutput::Unknown { .. }
-                                | crate::proof::history::OpOutput::Failed { .. }
-                        )
-                    })
-                    .count() as f64
-                    / options.duration.as_secs_f64()
-            })
-            .fold(f64::INFINITY, f64::min),
-        mean_key_ops_per_second: ops
-            .iter()
-            .filter(|o| o.return_ns <= run_end_ns)
-            .filter(|o| {
-                !matches!(
-                    o.output,
-                    crate::proof::history::OpOutput::Unknown { .. }
-                        | crate::proof::history::OpOutput::Failed { .. }
-                )
-            })
-            .count() as f64
-            / options.duration.as_secs_f64()
-            / keys.len().max(1) as f64,
+        min_key_ops_per_second,
+        mean_key_ops_per_second,
         unknown_operations: ops
             .iter()
             .filter(|o| matches!(o.output, crate::proof::history::OpOutput::Unknown { .. }))

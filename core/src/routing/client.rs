@@ -858,7 +858,8 @@ impl Client {
                 .lock()
                 .ok()
                 .and_then(|h| h.get(&g).copied());
-            if let Some(n) = hint.filter(|n| nodes.contains(n) && !self.is_suspect(g, *n)) {
+            let suspects = self.suspects_of(g);
+            if let Some(n) = hint.filter(|n| nodes.contains(n) && !suspects.contains(n)) {
                 return Ok(n);
             }
             let map = self.shared.map.read().ok().and_then(|m| m.clone());
@@ -873,7 +874,7 @@ impl Client {
                 let answering: Vec<NodeId> = replicas
                     .iter()
                     .copied()
-                    .filter(|n| !self.is_suspect(g, *n))
+                    .filter(|n| !suspects.contains(n))
                     .collect();
                 let choice = if answering.is_empty() {
                     replicas
@@ -901,12 +902,22 @@ impl Client {
     }
 
     fn is_suspect(&self, group: GroupId, node: NodeId) -> bool {
-        self.shared
-            .suspects
-            .lock()
-            .ok()
-            .and_then(|s| s.get(&(group, node)).copied())
-            .is_some_and(|until| until > Instant::now())
+        self.suspects_of(group).contains(&node)
+    }
+
+    /// Nodes suspect for `group` now (one lock; no allocation while there are none).
+    fn suspects_of(&self, group: GroupId) -> Vec<NodeId> {
+        let Ok(s) = self.shared.suspects.lock() else {
+            return Vec::new();
+        };
+        if s.is_empty() {
+            return Vec::new();
+        }
+        let now = Instant::now();
+        s.iter()
+            .filter(|((g, _), until)| *g == group && **until > now)
+            .map(|((_, n), _)| *n)
+            .collect()
     }
 
     fn set_hint(&self, group: GroupId, leader: Option<NodeId>) {
