@@ -10,6 +10,12 @@ use scalestore::suite::{run, Nemesis, RunOptions};
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    if std::env::var("RUST_LOG").is_ok() {
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_writer(std::io::stderr)
+            .init();
+    }
     let mut total = Duration::from_secs(60);
     let mut seed: Option<u64> = None;
     let mut only: Option<String> = None;

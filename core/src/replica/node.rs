@@ -181,13 +181,18 @@ impl Node {
             transport: self.peers.clone(),
             failpoints: self.config.failpoints.clone(),
         };
+        // Opening may finish an install a crash cut short (a whole snapshot's I/O): not on an
+        // async worker thread.
+        let (store, ttl) = (self.store.clone(), self.config.timing.session_ttl_ms);
+        let state_machine = tokio::task::spawn_blocking(move || store.state_machine(group, ttl))
+            .await
+            .map_err(|e| Error::Storage(format!("opening group {group}: {e}")))??;
         let raft = Raft::new(
             self.id(),
             self.config.timing.to_openraft()?,
             network,
             self.store.log_store(group),
-            self.store
-                .state_machine(group, self.config.timing.session_ttl_ms)?,
+            state_machine,
         )
         .await
         .map_err(|e| Error::Fatal {

@@ -50,6 +50,8 @@ pub struct StorageStats {
     pub snapshots_built: AtomicU64,
     /// Snapshots received from a leader and installed.
     pub snapshots_installed: AtomicU64,
+    /// Installs cut short by a crash and finished when their group next started.
+    pub snapshot_installs_redone: AtomicU64,
 }
 
 /// The per-node store: one RocksDB shared by all groups, one WAL syncer.

@@ -58,6 +58,7 @@ impl StateMachine {
             let path = snapshot::group_dir(store.dir(), group).join(&record.file_name);
             begin_install(&store, group, &record)?;
             finish_install(&store, group, &record, &path, &std::sync::Mutex::new(()))?;
+            count(&store.stats.snapshot_installs_redone, 1);
         }
         Ok(StateMachine {
             group,
@@ -96,7 +97,8 @@ impl StateMachine {
         snapshot::group_dir(self.store.dir(), self.group).join(file_name)
     }
 
-    /// Removes this group's finished snapshot files other than `keep`. Files still being written
+    /// Removes this group's finished snapshot files other than `keep` (directory I/O: call it on
+    /// a blocking thread). Files still being written
     /// (a build's or a transfer's `.partial`, a received `recv-*` awaiting install) are left to
     /// their writers, so a build and an install on one node never delete each other's files.
     fn remove_old_snapshots(&self, keep: &str) {
@@ -484,7 +486,10 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         .map_err(io_err)??;
         self.store.sync().await?;
         count(&self.store.stats.snapshots_installed, 1);
-        self.remove_old_snapshots(&file_name);
+        let this = self.clone();
+        tokio::task::spawn_blocking(move || this.remove_old_snapshots(&file_name))
+            .await
+            .map_err(io_err)?;
         Ok(())
     }
 
@@ -512,7 +517,7 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
     async fn build_snapshot(&mut self) -> io::Result<SnapshotOf> {
         let this = self.clone();
         let seq = self.snapshot_seq.fetch_add(1, Ordering::Relaxed);
-        let record = tokio::task::spawn_blocking(move || -> io::Result<(SnapshotRecord, bool)> {
+        let record = tokio::task::spawn_blocking(move || -> io::Result<SnapshotRecord> {
             let store = &this.store;
             let group = this.group;
             let cf = store.cf(CF_SM);
@@ -547,7 +552,7 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
                 last_membership,
                 file_name,
             };
-            let _recording = this.record_lock.lock().map_err(io_err)?;
+            let recording = this.record_lock.lock().map_err(io_err)?;
             let newer_exists = this
                 .current_record()?
                 .is_some_and(|current| current.last_log_id > record.last_log_id);
@@ -559,16 +564,14 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
                     encode(&record)?,
                 );
                 store.write(batch)?;
+                drop(recording);
+                this.remove_old_snapshots(&record.file_name);
             }
-            Ok((record, !newer_exists))
+            Ok(record)
         })
         .await
         .map_err(io_err)??;
-        let (record, current) = record;
         count(&self.store.stats.snapshots_built, 1);
-        if current {
-            self.remove_old_snapshots(&record.file_name);
-        }
         Ok(Snapshot {
             meta: SnapshotMeta {
                 last_log_id: record.last_log_id,
@@ -686,4 +689,113 @@ fn decode_opt<T: serde::de::DeserializeOwned>(bytes: Option<Vec<u8>>) -> io::Res
     bytes
         .map(|b| postcard::from_bytes(&b).map_err(io_err))
         .transpose()
+}
+
+#[cfg(test)]
+mod tests {
+    use futures::stream;
+
+    use super::*;
+    use crate::config::StorageOptions;
+    use crate::replica::storage::identity::Identity;
+
+    const GROUP: GroupId = 3;
+    const TTL: u64 = 60_000;
+
+    fn open(dir: &std::path::Path) -> Arc<NodeStore> {
+        NodeStore::open(dir, &Identity::new("marker", 1), StorageOptions::default())
+            .expect("open store")
+    }
+
+    fn puts(first: u64, keys: impl Iterator<Item = String>) -> Vec<crate::types::Entry> {
+        keys.zip(first..)
+            .map(|(key, index)| {
+                crate::types::Entry::new_normal(
+                    openraft::testing::log_id::<TypeConfig>(1, 1, index),
+                    Proposal {
+                        time_ms: 1_000 + index,
+                        body: ProposalBody::Write {
+                            session: None,
+                            command: Command::Put {
+                                value: format!("value of {key}").into_bytes(),
+                                key: key.into_bytes(),
+                            },
+                        },
+                    },
+                )
+            })
+            .collect()
+    }
+
+    async fn apply(sm: &mut StateMachine, entries: Vec<crate::types::Entry>) {
+        sm.apply(stream::iter(entries.into_iter().map(|e| Ok((e, None)))))
+            .await
+            .expect("apply");
+    }
+
+    /// A crash right after an install's first durable step (old state deleted, marker written)
+    /// leaves a group with no data and no applied index; the next start must finish the same
+    /// install from the same file, and nothing else can (the node has no leader to ask).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn snapshot_install_cut_after_its_marker_is_finished_when_the_group_next_starts() {
+        let leader_dir = tempfile::tempdir().expect("tempdir");
+        let leader = open(leader_dir.path());
+        let mut source = leader.state_machine(GROUP, TTL).expect("sm");
+        apply(
+            &mut source,
+            puts(1, (0..300).map(|i| format!("key-{i:03}"))),
+        )
+        .await;
+        let built = source.build_snapshot().await.expect("build");
+
+        let follower_dir = tempfile::tempdir().expect("tempdir");
+        let record = {
+            let follower = open(follower_dir.path());
+            let mut old = follower.state_machine(GROUP, TTL).expect("sm");
+            // Old state of the follower's own, which the snapshot replaces.
+            apply(&mut old, puts(1, (0..5).map(|i| format!("old-{i}")))).await;
+            let record = SnapshotRecord {
+                last_log_id: built.meta.last_log_id,
+                last_membership: built.meta.last_membership.clone(),
+                file_name: snapshot::file_name_for(built.meta.last_log_id.as_ref(), 7),
+            };
+            // The received file, verified and in place; then the first step, then the crash.
+            let dir = snapshot::group_dir(follower.dir(), GROUP);
+            std::fs::copy(&built.snapshot.path, dir.join(&record.file_name)).expect("copy");
+            begin_install(&follower, GROUP, &record).expect("begin");
+            follower.sync().await.expect("sync");
+            record
+        };
+
+        let follower = open(follower_dir.path());
+        let mut restarted = follower.state_machine(GROUP, TTL).expect("sm");
+        let (applied, membership) = restarted.applied_state().await.expect("applied");
+        assert_eq!(applied, built.meta.last_log_id, "the install was finished");
+        assert_eq!(membership, built.meta.last_membership);
+        assert_eq!(
+            follower.scan_group(GROUP).expect("scan"),
+            leader.scan_group(GROUP).expect("scan"),
+            "the follower holds exactly the snapshot's data, none of its old state"
+        );
+        assert_eq!(
+            follower
+                .stats()
+                .snapshot_installs_redone
+                .load(Ordering::SeqCst),
+            1
+        );
+        let marker: Option<SnapshotRecord> = follower
+            .get_value(CF_SM, &keys::sm_meta_key(GROUP, keys::SM_INSTALLING))
+            .expect("read marker");
+        assert_eq!(marker, None, "the marker is gone once the install is done");
+        let current = restarted
+            .get_current_snapshot()
+            .await
+            .expect("current")
+            .expect("a current snapshot");
+        assert_eq!(
+            current.snapshot.path.file_name(),
+            Some(std::ffi::OsStr::new(&record.file_name))
+        );
+    }
 }
