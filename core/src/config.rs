@@ -172,6 +172,11 @@ impl RaftTiming {
             // restarted leader must not resume leadership on its stale view: it would serve a
             // "linearizable" read that misses an acknowledged write (found by the crash tests).
             enable_leader_restore: Some(false),
+            // A node cut off (or briefly stalled) asks first whether it could win before it
+            // raises its term, as etcd and TiKV do: back on the network, it rejoins as a follower
+            // instead of deposing a working leader (the fault suite saw shards lose their leader
+            // for a second after every heal without it).
+            enable_pre_vote: Some(true),
             ..Default::default()
         };
         let config = config

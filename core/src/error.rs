@@ -8,7 +8,7 @@ use crate::types::{GroupId, NodeId};
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// Errors returned by ScaleStore's public API.
-#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[non_exhaustive]
 pub enum Error {
     /// The node asked is not the group's leader; `leader` is its best guess, if any.

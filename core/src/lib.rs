@@ -5,10 +5,12 @@
 
 // Layers, one folder each (see ARCHITECTURE.md): replica (node, peer network, storage), routing
 // (cluster map, client, transport), placement (shard manager, events), embedded (in-process
-// cluster and faults), proof (histories, checker, fault suite). Shared vocabulary stays here.
+// cluster and faults), proof (histories, checker, fault suite); host is one node's life in a
+// process, shared by the embedded cluster and the server. Shared vocabulary stays here.
 pub mod config;
 pub mod embedded;
 pub mod error;
+pub mod host;
 pub mod placement;
 pub mod proof;
 pub mod replica;

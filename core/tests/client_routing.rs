@@ -179,3 +179,79 @@ async fn a_leaderless_shard_does_not_stall_a_fresh_clients_writes_to_other_shard
     );
     cluster.shutdown().await.expect("shutdown");
 }
+
+/// The manager's group holds the cluster map: a request naming it, through the same door every
+/// client uses, is refused and the map is untouched. Reading its status stays allowed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_requests_aimed_at_the_managers_group_are_refused_and_change_nothing() {
+    use scalestore::types::{ClientRequest, ClientResponse};
+    use scalestore::{Command, Error, META_GROUP};
+
+    let cluster = EmbeddedCluster::start(ClusterOptions {
+        nodes: 3,
+        shards: 2,
+        ..Default::default()
+    })
+    .await
+    .expect("start");
+    cluster
+        .wait_for_all_leaders(Duration::from_secs(30))
+        .await
+        .expect("leaders");
+    let before = cluster.map();
+    let transport = cluster.transport();
+    let leader = cluster
+        .wait_for_leader(META_GROUP, Duration::from_secs(10))
+        .await
+        .expect("manager leader");
+    let raw = [
+        ClientRequest::Write {
+            group: META_GROUP,
+            command: Command::Put {
+                key: b"cluster-map".to_vec(),
+                value: b"{}".to_vec(),
+            },
+            session: None,
+        },
+        ClientRequest::Write {
+            group: META_GROUP,
+            command: Command::Delete {
+                key: b"cluster-map".to_vec(),
+            },
+            session: None,
+        },
+        ClientRequest::Read {
+            group: META_GROUP,
+            key: b"cluster-map".to_vec(),
+            consistency: ReadConsistency::Linearizable,
+        },
+        ClientRequest::OpenSession { group: META_GROUP },
+    ];
+    for request in raw {
+        for (node, forward) in [(leader, false), (leader, true), (leader % 3 + 1, true)] {
+            let answer = transport.call(node, request.clone(), forward).await;
+            assert!(
+                matches!(answer, Err(Error::InvalidArgument(_))),
+                "{request:?} at node {node}: {answer:?}"
+            );
+        }
+    }
+    let status = transport
+        .call(
+            leader,
+            ClientRequest::GroupStatus { group: META_GROUP },
+            false,
+        )
+        .await;
+    assert!(
+        matches!(status, Ok(ClientResponse::GroupStatus(_))),
+        "{status:?}"
+    );
+    // The map still works and says what it said.
+    let client = cluster.client();
+    client.put("after", "1").await.expect("write");
+    let map = client.refresh_map().await.expect("map");
+    assert_eq!(map.shards, before.shards);
+    assert_eq!(map.epoch, before.epoch);
+    cluster.shutdown().await.expect("shutdown");
+}

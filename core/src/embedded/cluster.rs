@@ -13,15 +13,16 @@ use crate::config::{Limits, RaftTiming, StorageOptions, TestSwitches};
 use crate::embedded::faults::Faults;
 use crate::embedded::inproc::InProcNetwork;
 use crate::error::{Error, Result};
+use crate::host::{self, HostServices};
+pub use crate::host::{ClusterStatus, NodeStatus, ShardStatus};
 use crate::placement::events::{Event, EventLog};
 use crate::placement::manager::{self, ManagerOptions};
-use crate::placement::watch;
 use crate::replica::failpoints::Failpoints;
 use crate::replica::node::{GroupStatus, Node, NodeConfig};
 use crate::replica::storage::identity::write_synced;
 use crate::replica::storage::{lose_unsynced_writes, StorageStats};
 use crate::routing::client::{Client, ClientOptions};
-use crate::routing::sharding::{NodeState, RingRange, ShardMap, META_GROUP};
+use crate::routing::sharding::{NodeState, ShardMap, META_GROUP};
 use crate::routing::transport::Transport;
 use crate::types::{GroupId, NodeId};
 
@@ -66,43 +67,6 @@ impl Default for ClusterOptions {
             testing: TestSwitches::default(),
         }
     }
-}
-
-/// One shard as the cluster sees it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ShardStatus {
-    pub shard: GroupId,
-    pub ranges: Vec<RingRange>,
-    pub replicas: Vec<NodeId>,
-    pub leader: Option<NodeId>,
-    pub term: u64,
-    pub committed_index: Option<u64>,
-    pub applied_index: Option<u64>,
-    /// Approximate bytes of user data (on the reporting replica).
-    pub approximate_bytes: u64,
-    /// The Raft voter sets (one when uniform; two while a voter change is unfinished).
-    #[serde(default)]
-    pub voter_sets: Vec<Vec<NodeId>>,
-    /// Whether the membership is joint: a voter change the manager has yet to finish.
-    #[serde(default)]
-    pub joint: bool,
-}
-
-/// One node as the cluster sees it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct NodeStatus {
-    pub node: NodeId,
-    pub up: bool,
-    /// Shards with a replica on this node.
-    pub shards: Vec<GroupId>,
-    /// How many of them this node currently leads.
-    pub leaders: usize,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ClusterStatus {
-    pub shards: Vec<ShardStatus>,
-    pub nodes: Vec<NodeStatus>,
 }
 
 /// What a cluster's root dir remembers about it.
@@ -188,44 +152,15 @@ impl EmbeddedCluster {
         for id in &ids {
             cluster.start_node(*id).await?;
         }
-        // Each group is initialized by its first replica only (so it also becomes the first
-        // leader, spreading leaders evenly); if that one is not initialized, nobody is. This
-        // only ever happens for a new cluster: later replicas join through the manager.
+        // Only ever does anything for a new cluster: later replicas join through the manager.
         let initial = cluster.initial_map();
-        let groups = initial
-            .shards
-            .iter()
-            .map(|s| (s.id, s.replicas.clone()))
-            .chain([(META_GROUP, initial.meta_replicas.clone())]);
-        for (group, replicas) in groups {
-            let Ok(first) = cluster.node(replicas[0]) else {
-                continue;
-            };
-            let Some(raft) = first.raft(group) else {
-                continue;
-            };
-            let initialized = raft.is_initialized().await.map_err(|e| Error::Fatal {
-                group,
-                message: e.to_string(),
-            })?;
-            if !initialized {
-                first.initialize_group(group, &replicas).await?;
+        for id in &ids {
+            if let Ok(node) = cluster.node(*id) {
+                host::initialize_groups(&node, &initial).await?;
             }
         }
-        // The live map: written once into the manager's group, read back on every start.
         let any = cluster.any_node()?;
-        let deadline = Instant::now() + Duration::from_secs(30);
-        let map = loop {
-            match manager::read_map_if_written(&any).await {
-                Ok(Some((map, _))) => break map,
-                Ok(None) => {
-                    manager::cas_map(&any, None, &initial).await?;
-                }
-                Err(e) if Instant::now() >= deadline => return Err(e),
-                Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
-            }
-        };
-        manager::broadcast_map(&any, &map).await;
+        host::publish_initial_map(&any, &initial, Duration::from_secs(30)).await?;
         Ok(cluster)
     }
 
@@ -260,36 +195,12 @@ impl EmbeddedCluster {
                 );
             }
         }
-        // The previous incarnation's RocksDB lock is released once its last handle is gone.
-        let deadline = Instant::now() + Duration::from_secs(10);
-        let node = loop {
-            match Node::open_with_map(config.clone(), &dir, self.network.clone(), self.map()) {
-                Ok(n) => break n,
-                Err(Error::Storage(e)) if e.contains("lock") && Instant::now() < deadline => {
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                }
-                Err(e) => return Err(e),
-            }
+        let services = HostServices {
+            manager: self.options.manager,
+            events: self.events.clone(),
         };
-        // Every replica it holds on disk (a new node: the groups the map gives it at creation,
-        // or none). One that was moved away while the node was down starts too: only its
-        // group's leader can tell that it is no member any more (a removed voter never receives
-        // the config that removes it), and the shard manager deletes it once the leader has
-        // committed a membership without it.
-        let on_disk = node.store().groups_with_state()?;
-        let mut groups: BTreeSet<GroupId> = on_disk.iter().copied().collect();
-        if on_disk.is_empty() {
-            groups.extend(self.map().groups_on(id));
-        }
-        for group in groups {
-            node.start_group(group).await?;
-        }
-        node.spawn_task(manager::spawn(
-            &node,
-            self.options.manager,
-            self.events.clone(),
-        ));
-        node.spawn_task(watch::spawn(&node, self.events.clone()));
+        let node =
+            host::start_node(config, &dir, self.network.clone(), self.map(), &services).await?;
         self.network.register(node.clone());
         self.lock_nodes()?.insert(id, node.clone());
         self.events
@@ -378,6 +289,11 @@ impl EmbeddedCluster {
     /// The bounded log of cluster events (elections, moves, nodes up and down), oldest first.
     pub fn events(&self) -> Vec<Event> {
         self.events.snapshot()
+    }
+
+    /// The event log itself, shared with whatever serves this cluster (the gRPC server).
+    pub fn event_log(&self) -> Arc<EventLog> {
+        self.events.clone()
     }
 
     pub fn root_dir(&self) -> Option<&Path> {
@@ -507,6 +423,11 @@ impl EmbeddedCluster {
             .ok_or_else(|| Error::Unavailable(format!("node {id} is down")))
     }
 
+    /// The in-process network: reaches each node's current incarnation across restarts.
+    pub fn network(&self) -> Arc<InProcNetwork> {
+        self.network.clone()
+    }
+
     /// The in-process transport, for clients built with custom options.
     pub fn transport(&self) -> Arc<dyn Transport> {
         self.network.clone()
@@ -596,8 +517,7 @@ impl EmbeddedCluster {
         let id = self.node_ids().into_iter().max().unwrap_or(0) + 1;
         self.network.add_member(id);
         self.start_node(id).await?;
-        self.update_map_anywhere(move |m| Ok(m.nodes.insert(id, NodeState::Active).is_none()))
-            .await?;
+        self.update_map_anywhere(host::join(id, None)).await?;
         self.persist_members(|s| s.node_ids.push(id))?;
         self.events
             .record("node_added", format!("node {id} joined"));
@@ -610,19 +530,8 @@ impl EmbeddedCluster {
         if !self.node_ids().contains(&id) {
             return Err(Error::UnknownNode(id));
         }
-        let map = self.read_map_anywhere().await?;
-        let staying = map.active_nodes().into_iter().filter(|n| *n != id).count();
-        if staying < map.replication {
-            return Err(Error::InvalidArgument(format!(
-                "removing node {id} would leave {staying} nodes for {} replicas per shard; lower the replication factor first",
-                map.replication
-            )));
-        }
-        self.update_map_anywhere(move |m| {
-            Ok(m.nodes.get(&id) == Some(&NodeState::Active)
-                && m.nodes.insert(id, NodeState::Leaving).is_some())
-        })
-        .await?;
+        host::check_removal(&self.read_map_anywhere().await?, id)?;
+        self.update_map_anywhere(host::leave(id)).await?;
         let deadline = Instant::now() + timeout;
         loop {
             let gone =
@@ -649,18 +558,9 @@ impl EmbeddedCluster {
     /// Changes the replication factor of every shard on the running cluster (up or down); the
     /// manager adds or drops replicas one at a time.
     pub async fn set_replication(&self, replication: usize) -> Result<()> {
-        let active = self.read_map_anywhere().await?.active_nodes().len();
-        if replication == 0 || replication > active {
-            return Err(Error::InvalidArgument(format!(
-                "replication factor {replication} must be between 1 and the {active} active nodes"
-            )));
-        }
-        self.update_map_anywhere(move |m| {
-            let changed = m.replication != replication;
-            m.replication = replication;
-            Ok(changed)
-        })
-        .await?;
+        host::check_replication(&self.read_map_anywhere().await?, replication)?;
+        self.update_map_anywhere(host::replicate(replication))
+            .await?;
         self.persist_members(|s| s.replication = replication)?;
         self.events.record(
             "replication_changed",

@@ -59,6 +59,11 @@ impl InProcNetwork {
         self.up.write().ok()?.remove(&id)
     }
 
+    /// The running node `id` (its current incarnation).
+    pub fn running_node(&self, id: NodeId) -> Result<Arc<Node>> {
+        self.lookup(id)
+    }
+
     fn lookup(&self, id: NodeId) -> Result<Arc<Node>> {
         let known = self
             .members
@@ -131,7 +136,7 @@ impl Transport for InProcNetwork {
         forward: bool,
     ) -> Result<ClientResponse> {
         self.deliver(None, node, |n| async move {
-            n.handle_client(request, forward).await
+            n.serve_client(request, forward).await
         })
         .await
     }

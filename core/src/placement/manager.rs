@@ -440,6 +440,7 @@ async fn reconcile(
         manager_update_map(node, |m| {
             let before = m.nodes.len();
             m.nodes.retain(|n, _| !empty_leaving.contains(n));
+            m.addresses.retain(|n, _| !empty_leaving.contains(n));
             Ok(m.nodes.len() != before)
         })
         .await?;

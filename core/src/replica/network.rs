@@ -14,6 +14,7 @@ use openraft::raft::{
 };
 use openraft::storage::Snapshot;
 use openraft::BasicNode;
+use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::replica::failpoints::Failpoints;
@@ -26,7 +27,7 @@ use crate::types::{
 };
 
 /// A Raft RPC of one group.
-#[derive(Debug)]
+#[derive(Debug, Serialize, Deserialize)]
 pub enum RaftRpc {
     Append(AppendEntriesRequest<TypeConfig>),
     Vote(VoteRequest<TypeConfig>),
@@ -43,7 +44,7 @@ pub enum RaftRpc {
     TransferLeader(TransferLeaderRequest<TypeConfig>),
 }
 
-#[derive(Debug)]
+#[derive(Debug, Serialize, Deserialize)]
 pub enum RaftReply {
     Append(AppendEntriesResponse<TypeConfig>),
     Vote(VoteResponse<TypeConfig>),
@@ -54,7 +55,7 @@ pub enum RaftReply {
 }
 
 /// What the shard manager asks of a node.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum AdminRequest {
     /// Are you there? Answered with the groups the node runs.
     Ping,
@@ -98,20 +99,25 @@ pub enum AdminRequest {
     Status {
         group: GroupId,
     },
+    /// Approximate bytes of user data of `group` on the node.
+    Size {
+        group: GroupId,
+    },
     /// The new cluster map.
     SetMap(Box<ShardMap>),
 }
 
-#[derive(Debug)]
+#[derive(Debug, Serialize, Deserialize)]
 pub enum AdminReply {
     Done,
     Status(Box<GroupStatus>),
     /// The groups a node runs (the answer to `Ping`).
     Groups(Vec<GroupId>),
+    Size(u64),
 }
 
 /// What one node sends another.
-#[derive(Debug)]
+#[derive(Debug, Serialize, Deserialize)]
 pub enum PeerRequest {
     Raft {
         group: GroupId,
@@ -122,7 +128,7 @@ pub enum PeerRequest {
     Admin(AdminRequest),
 }
 
-#[derive(Debug)]
+#[derive(Debug, Serialize, Deserialize)]
 pub enum PeerResponse {
     Raft(RaftReply),
     Client(ClientResponse),

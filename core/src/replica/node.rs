@@ -280,6 +280,24 @@ impl Node {
         })
     }
 
+    /// Serves a request that came from a client (the door every client uses, in process or over
+    /// the network): the shard manager's group, which holds the cluster map, is off limits except
+    /// for its status. Peers and the manager itself use [`handle_client`](Self::handle_client).
+    pub async fn serve_client(
+        &self,
+        request: ClientRequest,
+        forward: bool,
+    ) -> Result<ClientResponse> {
+        let internal = request.group() == Some(META_GROUP)
+            && !matches!(request, ClientRequest::GroupStatus { .. });
+        if internal {
+            return Err(Error::InvalidArgument(format!(
+                "group {META_GROUP} is the shard manager's (it holds the cluster map); clients cannot address it"
+            )));
+        }
+        self.handle_client(request, forward).await
+    }
+
     /// Serves a client request. With `forward`, a request that needs another node (the group's
     /// leader, or a replica when this node does not host the group) is passed on to it; without,
     /// the caller gets `NotLeader` (with a hint) or `GroupNotHosted`.
@@ -438,6 +456,13 @@ impl Node {
                 Ok(AdminReply::Done)
             }
             AdminRequest::Status { group } => Ok(AdminReply::Status(Box::new(self.status(group)?))),
+            AdminRequest::Size { group } => {
+                let store = self.store.clone();
+                let size = tokio::task::spawn_blocking(move || store.approximate_size(group))
+                    .await
+                    .map_err(|e| Error::Storage(format!("size of group {group}: {e}")))??;
+                Ok(AdminReply::Size(size))
+            }
             AdminRequest::SetMap(map) => {
                 let newer = map.epoch >= self.shard_map().epoch;
                 if newer {

@@ -93,6 +93,8 @@ pub struct ShardMap {
     /// Target replicas per shard.
     pub replication: usize,
     pub pending_move: Option<PendingMove>,
+    /// Where each node listens (`host:port`), for clusters of processes; empty in process.
+    pub addresses: BTreeMap<NodeId, String>,
     /// Range start -> (range end, shard), for lookups.
     index: BTreeMap<u64, (u64, GroupId)>,
 }
@@ -110,6 +112,8 @@ struct ShardMapData {
     replication: usize,
     #[serde(default)]
     pending_move: Option<PendingMove>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    addresses: BTreeMap<NodeId, String>,
 }
 
 impl TryFrom<ShardMapData> for ShardMap {
@@ -120,6 +124,7 @@ impl TryFrom<ShardMapData> for ShardMap {
         map.meta_replicas = d.meta_replicas;
         map.replication = d.replication;
         map.pending_move = d.pending_move;
+        map.addresses = d.addresses;
         Ok(map)
     }
 }
@@ -133,6 +138,7 @@ impl From<ShardMap> for ShardMapData {
             meta_replicas: m.meta_replicas,
             replication: m.replication,
             pending_move: m.pending_move,
+            addresses: m.addresses,
         }
     }
 }
@@ -153,6 +159,7 @@ impl ShardMap {
             meta_replicas: Vec::new(),
             replication,
             pending_move: None,
+            addresses: BTreeMap::new(),
             index: BTreeMap::new(),
         };
         map.rebuild_index()?;
