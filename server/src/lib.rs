@@ -1,0 +1,30 @@
+//! ScaleStore over gRPC: the same core as a networked service.
+//!
+//! - [`peer`]: node-to-node traffic (one long-lived stream per node pair, batched) and the
+//!   internal service; [`transport`]: the Rust client's gRPC `Transport`.
+//! - [`kv`] and [`admin`]: the public `scalestore.v1` services; [`convert`]: core <-> proto.
+//! - [`serve`]: serving one node ([`serve::serve_node`]) or every node of an embedded cluster
+//!   ([`serve::serve_embedded`]); [`process`]: the `scalestore-server` process (bootstrap, join,
+//!   restart, graceful stop); [`config`]: its flags and TOML file; [`cli`]: the `scalestore` CLI.
+
+pub mod admin;
+pub mod cli;
+pub mod config;
+pub mod convert;
+pub mod dev;
+pub mod error;
+pub mod kv;
+pub mod peer;
+pub mod process;
+pub mod serve;
+pub mod transport;
+
+/// The generated `scalestore.v1` protobuf types and gRPC stubs (also for plain clients).
+pub mod proto {
+    #![allow(clippy::all, missing_docs, rust_2018_idioms)]
+    tonic::include_proto!("scalestore.v1");
+}
+
+pub use error::{ServerError, ServerResult};
+pub use serve::{serve_embedded, ServedCluster};
+pub use transport::{connect, GrpcTransport};

@@ -1,0 +1,449 @@
+//! Node-to-node traffic over gRPC. Each node keeps one long-lived bidirectional stream per peer
+//! for Raft, admin and forwarded client messages of every group (the way TiKV's BatchRaft
+//! does): requests waiting to go are sent together in one frame batch, and replies come back
+//! on the response stream in any order, paired by id. Snapshot chunks go on a second stream per
+//! peer, rate-limited, so a snapshot cannot starve heartbeats. The receiving side is the
+//! `Internal` service, which also serves the Rust client's routed calls.
+
+use std::collections::HashMap;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use futures::Stream;
+use scalestore::network::{PeerRequest, PeerResponse, PeerTransport, RaftRpc};
+use scalestore::types::{ClientRequest, ClientResponse};
+use scalestore::{Error, Node, NodeId, Result};
+use tokio::sync::{mpsc, oneshot};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::metadata::MetadataValue;
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::proto::internal_client::InternalClient;
+use crate::proto::internal_server::Internal;
+use crate::proto::{ClientCall, ClientReply, Frame, Frames};
+use crate::serve::NodeHandle;
+
+/// Metadata naming the caller's cluster; a node refuses calls from another cluster.
+pub const CLUSTER_HEADER: &str = "scalestore-cluster";
+/// Metadata naming the calling node (peer streams only).
+pub const NODE_HEADER: &str = "scalestore-node";
+
+/// Frames sent together at most.
+const BATCH: usize = 256;
+/// A peer message not answered in this long fails (the peer is down or stopped).
+const REPLY_TIMEOUT: Duration = Duration::from_secs(5);
+/// A snapshot chunk may wait longer (the rate limit).
+const CHUNK_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// A channel to `address` with the timeouts and keep-alives every ScaleStore link uses.
+pub fn channel(address: &str) -> Result<Channel> {
+    let endpoint = Endpoint::from_shared(format!("http://{address}"))
+        .map_err(|e| Error::InvalidArgument(format!("bad address {address:?}: {e}")))?
+        .connect_timeout(Duration::from_secs(1))
+        .tcp_nodelay(true)
+        .http2_keep_alive_interval(Duration::from_secs(1))
+        .keep_alive_timeout(Duration::from_secs(3))
+        .keep_alive_while_idle(true);
+    Ok(endpoint.connect_lazy())
+}
+
+/// Encodes a core value for a frame.
+pub fn encode<T: serde::Serialize>(value: &T) -> Vec<u8> {
+    // Every type sent is plain data (no maps with non-string keys, no custom serializers that
+    // can fail), so encoding cannot fail; an empty payload would be refused by the receiver.
+    postcard::to_allocvec(value).unwrap_or_default()
+}
+
+/// Decodes a frame's payload.
+pub fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T> {
+    postcard::from_bytes(bytes)
+        .map_err(|e| Error::InvalidArgument(format!("undecodable message: {e}")))
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Lane {
+    /// Raft messages, admin requests, forwarded client requests.
+    Messages,
+    /// Snapshot chunks.
+    Snapshots,
+}
+
+struct Outgoing {
+    payload: Vec<u8>,
+    reply: oneshot::Sender<Result<PeerResponse>>,
+    id: u64,
+}
+
+type Pending = Arc<Mutex<HashMap<u64, oneshot::Sender<Result<PeerResponse>>>>>;
+
+/// A token bucket shared by every snapshot stream of a node.
+struct RateLimit {
+    bytes_per_second: u64,
+    state: tokio::sync::Mutex<(Instant, f64)>,
+}
+
+impl RateLimit {
+    async fn take(&self, bytes: usize) {
+        if self.bytes_per_second == 0 {
+            return;
+        }
+        let rate = self.bytes_per_second as f64;
+        let mut state = self.state.lock().await;
+        let (last, tokens) = *state;
+        let now = Instant::now();
+        // At most one second of burst.
+        let available = (tokens + now.duration_since(last).as_secs_f64() * rate).min(rate);
+        let after = available - bytes as f64;
+        *state = (now, after);
+        if after < 0.0 {
+            tokio::time::sleep(Duration::from_secs_f64(-after / rate)).await;
+        }
+    }
+}
+
+/// The gRPC [`PeerTransport`] of one node.
+pub struct GrpcPeers {
+    this: std::sync::Weak<GrpcPeers>,
+    me: NodeId,
+    cluster_id: String,
+    addresses: RwLock<HashMap<NodeId, String>>,
+    links: Mutex<HashMap<(NodeId, Lane), mpsc::UnboundedSender<Outgoing>>>,
+    next_id: AtomicU64,
+    snapshots: Arc<RateLimit>,
+    /// Streams (re)opened, for metrics and tests.
+    pub connects: AtomicU64,
+}
+
+impl GrpcPeers {
+    /// `snapshot_bytes_per_second`: the cap on snapshot traffic this node sends (0: none).
+    pub fn new(
+        me: NodeId,
+        cluster_id: &str,
+        addresses: HashMap<NodeId, String>,
+        snapshot_bytes_per_second: u64,
+    ) -> Arc<GrpcPeers> {
+        Arc::new_cyclic(|this| GrpcPeers {
+            this: this.clone(),
+            me,
+            cluster_id: cluster_id.to_string(),
+            addresses: RwLock::new(addresses),
+            links: Mutex::new(HashMap::new()),
+            next_id: AtomicU64::new(1),
+            snapshots: Arc::new(RateLimit {
+                bytes_per_second: snapshot_bytes_per_second,
+                state: tokio::sync::Mutex::new((Instant::now(), 0.0)),
+            }),
+            connects: AtomicU64::new(0),
+        })
+    }
+
+    /// Adds or updates node addresses (from a newer map); a changed address reconnects.
+    pub fn learn(&self, addresses: &std::collections::BTreeMap<NodeId, String>) {
+        let mut changed = Vec::new();
+        if let Ok(mut known) = self.addresses.write() {
+            for (id, address) in addresses {
+                if known.get(id) != Some(address) {
+                    known.insert(*id, address.clone());
+                    changed.push(*id);
+                }
+            }
+        }
+        if let Ok(mut links) = self.links.lock() {
+            links.retain(|(id, _), _| !changed.contains(id));
+        }
+    }
+
+    pub fn address(&self, id: NodeId) -> Option<String> {
+        self.addresses.read().ok().and_then(|a| a.get(&id).cloned())
+    }
+
+    fn link(&self, to: NodeId, lane: Lane) -> Result<mpsc::UnboundedSender<Outgoing>> {
+        let this = self
+            .this
+            .upgrade()
+            .ok_or_else(|| Error::Unavailable("peer transport dropped".into()))?;
+        let mut links = self
+            .links
+            .lock()
+            .map_err(|_| Error::Unavailable("peer links poisoned".into()))?;
+        if let Some(tx) = links.get(&(to, lane)).filter(|tx| !tx.is_closed()) {
+            return Ok(tx.clone());
+        }
+        let address = self.address(to).ok_or(Error::UnknownNode(to))?;
+        let (tx, rx) = mpsc::unbounded_channel();
+        tokio::spawn(run_link(this, to, address, rx));
+        links.insert((to, lane), tx.clone());
+        Ok(tx)
+    }
+}
+
+#[async_trait]
+impl PeerTransport for GrpcPeers {
+    async fn send(&self, from: NodeId, to: NodeId, request: PeerRequest) -> Result<PeerResponse> {
+        debug_assert_eq!(from, self.me);
+        let (lane, timeout) = match &request {
+            PeerRequest::Raft {
+                rpc: RaftRpc::SnapshotChunk { data, .. },
+                ..
+            } => {
+                self.snapshots.take(data.len()).await;
+                (Lane::Snapshots, CHUNK_TIMEOUT)
+            }
+            _ => (Lane::Messages, REPLY_TIMEOUT),
+        };
+        let (reply, answer) = oneshot::channel();
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let outgoing = Outgoing {
+            payload: encode(&request),
+            reply,
+            id,
+        };
+        self.link(to, lane)?
+            .send(outgoing)
+            .map_err(|_| Error::Unavailable(format!("link to node {to} closed")))?;
+        match tokio::time::timeout(timeout, answer).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(_)) => Err(Error::Unavailable(format!("link to node {to} broke"))),
+            Err(_) => Err(Error::Unavailable(format!(
+                "node {to} did not answer within {} ms",
+                timeout.as_millis()
+            ))),
+        }
+    }
+}
+
+/// Drives one stream to `to`: opens it when there is something to send, sends what is queued
+/// in batches, pairs replies with requests, and fails what was in flight if the stream breaks
+/// (the next message opens a new one).
+async fn run_link(
+    peers: Arc<GrpcPeers>,
+    to: NodeId,
+    address: String,
+    mut queue: mpsc::UnboundedReceiver<Outgoing>,
+) {
+    let mut backoff = Duration::from_millis(50);
+    while let Some(first) = queue.recv().await {
+        let pending: Pending = Arc::new(Mutex::new(HashMap::new()));
+        let (frames_tx, frames_rx) = mpsc::channel::<Frames>(64);
+        let mut request = Request::new(ReceiverStream::new(frames_rx));
+        set_header(&mut request, CLUSTER_HEADER, &peers.cluster_id);
+        set_header(&mut request, NODE_HEADER, &peers.me.to_string());
+        let mut client = match channel(&address) {
+            Ok(c) => InternalClient::new(c)
+                .max_decoding_message_size(usize::MAX)
+                .max_encoding_message_size(usize::MAX),
+            Err(e) => {
+                let _ = first.reply.send(Err(e));
+                continue;
+            }
+        };
+        // The first batch goes before the call, so the stream opens with it.
+        let mut batch = vec![first];
+        while let Ok(more) = queue.try_recv() {
+            batch.push(more);
+            if batch.len() >= BATCH {
+                break;
+            }
+        }
+        if frames_tx.send(frames(&pending, batch)).await.is_err() {
+            continue;
+        }
+        peers.connects.fetch_add(1, Ordering::Relaxed);
+        let opened =
+            tokio::time::timeout(Duration::from_secs(2), client.peer(request)).await;
+        let mut replies = match opened {
+            Ok(Ok(r)) => r.into_inner(),
+            Ok(Err(status)) => {
+                fail_all(&pending, &crate::convert::from_status(&status));
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(1));
+                continue;
+            }
+            Err(_) => {
+                fail_all(
+                    &pending,
+                    &Error::Unavailable(format!("node {to} at {address} did not answer")),
+                );
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(1));
+                continue;
+            }
+        };
+        backoff = Duration::from_millis(50);
+        let reader_pending = pending.clone();
+        let mut reader = tokio::spawn(async move {
+            while let Ok(Some(batch)) = replies.message().await {
+                for frame in batch.frames {
+                    let waiter = reader_pending
+                        .lock()
+                        .ok()
+                        .and_then(|mut p| p.remove(&frame.id));
+                    if let Some(w) = waiter {
+                        let result = decode::<Result<PeerResponse>>(&frame.payload)
+                            .and_then(|r| r);
+                        let _ = w.send(result);
+                    }
+                }
+            }
+        });
+        loop {
+            tokio::select! {
+                _ = &mut reader => break,
+                next = queue.recv() => {
+                    let Some(first) = next else {
+                        reader.abort();
+                        return;
+                    };
+                    let mut batch = vec![first];
+                    while let Ok(more) = queue.try_recv() {
+                        batch.push(more);
+                        if batch.len() >= BATCH {
+                            break;
+                        }
+                    }
+                    if frames_tx.send(frames(&pending, batch)).await.is_err() {
+                        break;
+                    }
+                }
+            }
+        }
+        reader.abort();
+        fail_all(
+            &pending,
+            &Error::Unavailable(format!("stream to node {to} at {address} broke")),
+        );
+    }
+}
+
+fn frames(pending: &Pending, batch: Vec<Outgoing>) -> Frames {
+    let mut frames = Vec::with_capacity(batch.len());
+    if let Ok(mut p) = pending.lock() {
+        for o in batch {
+            p.insert(o.id, o.reply);
+            frames.push(Frame {
+                id: o.id,
+                payload: o.payload,
+            });
+        }
+    }
+    Frames { frames }
+}
+
+fn fail_all(pending: &Pending, error: &Error) {
+    if let Ok(mut p) = pending.lock() {
+        for (_, w) in p.drain() {
+            let _ = w.send(Err(error.clone()));
+        }
+    }
+}
+
+fn set_header<T>(request: &mut Request<T>, name: &'static str, value: &str) {
+    if let Ok(v) = MetadataValue::try_from(value) {
+        request.metadata_mut().insert(name, v);
+    }
+}
+
+/// The receiving side: peers' streams and the Rust client's routed calls.
+pub struct InternalService {
+    pub(crate) node: NodeHandle,
+    pub(crate) cluster_id: String,
+}
+
+impl InternalService {
+    fn check_cluster<T>(&self, request: &Request<T>) -> std::result::Result<(), Status> {
+        let theirs = request
+            .metadata()
+            .get(CLUSTER_HEADER)
+            .and_then(|v| v.to_str().ok());
+        match theirs {
+            // Clients that do not say (plain tools) are let in; a peer of another cluster is not.
+            None => Ok(()),
+            Some(c) if c == self.cluster_id => Ok(()),
+            Some(c) => Err(Status::permission_denied(format!(
+                "this node belongs to cluster {}, not {c}",
+                self.cluster_id
+            ))),
+        }
+    }
+}
+
+type FrameStream = Pin<Box<dyn Stream<Item = std::result::Result<Frames, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl Internal for InternalService {
+    type PeerStream = FrameStream;
+
+    async fn peer(
+        &self,
+        request: Request<Streaming<Frames>>,
+    ) -> std::result::Result<Response<Self::PeerStream>, Status> {
+        self.check_cluster(&request)?;
+        if request.metadata().get(CLUSTER_HEADER).is_none() {
+            return Err(Status::permission_denied("peer streams must name their cluster"));
+        }
+        let node = self.node.current().map_err(|e| Status::unavailable(e.to_string()))?;
+        let mut inbound = request.into_inner();
+        let (out_tx, out_rx) = mpsc::channel::<std::result::Result<Frames, Status>>(256);
+        let (reply_tx, mut reply_rx) = mpsc::unbounded_channel::<Frame>();
+        // Replies ready together leave together.
+        tokio::spawn(async move {
+            while let Some(first) = reply_rx.recv().await {
+                let mut frames = vec![first];
+                while let Ok(more) = reply_rx.try_recv() {
+                    frames.push(more);
+                    if frames.len() >= BATCH {
+                        break;
+                    }
+                }
+                if out_tx.send(Ok(Frames { frames })).await.is_err() {
+                    break;
+                }
+            }
+        });
+        tokio::spawn(async move {
+            while let Ok(Some(batch)) = inbound.message().await {
+                for frame in batch.frames {
+                    let (node, reply_tx) = (node.clone(), reply_tx.clone());
+                    tokio::spawn(async move {
+                        let result = match decode::<PeerRequest>(&frame.payload) {
+                            Ok(request) => node.handle_peer(request).await,
+                            Err(e) => Err(e),
+                        };
+                        let _ = reply_tx.send(Frame {
+                            id: frame.id,
+                            payload: encode(&result),
+                        });
+                    });
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(out_rx))))
+    }
+
+    async fn client(
+        &self,
+        request: Request<ClientCall>,
+    ) -> std::result::Result<Response<ClientReply>, Status> {
+        self.check_cluster(&request)?;
+        let call = request.into_inner();
+        let result: Result<ClientResponse> = match decode::<ClientRequest>(&call.request) {
+            Ok(r) => match self.node.current() {
+                Ok(node) => node.serve_client(r, call.forward).await,
+                Err(e) => Err(e),
+            },
+            Err(e) => Err(e),
+        };
+        Ok(Response::new(ClientReply {
+            result: encode(&result),
+        }))
+    }
+}
+
+/// A node's map-following helper: the peer address book follows the node's map.
+pub fn follow_map(node: &Arc<Node>, peers: &Arc<GrpcPeers>) {
+    peers.learn(&node.shard_map().addresses);
+}

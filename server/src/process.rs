@@ -1,0 +1,395 @@
+//! One `scalestore-server` process: checks its data dir against its flags, starts its node
+//! (bootstrapping a new cluster, or joining a running one), serves it over gRPC, keeps its
+//! peer address book and map current, and on SIGTERM hands its leaderships off before stopping.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use scalestore::config::WallClock;
+use scalestore::host::{self, HostServices};
+use scalestore::network::{PeerRequest, PeerResponse};
+use scalestore::node::NodeConfig;
+use scalestore::replica::failpoints::Failpoints;
+use scalestore::types::{ClientRequest, ClientResponse};
+use scalestore::{
+    Client, ClientOptions, EventLog, Limits, ManagerOptions, Node, NodeId, RaftTiming,
+    ShardMap, StorageOptions, TestSwitches, META_GROUP,
+};
+use serde::{Deserialize, Serialize};
+use tokio::net::TcpListener;
+
+use crate::config::{Bootstrap, ServerConfig, Start};
+use crate::error::{ServerError, ServerResult};
+use crate::peer::GrpcPeers;
+use crate::proto::admin_client::AdminClient;
+use crate::proto::{JoinRequest, StatusRequest};
+use crate::serve::{serve_node, NodeHandle, ServiceContext};
+
+const SERVER_FILE: &str = "scalestore-server.json";
+
+/// What a data dir remembers about its node beyond the store itself.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct StoredServer {
+    format_version: u32,
+    cluster_id: String,
+    id: NodeId,
+    /// Set for the cluster's first members.
+    bootstrap: Option<Bootstrap>,
+    /// Whether the join was accepted (a node that crashed before asks again).
+    joined: bool,
+}
+
+/// Runs the node until `shutdown` completes, then stops it gracefully.
+pub async fn run(config: ServerConfig, shutdown: impl Future<Output = ()>) -> ServerResult<()> {
+    std::fs::create_dir_all(&config.data_dir)?;
+    let mut stored = prepare(&config).await?;
+    let listener = TcpListener::bind(&config.listen)
+        .await
+        .map_err(|e| ServerError::Config(format!("cannot listen on {}: {e}", config.listen)))?;
+
+    let initial = match &stored.bootstrap {
+        Some(b) => Some(initial_map(b)?),
+        None => None,
+    };
+    // The map to start routing by: a running cluster's current one if any member answers,
+    // else (a cluster's first start) the initial map.
+    let seeds: Vec<String> = match (&config.start, &initial) {
+        (Start::Join { seed }, _) => vec![seed.clone()],
+        (_, Some(m)) => m.addresses.values().cloned().collect(),
+        _ => Vec::new(),
+    };
+    let known = current_map(&seeds, &config.advertise).await;
+    let map = match (known, &initial) {
+        (Some(m), _) => m,
+        (None, Some(m)) => m.clone(),
+        (None, None) => {
+            return Err(ServerError::Unreachable {
+                endpoints: seeds.join(","),
+                reason: "no member answered with the cluster map".into(),
+            })
+        }
+    };
+    let mut addresses: HashMap<NodeId, String> = map.addresses.clone().into_iter().collect();
+    addresses.insert(config.id, config.advertise.clone());
+    let peers = GrpcPeers::new(
+        config.id,
+        &stored.cluster_id,
+        addresses,
+        config.snapshot_bytes_per_second,
+    );
+    let events = Arc::new(EventLog::default());
+    let node_config = NodeConfig {
+        id: config.id,
+        cluster_id: stored.cluster_id.clone(),
+        timing: RaftTiming::default(),
+        limits: Limits::default(),
+        storage: StorageOptions::default(),
+        testing: TestSwitches::default(),
+        failpoints: Arc::new(Failpoints::default()),
+        clock: Arc::new(WallClock::default()),
+    };
+    let services = HostServices {
+        manager: ManagerOptions::default(),
+        events: events.clone(),
+    };
+    let node = host::start_node(
+        node_config,
+        &config.data_dir.join("node"),
+        peers.clone(),
+        Arc::new(map),
+        &services,
+    )
+    .await?;
+    let context = ServiceContext {
+        node: NodeHandle::Process(node.clone()),
+        client: Client::new(
+            Arc::new(crate::serve::PeerClientTransport::new(node.clone())),
+            ClientOptions::default(),
+        ),
+        events: events.clone(),
+        cluster_id: stored.cluster_id.clone(),
+        embedded: false,
+    };
+    let server = serve_node(listener, context)?;
+    tracing::info!(node = config.id, address = %server.address, cluster = %stored.cluster_id, "serving");
+    events.record("node_started", format!("node {} is up at {}", config.id, config.advertise));
+
+    let mut background = Vec::new();
+    if let Some(initial) = initial {
+        let node = node.clone();
+        background.push(tokio::spawn(async move { publish(&node, &initial).await }));
+    }
+    if let (Start::Join { seed }, false) = (&config.start, stored.joined) {
+        join(seed, config.id, &config.advertise).await?;
+        stored.joined = true;
+        save(&config.data_dir, &stored)?;
+    }
+    background.push(tokio::spawn(follow_map(node.clone(), peers.clone())));
+
+    shutdown.await;
+    tracing::info!(node = config.id, "stopping: handing leaderships off");
+    hand_off_leaderships(&node, Duration::from_secs(5)).await;
+    for task in background {
+        task.abort();
+    }
+    node.shutdown().await;
+    server.stop().await;
+    events.record("node_stopped", format!("node {} stopped", config.id));
+    Ok(())
+}
+
+/// Checks the data dir against the flags (a new dir is claimed for this cluster and node).
+async fn prepare(config: &ServerConfig) -> ServerResult<StoredServer> {
+    let path = config.data_dir.join(SERVER_FILE);
+    let refuse = |reason: String| ServerError::DataDir {
+        path: config.data_dir.clone(),
+        reason,
+    };
+    match std::fs::read(&path) {
+        Ok(bytes) => {
+            let stored: StoredServer = serde_json::from_slice(&bytes)
+                .map_err(|e| refuse(format!("corrupt {SERVER_FILE}: {e}")))?;
+            if stored.format_version != 1 {
+                return Err(refuse(format!("unsupported format {}", stored.format_version)));
+            }
+            if stored.id != config.id {
+                return Err(refuse(format!(
+                    "it holds node {}'s data, not node {}'s",
+                    stored.id, config.id
+                )));
+            }
+            if let Start::Bootstrap(b) = &config.start {
+                if stored.bootstrap.as_ref() != Some(b) {
+                    return Err(refuse(format!(
+                        "it was {} ; the --initial-cluster/--shards/--replication given differ (drop them to resume)",
+                        describe(&stored)
+                    )));
+                }
+            }
+            if let Some(b) = &stored.bootstrap {
+                if config.explicit_shards.is_some_and(|s| s != b.shards)
+                    || config.explicit_replication.is_some_and(|r| r != b.replication)
+                {
+                    return Err(refuse(format!(
+                        "it was {}; --shards/--replication contradict it",
+                        describe(&stored)
+                    )));
+                }
+            }
+            Ok(stored)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let not_empty = std::fs::read_dir(&config.data_dir)?.next().is_some();
+            if not_empty {
+                return Err(refuse(format!(
+                    "not empty and has no {SERVER_FILE}: not a ScaleStore data dir"
+                )));
+            }
+            let stored = match &config.start {
+                Start::Bootstrap(b) => StoredServer {
+                    format_version: 1,
+                    cluster_id: b.cluster_id(),
+                    id: config.id,
+                    bootstrap: Some(b.clone()),
+                    joined: true,
+                },
+                Start::Join { seed } => StoredServer {
+                    format_version: 1,
+                    cluster_id: cluster_id_of(seed).await?,
+                    id: config.id,
+                    bootstrap: None,
+                    joined: false,
+                },
+                Start::Resume => {
+                    return Err(ServerError::Config(format!(
+                        "{:?} holds no node yet: give --initial-cluster (a new cluster) or --join HOST:PORT (a running one)",
+                        config.data_dir
+                    )))
+                }
+            };
+            save(&config.data_dir, &stored)?;
+            Ok(stored)
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn describe(stored: &StoredServer) -> String {
+    match &stored.bootstrap {
+        Some(b) => format!(
+            "bootstrapped with {} members, {} shards, {} replicas",
+            b.members.len(),
+            b.shards,
+            b.replication
+        ),
+        None => "joined to a running cluster".into(),
+    }
+}
+
+fn save(dir: &Path, stored: &StoredServer) -> ServerResult<()> {
+    let bytes = serde_json::to_vec_pretty(stored)
+        .map_err(|e| ServerError::Config(format!("cannot encode {SERVER_FILE}: {e}")))?;
+    scalestore::storage::identity::write_synced(&dir.join(SERVER_FILE), &bytes)?;
+    Ok(())
+}
+
+fn initial_map(b: &Bootstrap) -> ServerResult<ShardMap> {
+    let ids: Vec<NodeId> = b.members.keys().copied().collect();
+    let mut map = ShardMap::uniform(b.shards, &ids, b.replication)?;
+    map.addresses = b.members.clone();
+    Ok(map)
+}
+
+async fn admin_client(address: &str) -> ServerResult<AdminClient<tonic::transport::Channel>> {
+    Ok(AdminClient::new(crate::peer::channel(address)?))
+}
+
+/// The cluster id of the cluster `seed` belongs to.
+async fn cluster_id_of(seed: &str) -> ServerResult<String> {
+    let mut admin = admin_client(seed).await?;
+    let asked = tokio::time::timeout(Duration::from_secs(10), admin.status(StatusRequest {})).await;
+    match asked {
+        Ok(Ok(r)) => Ok(r.into_inner().cluster_id),
+        Ok(Err(s)) => Err(ServerError::Unreachable {
+            endpoints: seed.into(),
+            reason: s.message().to_string(),
+        }),
+        Err(_) => Err(ServerError::Unreachable {
+            endpoints: seed.into(),
+            reason: "no answer in 10 s".into(),
+        }),
+    }
+}
+
+/// Registers this node (already serving) with the cluster; retried while the cluster is busy.
+async fn join(seed: &str, id: NodeId, address: &str) -> ServerResult<()> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let mut admin = admin_client(seed).await?;
+        let request = JoinRequest {
+            node_id: id,
+            address: address.to_string(),
+        };
+        match admin.join(request).await {
+            Ok(_) => return Ok(()),
+            Err(s) if s.code() == tonic::Code::InvalidArgument => {
+                return Err(ServerError::Core(crate::convert::from_status(&s)))
+            }
+            Err(s) if Instant::now() >= deadline => {
+                return Err(ServerError::Unreachable {
+                    endpoints: seed.into(),
+                    reason: s.message().to_string(),
+                })
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(500)).await,
+        }
+    }
+}
+
+/// The newest map any of `seeds` (other than this node) gives within a short wait.
+async fn current_map(seeds: &[String], me: &str) -> Option<ShardMap> {
+    let asks = seeds.iter().filter(|s| s.as_str() != me).map(|s| async move {
+        let transport =
+            crate::transport::GrpcTransport::connect(std::slice::from_ref(s), Duration::from_secs(2))
+                .await
+                .ok()?;
+        let nodes = scalestore::Transport::nodes(transport.as_ref());
+        for n in nodes {
+            if let Ok(ClientResponse::ShardMap(m)) =
+                scalestore::Transport::call(transport.as_ref(), n, ClientRequest::GetShardMap, false)
+                    .await
+            {
+                return Some(m);
+            }
+        }
+        None
+    });
+    futures::future::join_all(asks)
+        .await
+        .into_iter()
+        .flatten()
+        .max_by_key(|m| m.epoch)
+}
+
+/// Initializes this node's first groups and writes the initial map once a quorum of the
+/// manager's group is up (the other first members may start later): retried until done.
+async fn publish(node: &Arc<Node>, initial: &ShardMap) {
+    loop {
+        let done = async {
+            host::initialize_groups(node, initial).await?;
+            host::publish_initial_map(node, initial, Duration::from_secs(5)).await
+        };
+        match done.await {
+            Ok(_) => return,
+            Err(e) => {
+                tracing::debug!(error = %e, "cluster not formed yet");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    }
+}
+
+/// Keeps the node's map and its peers' addresses current: nodes learn map changes from the
+/// manager's broadcast, and one that was down when a change went out asks its peers.
+async fn follow_map(node: Arc<Node>, peers: Arc<GrpcPeers>) {
+    let mut tick = 0u64;
+    loop {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        tick += 1;
+        let map = node.shard_map();
+        peers.learn(&map.addresses);
+        if tick % 4 != 0 {
+            continue;
+        }
+        let others: Vec<NodeId> = map.nodes.keys().copied().filter(|n| *n != node.id()).collect();
+        if others.is_empty() {
+            continue;
+        }
+        let asked = others[(tick / 4) as usize % others.len()];
+        let reply = scalestore::network::PeerTransport::send(
+            peers.as_ref(),
+            node.id(),
+            asked,
+            PeerRequest::Client(ClientRequest::GetShardMap),
+        )
+        .await;
+        if let Ok(PeerResponse::Client(ClientResponse::ShardMap(theirs))) = reply {
+            if theirs.epoch > node.shard_map().epoch {
+                peers.learn(&theirs.addresses);
+                node.set_shard_map(Arc::new(theirs));
+            }
+        }
+    }
+}
+
+/// Moves every leadership this node holds to another voter, waiting up to `timeout`.
+pub async fn hand_off_leaderships(node: &Arc<Node>, timeout: Duration) {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let mut groups = node.groups();
+        groups.push(META_GROUP);
+        let led: Vec<_> = groups
+            .into_iter()
+            .filter_map(|g| node.status(g).ok())
+            .filter(|s| s.is_leader)
+            .collect();
+        if led.is_empty() || Instant::now() >= deadline {
+            if !led.is_empty() {
+                tracing::warn!(groups = led.len(), "stopping while still leading");
+            }
+            return;
+        }
+        for s in led {
+            let Some(to) = s.voters.iter().copied().find(|v| *v != node.id()) else {
+                continue;
+            };
+            if let Some(raft) = node.raft(s.group) {
+                let _ = raft.trigger().transfer_leader(to).await;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

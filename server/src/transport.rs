@@ -1,0 +1,149 @@
+//! The Rust client's gRPC [`Transport`]: from any endpoint it fetches the cluster map (which
+//! holds every node's address), then calls nodes directly, so the core [`Client`] routes to
+//! leaders, retries under its deadline and fails over across nodes as it does in process.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use scalestore::types::{ClientRequest, ClientResponse};
+use scalestore::{Client, ClientOptions, Error, NodeId, Result, ShardMap, Transport};
+use tonic::transport::Channel;
+
+use crate::error::{ServerError, ServerResult};
+use crate::peer::{channel, decode, encode};
+use crate::proto::internal_client::InternalClient;
+use crate::proto::ClientCall;
+
+/// Calls nodes of one cluster over gRPC.
+pub struct GrpcTransport {
+    addresses: RwLock<BTreeMap<NodeId, String>>,
+    channels: Mutex<HashMap<String, Channel>>,
+}
+
+impl GrpcTransport {
+    /// Asks each endpoint in turn for the cluster map until one answers within `timeout`.
+    pub async fn connect(endpoints: &[String], timeout: Duration) -> ServerResult<Arc<Self>> {
+        if endpoints.is_empty() {
+            return Err(ServerError::Config("no endpoint given".into()));
+        }
+        let mut reasons = Vec::new();
+        for endpoint in endpoints {
+            crate::config::check_address(endpoint)?;
+            match fetch_map(endpoint, timeout).await {
+                Ok(map) => {
+                    let mut addresses = map.addresses.clone();
+                    if addresses.is_empty() {
+                        reasons.push(format!("{endpoint}: its map names no node addresses"));
+                        continue;
+                    }
+                    addresses.retain(|id, _| map.nodes.contains_key(id));
+                    return Ok(Arc::new(GrpcTransport {
+                        addresses: RwLock::new(addresses),
+                        channels: Mutex::new(HashMap::new()),
+                    }));
+                }
+                Err(e) => reasons.push(format!("{endpoint}: {e}")),
+            }
+        }
+        Err(ServerError::Unreachable {
+            endpoints: endpoints.join(","),
+            reason: reasons.join("; "),
+        })
+    }
+
+    fn channel(&self, address: &str) -> Result<Channel> {
+        let mut channels = self
+            .channels
+            .lock()
+            .map_err(|_| Error::Unavailable("transport poisoned".into()))?;
+        if let Some(c) = channels.get(address) {
+            return Ok(c.clone());
+        }
+        let c = channel(address)?;
+        channels.insert(address.to_string(), c.clone());
+        Ok(c)
+    }
+
+    fn learn(&self, map: &ShardMap) {
+        if map.addresses.is_empty() {
+            return;
+        }
+        if let Ok(mut a) = self.addresses.write() {
+            *a = map
+                .addresses
+                .iter()
+                .filter(|(id, _)| map.nodes.contains_key(id))
+                .map(|(id, addr)| (*id, addr.clone()))
+                .collect();
+        }
+    }
+}
+
+async fn call_at(
+    channel: Channel,
+    request: &ClientRequest,
+    forward: bool,
+) -> Result<ClientResponse> {
+    let mut client = InternalClient::new(channel)
+        .max_decoding_message_size(usize::MAX)
+        .max_encoding_message_size(usize::MAX);
+    let reply = client
+        .client(ClientCall {
+            request: encode(request),
+            forward,
+        })
+        .await
+        .map_err(|s| crate::convert::from_status(&s))?;
+    decode::<Result<ClientResponse>>(&reply.into_inner().result)?
+}
+
+async fn fetch_map(endpoint: &str, timeout: Duration) -> Result<ShardMap> {
+    let call = call_at(channel(endpoint)?, &ClientRequest::GetShardMap, false);
+    match tokio::time::timeout(timeout, call).await {
+        Ok(Ok(ClientResponse::ShardMap(map))) => Ok(map),
+        Ok(Ok(other)) => Err(Error::Unavailable(format!("unexpected answer {other:?}"))),
+        Ok(Err(e)) => Err(e),
+        Err(_) => Err(Error::Timeout {
+            what: format!("asking {endpoint} for the cluster map"),
+            waited_ms: timeout.as_millis() as u64,
+        }),
+    }
+}
+
+#[async_trait]
+impl Transport for GrpcTransport {
+    async fn call(
+        &self,
+        node: NodeId,
+        request: ClientRequest,
+        forward: bool,
+    ) -> Result<ClientResponse> {
+        let address = self
+            .addresses
+            .read()
+            .ok()
+            .and_then(|a| a.get(&node).cloned())
+            .ok_or(Error::UnknownNode(node))?;
+        let response = call_at(self.channel(&address)?, &request, forward).await?;
+        if let ClientResponse::ShardMap(map) = &response {
+            self.learn(map);
+        }
+        Ok(response)
+    }
+
+    fn nodes(&self) -> Vec<NodeId> {
+        self.addresses
+            .read()
+            .map(|a| a.keys().copied().collect())
+            .unwrap_or_default()
+    }
+}
+
+/// A [`Client`] of the cluster at `endpoints` (any of its nodes): fails with
+/// [`ServerError::Unreachable`] if none answers within `options.timeout`.
+pub async fn connect(endpoints: &[String], options: ClientOptions) -> ServerResult<Client> {
+    let transport = GrpcTransport::connect(endpoints, options.timeout).await?;
+    Ok(Client::new(transport, options))
+}

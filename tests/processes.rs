@@ -1,0 +1,1 @@
+//! Clusters of real `scalestore-server` processes on loopback (written below).
