@@ -1,1 +1,786 @@
-//! Clusters of real `scalestore-server` processes on loopback (written below).
+//! Clusters of real `scalestore-server` processes on loopback, driven by the `scalestore` CLI, the
+//! Rust client over gRPC, and plain generated gRPC stubs. Faults are real: kill -9, SIGSTOP and
+//! SIGCONT, SIGTERM; every test checks the data, and the fault tests check the recorded history
+//! with the linearizability checker.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use scalestore::{check, CheckOptions, Client, ClientOptions, History};
+use scalestore_server::proto::admin_client::AdminClient;
+use scalestore_server::proto::internal_client::InternalClient;
+use scalestore_server::proto::kv_client::KvClient;
+use scalestore_server::proto::{self, StatusRequest};
+
+const SERVER: &str = env!("CARGO_BIN_EXE_scalestore-server");
+const CLI: &str = env!("CARGO_BIN_EXE_scalestore");
+const WAIT: Duration = Duration::from_secs(60);
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// A cluster of server processes, each started with a command line it can be restarted with.
+struct Processes {
+    dir: tempfile::TempDir,
+    addresses: BTreeMap<u64, String>,
+    args: Mutex<BTreeMap<u64, Vec<String>>>,
+    children: Mutex<BTreeMap<u64, Child>>,
+}
+
+impl Processes {
+    /// `n` nodes bootstrapped together with `shards` shards.
+    async fn start(n: u64, shards: usize) -> Processes {
+        let dir = tempfile::tempdir().expect("dir");
+        let addresses: BTreeMap<u64, String> = (1..=n)
+            .map(|i| (i, format!("127.0.0.1:{}", free_port())))
+            .collect();
+        let members: Vec<String> = addresses.iter().map(|(i, a)| format!("{i}={a}")).collect();
+        let p = Processes {
+            dir,
+            addresses: addresses.clone(),
+            args: Mutex::new(BTreeMap::new()),
+            children: Mutex::new(BTreeMap::new()),
+        };
+        for (i, a) in &addresses {
+            let args = vec![
+                "--id".into(),
+                i.to_string(),
+                "--listen".into(),
+                a.clone(),
+                "--data-dir".into(),
+                p.data_dir(*i).display().to_string(),
+                "--initial-cluster".into(),
+                members.join(","),
+                "--shards".into(),
+                shards.to_string(),
+            ];
+            p.spawn(*i, args);
+        }
+        p.wait_all_led().await;
+        p
+    }
+
+    fn data_dir(&self, id: u64) -> PathBuf {
+        self.dir.path().join(format!("node-{id}"))
+    }
+
+    fn spawn(&self, id: u64, args: Vec<String>) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join(format!("node-{id}.log")))
+            .expect("log");
+        let child = Command::new(SERVER)
+            .args(&args)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn server");
+        self.args.lock().expect("lock").insert(id, args);
+        self.children.lock().expect("lock").insert(id, child);
+    }
+
+    /// Adds node `id` with `--join` through node 1.
+    async fn join(&mut self, id: u64) {
+        let address = format!("127.0.0.1:{}", free_port());
+        let args = vec![
+            "--id".into(),
+            id.to_string(),
+            "--listen".into(),
+            address.clone(),
+            "--data-dir".into(),
+            self.data_dir(id).display().to_string(),
+            "--join".into(),
+            self.addresses[&1].clone(),
+        ];
+        self.addresses.insert(id, address);
+        self.spawn(id, args);
+    }
+
+    fn endpoints(&self) -> String {
+        self.addresses
+            .values()
+            .cloned()
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    fn signal(&self, id: u64, signal: &str) {
+        let pid = self.children.lock().expect("lock")[&id].id().to_string();
+        let ok = Command::new("kill")
+            .args([signal, &pid])
+            .status()
+            .expect("kill")
+            .success();
+        assert!(ok, "kill {signal} {pid}");
+    }
+
+    fn kill9(&self, id: u64) {
+        self.signal(id, "-KILL");
+        let _ = self
+            .children
+            .lock()
+            .expect("lock")
+            .get_mut(&id)
+            .map(Child::wait);
+    }
+
+    /// SIGTERM and wait for a clean exit.
+    fn terminate(&self, id: u64) -> std::process::ExitStatus {
+        self.signal(id, "-TERM");
+        self.children
+            .lock()
+            .expect("lock")
+            .get_mut(&id)
+            .expect("child")
+            .wait()
+            .expect("wait")
+    }
+
+    /// Restarts `id` with its original command line.
+    fn restart(&self, id: u64) {
+        let args = self.args.lock().expect("lock")[&id].clone();
+        self.spawn(id, args);
+    }
+
+    fn log(&self, id: u64) -> String {
+        std::fs::read_to_string(self.dir.path().join(format!("node-{id}.log"))).unwrap_or_default()
+    }
+
+    async fn status(&self, via: u64) -> Option<proto::StatusResponse> {
+        let channel = scalestore_server::peer::channel(&self.addresses[&via]).ok()?;
+        let mut admin = AdminClient::new(channel);
+        tokio::time::timeout(Duration::from_secs(3), admin.status(StatusRequest {}))
+            .await
+            .ok()?
+            .ok()
+            .map(|r| r.into_inner())
+    }
+
+    /// Waits until node `via` reports a leader for every shard.
+    async fn wait_led(&self, via: u64) -> proto::StatusResponse {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            if let Some(s) = self.status(via).await {
+                if !s.shards.is_empty() && s.shards.iter().all(|h| h.leader.is_some()) {
+                    return s;
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no leader for every shard; log: {}",
+                self.log(via)
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    async fn wait_all_led(&self) {
+        for id in self.addresses.keys() {
+            self.wait_led(*id).await;
+        }
+    }
+
+    async fn client(&self) -> Client {
+        let endpoints: Vec<String> = self.addresses.values().cloned().collect();
+        scalestore_server::connect(
+            &endpoints,
+            ClientOptions {
+                timeout: Duration::from_secs(20),
+                attempt_timeout: Duration::from_secs(1),
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("connect")
+    }
+}
+
+impl Drop for Processes {
+    fn drop(&mut self) {
+        for child in self.children.lock().expect("lock").values_mut() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+fn cli(args: &[&str]) -> Output {
+    Command::new(CLI).args(args).output().expect("run cli")
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cli_round_trips_against_three_server_processes() {
+    let p = Processes::start(3, 4).await;
+    let e = p.addresses[&2].clone();
+    let run = |args: &[&str]| {
+        let mut all = vec!["--endpoints", e.as_str()];
+        all.extend_from_slice(args);
+        cli(&all)
+    };
+    let put = run(&["put", "greeting", "hello"]);
+    assert!(put.status.success(), "{put:?}");
+    let get = run(&["get", "greeting"]);
+    assert_eq!(stdout(&get), "hello\n", "get prints the value alone");
+    assert_eq!(stdout(&run(&["append", "greeting", " world"])), "11\n");
+    // A stale read may be behind, but only ever shows a value the key had.
+    let stale = stdout(&run(&["get", "greeting", "--stale"]));
+    assert!(
+        matches!(stale.as_str(), "hello\n" | "hello world\n"),
+        "{stale:?}"
+    );
+    assert_eq!(
+        stdout(&run(&["get", "greeting", "--lease"])),
+        "hello world\n"
+    );
+    assert_eq!(
+        stdout(&run(&["cas", "greeting", "hello world", "bye"])),
+        "true\n"
+    );
+    let lost = run(&["cas", "greeting", "hello world", "again"]);
+    assert_eq!(
+        (stdout(&lost).as_str(), lost.status.code()),
+        ("false\n", Some(1))
+    );
+    assert_eq!(stdout(&run(&["cas", "fresh", "--absent", "new"])), "true\n");
+    // --hex: keys and values both in hex ("6b6579" is "key").
+    assert_eq!(stdout(&run(&["put", "6b6579", "00ff", "--hex"])), "");
+    assert_eq!(stdout(&run(&["get", "6b6579", "--hex"])), "00ff\n");
+    assert_eq!(
+        stdout(&run(&["get", "key", "--hex"])),
+        "",
+        "not hex: refused"
+    );
+    let file = p.dir.path().join("value.txt");
+    std::fs::write(&file, "from a file").expect("write");
+    assert!(
+        run(&["put", "filed", "--file", file.to_str().expect("path")])
+            .status
+            .success()
+    );
+    assert_eq!(stdout(&run(&["get", "filed"])), "from a file\n");
+    for i in 0..5 {
+        assert!(run(&["put", &format!("scan-{i}"), &i.to_string()])
+            .status
+            .success());
+    }
+    assert_eq!(
+        stdout(&run(&["scan", "--prefix", "scan-", "--limit", "3"])),
+        "scan-0\t0\nscan-1\t1\nscan-2\t2\n"
+    );
+    assert_eq!(
+        stdout(&run(&["scan", "--start", "scan-3", "--end", "scan-5"])),
+        "scan-3\t3\nscan-4\t4\n"
+    );
+    assert_eq!(stdout(&run(&["delete", "scan-0"])), "true\n");
+    assert_eq!(stdout(&run(&["delete", "scan-0"])), "false\n");
+    let missing = run(&["get", "scan-0"]);
+    assert_eq!(
+        (stdout(&missing).as_str(), missing.status.code()),
+        ("", Some(1))
+    );
+    let json = stdout(&run(&["--json", "get", "greeting"]));
+    assert_eq!(json.trim(), r#"{"found":true,"value":"bye"}"#);
+    let status = stdout(&run(&["status"]));
+    for id in 1..=3 {
+        assert!(status.contains(&p.addresses[&id]), "{status}");
+    }
+    assert!(status.contains("SHARD"), "{status}");
+    let events = stdout(&run(&["events"]));
+    assert!(events.contains("leader_changed"), "{events}");
+    // Exit codes a script relies on.
+    let unreachable = cli(&["--endpoints", "127.0.0.1:1", "--timeout", "1", "get", "x"]);
+    assert_eq!(unreachable.status.code(), Some(2), "{unreachable:?}");
+    assert_eq!(
+        cli(&["--endpoints", "nonsense", "get", "x"]).status.code(),
+        Some(64)
+    );
+    assert_eq!(cli(&["frobnicate"]).status.code(), Some(64));
+    assert_eq!(cli(&["get"]).status.code(), Some(64));
+    assert!(cli(&["put", "--help"]).status.success());
+}
+
+/// Writers on 4 keys (appends, reads, puts) through the Rust gRPC client while `fault` runs;
+/// then every acknowledged append must be in its key's final value exactly once, and the whole
+/// history must be linearizable.
+async fn writers_survive(p: &Processes, fault: impl std::future::Future<Output = ()>) {
+    let history = History::new();
+    let stop = Arc::new(AtomicBool::new(false));
+    let acked = Arc::new(Mutex::new(Vec::<(String, String)>::new()));
+    let base = p.client().await;
+    let mut writers = Vec::new();
+    for w in 0..8u64 {
+        let client = base.recording(&history);
+        let (stop, acked) = (stop.clone(), acked.clone());
+        writers.push(tokio::spawn(async move {
+            let mut i = 0u64;
+            while !stop.load(Ordering::SeqCst) {
+                i += 1;
+                let key = format!("key-{}", (w + i) % 4);
+                if i % 3 == 0 {
+                    let _ = client.get(&key).await;
+                } else {
+                    let token = format!("<{w}.{i}>");
+                    if client.append(&key, &token).await.is_ok() {
+                        acked.lock().expect("lock").push((key, token));
+                    }
+                }
+            }
+        }));
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    fault.await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    stop.store(true, Ordering::SeqCst);
+    for w in writers {
+        w.await.expect("writer");
+    }
+    let finals = base.recording(&history);
+    let mut values = BTreeMap::new();
+    for k in 0..4 {
+        let key = format!("key-{k}");
+        let v = finals
+            .get(&key)
+            .await
+            .expect("final read")
+            .unwrap_or_default();
+        values.insert(key, String::from_utf8(v).expect("utf8"));
+    }
+    let acked = acked.lock().expect("lock").clone();
+    assert!(
+        acked.len() > 50,
+        "writes went on: {} acknowledged",
+        acked.len()
+    );
+    for (key, token) in &acked {
+        assert_eq!(
+            values[key].matches(token.as_str()).count(),
+            1,
+            "acknowledged append {token} on {key} present exactly once"
+        );
+    }
+    let verdict = check(&history.operations(), CheckOptions::default());
+    assert!(verdict.is_linearizable(), "{verdict:?}");
+}
+
+/// The node leading the shard of `key-0`.
+async fn leader_of_first_key(p: &Processes) -> u64 {
+    let client = p.client().await;
+    let shard = client.shard_of("key-0").await.expect("shard");
+    p.wait_led(1).await.shards[shard as usize]
+        .leader
+        .expect("leader")
+}
+
+/// Waits until a stale read of `key` on node `node` returns `value`.
+async fn wait_for_value_on(p: &Processes, node: u64, key: &str, value: &str) {
+    let pinned = p.client().await.pinned_to(node).expect("pin");
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let v = pinned
+            .get_with(key, scalestore::ReadConsistency::Stale)
+            .await
+            .ok()
+            .flatten();
+        if v.as_deref() == Some(value.as_bytes()) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "node {node} has {key} = {value}: {v:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_of_a_shard_leader_loses_no_acknowledged_write_and_the_node_catches_up_after_restart(
+) {
+    let p = Processes::start(3, 2).await;
+    let leader = leader_of_first_key(&p).await;
+    writers_survive(&p, async {
+        p.kill9(leader);
+        // Writes go on without it, then it comes back with its original command line.
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        p.restart(leader);
+    })
+    .await;
+    p.client()
+        .await
+        .put("after", "restart")
+        .await
+        .expect("write");
+    wait_for_value_on(&p, leader, "after", "restart").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigstop_of_a_shard_leader_loses_no_acknowledged_write() {
+    let p = Processes::start(3, 2).await;
+    let leader = leader_of_first_key(&p).await;
+    writers_survive(&p, async {
+        p.signal(leader, "-STOP");
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        p.signal(leader, "-CONT");
+    })
+    .await;
+    p.client().await.put("after", "cont").await.expect("write");
+    wait_for_value_on(&p, leader, "after", "cont").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_hands_leaderships_off_and_loses_nothing() {
+    let p = Processes::start(3, 4).await;
+    let leader = leader_of_first_key(&p).await;
+    writers_survive(&p, async {
+        let exit = p.terminate(leader);
+        assert!(exit.success(), "clean exit on SIGTERM: {exit:?}");
+    })
+    .await;
+    let log = p.log(leader);
+    assert!(log.contains("handing leaderships off"), "{log}");
+    assert!(!log.contains("stopping while still leading"), "{log}");
+    let other = p
+        .addresses
+        .keys()
+        .copied()
+        .find(|n| *n != leader)
+        .expect("other");
+    let status = p.wait_led(other).await;
+    assert!(
+        status.shards.iter().all(|s| s.leader != Some(leader)),
+        "no shard is led by the stopped node: {status:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fourth_process_joins_and_receives_replicas_then_leaves_and_its_replicas_move() {
+    let mut p = Processes::start(3, 4).await;
+    let client = p.client().await;
+    for i in 0..40 {
+        client
+            .put(format!("k{i}"), format!("v{i}"))
+            .await
+            .expect("put");
+    }
+    p.join(4).await;
+    let deadline = Instant::now() + WAIT;
+    loop {
+        if let Some(s) = p.status(1).await {
+            let four = s.nodes.iter().find(|n| n.id == 4);
+            let settled = s
+                .shards
+                .iter()
+                .all(|h| h.leader.is_some() && h.replicas.len() == 3);
+            if four.is_some_and(|n| n.shards.len() == 3) && settled {
+                break;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "node 4 got its replicas; log: {}",
+            p.log(4)
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // Node 4 holds the data of the shards it now replicates.
+    let map = client.refresh_map().await.expect("map");
+    let on_four: Vec<u64> = map.shards_on(4);
+    for i in 0..40 {
+        let key = format!("k{i}");
+        if on_four.contains(&map.shard_of(key.as_bytes())) {
+            wait_for_value_on(&p, 4, &key, &format!("v{i}")).await;
+        }
+    }
+    let removed = cli(&[
+        "--endpoints",
+        &p.endpoints(),
+        "remove-node",
+        "4",
+        "--wait",
+        "60",
+    ]);
+    assert!(removed.status.success(), "{removed:?}");
+    let s = p.wait_led(1).await;
+    assert!(s.nodes.iter().all(|n| n.id != 4), "{s:?}");
+    assert!(s.shards.iter().all(|h| !h.replicas.contains(&4)), "{s:?}");
+    let fresh = p.client().await;
+    for i in 0..40 {
+        assert_eq!(
+            fresh.get(format!("k{i}")).await.expect("get"),
+            Some(format!("v{i}").into_bytes())
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plain_grpc_client_on_a_follower_gets_correct_answers_for_every_kv_call() {
+    let p = Processes::start(3, 4).await;
+    let client = p.client().await;
+    let shard = client.shard_of("plain").await.expect("shard");
+    let leader = p.wait_led(1).await.shards[shard as usize]
+        .leader
+        .expect("leader");
+    let follower = p
+        .addresses
+        .keys()
+        .copied()
+        .find(|n| *n != leader)
+        .expect("follower");
+    let channel =
+        tonic::transport::Channel::from_shared(format!("http://{}", p.addresses[&follower]))
+            .expect("uri")
+            .connect()
+            .await
+            .expect("connect");
+    let mut kv = KvClient::new(channel);
+    use proto::*;
+    kv.put(PutRequest {
+        key: b"plain".to_vec(),
+        value: b"one".to_vec(),
+    })
+    .await
+    .expect("put");
+    for consistency in [Consistency::Linearizable, Consistency::Lease] {
+        let got = kv
+            .get(GetRequest {
+                key: b"plain".to_vec(),
+                consistency: consistency as i32,
+            })
+            .await
+            .expect("get")
+            .into_inner();
+        assert!(got.found && got.value == b"one", "{consistency:?}: {got:?}");
+    }
+    let length = kv
+        .append(AppendRequest {
+            key: b"plain".to_vec(),
+            value: b"+two".to_vec(),
+        })
+        .await
+        .expect("append")
+        .into_inner()
+        .length;
+    assert_eq!(length, 7);
+    let swapped = kv
+        .compare_and_swap(CompareAndSwapRequest {
+            key: b"plain".to_vec(),
+            expected: Some(b"one+two".to_vec()),
+            new_value: b"three".to_vec(),
+        })
+        .await
+        .expect("cas")
+        .into_inner();
+    assert!(swapped.swapped);
+    let refused = kv
+        .compare_and_swap(CompareAndSwapRequest {
+            key: b"plain".to_vec(),
+            expected: None,
+            new_value: b"x".to_vec(),
+        })
+        .await
+        .expect("cas")
+        .into_inner();
+    assert!(!refused.swapped);
+    assert_eq!(refused.current.as_deref(), Some(b"three".as_slice()));
+    let items: Vec<KeyValue> = (0..25)
+        .map(|i| KeyValue {
+            key: format!("page-{i:02}").into_bytes(),
+            value: vec![b'v'; i],
+        })
+        .collect();
+    kv.batch_put(BatchPutRequest {
+        items: items.clone(),
+    })
+    .await
+    .expect("batch put");
+    let mut scanned = Vec::new();
+    let mut start = b"page-".to_vec();
+    loop {
+        let page = kv
+            .scan(ScanRequest {
+                start: start.clone(),
+                end: Some(b"page.".to_vec()),
+                prefix: Vec::new(),
+                limit: 10,
+                consistency: Consistency::Linearizable as i32,
+            })
+            .await
+            .expect("scan")
+            .into_inner();
+        assert!(page.items.len() <= 10);
+        scanned.extend(page.items);
+        if !page.more {
+            break;
+        }
+        start = page.next_start;
+    }
+    assert_eq!(
+        scanned, items,
+        "every pair once, in key order, across pages"
+    );
+    let got = kv
+        .batch_get(BatchGetRequest {
+            keys: vec![b"page-03".to_vec(), b"absent".to_vec(), b"plain".to_vec()],
+            consistency: Consistency::Linearizable as i32,
+        })
+        .await
+        .expect("batch get")
+        .into_inner()
+        .values;
+    assert_eq!(got.len(), 3);
+    assert!(got[0].found && got[0].value == b"vvv");
+    assert!(!got[1].found);
+    assert!(got[2].found && got[2].value == b"three");
+    let deleted = kv
+        .delete(DeleteRequest {
+            key: b"plain".to_vec(),
+        })
+        .await
+        .expect("delete")
+        .into_inner();
+    assert!(deleted.existed);
+    let gone = kv
+        .get(GetRequest {
+            key: b"plain".to_vec(),
+            consistency: Consistency::Linearizable as i32,
+        })
+        .await
+        .expect("get")
+        .into_inner();
+    assert!(!gone.found);
+    // The Rust client sees the same data.
+    assert_eq!(
+        client.get("page-24").await.expect("get"),
+        Some(vec![b'v'; 24])
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_gets_clear_errors_and_loses_nothing() {
+    use prost::Message as _;
+    use scalestore::types::{ClientRequest, ClientResponse};
+    let p = Processes::start(3, 2).await;
+    let client = p.client().await;
+    client.put("keep", "me").await.expect("put");
+    let channel = scalestore_server::peer::channel(&p.addresses[&1]).expect("channel");
+    // An oversized value: INVALID_ARGUMENT with the structured error, nothing written.
+    let mut kv = KvClient::new(channel.clone());
+    let big = kv
+        .put(proto::PutRequest {
+            key: b"big".to_vec(),
+            value: vec![0; 1024 * 1024 + 1],
+        })
+        .await
+        .expect_err("refused");
+    assert_eq!(big.code(), tonic::Code::InvalidArgument, "{big:?}");
+    let detail = proto::Error::decode(big.details()).expect("structured error");
+    assert!(
+        matches!(detail.kind, Some(proto::error::Kind::InvalidArgument(_))),
+        "{detail:?}"
+    );
+    assert_eq!(client.get("big").await.expect("get"), None);
+    // A raw write aimed at the manager's group (which holds the cluster map).
+    let mut internal = InternalClient::new(channel);
+    let raw = ClientRequest::Write {
+        group: scalestore::META_GROUP,
+        command: scalestore::Command::Put {
+            key: b"cluster-map".to_vec(),
+            value: b"{}".to_vec(),
+        },
+        session: None,
+    };
+    let reply = internal
+        .client(proto::ClientCall {
+            request: scalestore_server::peer::encode(&raw),
+            forward: true,
+        })
+        .await
+        .expect("call")
+        .into_inner();
+    let result: scalestore::Result<ClientResponse> =
+        scalestore_server::peer::decode(&reply.result).expect("decode");
+    assert!(
+        matches!(result, Err(scalestore::Error::InvalidArgument(_))),
+        "{result:?}"
+    );
+    // Unknown node ids, malformed endpoints and flags.
+    let unknown = cli(&["--endpoints", &p.endpoints(), "remove-node", "99"]);
+    assert!(!unknown.status.success());
+    assert!(
+        String::from_utf8_lossy(&unknown.stderr).contains("unknown node 99"),
+        "{unknown:?}"
+    );
+    let usage = Command::new(SERVER)
+        .args(["--id", "x"])
+        .output()
+        .expect("run");
+    assert_eq!(usage.status.code(), Some(64));
+    let no_port = Command::new(SERVER)
+        .args([
+            "--id",
+            "5",
+            "--listen",
+            "127.0.0.1",
+            "--data-dir",
+            "/tmp/never",
+        ])
+        .output()
+        .expect("run");
+    assert_eq!(no_port.status.code(), Some(64));
+    assert!(
+        String::from_utf8_lossy(&no_port.stderr).contains("no port"),
+        "{no_port:?}"
+    );
+    // Another node's data dir: refused before anything is opened.
+    let foreign = Command::new(SERVER)
+        .args([
+            "--id",
+            "1",
+            "--listen",
+            &format!("127.0.0.1:{}", free_port()),
+        ])
+        .arg("--data-dir")
+        .arg(p.data_dir(2))
+        .output()
+        .expect("run");
+    assert_eq!(foreign.status.code(), Some(64), "{foreign:?}");
+    assert!(
+        String::from_utf8_lossy(&foreign.stderr).contains("node 2's data"),
+        "{foreign:?}"
+    );
+    // A dir that is not a ScaleStore data dir.
+    let stranger = p.dir.path().join("stranger");
+    std::fs::create_dir_all(&stranger).expect("dir");
+    std::fs::write(stranger.join("notes.txt"), "mine").expect("write");
+    let refused = Command::new(SERVER)
+        .args([
+            "--id",
+            "7",
+            "--listen",
+            &format!("127.0.0.1:{}", free_port()),
+            "--join",
+            &p.addresses[&1],
+        ])
+        .arg("--data-dir")
+        .arg(&stranger)
+        .output()
+        .expect("run");
+    assert_eq!(refused.status.code(), Some(64), "{refused:?}");
+    assert_eq!(
+        std::fs::read_to_string(stranger.join("notes.txt")).expect("kept"),
+        "mine"
+    );
+    assert_eq!(client.get("keep").await.expect("get"), Some(b"me".to_vec()));
+}

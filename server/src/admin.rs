@@ -96,9 +96,7 @@ impl Admin for AdminService {
             )));
         }
         if r.node_id == 0 {
-            return Err(self.status(&Error::InvalidArgument(
-                "node ids start at 1".into(),
-            )));
+            return Err(self.status(&Error::InvalidArgument("node ids start at 1".into())));
         }
         crate::config::check_address(&r.address)
             .map_err(|e| self.status(&Error::InvalidArgument(e.to_string())))?;
@@ -118,9 +116,10 @@ impl Admin for AdminService {
         let map = manager::update_map(&node, host::join(r.node_id, Some(r.address.clone())))
             .await
             .map_err(|e| self.status(&e))?;
-        self.context
-            .events
-            .record("node_added", format!("node {} joined at {}", r.node_id, r.address));
+        self.context.events.record(
+            "node_added",
+            format!("node {} joined at {}", r.node_id, r.address),
+        );
         Ok(Response::new(JoinResponse {
             cluster_id: self.context.cluster_id.clone(),
             map_epoch: map.epoch,
@@ -138,19 +137,21 @@ impl Admin for AdminService {
             .await
             .map_err(|e| self.status(&e))?;
         let deadline = Instant::now() + Duration::from_millis(r.wait_ms);
-        while r.wait_ms > 0 {
-            let gone = matches!(manager::read_map(&node).await,
-                Ok((m, _)) if !m.nodes.contains_key(&r.node_id));
-            if gone {
-                break;
+        if r.wait_ms > 0 {
+            loop {
+                let gone = matches!(manager::read_map(&node).await,
+                    Ok((m, _)) if !m.nodes.contains_key(&r.node_id));
+                if gone {
+                    break;
+                }
+                if Instant::now() >= deadline {
+                    return Err(self.status(&Error::Timeout {
+                        what: format!("decommissioning node {}", r.node_id),
+                        waited_ms: r.wait_ms,
+                    }));
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
             }
-            if Instant::now() >= deadline {
-                return Err(self.status(&Error::Timeout {
-                    what: format!("decommissioning node {}", r.node_id),
-                    waited_ms: r.wait_ms,
-                }));
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
         }
         Ok(Response::new(RemoveNodeResponse {}))
     }

@@ -27,7 +27,12 @@ pub const EXIT_FAILED: i32 = 1;
 #[command(name = "scalestore", version, about = "Talk to a ScaleStore cluster", long_about = None)]
 pub struct Cli {
     /// Any nodes of the cluster, HOST:PORT, comma-separated.
-    #[arg(long, global = true, default_value = "127.0.0.1:7001", env = "SCALESTORE_ENDPOINTS")]
+    #[arg(
+        long,
+        global = true,
+        default_value = "127.0.0.1:7001",
+        env = "SCALESTORE_ENDPOINTS"
+    )]
     pub endpoints: String,
     /// Print results as JSON.
     #[arg(long, global = true)]
@@ -178,7 +183,9 @@ fn bytes(text: &str, hex: bool) -> ServerResult<Vec<u8>> {
         return Ok(text.as_bytes().to_vec());
     }
     if text.len() % 2 != 0 {
-        return Err(ServerError::Config(format!("{text:?} is not hex (odd length)")));
+        return Err(ServerError::Config(format!(
+            "{text:?} is not hex (odd length)"
+        )));
     }
     (0..text.len())
         .step_by(2)
@@ -223,7 +230,10 @@ fn value_of(value: &Option<String>, input: &ValueInput) -> ServerResult<Vec<u8>>
 
 async fn client(cli: &Cli) -> ServerResult<Client> {
     if !(cli.timeout > 0.0 && cli.timeout.is_finite()) {
-        return Err(ServerError::Config(format!("--timeout {}: must be positive", cli.timeout)));
+        return Err(ServerError::Config(format!(
+            "--timeout {}: must be positive",
+            cli.timeout
+        )));
     }
     let timeout = Duration::from_secs_f64(cli.timeout);
     crate::transport::connect(
@@ -285,7 +295,9 @@ async fn run(cli: Cli) -> ServerResult<i32> {
             };
             let key = bytes(key, *hex)?;
             match client(&cli).await?.get_with(&key, consistency).await? {
-                Some(v) if json => print(&json!({"found": true, "value": show(&v, *hex)}).to_string()),
+                Some(v) if json => {
+                    print(&json!({"found": true, "value": show(&v, *hex)}).to_string())
+                }
                 Some(v) => print(&show(&v, *hex)),
                 None => {
                     if json {
@@ -305,7 +317,10 @@ async fn run(cli: Cli) -> ServerResult<i32> {
         }
         Command::Append { key, value, input } => {
             let value = value_of(value, input)?;
-            let length = client(&cli).await?.append(bytes(key, input.hex)?, &value).await?;
+            let length = client(&cli)
+                .await?
+                .append(bytes(key, input.hex)?, &value)
+                .await?;
             print(&if json {
                 json!({"length": length}).to_string()
             } else {
@@ -390,7 +405,12 @@ async fn run(cli: Cli) -> ServerResult<i32> {
             }
         }
         Command::Status => {
-            let status = admin(&cli).await?.status(StatusRequest {}).await.map_err(core)?.into_inner();
+            let status = admin(&cli)
+                .await?
+                .status(StatusRequest {})
+                .await
+                .map_err(core)?
+                .into_inner();
             if json {
                 print(&status_json(&status).to_string());
             } else {
@@ -428,7 +448,11 @@ async fn run(cli: Cli) -> ServerResult<i32> {
         }
         Command::Events => {
             let mut first = admin(&cli).await?;
-            let status = first.status(StatusRequest {}).await.map_err(core)?.into_inner();
+            let status = first
+                .status(StatusRequest {})
+                .await
+                .map_err(core)?
+                .into_inner();
             let mut events = Vec::new();
             for n in &status.nodes {
                 let Ok(channel) = crate::peer::channel(&n.address) else {
@@ -446,7 +470,10 @@ async fn run(cli: Cli) -> ServerResult<i32> {
                 if json {
                     print(&json!({"time_ms": e.time_ms, "node": e.node, "kind": e.kind, "detail": e.detail}).to_string());
                 } else {
-                    print(&format!("{}\tnode {}\t{}\t{}", e.time_ms, e.node, e.kind, e.detail));
+                    print(&format!(
+                        "{}\tnode {}\t{}\t{}",
+                        e.time_ms, e.node, e.kind, e.detail
+                    ));
                 }
             }
         }
@@ -505,7 +532,9 @@ fn status_table(s: &crate::proto::StatusResponse) -> String {
         out.push_str(&format!(
             "{:<6} {:<7} {:<5} {:<7} {:<8} {:<13} {}\n",
             h.id,
-            h.leader.map(|l| l.to_string()).unwrap_or_else(|| "-".into()),
+            h.leader
+                .map(|l| l.to_string())
+                .unwrap_or_else(|| "-".into()),
             h.term,
             h.committed_index,
             h.applied_index,

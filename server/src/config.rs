@@ -62,8 +62,8 @@ impl ServerArgs {
         };
         let text = std::fs::read_to_string(path)
             .map_err(|e| ServerError::Config(format!("cannot read {path:?}: {e}")))?;
-        let file: ServerArgs = toml::from_str(&text)
-            .map_err(|e| ServerError::Config(format!("{path:?}: {e}")))?;
+        let file: ServerArgs =
+            toml::from_str(&text).map_err(|e| ServerError::Config(format!("{path:?}: {e}")))?;
         Ok(ServerArgs {
             config: self.config.clone(),
             id: self.id.or(file.id),
@@ -102,11 +102,11 @@ impl Bootstrap {
     /// Every first member derives the same cluster id from the same flags (as etcd's
     /// initial-cluster does), so they agree on it without talking.
     pub fn cluster_id(&self) -> String {
-        let spec = format!(
-            "{:?}|{}|{}",
-            self.members, self.shards, self.replication
-        );
-        format!("{:016x}", xxhash_rust::xxh64::xxh64(spec.as_bytes(), 0x5ca1e))
+        let spec = format!("{:?}|{}|{}", self.members, self.shards, self.replication);
+        format!(
+            "{:016x}",
+            xxhash_rust::xxh64::xxh64(spec.as_bytes(), 0x5ca1e)
+        )
     }
 }
 
@@ -126,12 +126,17 @@ pub struct ServerConfig {
 
 /// `HOST:PORT` with a host that resolves and a port.
 pub fn check_address(address: &str) -> ServerResult<()> {
-    let bad = |why: &str| ServerError::Config(format!("bad address {address:?}: {why} (expected HOST:PORT)"));
+    let bad = |why: &str| {
+        ServerError::Config(format!(
+            "bad address {address:?}: {why} (expected HOST:PORT)"
+        ))
+    };
     let (host, port) = address.rsplit_once(':').ok_or_else(|| bad("no port"))?;
     if host.is_empty() {
         return Err(bad("no host"));
     }
-    port.parse::<u16>().map_err(|_| bad("the port is not a number from 0 to 65535"))?;
+    port.parse::<u16>()
+        .map_err(|_| bad("the port is not a number from 0 to 65535"))?;
     address
         .to_socket_addrs()
         .map_err(|e| bad(&e.to_string()))?
@@ -150,7 +155,9 @@ pub fn parse_members(spec: &str) -> ServerResult<BTreeMap<NodeId, String>> {
             ))
         })?;
         let id: NodeId = id.trim().parse().ok().filter(|i| *i > 0).ok_or_else(|| {
-            ServerError::Config(format!("--initial-cluster: {id:?} is not a node id (1, 2, ...)"))
+            ServerError::Config(format!(
+                "--initial-cluster: {id:?} is not a node id (1, 2, ...)"
+            ))
         })?;
         check_address(address.trim())?;
         if members.values().any(|a: &String| a == address.trim()) {
@@ -165,7 +172,9 @@ pub fn parse_members(spec: &str) -> ServerResult<BTreeMap<NodeId, String>> {
         }
     }
     if members.is_empty() {
-        return Err(ServerError::Config("--initial-cluster names no node".into()));
+        return Err(ServerError::Config(
+            "--initial-cluster names no node".into(),
+        ));
     }
     Ok(members)
 }
@@ -261,8 +270,14 @@ mod tests {
     #[test]
     fn bootstrap_flags_are_checked_before_anything_starts() {
         let ok = ServerConfig::from_args(args(&[
-            "--id", "2", "--listen", "127.0.0.1:7002", "--data-dir", "/tmp/x",
-            "--initial-cluster", "1=127.0.0.1:7001,2=127.0.0.1:7002,3=127.0.0.1:7003",
+            "--id",
+            "2",
+            "--listen",
+            "127.0.0.1:7002",
+            "--data-dir",
+            "/tmp/x",
+            "--initial-cluster",
+            "1=127.0.0.1:7001,2=127.0.0.1:7002,3=127.0.0.1:7003",
         ]))
         .expect("valid");
         match ok.start {
@@ -273,13 +288,76 @@ mod tests {
             other => panic!("{other:?}"),
         }
         for bad in [
-            vec!["--id", "4", "--listen", "127.0.0.1:7004", "--data-dir", "/tmp/x", "--initial-cluster", "1=127.0.0.1:7001"],
-            vec!["--id", "1", "--listen", "127.0.0.1", "--data-dir", "/tmp/x", "--initial-cluster", "1=127.0.0.1:7001"],
-            vec!["--id", "1", "--listen", "127.0.0.1:7001", "--data-dir", "/tmp/x", "--initial-cluster", "1=127.0.0.1:7001,1=127.0.0.1:7002"],
-            vec!["--id", "1", "--listen", "127.0.0.1:7001", "--data-dir", "/tmp/x", "--initial-cluster", "1=127.0.0.1:7001", "--replication", "2"],
-            vec!["--id", "1", "--listen", "127.0.0.1:7001", "--data-dir", "/tmp/x", "--initial-cluster", "1=127.0.0.1:7001", "--join", "127.0.0.1:7009"],
-            vec!["--id", "0", "--listen", "127.0.0.1:7001", "--data-dir", "/tmp/x"],
-            vec!["--id", "1", "--listen", "127.0.0.1:99999", "--data-dir", "/tmp/x"],
+            vec![
+                "--id",
+                "4",
+                "--listen",
+                "127.0.0.1:7004",
+                "--data-dir",
+                "/tmp/x",
+                "--initial-cluster",
+                "1=127.0.0.1:7001",
+            ],
+            vec![
+                "--id",
+                "1",
+                "--listen",
+                "127.0.0.1",
+                "--data-dir",
+                "/tmp/x",
+                "--initial-cluster",
+                "1=127.0.0.1:7001",
+            ],
+            vec![
+                "--id",
+                "1",
+                "--listen",
+                "127.0.0.1:7001",
+                "--data-dir",
+                "/tmp/x",
+                "--initial-cluster",
+                "1=127.0.0.1:7001,1=127.0.0.1:7002",
+            ],
+            vec![
+                "--id",
+                "1",
+                "--listen",
+                "127.0.0.1:7001",
+                "--data-dir",
+                "/tmp/x",
+                "--initial-cluster",
+                "1=127.0.0.1:7001",
+                "--replication",
+                "2",
+            ],
+            vec![
+                "--id",
+                "1",
+                "--listen",
+                "127.0.0.1:7001",
+                "--data-dir",
+                "/tmp/x",
+                "--initial-cluster",
+                "1=127.0.0.1:7001",
+                "--join",
+                "127.0.0.1:7009",
+            ],
+            vec![
+                "--id",
+                "0",
+                "--listen",
+                "127.0.0.1:7001",
+                "--data-dir",
+                "/tmp/x",
+            ],
+            vec![
+                "--id",
+                "1",
+                "--listen",
+                "127.0.0.1:99999",
+                "--data-dir",
+                "/tmp/x",
+            ],
         ] {
             let e = ServerConfig::from_args(args(&bad)).expect_err("refused");
             assert!(matches!(e, ServerError::Config(_)), "{bad:?}: {e}");
@@ -296,7 +374,10 @@ mod tests {
         let a = b("1=127.0.0.1:7001,2=127.0.0.1:7002,3=127.0.0.1:7003");
         let c = b("3=127.0.0.1:7003,1=127.0.0.1:7001,2=127.0.0.1:7002");
         assert_eq!(a.cluster_id(), c.cluster_id());
-        let other = Bootstrap { shards: 4, ..a.clone() };
+        let other = Bootstrap {
+            shards: 4,
+            ..a.clone()
+        };
         assert_ne!(a.cluster_id(), other.cluster_id());
     }
 
@@ -318,7 +399,12 @@ mod tests {
         .expect("valid");
         assert_eq!(config.id, 3);
         assert_eq!(config.listen, "127.0.0.1:7013", "flags win over the file");
-        assert_eq!(config.start, Start::Join { seed: "127.0.0.1:7001".into() });
+        assert_eq!(
+            config.start,
+            Start::Join {
+                seed: "127.0.0.1:7001".into()
+            }
+        );
         std::fs::write(&path, "identifier = 3\n").expect("write");
         let e = ServerConfig::from_args(args(&["--config", path.to_str().expect("path")]))
             .expect_err("unknown key");

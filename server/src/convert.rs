@@ -72,12 +72,10 @@ pub fn error(e: &Error, map: Option<&ShardMap>) -> proto::Error {
             shard: *group,
             node: *node,
         }),
-        Error::SessionExpired { group, session } => {
-            Kind::SessionExpired(proto::SessionExpired {
-                shard: *group,
-                session: *session,
-            })
-        }
+        Error::SessionExpired { group, session } => Kind::SessionExpired(proto::SessionExpired {
+            shard: *group,
+            session: *session,
+        }),
         Error::InvalidArgument(_) => Kind::InvalidArgument(proto::InvalidArgument {}),
         Error::Unavailable(_) | Error::Closed(_) => Kind::Unavailable(proto::Unavailable {}),
         Error::Timeout { waited_ms, .. } => Kind::Timeout(proto::Timeout {
@@ -94,11 +92,7 @@ pub fn error(e: &Error, map: Option<&ShardMap>) -> proto::Error {
 
 /// `e` as a gRPC status: its code, its message, and the structured error in the details.
 pub fn status(e: &Error, map: Option<&ShardMap>) -> Status {
-    Status::with_details(
-        code(e),
-        e.to_string(),
-        error(e, map).encode_to_vec().into(),
-    )
+    Status::with_details(code(e), e.to_string(), error(e, map).encode_to_vec().into())
 }
 
 /// The core error a status stands for: the structured details when present, else by code.
@@ -141,9 +135,7 @@ pub fn from_status(status: &Status) -> Error {
                 }
             }
             Some(Kind::UnknownNode(u)) => return Error::UnknownNode(u.node),
-            Some(Kind::Unavailable(_)) | Some(Kind::Busy(_)) => {
-                return Error::Unavailable(message)
-            }
+            Some(Kind::Unavailable(_)) | Some(Kind::Busy(_)) => return Error::Unavailable(message),
             Some(Kind::Internal(_)) | None => {}
         }
     }

@@ -18,10 +18,14 @@ pub async fn run(
     first_port: u16,
 ) -> ServerResult<()> {
     if nodes == 0 || nodes > 99 {
-        return Err(ServerError::Config(format!("--nodes {nodes}: between 1 and 99")));
+        return Err(ServerError::Config(format!(
+            "--nodes {nodes}: between 1 and 99"
+        )));
     }
     if usize::from(first_port) + nodes > usize::from(u16::MAX) || first_port == 0 {
-        return Err(ServerError::Config(format!("--first-port {first_port} leaves no room for {nodes} nodes")));
+        return Err(ServerError::Config(format!(
+            "--first-port {first_port} leaves no room for {nodes} nodes"
+        )));
     }
     let exe = std::env::current_exe()?.with_file_name("scalestore-server");
     if !exe.exists() {
@@ -33,7 +37,9 @@ pub async fn run(
     let root = match data_dir {
         Some(d) => d,
         None => {
-            temp = tempfile::Builder::new().prefix("scalestore-dev-").tempdir()?;
+            temp = tempfile::Builder::new()
+                .prefix("scalestore-dev-")
+                .tempdir()?;
             temp.path().to_path_buf()
         }
     };
@@ -60,10 +66,16 @@ pub async fn run(
         stop(&mut children);
         return Err(e);
     }
-    println!("ScaleStore dev cluster: {nodes} nodes, {shards} shards, data in {}", root.display());
+    println!(
+        "ScaleStore dev cluster: {nodes} nodes, {shards} shards, data in {}",
+        root.display()
+    );
     println!("endpoints: {}", endpoints.join(","));
     println!("try:  scalestore put greeting hello && scalestore get greeting && scalestore status");
-    println!("(Ctrl-C stops the cluster; logs: {}/node-N.log)", root.display());
+    println!(
+        "(Ctrl-C stops the cluster; logs: {}/node-N.log)",
+        root.display()
+    );
     loop {
         tokio::select! {
             _ = tokio::signal::ctrl_c() => break,
@@ -115,7 +127,9 @@ async fn wait_ready(endpoint: &str, children: &mut [Child], timeout: Duration) -
 /// SIGTERM to every server (each hands its leaderships off), then waits for them.
 fn stop(children: &mut [Child]) {
     for c in children.iter() {
-        let _ = Command::new("kill").args(["-TERM", &c.id().to_string()]).status();
+        let _ = Command::new("kill")
+            .args(["-TERM", &c.id().to_string()])
+            .status();
     }
     for c in children.iter_mut() {
         let _ = c.wait();

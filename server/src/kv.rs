@@ -8,9 +8,9 @@ use crate::convert;
 use crate::proto::kv_server::Kv;
 use crate::proto::{
     AppendRequest, AppendResponse, BatchGetRequest, BatchGetResponse, BatchPutRequest,
-    BatchPutResponse, CompareAndSwapRequest, CompareAndSwapResponse, DeleteRequest,
-    DeleteResponse, GetRequest, GetResponse, KeyValue, OptionalValue, PutRequest, PutResponse,
-    ScanRequest, ScanResponse,
+    BatchPutResponse, CompareAndSwapRequest, CompareAndSwapResponse, DeleteRequest, DeleteResponse,
+    GetRequest, GetResponse, KeyValue, OptionalValue, PutRequest, PutResponse, ScanRequest,
+    ScanResponse,
 };
 use crate::serve::ServiceContext;
 

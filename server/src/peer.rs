@@ -253,8 +253,7 @@ async fn run_link(
             continue;
         }
         peers.connects.fetch_add(1, Ordering::Relaxed);
-        let opened =
-            tokio::time::timeout(Duration::from_secs(2), client.peer(request)).await;
+        let opened = tokio::time::timeout(Duration::from_secs(2), client.peer(request)).await;
         let mut replies = match opened {
             Ok(Ok(r)) => r.into_inner(),
             Ok(Err(status)) => {
@@ -283,8 +282,7 @@ async fn run_link(
                         .ok()
                         .and_then(|mut p| p.remove(&frame.id));
                     if let Some(w) = waiter {
-                        let result = decode::<Result<PeerResponse>>(&frame.payload)
-                            .and_then(|r| r);
+                        let result = decode::<Result<PeerResponse>>(&frame.payload).and_then(|r| r);
                         let _ = w.send(result);
                     }
                 }
@@ -383,9 +381,14 @@ impl Internal for InternalService {
     ) -> std::result::Result<Response<Self::PeerStream>, Status> {
         self.check_cluster(&request)?;
         if request.metadata().get(CLUSTER_HEADER).is_none() {
-            return Err(Status::permission_denied("peer streams must name their cluster"));
+            return Err(Status::permission_denied(
+                "peer streams must name their cluster",
+            ));
         }
-        let node = self.node.current().map_err(|e| Status::unavailable(e.to_string()))?;
+        let node = self
+            .node
+            .current()
+            .map_err(|e| Status::unavailable(e.to_string()))?;
         let mut inbound = request.into_inner();
         let (out_tx, out_rx) = mpsc::channel::<std::result::Result<Frames, Status>>(256);
         let (reply_tx, mut reply_rx) = mpsc::unbounded_channel::<Frame>();

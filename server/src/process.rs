@@ -15,8 +15,8 @@ use scalestore::node::NodeConfig;
 use scalestore::replica::failpoints::Failpoints;
 use scalestore::types::{ClientRequest, ClientResponse};
 use scalestore::{
-    Client, ClientOptions, EventLog, Limits, ManagerOptions, Node, NodeId, RaftTiming,
-    ShardMap, StorageOptions, TestSwitches, META_GROUP,
+    Client, ClientOptions, EventLog, Limits, ManagerOptions, Node, NodeId, RaftTiming, ShardMap,
+    StorageOptions, TestSwitches, META_GROUP,
 };
 use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
@@ -115,7 +115,10 @@ pub async fn run(config: ServerConfig, shutdown: impl Future<Output = ()>) -> Se
     };
     let server = serve_node(listener, context)?;
     tracing::info!(node = config.id, address = %server.address, cluster = %stored.cluster_id, "serving");
-    events.record("node_started", format!("node {} is up at {}", config.id, config.advertise));
+    events.record(
+        "node_started",
+        format!("node {} is up at {}", config.id, config.advertise),
+    );
 
     let mut background = Vec::new();
     if let Some(initial) = initial {
@@ -153,7 +156,10 @@ async fn prepare(config: &ServerConfig) -> ServerResult<StoredServer> {
             let stored: StoredServer = serde_json::from_slice(&bytes)
                 .map_err(|e| refuse(format!("corrupt {SERVER_FILE}: {e}")))?;
             if stored.format_version != 1 {
-                return Err(refuse(format!("unsupported format {}", stored.format_version)));
+                return Err(refuse(format!(
+                    "unsupported format {}",
+                    stored.format_version
+                )));
             }
             if stored.id != config.id {
                 return Err(refuse(format!(
@@ -171,7 +177,9 @@ async fn prepare(config: &ServerConfig) -> ServerResult<StoredServer> {
             }
             if let Some(b) = &stored.bootstrap {
                 if config.explicit_shards.is_some_and(|s| s != b.shards)
-                    || config.explicit_replication.is_some_and(|r| r != b.replication)
+                    || config
+                        .explicit_replication
+                        .is_some_and(|r| r != b.replication)
                 {
                     return Err(refuse(format!(
                         "it was {}; --shards/--replication contradict it",
@@ -291,22 +299,31 @@ async fn join(seed: &str, id: NodeId, address: &str) -> ServerResult<()> {
 
 /// The newest map any of `seeds` (other than this node) gives within a short wait.
 async fn current_map(seeds: &[String], me: &str) -> Option<ShardMap> {
-    let asks = seeds.iter().filter(|s| s.as_str() != me).map(|s| async move {
-        let transport =
-            crate::transport::GrpcTransport::connect(std::slice::from_ref(s), Duration::from_secs(2))
+    let asks = seeds
+        .iter()
+        .filter(|s| s.as_str() != me)
+        .map(|s| async move {
+            let transport = crate::transport::GrpcTransport::connect(
+                std::slice::from_ref(s),
+                Duration::from_secs(2),
+            )
+            .await
+            .ok()?;
+            let nodes = scalestore::Transport::nodes(transport.as_ref());
+            for n in nodes {
+                if let Ok(ClientResponse::ShardMap(m)) = scalestore::Transport::call(
+                    transport.as_ref(),
+                    n,
+                    ClientRequest::GetShardMap,
+                    false,
+                )
                 .await
-                .ok()?;
-        let nodes = scalestore::Transport::nodes(transport.as_ref());
-        for n in nodes {
-            if let Ok(ClientResponse::ShardMap(m)) =
-                scalestore::Transport::call(transport.as_ref(), n, ClientRequest::GetShardMap, false)
-                    .await
-            {
-                return Some(m);
+                {
+                    return Some(m);
+                }
             }
-        }
-        None
-    });
+            None
+        });
     futures::future::join_all(asks)
         .await
         .into_iter()
@@ -344,7 +361,12 @@ async fn follow_map(node: Arc<Node>, peers: Arc<GrpcPeers>) {
         if tick % 4 != 0 {
             continue;
         }
-        let others: Vec<NodeId> = map.nodes.keys().copied().filter(|n| *n != node.id()).collect();
+        let others: Vec<NodeId> = map
+            .nodes
+            .keys()
+            .copied()
+            .filter(|n| *n != node.id())
+            .collect();
         if others.is_empty() {
             continue;
         }

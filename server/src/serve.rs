@@ -225,9 +225,9 @@ pub async fn serve_embedded_on(
         } else {
             first_port + i as u16
         };
-        let listener = TcpListener::bind((host, port)).await.map_err(|e| {
-            Error::InvalidArgument(format!("cannot listen on {host}:{port}: {e}"))
-        })?;
+        let listener = TcpListener::bind((host, port))
+            .await
+            .map_err(|e| Error::InvalidArgument(format!("cannot listen on {host}:{port}: {e}")))?;
         let context = ServiceContext {
             node: NodeHandle::Embedded {
                 network: network.clone(),

@@ -28,10 +28,26 @@ impl GrpcTransport {
         if endpoints.is_empty() {
             return Err(ServerError::Config("no endpoint given".into()));
         }
-        let mut reasons = Vec::new();
         for endpoint in endpoints {
             crate::config::check_address(endpoint)?;
-            match fetch_map(endpoint, timeout).await {
+        }
+        // A cluster still forming (or a node restarting) answers a moment later: keep asking
+        // every endpoint until the deadline.
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match Self::connect_once(endpoints, left.max(Duration::from_millis(200))).await {
+                Ok(t) => return Ok(t),
+                Err(e) if std::time::Instant::now() >= deadline => return Err(e),
+                Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        }
+    }
+
+    async fn connect_once(endpoints: &[String], timeout: Duration) -> ServerResult<Arc<Self>> {
+        let mut reasons = Vec::new();
+        for endpoint in endpoints {
+            match fetch_map(endpoint, timeout.min(Duration::from_secs(2))).await {
                 Ok(map) => {
                     let mut addresses = map.addresses.clone();
                     if addresses.is_empty() {
