@@ -10,7 +10,7 @@ use crate::proto::admin_client::AdminClient;
 use crate::proto::StatusRequest;
 
 /// Starts `nodes` servers (node N on `first_port + N - 1`), waits until every shard has a
-/// leader, prints how to talk to them, and runs until Ctrl-C.
+/// leader, prints how to talk to them, and runs until Ctrl-C (or SIGTERM).
 pub async fn run(
     nodes: usize,
     shards: usize,
@@ -76,9 +76,11 @@ pub async fn run(
         "(Ctrl-C stops the cluster; logs: {}/node-N.log)",
         root.display()
     );
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     loop {
         tokio::select! {
             _ = tokio::signal::ctrl_c() => break,
+            _ = term.recv() => break,
             _ = tokio::time::sleep(Duration::from_millis(500)) => {
                 if let Some((i, status)) = children.iter_mut().enumerate().find_map(|(i, c)| c.try_wait().ok().flatten().map(|s| (i, s))) {
                     eprintln!("node {} exited ({status}); stopping the cluster", i + 1);
@@ -124,14 +126,13 @@ async fn wait_ready(endpoint: &str, children: &mut [Child], timeout: Duration) -
     }
 }
 
-/// SIGTERM to every server (each hands its leaderships off), then waits for them.
+/// Stops the servers one at a time (SIGTERM, then wait), so each can hand its leaderships to
+/// nodes still running.
 fn stop(children: &mut [Child]) {
-    for c in children.iter() {
+    for c in children.iter_mut() {
         let _ = Command::new("kill")
             .args(["-TERM", &c.id().to_string()])
             .status();
-    }
-    for c in children.iter_mut() {
         let _ = c.wait();
     }
 }
