@@ -30,6 +30,8 @@ fn free_port() -> u16 {
 /// A cluster of server processes, each started with a command line it can be restarted with.
 struct Processes {
     dir: tempfile::TempDir,
+    /// Flags every node gets (joining ones too).
+    extra: Vec<String>,
     addresses: BTreeMap<u64, String>,
     args: Mutex<BTreeMap<u64, Vec<String>>>,
     children: Mutex<BTreeMap<u64, Child>>,
@@ -38,6 +40,11 @@ struct Processes {
 impl Processes {
     /// `n` nodes bootstrapped together with `shards` shards.
     async fn start(n: u64, shards: usize) -> Processes {
+        Processes::start_with(n, shards, &[]).await
+    }
+
+    /// [`start`](Self::start) with `extra` flags on every node (and on nodes that join).
+    async fn start_with(n: u64, shards: usize, extra: &[&str]) -> Processes {
         let dir = tempfile::tempdir().expect("dir");
         let addresses: BTreeMap<u64, String> = (1..=n)
             .map(|i| (i, format!("127.0.0.1:{}", free_port())))
@@ -45,6 +52,7 @@ impl Processes {
         let members: Vec<String> = addresses.iter().map(|(i, a)| format!("{i}={a}")).collect();
         let p = Processes {
             dir,
+            extra: extra.iter().map(|e| e.to_string()).collect(),
             addresses: addresses.clone(),
             args: Mutex::new(BTreeMap::new()),
             children: Mutex::new(BTreeMap::new()),
@@ -62,6 +70,10 @@ impl Processes {
                 "--shards".into(),
                 shards.to_string(),
             ];
+            let args = args
+                .into_iter()
+                .chain(extra.iter().map(|e| e.to_string()))
+                .collect();
             p.spawn(*i, args);
         }
         p.wait_all_led().await;
@@ -101,6 +113,7 @@ impl Processes {
             "--join".into(),
             self.addresses[&1].clone(),
         ];
+        let args = args.into_iter().chain(self.extra.iter().cloned()).collect();
         self.addresses.insert(id, address);
         self.spawn(id, args);
     }
@@ -312,10 +325,13 @@ async fn cli_round_trips_against_three_server_processes() {
     assert!(cli(&["put", "--help"]).status.success());
 }
 
-/// Writers on 4 keys (appends, reads, puts) through the Rust gRPC client while `fault` runs;
+/// Writers on 16 keys (appends and reads) through the Rust gRPC client while `fault` runs;
 /// then every acknowledged append must be in its key's final value exactly once, and the whole
 /// history must be linearizable.
 async fn writers_survive(p: &Processes, fault: impl std::future::Future<Output = ()>) {
+    // Enough keys that few operations overlap on one: the checker's search stays small even
+    // when a fault stretches some operations over a second.
+    const KEYS: u64 = 16;
     let history = History::new();
     let stop = Arc::new(AtomicBool::new(false));
     let acked = Arc::new(Mutex::new(Vec::<(String, String)>::new()));
@@ -328,7 +344,7 @@ async fn writers_survive(p: &Processes, fault: impl std::future::Future<Output =
             let mut i = 0u64;
             while !stop.load(Ordering::SeqCst) {
                 i += 1;
-                let key = format!("key-{}", (w + i) % 4);
+                let key = format!("key-{}", (w + i) % KEYS);
                 if i % 3 == 0 {
                     let _ = client.get(&key).await;
                 } else {
@@ -349,7 +365,7 @@ async fn writers_survive(p: &Processes, fault: impl std::future::Future<Output =
     }
     let finals = base.recording(&history);
     let mut values = BTreeMap::new();
-    for k in 0..4 {
+    for k in 0..KEYS {
         let key = format!("key-{k}");
         let v = finals
             .get(&key)
@@ -466,9 +482,16 @@ async fn sigterm_hands_leaderships_off_and_loses_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_fourth_process_joins_and_receives_replicas_then_leaves_and_its_replicas_move() {
-    let mut p = Processes::start(3, 4).await;
+    // Snapshots every 20 entries and no log kept behind them: the new replicas can only come by
+    // snapshot, streamed in chunks over the peer streams.
+    let mut p = Processes::start_with(
+        3,
+        4,
+        &["--snapshot-every", "20", "--log-kept-behind-snapshot", "0"],
+    )
+    .await;
     let client = p.client().await;
-    for i in 0..40 {
+    for i in 0..200 {
         client
             .put(format!("k{i}"), format!("v{i}"))
             .await
@@ -497,7 +520,7 @@ async fn a_fourth_process_joins_and_receives_replicas_then_leaves_and_its_replic
     // Node 4 holds the data of the shards it now replicates.
     let map = client.refresh_map().await.expect("map");
     let on_four: Vec<u64> = map.shards_on(4);
-    for i in 0..40 {
+    for i in 0..200 {
         let key = format!("k{i}");
         if on_four.contains(&map.shard_of(key.as_bytes())) {
             wait_for_value_on(&p, 4, &key, &format!("v{i}")).await;
@@ -516,7 +539,7 @@ async fn a_fourth_process_joins_and_receives_replicas_then_leaves_and_its_replic
     assert!(s.nodes.iter().all(|n| n.id != 4), "{s:?}");
     assert!(s.shards.iter().all(|h| !h.replicas.contains(&4)), "{s:?}");
     let fresh = p.client().await;
-    for i in 0..40 {
+    for i in 0..200 {
         assert_eq!(
             fresh.get(format!("k{i}")).await.expect("get"),
             Some(format!("v{i}").into_bytes())
@@ -783,4 +806,67 @@ async fn bad_input_gets_clear_errors_and_loses_nothing() {
         "mine"
     );
     assert_eq!(client.get("keep").await.expect("get"), Some(b"me".to_vec()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_over_its_in_flight_cap_answers_busy_with_a_backoff_and_applies_nothing_it_refused()
+{
+    let p = Processes::start_with(3, 2, &["--max-in-flight", "2"]).await;
+    let channel = scalestore_server::peer::channel(&p.addresses[&1]).expect("channel");
+    let puts = (0..64).map(|i| {
+        let mut kv = KvClient::new(channel.clone());
+        async move {
+            let r = kv
+                .put(proto::PutRequest {
+                    key: format!("busy-{i}").into_bytes(),
+                    value: b"v".to_vec(),
+                })
+                .await;
+            (i, r)
+        }
+    });
+    let results = futures::future::join_all(puts).await;
+    let client = p.client().await;
+    let mut busy = 0;
+    for (i, r) in results {
+        let stored = client.get(format!("busy-{i}")).await.expect("get");
+        match r {
+            Ok(_) => assert_eq!(stored, Some(b"v".to_vec()), "acknowledged busy-{i}"),
+            Err(status) => {
+                assert_eq!(status.code(), tonic::Code::ResourceExhausted, "{status:?}");
+                use prost::Message as _;
+                let detail = proto::Error::decode(status.details()).expect("details");
+                assert!(
+                    matches!(detail.kind, Some(proto::error::Kind::Busy(b)) if b.backoff_ms > 0),
+                    "{detail:?}"
+                );
+                assert_eq!(stored, None, "a refused write was not applied: busy-{i}");
+                busy += 1;
+            }
+        }
+    }
+    assert!(busy > 0, "64 concurrent writes over a cap of 2 met Busy");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restarting_with_contradicting_bootstrap_flags_is_refused_and_agreeing_ones_resume() {
+    let p = Processes::start(3, 2).await;
+    p.client().await.put("stays", "put").await.expect("put");
+    p.terminate(3);
+    let args = p.args.lock().expect("lock")[&3].clone();
+    let contradicting: Vec<String> = args
+        .iter()
+        .map(|a| if a == "2" { "4".to_string() } else { a.clone() })
+        .collect();
+    let refused = Command::new(SERVER)
+        .args(&contradicting)
+        .output()
+        .expect("run");
+    assert_eq!(refused.status.code(), Some(64), "{refused:?}");
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("differ"),
+        "{refused:?}"
+    );
+    p.restart(3);
+    wait_for_value_on(&p, 3, "stays", "put").await;
 }

@@ -6,7 +6,7 @@ use std::net::ToSocketAddrs;
 use std::path::PathBuf;
 
 use clap::Parser;
-use scalestore::NodeId;
+use scalestore::{NodeId, RaftTiming};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{ServerError, ServerResult};
@@ -52,6 +52,15 @@ pub struct ServerArgs {
     /// Cap on snapshot bytes this node sends per second, in MiB (0: no cap; default 64).
     #[arg(long)]
     pub snapshot_rate_mib: Option<u64>,
+    /// Build a snapshot after this many applied entries (default 10000).
+    #[arg(long)]
+    pub snapshot_every: Option<u64>,
+    /// Log entries kept behind a snapshot for slow followers (default 1000).
+    #[arg(long)]
+    pub log_kept_behind_snapshot: Option<u64>,
+    /// KV requests this node serves at once; more are refused with Busy (default 4096).
+    #[arg(long)]
+    pub max_in_flight: Option<usize>,
 }
 
 impl ServerArgs {
@@ -75,6 +84,11 @@ impl ServerArgs {
             replication: self.replication.or(file.replication),
             join: self.join.or(file.join),
             snapshot_rate_mib: self.snapshot_rate_mib.or(file.snapshot_rate_mib),
+            snapshot_every: self.snapshot_every.or(file.snapshot_every),
+            log_kept_behind_snapshot: self
+                .log_kept_behind_snapshot
+                .or(file.log_kept_behind_snapshot),
+            max_in_flight: self.max_in_flight.or(file.max_in_flight),
         })
     }
 }
@@ -122,6 +136,9 @@ pub struct ServerConfig {
     pub explicit_shards: Option<usize>,
     pub explicit_replication: Option<usize>,
     pub snapshot_bytes_per_second: u64,
+    /// Raft timing and log compaction of every group on this node.
+    pub timing: RaftTiming,
+    pub max_in_flight: usize,
 }
 
 /// `HOST:PORT` with a host that resolves and a port.
@@ -204,6 +221,27 @@ impl ServerConfig {
                 )));
             }
         }
+        let defaults = RaftTiming::default();
+        let timing = RaftTiming {
+            snapshot_logs_since_last: args
+                .snapshot_every
+                .unwrap_or(defaults.snapshot_logs_since_last),
+            max_in_snapshot_log_to_keep: args
+                .log_kept_behind_snapshot
+                .unwrap_or(defaults.max_in_snapshot_log_to_keep),
+            ..defaults
+        };
+        if timing.snapshot_logs_since_last == 0 {
+            return Err(ServerError::Config(
+                "--snapshot-every must be 1 or more".into(),
+            ));
+        }
+        let max_in_flight = args.max_in_flight.unwrap_or(4096);
+        if max_in_flight == 0 {
+            return Err(ServerError::Config(
+                "--max-in-flight must be 1 or more".into(),
+            ));
+        }
         let start = match (&args.initial_cluster, &args.join) {
             (Some(_), Some(_)) => {
                 return Err(ServerError::Config(
@@ -253,6 +291,8 @@ impl ServerConfig {
             explicit_shards: args.shards,
             explicit_replication: args.replication,
             snapshot_bytes_per_second: args.snapshot_rate_mib.unwrap_or(64) * 1024 * 1024,
+            timing,
+            max_in_flight,
         })
     }
 }

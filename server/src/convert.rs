@@ -95,6 +95,19 @@ pub fn status(e: &Error, map: Option<&ShardMap>) -> Status {
     Status::with_details(code(e), e.to_string(), error(e, map).encode_to_vec().into())
 }
 
+/// The node is serving as many requests as it takes: retry after `backoff_ms`.
+pub fn busy(backoff_ms: u64) -> Status {
+    let detail = proto::Error {
+        message: format!("the node is busy; retry in {backoff_ms} ms"),
+        kind: Some(proto::error::Kind::Busy(proto::Busy { backoff_ms })),
+    };
+    Status::with_details(
+        Code::ResourceExhausted,
+        detail.message.clone(),
+        detail.encode_to_vec().into(),
+    )
+}
+
 /// The core error a status stands for: the structured details when present, else by code.
 pub fn from_status(status: &Status) -> Error {
     use proto::error::Kind;

@@ -29,13 +29,26 @@ impl KvService {
     fn status(&self, e: &Error) -> Status {
         convert::status(e, self.context.node.map().as_deref())
     }
+
+    /// A slot among the requests served at once, or `Busy` (RESOURCE_EXHAUSTED) with a hint.
+    fn admit(&self) -> Result<tokio::sync::OwnedSemaphorePermit, Status> {
+        self.context
+            .in_flight
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| convert::busy(BUSY_BACKOFF_MS))
+    }
 }
+
+/// How long a client told `Busy` should wait before retrying.
+const BUSY_BACKOFF_MS: u64 = 20;
 
 type Reply<T> = Result<Response<T>, Status>;
 
 #[tonic::async_trait]
 impl Kv for KvService {
     async fn get(&self, request: Request<GetRequest>) -> Reply<GetResponse> {
+        let _slot = self.admit()?;
         let r = request.into_inner();
         let consistency = convert::consistency(r.consistency)?;
         match self.context.client.get_with(&r.key, consistency).await {
@@ -48,6 +61,7 @@ impl Kv for KvService {
     }
 
     async fn put(&self, request: Request<PutRequest>) -> Reply<PutResponse> {
+        let _slot = self.admit()?;
         let r = request.into_inner();
         match self.context.client.put(&r.key, &r.value).await {
             Ok(()) => Ok(Response::new(PutResponse {})),
@@ -56,6 +70,7 @@ impl Kv for KvService {
     }
 
     async fn delete(&self, request: Request<DeleteRequest>) -> Reply<DeleteResponse> {
+        let _slot = self.admit()?;
         let r = request.into_inner();
         match self.context.client.delete(&r.key).await {
             Ok(existed) => Ok(Response::new(DeleteResponse { existed })),
@@ -64,6 +79,7 @@ impl Kv for KvService {
     }
 
     async fn append(&self, request: Request<AppendRequest>) -> Reply<AppendResponse> {
+        let _slot = self.admit()?;
         let r = request.into_inner();
         match self.context.client.append(&r.key, &r.value).await {
             Ok(length) => Ok(Response::new(AppendResponse { length })),
@@ -75,6 +91,7 @@ impl Kv for KvService {
         &self,
         request: Request<CompareAndSwapRequest>,
     ) -> Reply<CompareAndSwapResponse> {
+        let _slot = self.admit()?;
         let r = request.into_inner();
         match self
             .context
@@ -95,6 +112,7 @@ impl Kv for KvService {
     }
 
     async fn scan(&self, request: Request<ScanRequest>) -> Reply<ScanResponse> {
+        let _slot = self.admit()?;
         let r = request.into_inner();
         let options = ScanOptions {
             start: (!r.start.is_empty()).then_some(r.start),
@@ -135,6 +153,7 @@ impl Kv for KvService {
     }
 
     async fn batch_get(&self, request: Request<BatchGetRequest>) -> Reply<BatchGetResponse> {
+        let _slot = self.admit()?;
         let r = request.into_inner();
         let consistency = convert::consistency(r.consistency)?;
         match self.context.client.batch_get(&r.keys, consistency).await {
@@ -152,6 +171,7 @@ impl Kv for KvService {
     }
 
     async fn batch_put(&self, request: Request<BatchPutRequest>) -> Reply<BatchPutResponse> {
+        let _slot = self.admit()?;
         let pairs: Vec<(Vec<u8>, Vec<u8>)> = request
             .into_inner()
             .items

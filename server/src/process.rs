@@ -15,7 +15,7 @@ use scalestore::node::NodeConfig;
 use scalestore::replica::failpoints::Failpoints;
 use scalestore::types::{ClientRequest, ClientResponse};
 use scalestore::{
-    Client, ClientOptions, EventLog, Limits, ManagerOptions, Node, NodeId, RaftTiming, ShardMap,
+    Client, ClientOptions, EventLog, Limits, ManagerOptions, Node, NodeId, ShardMap,
     StorageOptions, TestSwitches, META_GROUP,
 };
 use serde::{Deserialize, Serialize};
@@ -84,7 +84,7 @@ pub async fn run(config: ServerConfig, shutdown: impl Future<Output = ()>) -> Se
     let node_config = NodeConfig {
         id: config.id,
         cluster_id: stored.cluster_id.clone(),
-        timing: RaftTiming::default(),
+        timing: config.timing,
         limits: Limits::default(),
         storage: StorageOptions::default(),
         testing: TestSwitches::default(),
@@ -112,6 +112,7 @@ pub async fn run(config: ServerConfig, shutdown: impl Future<Output = ()>) -> Se
         events: events.clone(),
         cluster_id: stored.cluster_id.clone(),
         embedded: false,
+        in_flight: Arc::new(tokio::sync::Semaphore::new(config.max_in_flight)),
     };
     let server = serve_node(listener, context)?;
     tracing::info!(node = config.id, address = %server.address, cluster = %stored.cluster_id, "serving");

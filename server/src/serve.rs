@@ -99,6 +99,9 @@ impl Transport for PeerClientTransport {
     }
 }
 
+/// KV requests a served embedded node serves at once.
+pub const DEFAULT_IN_FLIGHT: usize = 4096;
+
 /// What the services of one node share.
 #[derive(Clone)]
 pub struct ServiceContext {
@@ -109,6 +112,8 @@ pub struct ServiceContext {
     pub cluster_id: String,
     /// Nodes of an embedded cluster join through the cluster's API, not over gRPC.
     pub embedded: bool,
+    /// KV requests served at once; beyond it a request is refused with `Busy`.
+    pub in_flight: Arc<tokio::sync::Semaphore>,
 }
 
 /// A running gRPC server of one node.
@@ -237,6 +242,7 @@ pub async fn serve_embedded_on(
             events: cluster.event_log(),
             cluster_id: cluster.cluster_id().to_string(),
             embedded: true,
+            in_flight: Arc::new(tokio::sync::Semaphore::new(DEFAULT_IN_FLIGHT)),
         };
         servers.insert(id, serve_node(listener, context)?);
     }
