@@ -15,7 +15,7 @@ use async_trait::async_trait;
 use futures::Stream;
 use scalestore::network::{PeerRequest, PeerResponse, PeerTransport, RaftRpc};
 use scalestore::types::{ClientRequest, ClientResponse};
-use scalestore::{Error, Node, NodeId, Result};
+use scalestore::{Error, NodeId, Result};
 use tokio::sync::{mpsc, oneshot};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::metadata::MetadataValue;
@@ -242,14 +242,8 @@ async fn run_link(
             }
         };
         // The first batch goes before the call, so the stream opens with it.
-        let mut batch = vec![first];
-        while let Ok(more) = queue.try_recv() {
-            batch.push(more);
-            if batch.len() >= BATCH {
-                break;
-            }
-        }
-        if frames_tx.send(frames(&pending, batch)).await.is_err() {
+        let batch = frames(&pending, with_queued(first, &mut queue));
+        if frames_tx.send(batch).await.is_err() {
             continue;
         }
         peers.connects.fetch_add(1, Ordering::Relaxed);
@@ -296,14 +290,8 @@ async fn run_link(
                         reader.abort();
                         return;
                     };
-                    let mut batch = vec![first];
-                    while let Ok(more) = queue.try_recv() {
-                        batch.push(more);
-                        if batch.len() >= BATCH {
-                            break;
-                        }
-                    }
-                    if frames_tx.send(frames(&pending, batch)).await.is_err() {
+                    let batch = frames(&pending, with_queued(first, &mut queue));
+                    if frames_tx.send(batch).await.is_err() {
                         break;
                     }
                 }
@@ -315,6 +303,18 @@ async fn run_link(
             &Error::Unavailable(format!("stream to node {to} at {address} broke")),
         );
     }
+}
+
+/// `first` and whatever else is queued already, up to a batch.
+fn with_queued(first: Outgoing, queue: &mut mpsc::UnboundedReceiver<Outgoing>) -> Vec<Outgoing> {
+    let mut batch = vec![first];
+    while batch.len() < BATCH {
+        match queue.try_recv() {
+            Ok(more) => batch.push(more),
+            Err(_) => break,
+        }
+    }
+    batch
 }
 
 fn frames(pending: &Pending, batch: Vec<Outgoing>) -> Frames {
@@ -444,9 +444,4 @@ impl Internal for InternalService {
             result: encode(&result),
         }))
     }
-}
-
-/// A node's map-following helper: the peer address book follows the node's map.
-pub fn follow_map(node: &Arc<Node>, peers: &Arc<GrpcPeers>) {
-    peers.learn(&node.shard_map().addresses);
 }
