@@ -33,6 +33,8 @@ struct Processes {
     /// Flags every node gets (joining ones too).
     extra: Vec<String>,
     addresses: BTreeMap<u64, String>,
+    /// Each node's `--metrics-listen` address.
+    metrics: BTreeMap<u64, String>,
     args: Mutex<BTreeMap<u64, Vec<String>>>,
     children: Mutex<BTreeMap<u64, Child>>,
 }
@@ -45,6 +47,16 @@ impl Processes {
 
     /// [`start`](Self::start) with `extra` flags on every node (and on nodes that join).
     async fn start_with(n: u64, shards: usize, extra: &[&str]) -> Processes {
+        let p = Processes::prepare(n, shards, extra);
+        for i in 1..=n {
+            p.restart(i);
+        }
+        p.wait_all_led().await;
+        p
+    }
+
+    /// The command lines of `n` first members (each also serving metrics), none started.
+    fn prepare(n: u64, shards: usize, extra: &[&str]) -> Processes {
         let dir = tempfile::tempdir().expect("dir");
         let addresses: BTreeMap<u64, String> = (1..=n)
             .map(|i| (i, format!("127.0.0.1:{}", free_port())))
@@ -54,6 +66,9 @@ impl Processes {
             dir,
             extra: extra.iter().map(|e| e.to_string()).collect(),
             addresses: addresses.clone(),
+            metrics: (1..=n)
+                .map(|i| (i, format!("127.0.0.1:{}", free_port())))
+                .collect(),
             args: Mutex::new(BTreeMap::new()),
             children: Mutex::new(BTreeMap::new()),
         };
@@ -69,15 +84,42 @@ impl Processes {
                 members.join(","),
                 "--shards".into(),
                 shards.to_string(),
+                "--metrics-listen".into(),
+                p.metrics[i].clone(),
             ];
             let args = args
                 .into_iter()
                 .chain(extra.iter().map(|e| e.to_string()))
                 .collect();
-            p.spawn(*i, args);
+            p.args.lock().expect("lock").insert(*i, args);
         }
-        p.wait_all_led().await;
         p
+    }
+
+    /// GET `path` from node `id`'s metrics port: (status code, body).
+    fn http_get(&self, id: u64, path: &str) -> (u16, String) {
+        use std::io::{Read, Write};
+        let Ok(mut stream) = std::net::TcpStream::connect(&self.metrics[&id]) else {
+            return (0, String::new());
+        };
+        let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+        let request =
+            format!("GET {path} HTTP/1.1\r\nHost: scalestore\r\nConnection: close\r\n\r\n");
+        if stream.write_all(request.as_bytes()).is_err() {
+            return (0, String::new());
+        }
+        let mut response = String::new();
+        let _ = stream.read_to_string(&mut response);
+        let code = response
+            .split_whitespace()
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(0);
+        let body = response
+            .split_once("\r\n\r\n")
+            .map(|(_, b)| b.to_string())
+            .unwrap_or_default();
+        (code, body)
     }
 
     fn data_dir(&self, id: u64) -> PathBuf {
@@ -869,4 +911,112 @@ async fn restarting_with_contradicting_bootstrap_flags_is_refused_and_agreeing_o
     );
     p.restart(3);
     wait_for_value_on(&p, 3, "stays", "put").await;
+}
+
+/// The value of the sample `name` (with its labels, as printed) in a Prometheus scrape.
+fn sample(scrape: &str, name: &str) -> Option<f64> {
+    scrape.lines().find_map(|l| {
+        l.strip_prefix(name)
+            .and_then(|rest| rest.trim().parse().ok())
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scrape_after_n_puts_counts_them_and_fills_the_latency_histograms() {
+    let p = Processes::start_with(3, 2, &["--log-format", "json"]).await;
+    let log = p.log(1);
+    let first = log.lines().next().unwrap_or_default();
+    assert!(
+        serde_json::from_str::<serde_json::Value>(first).is_ok(),
+        "--log-format json writes JSON lines: {first}"
+    );
+    let channel = scalestore_server::peer::channel(&p.addresses[&1]).expect("channel");
+    let mut kv = KvClient::new(channel);
+    const N: u64 = 50;
+    for i in 0..N {
+        kv.put(proto::PutRequest {
+            key: format!("m-{i}").into_bytes(),
+            value: b"v".to_vec(),
+        })
+        .await
+        .expect("put");
+    }
+    let (code, scrape) = p.http_get(1, "/metrics");
+    assert_eq!(code, 200, "{scrape}");
+    let puts = sample(
+        &scrape,
+        r#"scalestore_requests_total{op="put",outcome="ok"}"#,
+    )
+    .expect("put count");
+    assert!(puts >= N as f64, "{puts} puts counted");
+    let timed = sample(
+        &scrape,
+        r#"scalestore_request_duration_seconds_count{op="put",outcome="ok"}"#,
+    )
+    .expect("latency histogram");
+    assert!(timed >= N as f64);
+    let within_a_second = sample(
+        &scrape,
+        r#"scalestore_request_duration_seconds_bucket{op="put",outcome="ok",le="1"}"#,
+    )
+    .expect("bucket");
+    assert!(
+        within_a_second > 0.0,
+        "the histogram has samples in its buckets"
+    );
+    assert!(sample(&scrape, "scalestore_fsync_duration_seconds_count").expect("fsyncs") > 0.0);
+    assert!(sample(&scrape, "scalestore_log_appends_total").expect("appends") > 0.0);
+    assert!(
+        scrape.contains(r#"scalestore_shard_term{shard="0"}"#),
+        "{scrape}"
+    );
+    assert!(scrape.contains("scalestore_leaders_held"), "{scrape}");
+    assert!(
+        scrape.contains("scalestore_peer_stream_connects_total"),
+        "{scrape}"
+    );
+    let refused = kv
+        .put(proto::PutRequest {
+            key: Vec::new(),
+            value: b"v".to_vec(),
+        })
+        .await;
+    assert!(refused.is_err());
+    let (_, scrape) = p.http_get(1, "/metrics");
+    assert!(
+        sample(
+            &scrape,
+            r#"scalestore_requests_total{op="put",outcome="invalid_argument"}"#
+        ) >= Some(1.0),
+        "failed requests are counted by cause"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ready_turns_true_only_once_every_hosted_group_has_a_leader() {
+    let p = Processes::prepare(3, 2, &[]);
+    p.restart(1);
+    // Alive at once; not ready while it is alone (no quorum, so no leader anywhere).
+    let deadline = Instant::now() + WAIT;
+    while p.http_get(1, "/health").0 != 200 {
+        assert!(Instant::now() < deadline, "health; log: {}", p.log(1));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let (code, body) = p.http_get(1, "/ready");
+    assert_eq!(code, 503, "{body}");
+    assert!(body.contains("not ready"), "{body}");
+    p.restart(2);
+    p.restart(3);
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let (code, body) = p.http_get(1, "/ready");
+        if code == 200 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{code} {body}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let status = p.wait_led(1).await;
+    assert!(status.shards.iter().all(|s| s.leader.is_some()));
 }

@@ -61,6 +61,12 @@ pub struct ServerArgs {
     /// KV requests this node serves at once; more are refused with Busy (default 4096).
     #[arg(long)]
     pub max_in_flight: Option<usize>,
+    /// Serve Prometheus `/metrics`, `/health` and `/ready` over HTTP on HOST:PORT.
+    #[arg(long)]
+    pub metrics_listen: Option<String>,
+    /// Log format on stderr: `text` (default) or `json`. The level comes from RUST_LOG.
+    #[arg(long)]
+    pub log_format: Option<String>,
 }
 
 impl ServerArgs {
@@ -89,6 +95,8 @@ impl ServerArgs {
                 .log_kept_behind_snapshot
                 .or(file.log_kept_behind_snapshot),
             max_in_flight: self.max_in_flight.or(file.max_in_flight),
+            metrics_listen: self.metrics_listen.or(file.metrics_listen),
+            log_format: self.log_format.or(file.log_format),
         })
     }
 }
@@ -139,6 +147,8 @@ pub struct ServerConfig {
     /// Raft timing and log compaction of every group on this node.
     pub timing: RaftTiming,
     pub max_in_flight: usize,
+    pub metrics_listen: Option<String>,
+    pub json_logs: bool,
 }
 
 /// `HOST:PORT` with a host that resolves and a port.
@@ -236,6 +246,18 @@ impl ServerConfig {
                 "--snapshot-every must be 1 or more".into(),
             ));
         }
+        if let Some(m) = &args.metrics_listen {
+            check_address(m)?;
+        }
+        let json_logs = match args.log_format.as_deref() {
+            None | Some("text") => false,
+            Some("json") => true,
+            Some(other) => {
+                return Err(ServerError::Config(format!(
+                    "--log-format {other}: text or json"
+                )))
+            }
+        };
         let max_in_flight = args.max_in_flight.unwrap_or(4096);
         if max_in_flight == 0 {
             return Err(ServerError::Config(
@@ -293,6 +315,8 @@ impl ServerConfig {
             snapshot_bytes_per_second: args.snapshot_rate_mib.unwrap_or(64) * 1024 * 1024,
             timing,
             max_in_flight,
+            metrics_listen: args.metrics_listen,
+            json_logs,
         })
     }
 }

@@ -1,6 +1,9 @@
 //! The public KV service. Any node answers any call: the node's own client routes it to the
 //! shard's leader (or a replica, for stale reads), so a plain gRPC client needs one endpoint.
 
+use std::future::Future;
+use std::time::Instant;
+
 use scalestore::{Error, ScanOptions};
 use tonic::{Request, Response, Status};
 
@@ -30,6 +33,21 @@ impl KvService {
         convert::status(e, self.context.node.map().as_deref())
     }
 
+    /// Runs one request, counting it and its latency by outcome ("ok" or the error's kind).
+    async fn timed<T>(&self, op: &'static str, call: impl Future<Output = Reply<T>>) -> Reply<T> {
+        let started = Instant::now();
+        let result = call.await;
+        if let Some(m) = &self.context.metrics {
+            let outcome = match &result {
+                Ok(_) => "ok",
+                Err(s) if s.code() == tonic::Code::ResourceExhausted => "busy",
+                Err(s) => convert::from_status(s).kind(),
+            };
+            m.observe(op, outcome, started.elapsed());
+        }
+        result
+    }
+
     /// A slot among the requests served at once, or `Busy` (RESOURCE_EXHAUSTED) with a hint.
     fn admit(&self) -> Result<tokio::sync::OwnedSemaphorePermit, Status> {
         self.context
@@ -45,9 +63,8 @@ const BUSY_BACKOFF_MS: u64 = 20;
 
 type Reply<T> = Result<Response<T>, Status>;
 
-#[tonic::async_trait]
-impl Kv for KvService {
-    async fn get(&self, request: Request<GetRequest>) -> Reply<GetResponse> {
+impl KvService {
+    async fn get_inner(&self, request: Request<GetRequest>) -> Reply<GetResponse> {
         let _slot = self.admit()?;
         let r = request.into_inner();
         let consistency = convert::consistency(r.consistency)?;
@@ -60,7 +77,7 @@ impl Kv for KvService {
         }
     }
 
-    async fn put(&self, request: Request<PutRequest>) -> Reply<PutResponse> {
+    async fn put_inner(&self, request: Request<PutRequest>) -> Reply<PutResponse> {
         let _slot = self.admit()?;
         let r = request.into_inner();
         match self.context.client.put(&r.key, &r.value).await {
@@ -69,7 +86,7 @@ impl Kv for KvService {
         }
     }
 
-    async fn delete(&self, request: Request<DeleteRequest>) -> Reply<DeleteResponse> {
+    async fn delete_inner(&self, request: Request<DeleteRequest>) -> Reply<DeleteResponse> {
         let _slot = self.admit()?;
         let r = request.into_inner();
         match self.context.client.delete(&r.key).await {
@@ -78,7 +95,7 @@ impl Kv for KvService {
         }
     }
 
-    async fn append(&self, request: Request<AppendRequest>) -> Reply<AppendResponse> {
+    async fn append_inner(&self, request: Request<AppendRequest>) -> Reply<AppendResponse> {
         let _slot = self.admit()?;
         let r = request.into_inner();
         match self.context.client.append(&r.key, &r.value).await {
@@ -87,7 +104,7 @@ impl Kv for KvService {
         }
     }
 
-    async fn compare_and_swap(
+    async fn compare_and_swap_inner(
         &self,
         request: Request<CompareAndSwapRequest>,
     ) -> Reply<CompareAndSwapResponse> {
@@ -111,7 +128,7 @@ impl Kv for KvService {
         }
     }
 
-    async fn scan(&self, request: Request<ScanRequest>) -> Reply<ScanResponse> {
+    async fn scan_inner(&self, request: Request<ScanRequest>) -> Reply<ScanResponse> {
         let _slot = self.admit()?;
         let r = request.into_inner();
         let options = ScanOptions {
@@ -152,7 +169,7 @@ impl Kv for KvService {
         }
     }
 
-    async fn batch_get(&self, request: Request<BatchGetRequest>) -> Reply<BatchGetResponse> {
+    async fn batch_get_inner(&self, request: Request<BatchGetRequest>) -> Reply<BatchGetResponse> {
         let _slot = self.admit()?;
         let r = request.into_inner();
         let consistency = convert::consistency(r.consistency)?;
@@ -170,7 +187,7 @@ impl Kv for KvService {
         }
     }
 
-    async fn batch_put(&self, request: Request<BatchPutRequest>) -> Reply<BatchPutResponse> {
+    async fn batch_put_inner(&self, request: Request<BatchPutRequest>) -> Reply<BatchPutResponse> {
         let _slot = self.admit()?;
         let pairs: Vec<(Vec<u8>, Vec<u8>)> = request
             .into_inner()
@@ -182,5 +199,44 @@ impl Kv for KvService {
             Ok(()) => Ok(Response::new(BatchPutResponse {})),
             Err(e) => Err(self.status(&e)),
         }
+    }
+}
+
+#[tonic::async_trait]
+impl Kv for KvService {
+    async fn get(&self, request: Request<GetRequest>) -> Reply<GetResponse> {
+        self.timed("get", self.get_inner(request)).await
+    }
+
+    async fn put(&self, request: Request<PutRequest>) -> Reply<PutResponse> {
+        self.timed("put", self.put_inner(request)).await
+    }
+
+    async fn delete(&self, request: Request<DeleteRequest>) -> Reply<DeleteResponse> {
+        self.timed("delete", self.delete_inner(request)).await
+    }
+
+    async fn append(&self, request: Request<AppendRequest>) -> Reply<AppendResponse> {
+        self.timed("append", self.append_inner(request)).await
+    }
+
+    async fn compare_and_swap(
+        &self,
+        request: Request<CompareAndSwapRequest>,
+    ) -> Reply<CompareAndSwapResponse> {
+        self.timed("compare_and_swap", self.compare_and_swap_inner(request))
+            .await
+    }
+
+    async fn scan(&self, request: Request<ScanRequest>) -> Reply<ScanResponse> {
+        self.timed("scan", self.scan_inner(request)).await
+    }
+
+    async fn batch_get(&self, request: Request<BatchGetRequest>) -> Reply<BatchGetResponse> {
+        self.timed("batch_get", self.batch_get_inner(request)).await
+    }
+
+    async fn batch_put(&self, request: Request<BatchPutRequest>) -> Reply<BatchPutResponse> {
+        self.timed("batch_put", self.batch_put_inner(request)).await
     }
 }

@@ -17,6 +17,7 @@ pub mod convert;
 pub mod dev;
 pub mod error;
 pub mod kv;
+pub mod metrics;
 pub mod peer;
 pub mod process;
 pub mod serve;

@@ -103,6 +103,17 @@ pub async fn run(config: ServerConfig, shutdown: impl Future<Output = ()>) -> Se
         &services,
     )
     .await?;
+    let metrics =
+        crate::metrics::Metrics::new(NodeHandle::Process(node.clone()), Some(peers.clone()))?;
+    let metrics_server = match &config.metrics_listen {
+        Some(address) => {
+            let listener = TcpListener::bind(address).await.map_err(|e| {
+                ServerError::Config(format!("cannot listen on {address} for metrics: {e}"))
+            })?;
+            Some(crate::metrics::serve_http(listener, metrics.clone()))
+        }
+        None => None,
+    };
     let context = ServiceContext {
         node: NodeHandle::Process(node.clone()),
         client: Client::new(
@@ -113,6 +124,7 @@ pub async fn run(config: ServerConfig, shutdown: impl Future<Output = ()>) -> Se
         cluster_id: stored.cluster_id.clone(),
         embedded: false,
         in_flight: Arc::new(tokio::sync::Semaphore::new(config.max_in_flight)),
+        metrics: Some(metrics.clone()),
     };
     let server = serve_node(listener, context)?;
     tracing::info!(node = config.id, address = %server.address, cluster = %stored.cluster_id, "serving");
@@ -136,7 +148,7 @@ pub async fn run(config: ServerConfig, shutdown: impl Future<Output = ()>) -> Se
     shutdown.await;
     tracing::info!(node = config.id, "stopping: handing leaderships off");
     hand_off_leaderships(&node, Duration::from_secs(5)).await;
-    for task in background {
+    for task in background.into_iter().chain(metrics_server) {
         task.abort();
     }
     node.shutdown().await;

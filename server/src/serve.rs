@@ -114,6 +114,8 @@ pub struct ServiceContext {
     pub embedded: bool,
     /// KV requests served at once; beyond it a request is refused with `Busy`.
     pub in_flight: Arc<tokio::sync::Semaphore>,
+    /// Where requests are counted (none: not measured).
+    pub metrics: Option<Arc<crate::metrics::Metrics>>,
 }
 
 /// A running gRPC server of one node.
@@ -243,6 +245,7 @@ pub async fn serve_embedded_on(
             cluster_id: cluster.cluster_id().to_string(),
             embedded: true,
             in_flight: Arc::new(tokio::sync::Semaphore::new(DEFAULT_IN_FLIGHT)),
+            metrics: None,
         };
         servers.insert(id, serve_node(listener, context)?);
     }

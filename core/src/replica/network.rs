@@ -20,7 +20,7 @@ use crate::error::{Error, Result};
 use crate::replica::failpoints::Failpoints;
 use crate::replica::node::GroupStatus;
 use crate::replica::snapshot_transfer::{read_chunk, CHUNK_BYTES};
-use crate::replica::storage::SnapshotFile;
+use crate::replica::storage::{count, SnapshotFile, StorageStats};
 use crate::routing::sharding::ShardMap;
 use crate::types::{
     ClientRequest, ClientResponse, GroupId, LogId, NodeId, SnapshotMeta, TypeConfig, Vote,
@@ -147,6 +147,7 @@ pub struct GroupNetworkFactory {
     pub(crate) group: GroupId,
     pub(crate) transport: Arc<dyn PeerTransport>,
     pub(crate) failpoints: Arc<Failpoints>,
+    pub(crate) stats: Arc<StorageStats>,
 }
 
 /// openraft's connection from one node to another, for one group.
@@ -156,6 +157,7 @@ pub struct GroupNetwork {
     group: GroupId,
     transport: Arc<dyn PeerTransport>,
     failpoints: Arc<Failpoints>,
+    stats: Arc<StorageStats>,
 }
 
 impl RaftNetworkFactory<TypeConfig> for GroupNetworkFactory {
@@ -168,6 +170,7 @@ impl RaftNetworkFactory<TypeConfig> for GroupNetworkFactory {
             group: self.group,
             transport: self.transport.clone(),
             failpoints: self.failpoints.clone(),
+            stats: self.stats.clone(),
         }
     }
 }
@@ -273,8 +276,12 @@ impl RaftNetworkV2<TypeConfig> for GroupNetwork {
                 };
                 let reply = self.call(rpc).await.map_err(unreachable_streaming)?;
                 offset += len;
+                count(&self.stats.snapshot_bytes_sent, len);
                 match reply {
-                    RaftReply::Snapshot(r) if last => return Ok(r),
+                    RaftReply::Snapshot(r) if last => {
+                        count(&self.stats.snapshots_sent, 1);
+                        return Ok(r);
+                    }
                     RaftReply::SnapshotChunkStored if !last => {}
                     _ => return Err(unreachable_streaming("mismatched reply to snapshot chunk")),
                 }

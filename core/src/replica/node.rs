@@ -22,7 +22,7 @@ use crate::replica::network::{
 };
 use crate::replica::snapshot_transfer;
 use crate::replica::storage::identity::Identity;
-use crate::replica::storage::{NodeStore, SnapshotFile, StorageStats};
+use crate::replica::storage::{count, NodeStore, SnapshotFile, StorageStats};
 use crate::routing::sharding::{ShardMap, META_GROUP};
 use crate::types::{
     ClientRequest, ClientResponse, CommandResult, GroupId, LogId, NodeId, Proposal, ProposalBody,
@@ -180,6 +180,7 @@ impl Node {
             group,
             transport: self.peers.clone(),
             failpoints: self.config.failpoints.clone(),
+            stats: self.store.stats().clone(),
         };
         // Opening may finish an install a crash cut short (a whole snapshot's I/O): not on an
         // async worker thread.
@@ -851,6 +852,10 @@ impl Node {
                         last,
                     } => {
                         let dir = self.store.dir().to_path_buf();
+                        count(
+                            &self.store.stats().snapshot_bytes_received,
+                            data.len() as u64,
+                        );
                         let complete = self
                             .snapshots_in
                             .chunk(&dir, group, transfer, offset, data, last.is_some())

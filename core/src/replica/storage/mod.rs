@@ -52,6 +52,51 @@ pub struct StorageStats {
     pub snapshots_installed: AtomicU64,
     /// Installs cut short by a crash and finished when their group next started.
     pub snapshot_installs_redone: AtomicU64,
+    /// Snapshots sent to other nodes (transfers completed) and their bytes.
+    pub snapshots_sent: AtomicU64,
+    pub snapshot_bytes_sent: AtomicU64,
+    /// Snapshot bytes received from other nodes (chunks stored).
+    pub snapshot_bytes_received: AtomicU64,
+    /// How long each WAL fsync took.
+    pub fsync_latency: LatencyHistogram,
+}
+
+/// Upper bounds of [`LatencyHistogram`]'s buckets, in microseconds (a last bucket takes the
+/// rest).
+pub const LATENCY_BUCKETS_MICROS: [u64; 14] = [
+    50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 500_000,
+    1_000_000,
+];
+
+/// Latencies counted in fixed buckets with atomics (lock-free to record, cheap to read), for
+/// whatever exports metrics.
+#[derive(Debug, Default)]
+pub struct LatencyHistogram {
+    counts: [AtomicU64; LATENCY_BUCKETS_MICROS.len() + 1],
+    sum_micros: AtomicU64,
+}
+
+impl LatencyHistogram {
+    pub fn record(&self, took: std::time::Duration) {
+        let micros = took.as_micros() as u64;
+        let bucket = LATENCY_BUCKETS_MICROS
+            .iter()
+            .position(|b| micros <= *b)
+            .unwrap_or(LATENCY_BUCKETS_MICROS.len());
+        count(&self.counts[bucket], 1);
+        count(&self.sum_micros, micros);
+    }
+
+    /// Count per bucket (the last one unbounded) and the sum of all latencies in microseconds.
+    pub fn read(&self) -> (Vec<u64>, u64) {
+        (
+            self.counts
+                .iter()
+                .map(|c| c.load(std::sync::atomic::Ordering::Relaxed))
+                .collect(),
+            self.sum_micros.load(std::sync::atomic::Ordering::Relaxed),
+        )
+    }
 }
 
 /// The per-node store: one RocksDB shared by all groups, one WAL syncer.

@@ -103,7 +103,9 @@ fn run(
             // the next one (their callbacks are not in this batch).
             let sizes = wal_sizes(&wal_dir);
             count(&stats.log_syncs, 1);
+            let started = std::time::Instant::now();
             let r = db.flush_wal(true).map_err(|e| e.into_string());
+            stats.fsync_latency.record(started.elapsed());
             if r.is_ok() {
                 if let Ok(mut s) = synced.lock() {
                     *s = sizes;
