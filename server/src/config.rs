@@ -474,4 +474,14 @@ mod tests {
             .expect_err("unknown key");
         assert!(e.to_string().contains("identifier"), "{e}");
     }
+
+    #[test]
+    fn the_sample_deploy_config_is_valid() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/scalestore.toml");
+        let config = ServerConfig::from_args(args(&["--config", path])).expect("valid sample");
+        assert_eq!(config.id, 1);
+        assert!(config.json_logs);
+        assert_eq!(config.metrics_listen.as_deref(), Some("10.0.0.1:9101"));
+        assert!(matches!(config.start, Start::Bootstrap(ref b) if b.members.len() == 3));
+    }
 }
