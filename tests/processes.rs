@@ -35,6 +35,8 @@ struct Processes {
     addresses: BTreeMap<u64, String>,
     /// Each node's `--metrics-listen` address.
     metrics: BTreeMap<u64, String>,
+    /// How the test's own clients reach a TLS cluster.
+    tls: Option<scalestore_server::TlsFiles>,
     args: Mutex<BTreeMap<u64, Vec<String>>>,
     children: Mutex<BTreeMap<u64, Child>>,
 }
@@ -69,6 +71,7 @@ impl Processes {
             metrics: (1..=n)
                 .map(|i| (i, format!("127.0.0.1:{}", free_port())))
                 .collect(),
+            tls: None,
             args: Mutex::new(BTreeMap::new()),
             children: Mutex::new(BTreeMap::new()),
         };
@@ -210,8 +213,16 @@ impl Processes {
         std::fs::read_to_string(self.dir.path().join(format!("node-{id}.log"))).unwrap_or_default()
     }
 
+    fn channel(&self, id: u64) -> tonic::transport::Channel {
+        let tls = self
+            .tls
+            .as_ref()
+            .map(|f| scalestore_server::tls::client_config(f).expect("tls"));
+        scalestore_server::peer::channel_with(&self.addresses[&id], tls.as_ref()).expect("channel")
+    }
+
     async fn status(&self, via: u64) -> Option<proto::StatusResponse> {
-        let channel = scalestore_server::peer::channel(&self.addresses[&via]).ok()?;
+        let channel = self.channel(via);
         let mut admin = AdminClient::new(channel);
         tokio::time::timeout(Duration::from_secs(3), admin.status(StatusRequest {}))
             .await
@@ -246,15 +257,15 @@ impl Processes {
 
     async fn client(&self) -> Client {
         let endpoints: Vec<String> = self.addresses.values().cloned().collect();
-        scalestore_server::connect(
-            &endpoints,
-            ClientOptions {
-                timeout: Duration::from_secs(20),
-                attempt_timeout: Duration::from_secs(1),
-                ..Default::default()
-            },
-        )
-        .await
+        let options = ClientOptions {
+            timeout: Duration::from_secs(20),
+            attempt_timeout: Duration::from_secs(1),
+            ..Default::default()
+        };
+        match &self.tls {
+            Some(files) => scalestore_server::connect_tls(&endpoints, options, files).await,
+            None => scalestore_server::connect(&endpoints, options).await,
+        }
         .expect("connect")
     }
 }
@@ -1019,4 +1030,210 @@ async fn ready_turns_true_only_once_every_hosted_group_has_a_leader() {
     }
     let status = p.wait_led(1).await;
     assert!(status.shards.iter().all(|s| s.leader.is_some()));
+}
+
+/// Test certificates: a cluster CA that signed the nodes' certificate (for 127.0.0.1, used to
+/// serve and to dial peers) and a client's; another CA that signed a stranger's.
+struct Pki {
+    dir: tempfile::TempDir,
+}
+
+impl Pki {
+    fn new() -> Pki {
+        use rcgen::{
+            BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair,
+        };
+        let dir = tempfile::tempdir().expect("dir");
+        let write =
+            |name: &str, pem: String| std::fs::write(dir.path().join(name), pem).expect("write");
+        for (ca_name, leaves) in [
+            ("ca", vec![("node", true), ("client", false)]),
+            ("other-ca", vec![("stranger", true)]),
+        ] {
+            let ca_key = KeyPair::generate().expect("key");
+            let mut params = CertificateParams::new(Vec::<String>::new()).expect("params");
+            params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+            params.distinguished_name.push(DnType::CommonName, ca_name);
+            let ca = params.self_signed(&ca_key).expect("ca");
+            write(&format!("{ca_name}.pem"), ca.pem());
+            for (leaf, serves) in leaves {
+                let key = KeyPair::generate().expect("key");
+                let mut params =
+                    CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()])
+                        .expect("params");
+                params.distinguished_name.push(DnType::CommonName, leaf);
+                params.extended_key_usages = if serves {
+                    vec![
+                        ExtendedKeyUsagePurpose::ServerAuth,
+                        ExtendedKeyUsagePurpose::ClientAuth,
+                    ]
+                } else {
+                    vec![ExtendedKeyUsagePurpose::ClientAuth]
+                };
+                let cert = params.signed_by(&key, &ca, &ca_key).expect("sign");
+                write(&format!("{leaf}.pem"), cert.pem());
+                write(&format!("{leaf}.key"), key.serialize_pem());
+            }
+        }
+        Pki { dir }
+    }
+
+    fn path(&self, name: &str) -> String {
+        self.dir.path().join(name).display().to_string()
+    }
+
+    /// Server flags: this cluster's node certificate and CA.
+    fn node_flags(&self) -> Vec<String> {
+        vec![
+            "--tls-cert".into(),
+            self.path("node.pem"),
+            "--tls-key".into(),
+            self.path("node.key"),
+            "--tls-ca".into(),
+            self.path("ca.pem"),
+        ]
+    }
+
+    fn client(&self, cert: Option<&str>) -> scalestore_server::TlsFiles {
+        scalestore_server::TlsFiles {
+            ca: self.path("ca.pem").into(),
+            cert: cert.map(|c| self.path(&format!("{c}.pem")).into()),
+            key: cert.map(|c| self.path(&format!("{c}.key")).into()),
+        }
+    }
+}
+
+async fn start_tls(pki: &Pki, extra: &[&str]) -> Processes {
+    let mut flags = pki.node_flags();
+    flags.extend(extra.iter().map(|e| e.to_string()));
+    let refs: Vec<&str> = flags.iter().map(String::as_str).collect();
+    let mut p = Processes::prepare(3, 2, &refs);
+    p.tls = Some(pki.client(Some("client")));
+    for i in 1..=3 {
+        p.restart(i);
+    }
+    p.wait_all_led().await;
+    p
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_refuses_plaintext_and_other_cas_and_serves_a_configured_cli() {
+    let pki = Pki::new();
+    let p = start_tls(&pki, &[]).await;
+    let endpoints = p.endpoints();
+    let with = |extra: &[&str], command: &[&str]| {
+        let mut args = vec!["--endpoints", endpoints.as_str(), "--timeout", "2"];
+        args.extend_from_slice(extra);
+        args.extend_from_slice(command);
+        cli(&args)
+    };
+    let ca = pki.path("ca.pem");
+    // The CA alone (client certificates optional here), and with a client certificate.
+    let put = with(&["--cacert", &ca], &["put", "secret", "kept"]);
+    assert!(put.status.success(), "{put:?}");
+    let (cert, key) = (pki.path("client.pem"), pki.path("client.key"));
+    let get = with(
+        &["--cacert", &ca, "--cert", &cert, "--key", &key],
+        &["get", "secret"],
+    );
+    assert_eq!(stdout(&get), "kept\n", "{get:?}");
+    // Plaintext is refused.
+    let plain = with(&[], &["get", "secret"]);
+    assert_eq!(plain.status.code(), Some(2), "{plain:?}");
+    assert!(scalestore_server::connect(
+        &[p.addresses[&1].clone()],
+        ClientOptions {
+            timeout: Duration::from_secs(2),
+            ..Default::default()
+        }
+    )
+    .await
+    .is_err());
+    // A certificate from another CA is refused.
+    let (stranger, stranger_key) = (pki.path("stranger.pem"), pki.path("stranger.key"));
+    let foreign = with(
+        &["--cacert", &ca, "--cert", &stranger, "--key", &stranger_key],
+        &["get", "secret"],
+    );
+    assert!(!foreign.status.success(), "{foreign:?}");
+    assert_eq!(stdout(&foreign), "");
+    // A peer stream without a certificate is refused, even over TLS.
+    let tls = scalestore_server::tls::client_config(&pki.client(None)).expect("tls");
+    let channel =
+        scalestore_server::peer::channel_with(&p.addresses[&1], Some(&tls)).expect("channel");
+    let mut internal = InternalClient::new(channel);
+    let mut request =
+        tonic::Request::new(tokio_stream::iter(vec![proto::Frames { frames: vec![] }]));
+    request.metadata_mut().insert(
+        scalestore_server::peer::CLUSTER_HEADER,
+        p.status(1)
+            .await
+            .expect("status")
+            .cluster_id
+            .parse()
+            .expect("header"),
+    );
+    let refused = internal.peer(request).await.expect_err("refused");
+    assert_eq!(refused.code(), tonic::Code::PermissionDenied, "{refused:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_client_certificates_required_only_certified_clients_and_peers_get_in() {
+    let pki = Pki::new();
+    let p = start_tls(&pki, &["--client-cert-required"]).await;
+    let endpoints = p.endpoints();
+    let ca = pki.path("ca.pem");
+    let no_cert = cli(&[
+        "--endpoints",
+        &endpoints,
+        "--timeout",
+        "2",
+        "--cacert",
+        &ca,
+        "get",
+        "x",
+    ]);
+    assert_eq!(no_cert.status.code(), Some(2), "{no_cert:?}");
+    let (cert, key) = (pki.path("client.pem"), pki.path("client.key"));
+    let certified = cli(&[
+        "--endpoints",
+        &endpoints,
+        "--cacert",
+        &ca,
+        "--cert",
+        &cert,
+        "--key",
+        &key,
+        "put",
+        "in",
+        "ok",
+    ]);
+    assert!(certified.status.success(), "{certified:?}");
+    // A node whose certificate another CA signed cannot join.
+    let stranger = Command::new(SERVER)
+        .args([
+            "--id",
+            "9",
+            "--listen",
+            &format!("127.0.0.1:{}", free_port()),
+        ])
+        .arg("--data-dir")
+        .arg(p.dir.path().join("stranger"))
+        .args(["--join", &p.addresses[&1]])
+        .args([
+            "--tls-cert",
+            &pki.path("stranger.pem"),
+            "--tls-key",
+            &pki.path("stranger.key"),
+        ])
+        .args(["--tls-ca", &pki.path("other-ca.pem")])
+        .output()
+        .expect("run");
+    assert!(!stranger.status.success(), "{stranger:?}");
+    let status = p.wait_led(1).await;
+    assert!(status.nodes.iter().all(|n| n.id != 9), "{status:?}");
+    assert_eq!(
+        p.client().await.get("in").await.expect("get"),
+        Some(b"ok".to_vec())
+    );
 }

@@ -89,6 +89,11 @@ impl Admin for AdminService {
     }
 
     async fn join(&self, request: Request<JoinRequest>) -> Reply<JoinResponse> {
+        if self.context.tls && !crate::peer::has_certificate(&request) {
+            return Err(Status::permission_denied(
+                "joining needs a node certificate signed by the cluster's CA",
+            ));
+        }
         let r = request.into_inner();
         if self.context.embedded {
             return Err(self.status(&Error::InvalidArgument(

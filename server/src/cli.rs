@@ -40,6 +40,15 @@ pub struct Cli {
     /// Seconds to wait for each operation (retries included).
     #[arg(long, global = true, default_value_t = 5.0)]
     pub timeout: f64,
+    /// TLS: the CA that signed the nodes' certificates (turns TLS on).
+    #[arg(long, global = true)]
+    pub cacert: Option<PathBuf>,
+    /// TLS: this client's certificate, when the cluster asks for one.
+    #[arg(long = "cert", id = "tls_cert", global = true, requires = "tls_key")]
+    pub cert: Option<PathBuf>,
+    /// TLS: the key of --cert.
+    #[arg(long = "key", id = "tls_key", global = true, requires = "tls_cert")]
+    pub key: Option<PathBuf>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -236,22 +245,44 @@ async fn client(cli: &Cli) -> ServerResult<Client> {
         )));
     }
     let timeout = Duration::from_secs_f64(cli.timeout);
-    crate::transport::connect(
-        &endpoints(cli),
-        ClientOptions {
-            timeout,
-            attempt_timeout: timeout.min(Duration::from_secs(2)),
-            ..Default::default()
-        },
-    )
-    .await
+    let options = ClientOptions {
+        timeout,
+        attempt_timeout: timeout.min(Duration::from_secs(2)),
+        ..Default::default()
+    };
+    match tls_files(cli)? {
+        Some(files) => crate::transport::connect_tls(&endpoints(cli), options, &files).await,
+        None => crate::transport::connect(&endpoints(cli), options).await,
+    }
+}
+
+fn tls_files(cli: &Cli) -> ServerResult<Option<crate::tls::TlsFiles>> {
+    match &cli.cacert {
+        Some(ca) => Ok(Some(crate::tls::TlsFiles {
+            ca: ca.clone(),
+            cert: cli.cert.clone(),
+            key: cli.key.clone(),
+        })),
+        None if cli.cert.is_some() => Err(ServerError::Config(
+            "--cert needs --cacert (the CA that signed the nodes' certificates)".into(),
+        )),
+        None => Ok(None),
+    }
+}
+
+/// A channel to `address`, over TLS when the CLI was given `--cacert`.
+fn channel_to(cli: &Cli, address: &str) -> ServerResult<tonic::transport::Channel> {
+    let tls = tls_files(cli)?
+        .map(|f| crate::tls::client_config(&f))
+        .transpose()?;
+    Ok(crate::peer::channel_with(address, tls.as_ref())?)
 }
 
 async fn admin(cli: &Cli) -> ServerResult<AdminClient<tonic::transport::Channel>> {
     let mut reasons = Vec::new();
     for e in endpoints(cli) {
         crate::config::check_address(&e)?;
-        let mut a = AdminClient::new(crate::peer::channel(&e)?);
+        let mut a = AdminClient::new(channel_to(cli, &e)?);
         match tokio::time::timeout(Duration::from_secs(2), a.status(StatusRequest {})).await {
             Ok(Ok(_)) => return Ok(a),
             Ok(Err(s)) => reasons.push(format!("{e}: {}", s.message())),
@@ -455,7 +486,7 @@ async fn run(cli: Cli) -> ServerResult<i32> {
                 .into_inner();
             let mut events = Vec::new();
             for n in &status.nodes {
-                let Ok(channel) = crate::peer::channel(&n.address) else {
+                let Ok(channel) = channel_to(&cli, &n.address) else {
                     continue;
                 };
                 let mut a = AdminClient::new(channel);
@@ -557,6 +588,13 @@ fn human_bytes(n: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_command_line_definition_is_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+        crate::config::ServerArgs::command().debug_assert();
+    }
 
     #[test]
     fn hex_values_round_trip_and_bad_hex_is_refused() {

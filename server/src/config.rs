@@ -67,6 +67,28 @@ pub struct ServerArgs {
     /// Log format on stderr: `text` (default) or `json`. The level comes from RUST_LOG.
     #[arg(long)]
     pub log_format: Option<String>,
+    /// TLS: this node's certificate (PEM). With it, plaintext is refused.
+    #[arg(long)]
+    pub tls_cert: Option<PathBuf>,
+    /// TLS: the key of --tls-cert (PEM).
+    #[arg(long)]
+    pub tls_key: Option<PathBuf>,
+    /// TLS: the CA whose certificates this node accepts from clients and peers (PEM).
+    #[arg(long)]
+    pub tls_ca: Option<PathBuf>,
+    /// TLS: the certificate this node presents to its peers (default: --tls-cert).
+    #[arg(long)]
+    pub peer_tls_cert: Option<PathBuf>,
+    /// TLS: the key of --peer-tls-cert (default: --tls-key).
+    #[arg(long)]
+    pub peer_tls_key: Option<PathBuf>,
+    /// TLS: the CA that signed the peers' certificates (default: --tls-ca).
+    #[arg(long)]
+    pub peer_tls_ca: Option<PathBuf>,
+    /// TLS: refuse clients without a certificate signed by --tls-ca.
+    #[arg(long)]
+    #[serde(default)]
+    pub client_cert_required: bool,
 }
 
 impl ServerArgs {
@@ -97,6 +119,13 @@ impl ServerArgs {
             max_in_flight: self.max_in_flight.or(file.max_in_flight),
             metrics_listen: self.metrics_listen.or(file.metrics_listen),
             log_format: self.log_format.or(file.log_format),
+            tls_cert: self.tls_cert.or(file.tls_cert),
+            tls_key: self.tls_key.or(file.tls_key),
+            tls_ca: self.tls_ca.or(file.tls_ca),
+            peer_tls_cert: self.peer_tls_cert.or(file.peer_tls_cert),
+            peer_tls_key: self.peer_tls_key.or(file.peer_tls_key),
+            peer_tls_ca: self.peer_tls_ca.or(file.peer_tls_ca),
+            client_cert_required: self.client_cert_required || file.client_cert_required,
         })
     }
 }
@@ -149,6 +178,18 @@ pub struct ServerConfig {
     pub max_in_flight: usize,
     pub metrics_listen: Option<String>,
     pub json_logs: bool,
+    pub tls: Option<NodeTls>,
+}
+
+/// TLS files of a node: what it serves with, and how it dials its peers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeTls {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub client_ca: PathBuf,
+    pub client_cert_required: bool,
+    /// Dialing peers: their CA, and this node's peer certificate and key.
+    pub peer: crate::tls::TlsFiles,
 }
 
 /// `HOST:PORT` with a host that resolves and a port.
@@ -258,6 +299,36 @@ impl ServerConfig {
                 )))
             }
         };
+        let tls = match (&args.tls_cert, &args.tls_key, &args.tls_ca) {
+            (None, None, None) => {
+                let peer_flags = args.peer_tls_cert.is_some()
+                    || args.peer_tls_key.is_some()
+                    || args.peer_tls_ca.is_some()
+                    || args.client_cert_required;
+                if peer_flags {
+                    return Err(ServerError::Config(
+                        "--peer-tls-* and --client-cert-required need --tls-cert, --tls-key and --tls-ca".into(),
+                    ));
+                }
+                None
+            }
+            (Some(cert), Some(key), Some(ca)) => Some(NodeTls {
+                cert: cert.clone(),
+                key: key.clone(),
+                client_ca: ca.clone(),
+                client_cert_required: args.client_cert_required,
+                peer: crate::tls::TlsFiles {
+                    ca: args.peer_tls_ca.clone().unwrap_or_else(|| ca.clone()),
+                    cert: Some(args.peer_tls_cert.clone().unwrap_or_else(|| cert.clone())),
+                    key: Some(args.peer_tls_key.clone().unwrap_or_else(|| key.clone())),
+                },
+            }),
+            _ => {
+                return Err(ServerError::Config(
+                    "TLS needs all of --tls-cert, --tls-key and --tls-ca (peers authenticate each other with certificates from that CA)".into(),
+                ))
+            }
+        };
         let max_in_flight = args.max_in_flight.unwrap_or(4096);
         if max_in_flight == 0 {
             return Err(ServerError::Config(
@@ -317,6 +388,7 @@ impl ServerConfig {
             max_in_flight,
             metrics_listen: args.metrics_listen,
             json_logs,
+            tls,
         })
     }
 }

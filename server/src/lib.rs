@@ -21,6 +21,7 @@ pub mod metrics;
 pub mod peer;
 pub mod process;
 pub mod serve;
+pub mod tls;
 pub mod transport;
 
 /// The generated `scalestore.v1` protobuf types and gRPC stubs (also for plain clients).
@@ -31,4 +32,5 @@ pub mod proto {
 
 pub use error::{ServerError, ServerResult};
 pub use serve::{serve_embedded, ServedCluster};
-pub use transport::{connect, GrpcTransport};
+pub use tls::TlsFiles;
+pub use transport::{connect, connect_tls, GrpcTransport};

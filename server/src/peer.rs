@@ -19,7 +19,7 @@ use scalestore::{Error, NodeId, Result};
 use tokio::sync::{mpsc, oneshot};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::metadata::MetadataValue;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::proto::internal_client::InternalClient;
@@ -39,10 +39,23 @@ const REPLY_TIMEOUT: Duration = Duration::from_secs(5);
 /// A snapshot chunk may wait longer (the rate limit).
 const CHUNK_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// A channel to `address` with the timeouts and keep-alives every ScaleStore link uses.
+/// A plaintext channel to `address` (see [`channel_with`]).
 pub fn channel(address: &str) -> Result<Channel> {
-    let endpoint = Endpoint::from_shared(format!("http://{address}"))
-        .map_err(|e| Error::InvalidArgument(format!("bad address {address:?}: {e}")))?
+    channel_with(address, None)
+}
+
+/// A channel to `address` with the timeouts and keep-alives every ScaleStore link uses, over
+/// TLS when `tls` is given.
+pub fn channel_with(address: &str, tls: Option<&ClientTlsConfig>) -> Result<Channel> {
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let mut endpoint = Endpoint::from_shared(format!("{scheme}://{address}"))
+        .map_err(|e| Error::InvalidArgument(format!("bad address {address:?}: {e}")))?;
+    if let Some(tls) = tls {
+        endpoint = endpoint
+            .tls_config(tls.clone())
+            .map_err(|e| Error::InvalidArgument(format!("TLS settings for {address}: {e}")))?;
+    }
+    let endpoint = endpoint
         .connect_timeout(Duration::from_secs(1))
         .tcp_nodelay(true)
         .http2_keep_alive_interval(Duration::from_secs(1))
@@ -114,6 +127,8 @@ pub struct GrpcPeers {
     links: Mutex<HashMap<(NodeId, Lane), mpsc::UnboundedSender<Outgoing>>>,
     next_id: AtomicU64,
     snapshots: Arc<RateLimit>,
+    /// How this node dials its peers (TLS with its peer certificate), if at all.
+    tls: Option<ClientTlsConfig>,
     /// Streams (re)opened, for metrics and tests.
     pub connects: AtomicU64,
 }
@@ -125,6 +140,7 @@ impl GrpcPeers {
         cluster_id: &str,
         addresses: HashMap<NodeId, String>,
         snapshot_bytes_per_second: u64,
+        tls: Option<ClientTlsConfig>,
     ) -> Arc<GrpcPeers> {
         Arc::new_cyclic(|this| GrpcPeers {
             this: this.clone(),
@@ -138,6 +154,7 @@ impl GrpcPeers {
                 state: tokio::sync::Mutex::new((Instant::now(), 0.0)),
             }),
             connects: AtomicU64::new(0),
+            tls,
         })
     }
 
@@ -232,7 +249,7 @@ async fn run_link(
         let mut request = Request::new(ReceiverStream::new(frames_rx));
         set_header(&mut request, CLUSTER_HEADER, &peers.cluster_id);
         set_header(&mut request, NODE_HEADER, &peers.me.to_string());
-        let mut client = match channel(&address) {
+        let mut client = match channel_with(&address, peers.tls.as_ref()) {
             Ok(c) => InternalClient::new(c)
                 .max_decoding_message_size(usize::MAX)
                 .max_encoding_message_size(usize::MAX),
@@ -349,6 +366,8 @@ fn set_header<T>(request: &mut Request<T>, name: &'static str, value: &str) {
 pub struct InternalService {
     pub(crate) node: NodeHandle,
     pub(crate) cluster_id: String,
+    /// TLS is on: peers must present a certificate (verified against the cluster's CA).
+    pub(crate) peers_need_certificates: bool,
 }
 
 impl InternalService {
@@ -383,6 +402,11 @@ impl Internal for InternalService {
         if request.metadata().get(CLUSTER_HEADER).is_none() {
             return Err(Status::permission_denied(
                 "peer streams must name their cluster",
+            ));
+        }
+        if self.peers_need_certificates && !has_certificate(&request) {
+            return Err(Status::permission_denied(
+                "peer streams need a certificate signed by the cluster's CA",
             ));
         }
         let node = self
@@ -444,4 +468,9 @@ impl Internal for InternalService {
             result: encode(&result),
         }))
     }
+}
+
+/// Whether the caller presented a (verified) TLS client certificate.
+pub fn has_certificate<T>(request: &Request<T>) -> bool {
+    request.peer_certs().is_some_and(|c| !c.is_empty())
 }

@@ -20,6 +20,7 @@ use scalestore::{
 };
 use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
+use tonic::transport::ClientTlsConfig;
 
 use crate::config::{Bootstrap, ServerConfig, Start};
 use crate::error::{ServerError, ServerResult};
@@ -61,7 +62,7 @@ pub async fn run(config: ServerConfig, shutdown: impl Future<Output = ()>) -> Se
         (_, Some(m)) => m.addresses.values().cloned().collect(),
         _ => Vec::new(),
     };
-    let known = current_map(&seeds, &config.advertise).await;
+    let known = current_map(&seeds, &config.advertise, dialing(&config)?).await;
     let map = match (known, &initial) {
         (Some(m), _) => m,
         (None, Some(m)) => m.clone(),
@@ -74,11 +75,22 @@ pub async fn run(config: ServerConfig, shutdown: impl Future<Output = ()>) -> Se
     };
     let mut addresses: HashMap<NodeId, String> = map.addresses.clone().into_iter().collect();
     addresses.insert(config.id, config.advertise.clone());
+    let peer_tls = dialing(&config)?;
+    let serving_tls = match &config.tls {
+        Some(t) => Some(crate::tls::server_config(
+            &t.cert,
+            &t.key,
+            &t.client_ca,
+            t.client_cert_required,
+        )?),
+        None => None,
+    };
     let peers = GrpcPeers::new(
         config.id,
         &stored.cluster_id,
         addresses,
         config.snapshot_bytes_per_second,
+        peer_tls.clone(),
     );
     let events = Arc::new(EventLog::default());
     let node_config = NodeConfig {
@@ -125,8 +137,9 @@ pub async fn run(config: ServerConfig, shutdown: impl Future<Output = ()>) -> Se
         embedded: false,
         in_flight: Arc::new(tokio::sync::Semaphore::new(config.max_in_flight)),
         metrics: Some(metrics.clone()),
+        tls: config.tls.is_some(),
     };
-    let server = serve_node(listener, context)?;
+    let server = serve_node(listener, context, serving_tls)?;
     tracing::info!(node = config.id, address = %server.address, cluster = %stored.cluster_id, "serving");
     events.record(
         "node_started",
@@ -139,7 +152,7 @@ pub async fn run(config: ServerConfig, shutdown: impl Future<Output = ()>) -> Se
         background.push(tokio::spawn(async move { publish(&node, &initial).await }));
     }
     if let (Start::Join { seed }, false) = (&config.start, stored.joined) {
-        join(seed, config.id, &config.advertise).await?;
+        join(seed, config.id, &config.advertise, peer_tls.as_ref()).await?;
         stored.joined = true;
         save(&config.data_dir, &stored)?;
     }
@@ -219,7 +232,7 @@ async fn prepare(config: &ServerConfig) -> ServerResult<StoredServer> {
                 },
                 Start::Join { seed } => StoredServer {
                     format_version: 1,
-                    cluster_id: cluster_id_of(seed).await?,
+                    cluster_id: cluster_id_of(seed, dialing(config)?.as_ref()).await?,
                     id: config.id,
                     bootstrap: None,
                     joined: false,
@@ -264,13 +277,25 @@ fn initial_map(b: &Bootstrap) -> ServerResult<ShardMap> {
     Ok(map)
 }
 
-async fn admin_client(address: &str) -> ServerResult<AdminClient<tonic::transport::Channel>> {
-    Ok(AdminClient::new(crate::peer::channel(address)?))
+/// How this node dials other nodes: TLS with its peer certificate, or plaintext.
+fn dialing(config: &ServerConfig) -> ServerResult<Option<ClientTlsConfig>> {
+    config
+        .tls
+        .as_ref()
+        .map(|t| crate::tls::client_config(&t.peer))
+        .transpose()
+}
+
+async fn admin_client(
+    address: &str,
+    tls: Option<&ClientTlsConfig>,
+) -> ServerResult<AdminClient<tonic::transport::Channel>> {
+    Ok(AdminClient::new(crate::peer::channel_with(address, tls)?))
 }
 
 /// The cluster id of the cluster `seed` belongs to.
-async fn cluster_id_of(seed: &str) -> ServerResult<String> {
-    let mut admin = admin_client(seed).await?;
+async fn cluster_id_of(seed: &str, tls: Option<&ClientTlsConfig>) -> ServerResult<String> {
+    let mut admin = admin_client(seed, tls).await?;
     let asked = tokio::time::timeout(Duration::from_secs(10), admin.status(StatusRequest {})).await;
     match asked {
         Ok(Ok(r)) => Ok(r.into_inner().cluster_id),
@@ -286,17 +311,27 @@ async fn cluster_id_of(seed: &str) -> ServerResult<String> {
 }
 
 /// Registers this node (already serving) with the cluster; retried while the cluster is busy.
-async fn join(seed: &str, id: NodeId, address: &str) -> ServerResult<()> {
+async fn join(
+    seed: &str,
+    id: NodeId,
+    address: &str,
+    tls: Option<&ClientTlsConfig>,
+) -> ServerResult<()> {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let mut admin = admin_client(seed).await?;
+        let mut admin = admin_client(seed, tls).await?;
         let request = JoinRequest {
             node_id: id,
             address: address.to_string(),
         };
         match admin.join(request).await {
             Ok(_) => return Ok(()),
-            Err(s) if s.code() == tonic::Code::InvalidArgument => {
+            Err(s)
+                if matches!(
+                    s.code(),
+                    tonic::Code::InvalidArgument | tonic::Code::PermissionDenied
+                ) =>
+            {
                 return Err(ServerError::Core(crate::convert::from_status(&s)))
             }
             Err(s) if Instant::now() >= deadline => {
@@ -311,14 +346,14 @@ async fn join(seed: &str, id: NodeId, address: &str) -> ServerResult<()> {
 }
 
 /// The newest map any of `seeds` (other than this node) gives within a short wait.
-async fn current_map(seeds: &[String], me: &str) -> Option<ShardMap> {
-    let asks = seeds
-        .iter()
-        .filter(|s| s.as_str() != me)
-        .map(|s| async move {
-            let transport = crate::transport::GrpcTransport::connect(
+async fn current_map(seeds: &[String], me: &str, tls: Option<ClientTlsConfig>) -> Option<ShardMap> {
+    let asks = seeds.iter().filter(|s| s.as_str() != me).map(|s| {
+        let tls = tls.clone();
+        async move {
+            let transport = crate::transport::GrpcTransport::connect_with(
                 std::slice::from_ref(s),
                 Duration::from_secs(2),
+                tls,
             )
             .await
             .ok()?;
@@ -336,7 +371,8 @@ async fn current_map(seeds: &[String], me: &str) -> Option<ShardMap> {
                 }
             }
             None
-        });
+        }
+    });
     futures::future::join_all(asks)
         .await
         .into_iter()

@@ -17,6 +17,7 @@ use scalestore::{
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tonic::transport::server::TcpIncoming;
+use tonic::transport::ServerTlsConfig;
 
 use crate::admin::AdminService;
 use crate::kv::KvService;
@@ -116,6 +117,8 @@ pub struct ServiceContext {
     pub in_flight: Arc<tokio::sync::Semaphore>,
     /// Where requests are counted (none: not measured).
     pub metrics: Option<Arc<crate::metrics::Metrics>>,
+    /// TLS is on: joining nodes must present a certificate.
+    pub tls: bool,
 }
 
 /// A running gRPC server of one node.
@@ -145,8 +148,12 @@ impl Drop for NodeServer {
     }
 }
 
-/// Serves `context`'s node on `listener` until stopped.
-pub fn serve_node(listener: TcpListener, context: ServiceContext) -> Result<NodeServer> {
+/// Serves `context`'s node on `listener` until stopped; over TLS only when `tls` is given.
+pub fn serve_node(
+    listener: TcpListener,
+    context: ServiceContext,
+    tls: Option<ServerTlsConfig>,
+) -> Result<NodeServer> {
     let address = listener.local_addr()?;
     let incoming = TcpIncoming::from_listener(listener, true, Some(Duration::from_secs(10)))
         .map_err(|e| Error::Unavailable(format!("cannot serve on {address}: {e}")))?;
@@ -158,12 +165,19 @@ pub fn serve_node(listener: TcpListener, context: ServiceContext) -> Result<Node
     let internal = InternalServer::new(InternalService {
         node: context.node.clone(),
         cluster_id: context.cluster_id.clone(),
+        peers_need_certificates: tls.is_some(),
     })
     .max_decoding_message_size(usize::MAX)
     .max_encoding_message_size(usize::MAX);
     let node = context.node.id();
+    let mut builder = tonic::transport::Server::builder();
+    if let Some(tls) = tls {
+        builder = builder
+            .tls_config(tls)
+            .map_err(|e| Error::InvalidArgument(format!("TLS settings: {e}")))?;
+    }
     let task = tokio::spawn(async move {
-        let served = tonic::transport::Server::builder()
+        let served = builder
             .tcp_nodelay(true)
             .http2_keepalive_interval(Some(Duration::from_secs(1)))
             .http2_keepalive_timeout(Some(Duration::from_secs(3)))
@@ -246,8 +260,9 @@ pub async fn serve_embedded_on(
             embedded: true,
             in_flight: Arc::new(tokio::sync::Semaphore::new(DEFAULT_IN_FLIGHT)),
             metrics: None,
+            tls: false,
         };
-        servers.insert(id, serve_node(listener, context)?);
+        servers.insert(id, serve_node(listener, context, None)?);
     }
     let served = ServedCluster { servers };
     let addresses = served.addresses();

@@ -9,10 +9,10 @@ use std::time::Duration;
 use async_trait::async_trait;
 use scalestore::types::{ClientRequest, ClientResponse};
 use scalestore::{Client, ClientOptions, Error, NodeId, Result, ShardMap, Transport};
-use tonic::transport::Channel;
+use tonic::transport::{Channel, ClientTlsConfig};
 
 use crate::error::{ServerError, ServerResult};
-use crate::peer::{channel, decode, encode};
+use crate::peer::{channel_with, decode, encode};
 use crate::proto::internal_client::InternalClient;
 use crate::proto::ClientCall;
 
@@ -20,11 +20,21 @@ use crate::proto::ClientCall;
 pub struct GrpcTransport {
     addresses: RwLock<BTreeMap<NodeId, String>>,
     channels: Mutex<HashMap<String, Channel>>,
+    tls: Option<ClientTlsConfig>,
 }
 
 impl GrpcTransport {
     /// Asks each endpoint in turn for the cluster map until one answers within `timeout`.
     pub async fn connect(endpoints: &[String], timeout: Duration) -> ServerResult<Arc<Self>> {
+        Self::connect_with(endpoints, timeout, None).await
+    }
+
+    /// [`connect`](Self::connect) over TLS when `tls` is given.
+    pub async fn connect_with(
+        endpoints: &[String],
+        timeout: Duration,
+        tls: Option<ClientTlsConfig>,
+    ) -> ServerResult<Arc<Self>> {
         if endpoints.is_empty() {
             return Err(ServerError::Config("no endpoint given".into()));
         }
@@ -36,7 +46,8 @@ impl GrpcTransport {
         let deadline = std::time::Instant::now() + timeout;
         loop {
             let left = deadline.saturating_duration_since(std::time::Instant::now());
-            match Self::connect_once(endpoints, left.max(Duration::from_millis(200))).await {
+            let once = Self::connect_once(endpoints, left.max(Duration::from_millis(200)), &tls);
+            match once.await {
                 Ok(t) => return Ok(t),
                 Err(e) if std::time::Instant::now() >= deadline => return Err(e),
                 Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
@@ -44,10 +55,14 @@ impl GrpcTransport {
         }
     }
 
-    async fn connect_once(endpoints: &[String], timeout: Duration) -> ServerResult<Arc<Self>> {
+    async fn connect_once(
+        endpoints: &[String],
+        timeout: Duration,
+        tls: &Option<ClientTlsConfig>,
+    ) -> ServerResult<Arc<Self>> {
         let mut reasons = Vec::new();
         for endpoint in endpoints {
-            match fetch_map(endpoint, timeout.min(Duration::from_secs(2))).await {
+            match fetch_map(endpoint, timeout.min(Duration::from_secs(2)), tls.as_ref()).await {
                 Ok(map) => {
                     let mut addresses = map.addresses.clone();
                     if addresses.is_empty() {
@@ -58,6 +73,7 @@ impl GrpcTransport {
                     return Ok(Arc::new(GrpcTransport {
                         addresses: RwLock::new(addresses),
                         channels: Mutex::new(HashMap::new()),
+                        tls: tls.clone(),
                     }));
                 }
                 Err(e) => reasons.push(format!("{endpoint}: {e}")),
@@ -77,7 +93,7 @@ impl GrpcTransport {
         if let Some(c) = channels.get(address) {
             return Ok(c.clone());
         }
-        let c = channel(address)?;
+        let c = channel_with(address, self.tls.as_ref())?;
         channels.insert(address.to_string(), c.clone());
         Ok(c)
     }
@@ -115,8 +131,16 @@ async fn call_at(
     decode::<Result<ClientResponse>>(&reply.into_inner().result)?
 }
 
-async fn fetch_map(endpoint: &str, timeout: Duration) -> Result<ShardMap> {
-    let call = call_at(channel(endpoint)?, &ClientRequest::GetShardMap, false);
+async fn fetch_map(
+    endpoint: &str,
+    timeout: Duration,
+    tls: Option<&ClientTlsConfig>,
+) -> Result<ShardMap> {
+    let call = call_at(
+        channel_with(endpoint, tls)?,
+        &ClientRequest::GetShardMap,
+        false,
+    );
     match tokio::time::timeout(timeout, call).await {
         Ok(Ok(ClientResponse::ShardMap(map))) => Ok(map),
         Ok(Ok(other)) => Err(Error::Unavailable(format!("unexpected answer {other:?}"))),
@@ -161,5 +185,17 @@ impl Transport for GrpcTransport {
 /// [`ServerError::Unreachable`] if none answers within `options.timeout`.
 pub async fn connect(endpoints: &[String], options: ClientOptions) -> ServerResult<Client> {
     let transport = GrpcTransport::connect(endpoints, options.timeout).await?;
+    Ok(Client::new(transport, options))
+}
+
+/// [`connect`] over TLS: `tls` names the CA that signed the nodes' certificates and, when the
+/// cluster asks for one, this client's certificate and key.
+pub async fn connect_tls(
+    endpoints: &[String],
+    options: ClientOptions,
+    tls: &crate::tls::TlsFiles,
+) -> ServerResult<Client> {
+    let config = crate::tls::client_config(tls)?;
+    let transport = GrpcTransport::connect_with(endpoints, options.timeout, Some(config)).await?;
     Ok(Client::new(transport, options))
 }
