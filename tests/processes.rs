@@ -579,6 +579,17 @@ async fn a_fourth_process_joins_and_receives_replicas_then_leaves_and_its_replic
             wait_for_value_on(&p, 4, &key, &format!("v{i}")).await;
         }
     }
+    // Restarted without --join, a joined node resumes from its data dir.
+    assert!(p.terminate(4).success());
+    let args: Vec<String> = p.args.lock().expect("lock")[&4].clone();
+    let at = args.iter().position(|a| a == "--join").expect("--join");
+    let resumed: Vec<String> = args[..at].iter().chain(&args[at + 2..]).cloned().collect();
+    p.spawn(4, resumed);
+    let (key, value) = (0..200)
+        .map(|i| (format!("k{i}"), format!("v{i}")))
+        .find(|(k, _)| on_four.contains(&map.shard_of(k.as_bytes())))
+        .expect("a key on node 4");
+    wait_for_value_on(&p, 4, &key, &value).await;
     let removed = cli(&[
         "--endpoints",
         &p.endpoints(),

@@ -88,8 +88,8 @@ impl Metrics {
         String::from_utf8(out).unwrap_or_default()
     }
 
-    /// Whether the node can serve: it runs, holds a written map (epoch 1 or later, with its
-    /// own entry), and every group it hosts has a leader. `Err` says what is missing.
+    /// Whether the node can serve: it runs, holds a map naming it, and every group it hosts
+    /// has a leader. `Err` says what is missing.
     pub fn ready(&self) -> std::result::Result<(), String> {
         let node = self.node.current().map_err(|e| e.to_string())?;
         let map = node.shard_map();

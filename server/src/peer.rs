@@ -31,6 +31,11 @@ use crate::serve::NodeHandle;
 pub const CLUSTER_HEADER: &str = "scalestore-cluster";
 /// Metadata naming the calling node (peer streams only).
 pub const NODE_HEADER: &str = "scalestore-node";
+/// Metadata naming the version of the internal protocol (the encoding of the core's messages).
+pub const PROTOCOL_HEADER: &str = "scalestore-protocol";
+/// This build's internal protocol version: nodes and clients of another version are refused
+/// rather than misread.
+pub const PROTOCOL: &str = "1";
 
 /// Frames sent together at most.
 const BATCH: usize = 256;
@@ -249,6 +254,7 @@ async fn run_link(
         let mut request = Request::new(ReceiverStream::new(frames_rx));
         set_header(&mut request, CLUSTER_HEADER, &peers.cluster_id);
         set_header(&mut request, NODE_HEADER, &peers.me.to_string());
+        set_header(&mut request, PROTOCOL_HEADER, PROTOCOL);
         let mut client = match channel_with(&address, peers.tls.as_ref()) {
             Ok(c) => InternalClient::new(c)
                 .max_decoding_message_size(usize::MAX)
@@ -268,16 +274,22 @@ async fn run_link(
         let mut replies = match opened {
             Ok(Ok(r)) => r.into_inner(),
             Ok(Err(status)) => {
-                fail_all(&pending, &crate::convert::from_status(&status));
+                let error = match status.code() {
+                    tonic::Code::PermissionDenied | tonic::Code::FailedPrecondition => {
+                        Error::InvalidArgument(format!("node {to} refused: {}", status.message()))
+                    }
+                    _ => Error::Unavailable(format!("node {to}: {}", status.message())),
+                };
+                fail_all(&pending, &error);
+                fail_queued(&mut queue, &error);
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(Duration::from_secs(1));
                 continue;
             }
             Err(_) => {
-                fail_all(
-                    &pending,
-                    &Error::Unavailable(format!("node {to} at {address} did not answer")),
-                );
+                let error = Error::Unavailable(format!("node {to} at {address} did not answer"));
+                fail_all(&pending, &error);
+                fail_queued(&mut queue, &error);
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(Duration::from_secs(1));
                 continue;
@@ -299,9 +311,16 @@ async fn run_link(
                 }
             }
         });
+        let mut sweep = tokio::time::interval(Duration::from_secs(1));
         loop {
             tokio::select! {
                 _ = &mut reader => break,
+                _ = sweep.tick() => {
+                    // Waiters that timed out leave: their replies (if any) have nobody to go to.
+                    if let Ok(mut p) = pending.lock() {
+                        p.retain(|_, w| !w.is_closed());
+                    }
+                }
                 next = queue.recv() => {
                     let Some(first) = next else {
                         reader.abort();
@@ -337,7 +356,8 @@ fn with_queued(first: Outgoing, queue: &mut mpsc::UnboundedReceiver<Outgoing>) -
 fn frames(pending: &Pending, batch: Vec<Outgoing>) -> Frames {
     let mut frames = Vec::with_capacity(batch.len());
     if let Ok(mut p) = pending.lock() {
-        for o in batch {
+        // A request whose sender gave up is not sent at all.
+        for o in batch.into_iter().filter(|o| !o.reply.is_closed()) {
             p.insert(o.id, o.reply);
             frames.push(Frame {
                 id: o.id,
@@ -348,6 +368,13 @@ fn frames(pending: &Pending, batch: Vec<Outgoing>) -> Frames {
     Frames { frames }
 }
 
+/// Fails what waits in the queue now (the stream could not be opened for it).
+fn fail_queued(queue: &mut mpsc::UnboundedReceiver<Outgoing>, error: &Error) {
+    while let Ok(o) = queue.try_recv() {
+        let _ = o.reply.send(Err(error.clone()));
+    }
+}
+
 fn fail_all(pending: &Pending, error: &Error) {
     if let Ok(mut p) = pending.lock() {
         for (_, w) in p.drain() {
@@ -356,7 +383,7 @@ fn fail_all(pending: &Pending, error: &Error) {
     }
 }
 
-fn set_header<T>(request: &mut Request<T>, name: &'static str, value: &str) {
+pub(crate) fn set_header<T>(request: &mut Request<T>, name: &'static str, value: &str) {
     if let Ok(v) = MetadataValue::try_from(value) {
         request.metadata_mut().insert(name, v);
     }
@@ -376,6 +403,15 @@ impl InternalService {
             .metadata()
             .get(CLUSTER_HEADER)
             .and_then(|v| v.to_str().ok());
+        let protocol = request
+            .metadata()
+            .get(PROTOCOL_HEADER)
+            .and_then(|v| v.to_str().ok());
+        if let Some(p) = protocol.filter(|p| *p != PROTOCOL) {
+            return Err(Status::failed_precondition(format!(
+                "internal protocol {p} is not this node's ({PROTOCOL}): upgrade one node at a time within a version"
+            )));
+        }
         match theirs {
             // Clients that do not say (plain tools) are let in; a peer of another cluster is not.
             None => Ok(()),
@@ -437,7 +473,24 @@ impl Internal for InternalService {
                     let (node, reply_tx) = (node.clone(), reply_tx.clone());
                     tokio::spawn(async move {
                         let result = match decode::<PeerRequest>(&frame.payload) {
-                            Ok(request) => node.handle_peer(request).await,
+                            Ok(request) => {
+                                // The sender gives up after its own timeout; so does the work.
+                                let limit = match &request {
+                                    PeerRequest::Raft {
+                                        rpc: RaftRpc::SnapshotChunk { .. },
+                                        ..
+                                    } => CHUNK_TIMEOUT,
+                                    _ => REPLY_TIMEOUT,
+                                };
+                                tokio::time::timeout(limit, node.handle_peer(request))
+                                    .await
+                                    .unwrap_or_else(|_| {
+                                        Err(Error::Unavailable(format!(
+                                            "not handled within {} ms",
+                                            limit.as_millis()
+                                        )))
+                                    })
+                            }
                             Err(e) => Err(e),
                         };
                         let _ = reply_tx.send(Frame {

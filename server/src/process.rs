@@ -41,12 +41,34 @@ struct StoredServer {
     bootstrap: Option<Bootstrap>,
     /// Whether the join was accepted (a node that crashed before asks again).
     joined: bool,
+    /// Whether the cluster's first map was published: groups are initialized only before
+    /// (a replica re-added empty later must wait for its leader, never start a group itself).
+    #[serde(default)]
+    formed: bool,
+    /// The newest map this node knew, kept so a restart finds the cluster (and starts routing)
+    /// even when the nodes it first met are gone.
+    #[serde(default)]
+    last_map: Option<ShardMap>,
+}
+
+/// The stored record, shared by the tasks that update it.
+type Record = Arc<std::sync::Mutex<StoredServer>>;
+
+fn update(dir: &Path, record: &Record, change: impl FnOnce(&mut StoredServer)) -> ServerResult<()> {
+    let snapshot = {
+        let mut r = record
+            .lock()
+            .map_err(|_| ServerError::Config("server record poisoned".into()))?;
+        change(&mut r);
+        r.clone()
+    };
+    save(dir, &snapshot)
 }
 
 /// Runs the node until `shutdown` completes, then stops it gracefully.
 pub async fn run(config: ServerConfig, shutdown: impl Future<Output = ()>) -> ServerResult<()> {
     std::fs::create_dir_all(&config.data_dir)?;
-    let mut stored = prepare(&config).await?;
+    let stored = prepare(&config).await?;
     let listener = TcpListener::bind(&config.listen)
         .await
         .map_err(|e| ServerError::Config(format!("cannot listen on {}: {e}", config.listen)))?;
@@ -56,16 +78,21 @@ pub async fn run(config: ServerConfig, shutdown: impl Future<Output = ()>) -> Se
         None => None,
     };
     // The map to start routing by: a running cluster's current one if any member answers,
-    // else (a cluster's first start) the initial map.
-    let seeds: Vec<String> = match (&config.start, &initial) {
-        (Start::Join { seed }, _) => vec![seed.clone()],
-        (_, Some(m)) => m.addresses.values().cloned().collect(),
+    // else the last one this node knew, else (a cluster's first start) the initial map.
+    let mut seeds: Vec<String> = match &config.start {
+        Start::Join { seed } => vec![seed.clone()],
         _ => Vec::new(),
     };
+    for m in initial.iter().chain(stored.last_map.iter()) {
+        seeds.extend(m.addresses.values().cloned());
+    }
+    seeds.sort();
+    seeds.dedup();
     let known = current_map(&seeds, &config.advertise, dialing(&config)?).await;
-    let map = match (known, &initial) {
+    let fallback = stored.last_map.clone().or_else(|| initial.clone());
+    let map = match (known, fallback) {
         (Some(m), _) => m,
-        (None, Some(m)) => m.clone(),
+        (None, Some(m)) => m,
         (None, None) => {
             return Err(ServerError::Unreachable {
                 endpoints: seeds.join(","),
@@ -147,16 +174,29 @@ pub async fn run(config: ServerConfig, shutdown: impl Future<Output = ()>) -> Se
     );
 
     let mut background = Vec::new();
-    if let Some(initial) = initial {
-        let node = node.clone();
-        background.push(tokio::spawn(async move { publish(&node, &initial).await }));
+    let formed = stored.formed;
+    let joined = stored.joined;
+    let record: Record = Arc::new(std::sync::Mutex::new(stored));
+    if let (Some(initial), false) = (initial, formed) {
+        let (node, record, dir) = (node.clone(), record.clone(), config.data_dir.clone());
+        background.push(tokio::spawn(async move {
+            publish(&node, &initial).await;
+            if let Err(e) = update(&dir, &record, |r| r.formed = true) {
+                tracing::error!(error = %e, "cannot record that the cluster formed");
+            }
+        }));
     }
-    if let (Start::Join { seed }, false) = (&config.start, stored.joined) {
+    if let (Start::Join { seed }, false) = (&config.start, joined) {
         join(seed, config.id, &config.advertise, peer_tls.as_ref()).await?;
-        stored.joined = true;
-        save(&config.data_dir, &stored)?;
+        update(&config.data_dir, &record, |r| r.joined = true)?;
     }
-    background.push(tokio::spawn(follow_map(node.clone(), peers.clone())));
+    background.push(tokio::spawn(follow_map(
+        node.clone(),
+        peers.clone(),
+        record,
+        config.data_dir.clone(),
+        config.advertise.clone(),
+    )));
 
     shutdown.await;
     tracing::info!(node = config.id, "stopping: handing leaderships off");
@@ -229,6 +269,8 @@ async fn prepare(config: &ServerConfig) -> ServerResult<StoredServer> {
                     id: config.id,
                     bootstrap: Some(b.clone()),
                     joined: true,
+                    formed: false,
+                    last_map: None,
                 },
                 Start::Join { seed } => StoredServer {
                     format_version: 1,
@@ -236,6 +278,8 @@ async fn prepare(config: &ServerConfig) -> ServerResult<StoredServer> {
                     id: config.id,
                     bootstrap: None,
                     joined: false,
+                    formed: true,
+                    last_map: None,
                 },
                 Start::Resume => {
                     return Err(ServerError::Config(format!(
@@ -350,27 +394,9 @@ async fn current_map(seeds: &[String], me: &str, tls: Option<ClientTlsConfig>) -
     let asks = seeds.iter().filter(|s| s.as_str() != me).map(|s| {
         let tls = tls.clone();
         async move {
-            let transport = crate::transport::GrpcTransport::connect_with(
-                std::slice::from_ref(s),
-                Duration::from_secs(2),
-                tls,
-            )
-            .await
-            .ok()?;
-            let nodes = scalestore::Transport::nodes(transport.as_ref());
-            for n in nodes {
-                if let Ok(ClientResponse::ShardMap(m)) = scalestore::Transport::call(
-                    transport.as_ref(),
-                    n,
-                    ClientRequest::GetShardMap,
-                    false,
-                )
+            crate::transport::fetch_map(s, Duration::from_secs(2), tls.as_ref())
                 .await
-                {
-                    return Some(m);
-                }
-            }
-            None
+                .ok()
         }
     });
     futures::future::join_all(asks)
@@ -399,14 +425,40 @@ async fn publish(node: &Arc<Node>, initial: &ShardMap) {
 }
 
 /// Keeps the node's map and its peers' addresses current: nodes learn map changes from the
-/// manager's broadcast, and one that was down when a change went out asks its peers.
-async fn follow_map(node: Arc<Node>, peers: Arc<GrpcPeers>) {
+/// manager's broadcast, and one that was down when a change went out asks its peers. The newest
+/// map is kept in the data dir; a node whose map lists an old address for it (restarted with a
+/// new `--advertise`) registers the new one.
+async fn follow_map(
+    node: Arc<Node>,
+    peers: Arc<GrpcPeers>,
+    record: Record,
+    dir: std::path::PathBuf,
+    advertise: String,
+) {
     let mut tick = 0u64;
+    let mut saved_epoch = record
+        .lock()
+        .ok()
+        .and_then(|r| r.last_map.as_ref().map(|m| m.epoch))
+        .unwrap_or(0);
     loop {
         tokio::time::sleep(Duration::from_millis(500)).await;
         tick += 1;
         let map = node.shard_map();
         peers.learn(&map.addresses);
+        if map.epoch > saved_epoch && map.nodes.contains_key(&node.id()) {
+            let newest = (*map).clone();
+            if update(&dir, &record, |r| r.last_map = Some(newest)).is_ok() {
+                saved_epoch = map.epoch;
+            }
+        }
+        let registered = map.addresses.get(&node.id());
+        if registered.is_some_and(|a| *a != advertise) && tick % 4 == 0 {
+            let change = host::join(node.id(), Some(advertise.clone()));
+            if let Err(e) = scalestore::manager::update_map(&node, change).await {
+                tracing::warn!(error = %e, "cannot register this node's new address yet");
+            }
+        }
         if tick % 4 != 0 {
             continue;
         }
@@ -439,7 +491,9 @@ async fn follow_map(node: Arc<Node>, peers: Arc<GrpcPeers>) {
 /// Moves every leadership this node holds to another voter, waiting up to `timeout`.
 pub async fn hand_off_leaderships(node: &Arc<Node>, timeout: Duration) {
     let deadline = Instant::now() + timeout;
+    let mut attempt = 0usize;
     loop {
+        attempt += 1;
         let mut groups = node.groups();
         groups.push(META_GROUP);
         let led: Vec<_> = groups
@@ -454,7 +508,15 @@ pub async fn hand_off_leaderships(node: &Arc<Node>, timeout: Duration) {
             return;
         }
         for s in led {
-            let Some(to) = s.voters.iter().copied().find(|v| *v != node.id()) else {
+            // Each round asks the next voter: one that is down or behind does not hold the
+            // hand-off up.
+            let others: Vec<NodeId> = s
+                .voters
+                .iter()
+                .copied()
+                .filter(|v| *v != node.id())
+                .collect();
+            let Some(to) = others.get(attempt % others.len().max(1)).copied() else {
                 continue;
             };
             if let Some(raft) = node.raft(s.group) {

@@ -121,17 +121,33 @@ async fn call_at(
     let mut client = InternalClient::new(channel)
         .max_decoding_message_size(usize::MAX)
         .max_encoding_message_size(usize::MAX);
-    let reply = client
-        .client(ClientCall {
-            request: encode(request),
-            forward,
-        })
-        .await
-        .map_err(|s| crate::convert::from_status(&s))?;
+    let mut call = tonic::Request::new(ClientCall {
+        request: encode(request),
+        forward,
+    });
+    crate::peer::set_header(
+        &mut call,
+        crate::peer::PROTOCOL_HEADER,
+        crate::peer::PROTOCOL,
+    );
+    let reply = client.client(call).await.map_err(transport_error)?;
     decode::<Result<ClientResponse>>(&reply.into_inner().result)?
 }
 
-async fn fetch_map(
+/// A failed Internal call: the node's answers travel in the reply, so a status here is the
+/// transport's (a dropped connection comes back as UNKNOWN or INTERNAL): retryable elsewhere,
+/// since a retried write keeps its session sequence number. A refusal is not.
+fn transport_error(status: tonic::Status) -> Error {
+    match status.code() {
+        tonic::Code::InvalidArgument
+        | tonic::Code::PermissionDenied
+        | tonic::Code::FailedPrecondition => Error::InvalidArgument(status.message().to_string()),
+        _ => Error::Unavailable(format!("{}: {}", status.code(), status.message())),
+    }
+}
+
+/// The cluster map as `endpoint` knows it, within `timeout`.
+pub(crate) async fn fetch_map(
     endpoint: &str,
     timeout: Duration,
     tls: Option<&ClientTlsConfig>,
