@@ -1,8 +1,8 @@
 //! Throughput and latency of a cluster of server processes through the Rust gRPC client.
 //!
 //! Usage: `bench_grpc [--endpoints H:P,...] [--workload write|read] [--concurrency 64]
-//! [--seconds 5] [--value-bytes 100] [--keys 10000]` (`scripts/bench-server.sh` starts a
-//! cluster and runs both workloads).
+//! [--seconds 5] [--value-bytes 100] [--keys 10000] [--cacert F --cert F --key F]`
+//! (`scripts/bench-server.sh [--tls]` starts a cluster and runs both workloads).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -14,6 +14,7 @@ use scalestore::{ClientOptions, ReadConsistency};
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut endpoints = "127.0.0.1:7001".to_string();
     let mut workload = "write".to_string();
+    let mut tls = scalestore_server::TlsFiles::default();
     let (mut concurrency, mut seconds, mut value_bytes, mut keys) =
         (64usize, 5u64, 100usize, 10_000u64);
     let mut args = std::env::args().skip(1);
@@ -26,11 +27,18 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             "--seconds" => seconds = value.parse()?,
             "--value-bytes" => value_bytes = value.parse()?,
             "--keys" => keys = value.parse()?,
+            "--cacert" => tls.ca = value.into(),
+            "--cert" => tls.cert = Some(value.into()),
+            "--key" => tls.key = Some(value.into()),
             other => return Err(format!("unknown flag {other}").into()),
         }
     }
     let endpoints: Vec<String> = endpoints.split(',').map(String::from).collect();
-    let client = scalestore_server::connect(&endpoints, ClientOptions::default()).await?;
+    let client = if tls.ca.as_os_str().is_empty() {
+        scalestore_server::connect(&endpoints, ClientOptions::default()).await?
+    } else {
+        scalestore_server::connect_tls(&endpoints, ClientOptions::default(), &tls).await?
+    };
     let value = vec![b'x'; value_bytes];
     if workload == "read" {
         // Every key the readers ask for exists.

@@ -97,20 +97,38 @@ impl StateMachine {
         snapshot::group_dir(self.store.dir(), self.group).join(file_name)
     }
 
-    /// Removes this group's finished snapshot files other than `keep` (directory I/O: call it on
-    /// a blocking thread). Files still being written
-    /// (a build's or a transfer's `.partial`, a received `recv-*` awaiting install) are left to
-    /// their writers, so a build and an install on one node never delete each other's files.
-    fn remove_old_snapshots(&self, keep: &str) {
+    /// Removes this group's finished snapshot files except the current one and the one an
+    /// install is working on. Every change to the set of finished files (a build's file
+    /// appearing, an install's file moved in, old ones removed) happens under the record lock,
+    /// whose guard the caller shows: so a removal never deletes a file that is about to become
+    /// current (a build that lost that race left the node unable to send its snapshot: openraft
+    /// found no current snapshot and stopped the group). Files still being written (`.partial`,
+    /// a received `recv-*`) are left to their writers. Directory I/O: call on a blocking thread.
+    ///
+    /// The record is made durable first: in a power loss, a record write that had not reached
+    /// the disk came back naming a file this had already deleted (found by the snapshot storm).
+    fn remove_stale_snapshots(&self, _recording: &std::sync::MutexGuard<'_, ()>) -> io::Result<()> {
+        tokio::runtime::Handle::current().block_on(self.store.sync())?;
+        let installing: Option<SnapshotRecord> = self
+            .store
+            .get_value(CF_SM, &keys::sm_meta_key(self.group, keys::SM_INSTALLING))?;
+        let keep: Vec<String> = self
+            .current_record()?
+            .into_iter()
+            .chain(installing)
+            .map(|r| r.file_name)
+            .collect();
         let dir = snapshot::group_dir(self.store.dir(), self.group);
         if let Ok(entries) = std::fs::read_dir(&dir) {
             for e in entries.flatten() {
                 let name = e.file_name().to_string_lossy().into_owned();
-                if name != keep && name.starts_with("snap-") && name.ends_with(".sss") {
+                let finished = name.starts_with("snap-") && name.ends_with(".sss");
+                if finished && !keep.contains(&name) {
                     let _ = std::fs::remove_file(e.path());
                 }
             }
         }
+        Ok(())
     }
 }
 
@@ -451,31 +469,31 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let seq = self.snapshot_seq.fetch_add(1, Ordering::Relaxed);
         let file_name = snapshot::file_name_for(meta.last_log_id.as_ref(), seq);
         let own_path = self.snapshot_path(&file_name);
-        if snapshot.path != own_path {
-            // A received file (verified, fsynced) in this group's dir: renamed, never copied.
-            let (from, to) = (snapshot.path.clone(), own_path.clone());
-            tokio::task::spawn_blocking(move || -> io::Result<()> {
-                std::fs::rename(&from, &to)?;
-                if let Some(dir) = to.parent() {
-                    std::fs::File::open(dir)?.sync_all()?;
-                }
-                Ok(())
-            })
-            .await
-            .map_err(io_err)??;
-        }
         let record = SnapshotRecord {
             last_log_id: meta.last_log_id,
             last_membership: meta.last_membership.clone(),
             file_name: file_name.clone(),
         };
-        // Old state out and the marker in, durably, before any new data: a crash from here on
-        // leaves the marker, and the next start installs the same file again.
         let (store, group) = (self.store.clone(), self.group);
-        let marked = record.clone();
-        tokio::task::spawn_blocking(move || begin_install(&store, group, &marked))
-            .await
-            .map_err(io_err)??;
+        let (this, marked, from) = (self.clone(), record.clone(), snapshot.path.clone());
+        let to = own_path.clone();
+        tokio::task::spawn_blocking(move || -> io::Result<()> {
+            // The file moves in and the marker names it under the record lock, so no removal
+            // can take it in between.
+            let _recording = this.record_lock.lock().map_err(io_err)?;
+            if from != to {
+                // A received file (verified, fsynced) in this group's dir: renamed, not copied.
+                std::fs::rename(&from, &to)?;
+                if let Some(dir) = to.parent() {
+                    std::fs::File::open(dir)?.sync_all()?;
+                }
+            }
+            // Old state out and the marker in, durably before any new data: a crash from here
+            // on leaves the marker, and the next start installs the same file again.
+            begin_install(&store, group, &marked)
+        })
+        .await
+        .map_err(io_err)??;
         self.store.sync().await?;
         let (store, lock) = (self.store.clone(), self.record_lock.clone());
         let (installing, path) = (record.clone(), own_path.clone());
@@ -487,9 +505,12 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         self.store.sync().await?;
         count(&self.store.stats.snapshots_installed, 1);
         let this = self.clone();
-        tokio::task::spawn_blocking(move || this.remove_old_snapshots(&file_name))
-            .await
-            .map_err(io_err)?;
+        tokio::task::spawn_blocking(move || -> io::Result<()> {
+            let recording = this.record_lock.lock().map_err(io_err)?;
+            this.remove_stale_snapshots(&recording)
+        })
+        .await
+        .map_err(io_err)??;
         Ok(())
     }
 
@@ -499,6 +520,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         };
         let path = self.snapshot_path(&record.file_name);
         if !path.exists() {
+            tracing::warn!(group = self.group, file = %record.file_name, "current snapshot file is missing");
             return Ok(None);
         }
         Ok(Some(Snapshot {
@@ -546,13 +568,14 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
                 let (k, v) = kv.map_err(io_err)?;
                 writer.record(&k[8..], &v)?;
             }
-            writer.finish()?;
             let record = SnapshotRecord {
                 last_log_id,
                 last_membership,
                 file_name,
             };
+            // The finished file appears, and becomes current or not, under the record lock.
             let recording = this.record_lock.lock().map_err(io_err)?;
+            writer.finish()?;
             let newer_exists = this
                 .current_record()?
                 .is_some_and(|current| current.last_log_id > record.last_log_id);
@@ -564,8 +587,7 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
                     encode(&record)?,
                 );
                 store.write(batch)?;
-                drop(recording);
-                this.remove_old_snapshots(&record.file_name);
+                this.remove_stale_snapshots(&recording)?;
             }
             Ok(record)
         })
