@@ -802,7 +802,10 @@ impl Client {
                     }
                     last_err = Some(e);
                 }
-                (Err(e), _) if e.is_retryable() => {
+                // The group stopped on that node (a storage failure); the node restarts it by
+                // itself. Whether the request was applied is unknown, so it is retried like a
+                // lost reply: same sequence number, another replica first.
+                (Err(e), _) if e.is_retryable() || matches!(e, Error::Fatal { .. }) => {
                     if self.pinned.is_none() {
                         if let Some(g) = group {
                             self.set_hint(g, None);
