@@ -17,7 +17,7 @@ use crate::placement::manager::{self, ManagerOptions};
 use crate::placement::watch;
 use crate::replica::network::{AdminReply, AdminRequest, PeerTransport};
 use crate::replica::node::{GroupStatus, Node, NodeConfig};
-use crate::routing::sharding::{NodeState, RingRange, ShardMap, META_GROUP};
+use crate::routing::sharding::{NodeState, RingRange, ShardInfo, ShardMap, META_GROUP};
 use crate::types::{GroupId, NodeId};
 
 /// One shard as the cluster sees it.
@@ -240,13 +240,8 @@ pub async fn cluster_status(node: &Node) -> Result<ClusterStatus> {
                 _ => None,
             })
             .collect();
-        let best = seen
-            .iter()
-            .filter(|s| s.is_leader)
-            .max_by_key(|s| s.term)
-            .or_else(|| seen.iter().max_by_key(|s| (s.term, s.applied_index)))
-            .cloned();
-        let size = match &best {
+        let best = best_view(&seen);
+        let size = match best {
             Some(b) => {
                 match manager::admin(node, b.node, AdminRequest::Size { group: shard.id }, ask)
                     .await
@@ -257,22 +252,7 @@ pub async fn cluster_status(node: &Node) -> Result<ClusterStatus> {
             }
             None => 0,
         };
-        let leader = best.as_ref().filter(|b| b.is_leader).map(|b| b.node);
-        ShardStatus {
-            shard: shard.id,
-            ranges: shard.ranges.clone(),
-            replicas: shard.replicas.clone(),
-            leader: leader.or_else(|| best.as_ref().and_then(|b| b.leader)),
-            term: best.as_ref().map(|b| b.term).unwrap_or(0),
-            committed_index: best.as_ref().and_then(|b| b.committed_index),
-            applied_index: best.as_ref().and_then(|b| b.applied_index),
-            approximate_bytes: size,
-            voter_sets: best
-                .as_ref()
-                .map(|b| b.voter_sets.clone())
-                .unwrap_or_default(),
-            joint: best.as_ref().is_some_and(GroupStatus::is_joint),
-        }
+        shard_status(shard, best, size)
     });
     let shards: Vec<ShardStatus> = futures::future::join_all(shard_asks).await;
     let pings = map.nodes.keys().map(|n| async move {
@@ -292,4 +272,72 @@ pub async fn cluster_status(node: &Node) -> Result<ClusterStatus> {
         })
         .collect();
     Ok(ClusterStatus { shards, nodes })
+}
+
+/// The replica whose view of a shard counts: the leader of the highest term, else the replica
+/// furthest along.
+pub(crate) fn best_view(seen: &[GroupStatus]) -> Option<&GroupStatus> {
+    seen.iter()
+        .filter(|s| s.is_leader)
+        .max_by_key(|s| s.term)
+        .or_else(|| seen.iter().max_by_key(|s| (s.term, s.applied_index)))
+}
+
+/// A shard's status as `best` (see [`best_view`]) reports it.
+pub(crate) fn shard_status(
+    shard: &ShardInfo,
+    best: Option<&GroupStatus>,
+    approximate_bytes: u64,
+) -> ShardStatus {
+    ShardStatus {
+        shard: shard.id,
+        ranges: shard.ranges.clone(),
+        replicas: shard.replicas.clone(),
+        leader: best.and_then(|b| b.leader),
+        term: best.map(|b| b.term).unwrap_or(0),
+        committed_index: best.and_then(|b| b.committed_index),
+        applied_index: best.and_then(|b| b.applied_index),
+        approximate_bytes,
+        voter_sets: best.map(|b| b.voter_sets.clone()).unwrap_or_default(),
+        joint: best.is_some_and(GroupStatus::is_joint),
+    }
+}
+
+/// Moves every leadership `node` holds (the manager's group's included) to another voter,
+/// waiting up to `timeout`: what a node does before a graceful stop.
+pub async fn hand_off_leaderships(node: &Node, timeout: Duration) {
+    let deadline = Instant::now() + timeout;
+    let mut attempt = 0usize;
+    loop {
+        attempt += 1;
+        let led: Vec<GroupStatus> = node
+            .groups()
+            .into_iter()
+            .filter_map(|g| node.status(g).ok())
+            .filter(|s| s.is_leader)
+            .collect();
+        if led.is_empty() || Instant::now() >= deadline {
+            if !led.is_empty() {
+                tracing::warn!(groups = led.len(), "stopping while still leading");
+            }
+            return;
+        }
+        for s in led {
+            // Each round asks the next voter: one that is down or behind does not hold the
+            // hand-off up.
+            let others: Vec<NodeId> = s
+                .voters
+                .iter()
+                .copied()
+                .filter(|v| *v != node.id())
+                .collect();
+            let Some(to) = others.get(attempt % others.len().max(1)).copied() else {
+                continue;
+            };
+            if let Some(raft) = node.raft(s.group) {
+                let _ = raft.trigger().transfer_leader(to).await;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }

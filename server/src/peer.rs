@@ -342,7 +342,7 @@ async fn run_link(
 }
 
 /// `first` and whatever else is queued already, up to a batch.
-fn with_queued(first: Outgoing, queue: &mut mpsc::UnboundedReceiver<Outgoing>) -> Vec<Outgoing> {
+fn with_queued<T>(first: T, queue: &mut mpsc::UnboundedReceiver<T>) -> Vec<T> {
     let mut batch = vec![first];
     while batch.len() < BATCH {
         match queue.try_recv() {
@@ -455,13 +455,7 @@ impl Internal for InternalService {
         // Replies ready together leave together.
         tokio::spawn(async move {
             while let Some(first) = reply_rx.recv().await {
-                let mut frames = vec![first];
-                while let Ok(more) = reply_rx.try_recv() {
-                    frames.push(more);
-                    if frames.len() >= BATCH {
-                        break;
-                    }
-                }
+                let frames = with_queued(first, &mut reply_rx);
                 if out_tx.send(Ok(Frames { frames })).await.is_err() {
                     break;
                 }

@@ -16,7 +16,7 @@ use scalestore::replica::failpoints::Failpoints;
 use scalestore::types::{ClientRequest, ClientResponse};
 use scalestore::{
     Client, ClientOptions, EventLog, Limits, ManagerOptions, Node, NodeId, ShardMap,
-    StorageOptions, TestSwitches, META_GROUP,
+    StorageOptions, TestSwitches,
 };
 use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
@@ -200,7 +200,7 @@ pub async fn run(config: ServerConfig, shutdown: impl Future<Output = ()>) -> Se
 
     shutdown.await;
     tracing::info!(node = config.id, "stopping: handing leaderships off");
-    hand_off_leaderships(&node, Duration::from_secs(5)).await;
+    host::hand_off_leaderships(&node, Duration::from_secs(5)).await;
     for task in background.into_iter().chain(metrics_server) {
         task.abort();
     }
@@ -485,44 +485,5 @@ async fn follow_map(
                 node.set_shard_map(Arc::new(theirs));
             }
         }
-    }
-}
-
-/// Moves every leadership this node holds to another voter, waiting up to `timeout`.
-pub async fn hand_off_leaderships(node: &Arc<Node>, timeout: Duration) {
-    let deadline = Instant::now() + timeout;
-    let mut attempt = 0usize;
-    loop {
-        attempt += 1;
-        let mut groups = node.groups();
-        groups.push(META_GROUP);
-        let led: Vec<_> = groups
-            .into_iter()
-            .filter_map(|g| node.status(g).ok())
-            .filter(|s| s.is_leader)
-            .collect();
-        if led.is_empty() || Instant::now() >= deadline {
-            if !led.is_empty() {
-                tracing::warn!(groups = led.len(), "stopping while still leading");
-            }
-            return;
-        }
-        for s in led {
-            // Each round asks the next voter: one that is down or behind does not hold the
-            // hand-off up.
-            let others: Vec<NodeId> = s
-                .voters
-                .iter()
-                .copied()
-                .filter(|v| *v != node.id())
-                .collect();
-            let Some(to) = others.get(attempt % others.len().max(1)).copied() else {
-                continue;
-            };
-            if let Some(raft) = node.raft(s.group) {
-                let _ = raft.trigger().transfer_leader(to).await;
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }

@@ -342,30 +342,11 @@ impl EmbeddedCluster {
                 .iter()
                 .filter_map(|n| n.status(shard.id).ok())
                 .collect();
-            let best = seen
-                .iter()
-                .find(|s| s.is_leader)
-                .or_else(|| seen.iter().max_by_key(|s| (s.term, s.applied_index)))
-                .cloned();
+            let best = host::best_view(&seen);
             let size = best
-                .as_ref()
                 .and_then(|b| nodes.iter().find(|n| n.id() == b.node))
                 .and_then(|n| n.store().approximate_size(shard.id).ok());
-            shards.push(ShardStatus {
-                shard: shard.id,
-                ranges: shard.ranges.clone(),
-                replicas: shard.replicas.clone(),
-                leader: best.as_ref().and_then(|b| b.leader),
-                term: best.as_ref().map(|b| b.term).unwrap_or(0),
-                committed_index: best.as_ref().and_then(|b| b.committed_index),
-                applied_index: best.as_ref().and_then(|b| b.applied_index),
-                approximate_bytes: size.unwrap_or(0),
-                voter_sets: best
-                    .as_ref()
-                    .map(|b| b.voter_sets.clone())
-                    .unwrap_or_default(),
-                joint: best.as_ref().is_some_and(GroupStatus::is_joint),
-            });
+            shards.push(host::shard_status(shard, best, size.unwrap_or(0)));
         }
         let nodes = self
             .node_ids()
