@@ -727,7 +727,21 @@ async fn run_nemesis(
                     .map_err(|e| Error::Unavailable(format!("membership change: {e}")))??;
                 added.extend(joined);
             }
-            Nemesis::SnapshotStorm | Nemesis::CrashRestart => {
+            Nemesis::SnapshotStorm => {
+                let running = cluster.running_nodes();
+                if running.len() == options.nodes && !running.is_empty() {
+                    let victim = running[rng.random_range(0..running.len())];
+                    let held = last_log_indexes(&cluster, victim);
+                    cluster.crash_node(victim).await?;
+                    tokio::time::sleep(pause(&mut rng)).await;
+                    // The victim stays down until a leader has purged a log it lacks, so its
+                    // restart must be served by snapshot (whether a purge comes in time
+                    // otherwise depends on when replication to the dead node retries).
+                    wait_for_purge_past(&cluster, &held, failover_bound(timing) * 2).await;
+                    cluster.restart_node(victim).await?;
+                }
+            }
+            Nemesis::CrashRestart => {
                 let running = cluster.running_nodes();
                 // Keep a majority of every shard's replicas up: with R = 3, one node down at once.
                 let replicas = 3.min(options.nodes);
@@ -835,6 +849,45 @@ async fn run_nemesis(
         cluster.restart_node(n).await?;
     }
     Ok(())
+}
+
+/// Each group's last log index on `node`, as its metrics say.
+fn last_log_indexes(cluster: &EmbeddedCluster, node: NodeId) -> BTreeMap<u64, u64> {
+    let mut held = BTreeMap::new();
+    for group in cluster.groups() {
+        let on_node = cluster
+            .group_status(group)
+            .unwrap_or_default()
+            .into_iter()
+            .find(|s| s.node == node);
+        if let Some(index) = on_node.and_then(|s| s.last_log_index) {
+            held.insert(group, index);
+        }
+    }
+    held
+}
+
+/// Waits (at most `bound`) until some group's leader has purged its log past what a crashed
+/// node held of that group.
+async fn wait_for_purge_past(
+    cluster: &EmbeddedCluster,
+    held: &BTreeMap<u64, u64>,
+    bound: Duration,
+) {
+    let deadline = Instant::now() + bound;
+    while Instant::now() < deadline {
+        let purged_past = held.iter().any(|(group, index)| {
+            cluster
+                .group_status(*group)
+                .unwrap_or_default()
+                .iter()
+                .any(|s| s.is_leader && s.purged_index.is_some_and(|p| p > *index))
+        });
+        if purged_past {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 #[cfg(test)]
