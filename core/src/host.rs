@@ -90,7 +90,7 @@ pub async fn start_node(
     // that it is no member any more (a removed voter never receives the config that removes
     // it), and the shard manager deletes it once the leader has committed a membership
     // without it.
-    let on_disk = node.store().groups_with_state()?;
+    let on_disk = node.store()?.groups_with_state()?;
     let mut groups: BTreeSet<GroupId> = on_disk.iter().copied().collect();
     if on_disk.is_empty() {
         groups.extend(map.groups_on(id));

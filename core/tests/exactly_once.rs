@@ -141,6 +141,7 @@ async fn session_table_shrinks_after_expiry_and_an_expired_retry_is_refused() {
         .node(leader)
         .expect("node")
         .store()
+        .expect("store")
         .session_count(0)
         .expect("count");
     assert_eq!(before, 11, "one session per client");
@@ -161,6 +162,7 @@ async fn session_table_shrinks_after_expiry_and_an_expired_retry_is_refused() {
             .node(n)
             .expect("node")
             .store()
+            .expect("store")
             .session_count(0)
             .expect("count");
         assert_eq!(after, 1, "node {n}: only the busy client's session is left");

@@ -42,6 +42,7 @@ fn stale_value(cluster: &EmbeddedCluster, node: u64, key: &str) -> Option<Vec<u8
         .node(node)
         .expect("node")
         .store()
+        .expect("store")
         .get(0, key.as_bytes())
         .expect("get")
 }
@@ -481,6 +482,7 @@ async fn assert_follower_caught_up_by_snapshot(
             .node(n)
             .expect("node")
             .store()
+            .expect("store")
             .scan_group(0)
             .expect("scan")
     };

@@ -61,7 +61,7 @@ async fn writes_commit_and_replicate_to_every_node() {
         .await
         .expect("replicated");
     for id in cluster.node_ids() {
-        let store = cluster.node(id).expect("node").store().clone();
+        let store = cluster.node(id).expect("node").store().expect("store");
         let data = store.scan_group(0).expect("scan");
         assert_eq!(data.len(), 200, "node {id} holds every key");
         for i in 0..200u32 {

@@ -146,7 +146,7 @@ fn assert_balanced(cluster: &EmbeddedCluster, map: &ShardMap) {
 /// gone from its RocksDB.
 fn assert_no_leftover_replicas(cluster: &EmbeddedCluster, map: &ShardMap) {
     for node in cluster.running_nodes() {
-        let store = cluster.node(node).expect("node").store().clone();
+        let store = cluster.node(node).expect("node").store().expect("store");
         for shard in &map.shards {
             if !shard.replicas.contains(&node) {
                 let left = store.dump_group(shard.id).expect("dump");

@@ -109,6 +109,7 @@ async fn three_nodes_sixteen_shards_serve_every_operation_on_every_shard() {
                 .node(*n)
                 .expect("node")
                 .store()
+                .expect("store")
                 .get(*shard, key.as_bytes())
                 .expect("get");
             assert_eq!(
@@ -228,7 +229,10 @@ async fn every_shard_keeps_serving_with_one_node_down_and_the_node_catches_up() 
     let node = cluster.node(2).expect("node");
     for (shard, key) in &keys {
         assert_eq!(
-            node.store().get(*shard, key.as_bytes()).expect("get"),
+            node.store()
+                .expect("store")
+                .get(*shard, key.as_bytes())
+                .expect("get"),
             Some(b"while-down".to_vec())
         );
     }
@@ -286,6 +290,7 @@ async fn a_key_sent_to_the_wrong_group_is_refused_and_the_client_recovers() {
         .node(leader)
         .expect("node")
         .store()
+        .expect("store")
         .get(owner, &key)
         .expect("get");
     assert_eq!(got, Some(b"landed".to_vec()));

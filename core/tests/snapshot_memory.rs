@@ -121,6 +121,7 @@ async fn snapshot_of_a_200_mb_shard_installs_on_a_new_replica_in_bounded_memory(
         .node(new_node)
         .expect("node")
         .store()
+        .expect("store")
         .scan_group(0)
         .expect("scan");
     assert_eq!(rows.len(), 210, "every value reached the new replica");

@@ -88,10 +88,13 @@ impl Metrics {
         String::from_utf8(out).unwrap_or_default()
     }
 
-    /// Whether the node can serve: it runs, holds a map naming it, and every group it hosts
-    /// has a leader. `Err` says what is missing.
+    /// Whether the node can serve: it runs, its store can persist, it holds a map naming it,
+    /// and every group it hosts has a leader. `Err` says what is missing.
     pub fn ready(&self) -> std::result::Result<(), String> {
         let node = self.node.current().map_err(|e| e.to_string())?;
+        if let Some(error) = node.storage_failure() {
+            return Err(format!("storage cannot persist: {error}"));
+        }
         let map = node.shard_map();
         if !map.nodes.contains_key(&node.id()) {
             return Err("no cluster map naming this node yet".into());
@@ -116,7 +119,7 @@ struct NodeCollector {
     descs: Vec<Desc>,
 }
 
-const FAMILIES: [(&str, &str); 12] = [
+const FAMILIES: [(&str, &str); 15] = [
     ("scalestore_shard_term", "Raft term of each hosted group"),
     (
         "scalestore_shard_commit_index",
@@ -155,6 +158,18 @@ const FAMILIES: [(&str, &str); 12] = [
     (
         "scalestore_peer_stream_connects_total",
         "Peer streams opened (reconnects included)",
+    ),
+    (
+        "scalestore_storage_failing",
+        "1 while the node's store cannot persist (a full disk, say) and its groups are stopped",
+    ),
+    (
+        "scalestore_storage_write_failures_total",
+        "Writes and WAL syncs the store refused",
+    ),
+    (
+        "scalestore_storage_reopens_total",
+        "Times a failed store was reopened once its disk had room",
     ),
 ];
 
@@ -313,6 +328,24 @@ impl Collector for NodeCollector {
                 "scalestore_peer_stream_connects_total",
                 MetricType::COUNTER,
                 vec![counter(connects)],
+            ),
+            family(
+                "scalestore_storage_failing",
+                MetricType::GAUGE,
+                vec![gauge(
+                    f64::from(u8::from(node.storage_failure().is_some())),
+                    &[],
+                )],
+            ),
+            family(
+                "scalestore_storage_write_failures_total",
+                MetricType::COUNTER,
+                vec![counter(load(&stats.write_failures))],
+            ),
+            family(
+                "scalestore_storage_reopens_total",
+                MetricType::COUNTER,
+                vec![counter(load(&stats.reopens))],
             ),
         ]
     }

@@ -345,7 +345,7 @@ impl EmbeddedCluster {
             let best = host::best_view(&seen);
             let size = best
                 .and_then(|b| nodes.iter().find(|n| n.id() == b.node))
-                .and_then(|n| n.store().approximate_size(shard.id).ok());
+                .and_then(|n| n.store().ok()?.approximate_size(shard.id).ok());
             shards.push(host::shard_status(shard, best, size.unwrap_or(0)));
         }
         let nodes = self
@@ -660,8 +660,9 @@ impl EmbeddedCluster {
                 .load(std::sync::atomic::Ordering::Relaxed),
             std::sync::atomic::Ordering::Relaxed,
         );
-        let synced = node.store().synced_wal();
-        let store = Arc::downgrade(node.store());
+        let store = node.store()?;
+        let synced = store.synced_wal();
+        let store = Arc::downgrade(&store);
         node.shutdown().await;
         drop(node);
         // Nothing may touch the files after the "crash": wait until the RocksDB handle is gone
@@ -791,7 +792,7 @@ impl EmbeddedCluster {
                     leader.voter_sets
                 ));
             }
-            let data = |node: &Node| node.store().scan_group(group);
+            let data = |node: &Node| node.store()?.scan_group(group);
             let Some(leader_data) = nodes.get(&leader.node).and_then(|n| data(n).ok()) else {
                 problems.push(format!("group {group}: leader's data unreadable"));
                 continue;

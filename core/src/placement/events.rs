@@ -13,7 +13,9 @@ pub struct Event {
     /// `leader_changed` (recorded by the new leader within a tick), `node_started`,
     /// `node_stopped` (embedded cluster, at once), `move_started`, `move_finished`,
     /// `move_rolled_back`, `orphan_replica_removed`, `membership_repaired`, `node_up`,
-    /// `node_down` (the manager's view), `node_added`, `node_removed`, `replication_changed`.
+    /// `node_down` (the manager's view), `node_added`, `node_removed`, `replication_changed`,
+    /// `group_restarted` (a Fatal group restarted), `storage_failed` (a node's store refused a
+    /// write: it stops its groups), `storage_recovered` (it reopened its store and rejoined).
     pub kind: String,
     pub detail: String,
 }

@@ -4,6 +4,13 @@
 //! restarts a group that openraft stopped as Fatal (a storage error, say a failed snapshot
 //! install), with back-off, recording `group_restarted`: the group resumes from what its
 //! storage holds, instead of staying dead until the process restarts.
+//!
+//! A failed store (a write or WAL sync refused, say on a full disk) is the node's problem, not
+//! one group's: RocksDB refuses every write after one fails. The node stops all its groups at
+//! once (`storage_failed`: their leaderships move to replicas that can persist, and nothing is
+//! acknowledged that was not persisted), then probes for room with back-off and, once a probe
+//! write passes, reopens its store and restarts the groups (`storage_recovered`), which catch up
+//! from their leaders.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Weak};
@@ -22,6 +29,17 @@ const TICK: Duration = Duration::from_millis(50);
 /// First wait before restarting a Fatal group; doubled per restart, up to `MAX_BACKOFF`.
 const FIRST_BACKOFF: Duration = Duration::from_millis(200);
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
+
+/// First wait before probing a failed store for room again; doubled per failed probe, up to
+/// `MAX_STORE_BACKOFF` (short: an operator who frees space expects the node back promptly).
+const FIRST_STORE_BACKOFF: Duration = Duration::from_millis(500);
+const MAX_STORE_BACKOFF: Duration = Duration::from_secs(5);
+
+/// A failed store's state in the watcher: stopped groups, next probe.
+struct FailedStore {
+    next_probe: Instant,
+    backoff: Duration,
+}
 
 #[derive(Default)]
 struct Seen {
@@ -42,6 +60,7 @@ pub fn spawn(node: &Arc<Node>, events: Arc<EventLog>) -> tokio::task::JoinHandle
 
 async fn run(weak: Weak<Node>, events: Arc<EventLog>) {
     let mut seen: HashMap<GroupId, Seen> = HashMap::new();
+    let mut failed: Option<FailedStore> = None;
     loop {
         tokio::time::sleep(TICK).await;
         let Some(node) = weak.upgrade() else { return };
@@ -49,6 +68,13 @@ async fn run(weak: Weak<Node>, events: Arc<EventLog>) {
             return;
         }
         let me = node.id();
+        match node.storage_failure() {
+            Some(error) => {
+                watch_failed_store(&node, &events, &error, &mut failed).await;
+                continue;
+            }
+            None => failed = None,
+        }
         let groups = node.groups();
         seen.retain(|g, _| groups.contains(g));
         for group in groups {
@@ -90,6 +116,51 @@ async fn run(weak: Weak<Node>, events: Arc<EventLog>) {
                 Some(l) if l != me => s.previous = Some(l),
                 _ => {}
             }
+        }
+    }
+}
+
+/// Fences a node whose store failed (once), then probes and reopens it with back-off.
+async fn watch_failed_store(
+    node: &Node,
+    events: &EventLog,
+    error: &str,
+    failed: &mut Option<FailedStore>,
+) {
+    let me = node.id();
+    let Some(state) = failed else {
+        let stopped = node.fence_failed_store().await;
+        events.record(
+            "storage_failed",
+            format!(
+                "node {me} cannot persist ({error}): it stopped its {} groups and rejoins them once its disk has room",
+                stopped.len()
+            ),
+        );
+        *failed = Some(FailedStore {
+            next_probe: Instant::now() + FIRST_STORE_BACKOFF,
+            backoff: FIRST_STORE_BACKOFF,
+        });
+        return;
+    };
+    if Instant::now() < state.next_probe {
+        return;
+    }
+    match node.reopen_failed_store().await {
+        Ok(groups) => {
+            events.record(
+                "storage_recovered",
+                format!(
+                    "node {me} reopened its store and restarted {} groups",
+                    groups.len()
+                ),
+            );
+            *failed = None;
+        }
+        Err(e) => {
+            tracing::warn!(node = me, error = %e, "store still cannot be reopened");
+            state.backoff = (state.backoff * 2).min(MAX_STORE_BACKOFF);
+            state.next_probe = Instant::now() + state.backoff;
         }
     }
 }

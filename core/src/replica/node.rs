@@ -2,7 +2,7 @@
 //! requests (forwarding to the leader when asked to) and Raft RPCs from its peers.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
@@ -100,7 +100,13 @@ struct LeaderClock {
 pub struct Node {
     stopping: AtomicBool,
     config: NodeConfig,
-    store: Arc<NodeStore>,
+    /// The node's store: `None` only for the moment a failed store is closed and reopened.
+    store: RwLock<Option<Arc<NodeStore>>>,
+    /// Counters of the store, kept across reopens.
+    stats: Arc<StorageStats>,
+    dir: PathBuf,
+    /// Groups stopped because the store failed, started again once it is reopened.
+    fenced: std::sync::Mutex<Vec<GroupId>>,
     peers: Arc<dyn PeerTransport>,
     groups: RwLock<HashMap<GroupId, Raft>>,
     shard_map: RwLock<Arc<ShardMap>>,
@@ -139,7 +145,10 @@ impl Node {
         Ok(Arc::new(Node {
             stopping: AtomicBool::new(false),
             config,
-            store,
+            stats: store.stats().clone(),
+            store: RwLock::new(Some(store)),
+            dir: dir.to_path_buf(),
+            fenced: std::sync::Mutex::new(Vec::new()),
             peers,
             groups: RwLock::new(HashMap::new()),
             shard_map: RwLock::new(Arc::new(ShardMap::uniform(1, &[config_id], 1)?)),
@@ -159,12 +168,106 @@ impl Node {
         &self.peers
     }
 
-    pub fn store(&self) -> &Arc<NodeStore> {
-        &self.store
+    /// The node's store (`Unavailable` for the moment a failed store is being reopened).
+    pub fn store(&self) -> Result<Arc<NodeStore>> {
+        self.store
+            .read()
+            .ok()
+            .and_then(|s| s.clone())
+            .ok_or_else(|| Error::Unavailable(format!("node {} is reopening its store", self.id())))
     }
 
     pub fn storage_stats(&self) -> Arc<StorageStats> {
-        self.store.stats().clone()
+        self.stats.clone()
+    }
+
+    /// Why this node cannot persist, while it cannot (its store failed a write, say on a full
+    /// disk). Meanwhile it serves no group; see [`fence_failed_store`](Self::fence_failed_store).
+    pub fn storage_failure(&self) -> Option<String> {
+        match self.store() {
+            Ok(store) => store.failure(),
+            Err(e) => Some(e.to_string()),
+        }
+    }
+
+    /// Stops every group because the store failed: a replica that cannot persist must not vote,
+    /// lead or acknowledge, and its leaderships move to other replicas at once (instead of each
+    /// group failing, restarting and failing again). Returns the groups stopped.
+    pub async fn fence_failed_store(&self) -> Vec<GroupId> {
+        let groups = self.groups();
+        for group in &groups {
+            self.stop_group(*group).await;
+        }
+        if let Ok(mut fenced) = self.fenced.lock() {
+            for g in &groups {
+                if !fenced.contains(g) {
+                    fenced.push(*g);
+                }
+            }
+        }
+        groups
+    }
+
+    /// Reopens a failed store once its disk has room again (a write and sync of
+    /// [`SPACE_PROBE_BYTES`](crate::replica::storage::SPACE_PROBE_BYTES) succeeds), then starts
+    /// the groups [`fence_failed_store`](Self::fence_failed_store) stopped: they resume from what
+    /// is on disk and catch up from their leaders. Returns them.
+    pub async fn reopen_failed_store(&self) -> Result<Vec<GroupId>> {
+        let _starting = self.starting.lock().await;
+        let dir = self.dir.clone();
+        tokio::task::spawn_blocking(move || crate::replica::storage::probe_space(&dir))
+            .await
+            .map_err(|e| Error::Storage(format!("space probe: {e}")))?
+            .map_err(|e| Error::Storage(format!("no room in {}: {e}", self.dir.display())))?;
+        let old = self.store()?;
+        let options = old.options();
+        // Every group is stopped: wait until nothing else holds the old store, then close it.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Arc::strong_count(&old) > 2 {
+            if Instant::now() > deadline {
+                return Err(Error::Unavailable(
+                    "the failed store is still in use; retrying later".into(),
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        if let Ok(mut slot) = self.store.write() {
+            slot.take();
+        }
+        let weak = Arc::downgrade(&old);
+        drop(old);
+        while weak.strong_count() > 0 && Instant::now() < deadline + Duration::from_secs(5) {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let identity = Identity::new(&self.config.cluster_id, self.config.id);
+        let (dir, stats) = (self.dir.clone(), self.stats.clone());
+        let opened = tokio::task::spawn_blocking(move || {
+            NodeStore::open_with_stats(&dir, &identity, options, stats)
+        })
+        .await
+        .map_err(|e| Error::Storage(format!("reopening the store: {e}")))?;
+        let store = opened?;
+        count(&self.stats.reopens, 1);
+        if let Ok(mut slot) = self.store.write() {
+            *slot = Some(store);
+        }
+        drop(_starting);
+        let fenced: Vec<GroupId> = self
+            .fenced
+            .lock()
+            .map(|mut f| f.drain(..).collect())
+            .unwrap_or_default();
+        let mut started = Vec::new();
+        for group in fenced {
+            // A group that does not start now is started by the manager's next check.
+            match self.start_group(group).await {
+                Ok(_) => started.push(group),
+                Err(e) => {
+                    tracing::warn!(node = self.id(), group, error = %e, "restart after reopen")
+                }
+            }
+        }
+        Ok(started)
     }
 
     /// Starts the Raft instance of `group` on this node from whatever its storage holds.
@@ -175,24 +278,31 @@ impl Node {
         if let Some(r) = self.raft(group) {
             return Ok(r);
         }
+        let store = self.store()?;
+        if let Some(error) = store.failure() {
+            return Err(Error::Unavailable(format!(
+                "node {} cannot persist ({error}); it starts group {group} once its store reopens",
+                self.id()
+            )));
+        }
         let network = GroupNetworkFactory {
             node: self.id(),
             group,
             transport: self.peers.clone(),
             failpoints: self.config.failpoints.clone(),
-            stats: self.store.stats().clone(),
+            stats: self.stats.clone(),
         };
         // Opening may finish an install a crash cut short (a whole snapshot's I/O): not on an
         // async worker thread.
-        let (store, ttl) = (self.store.clone(), self.config.timing.session_ttl_ms);
-        let state_machine = tokio::task::spawn_blocking(move || store.state_machine(group, ttl))
+        let (opening, ttl) = (store.clone(), self.config.timing.session_ttl_ms);
+        let state_machine = tokio::task::spawn_blocking(move || opening.state_machine(group, ttl))
             .await
             .map_err(|e| Error::Storage(format!("opening group {group}: {e}")))??;
         let raft = Raft::new(
             self.id(),
             self.config.timing.to_openraft()?,
             network,
-            self.store.log_store(group),
+            store.log_store(group),
             state_machine,
         )
         .await
@@ -458,7 +568,7 @@ impl Node {
             }
             AdminRequest::Status { group } => Ok(AdminReply::Status(Box::new(self.status(group)?))),
             AdminRequest::Size { group } => {
-                let store = self.store.clone();
+                let store = self.store()?;
                 let size = tokio::task::spawn_blocking(move || store.approximate_size(group))
                     .await
                     .map_err(|e| Error::Storage(format!("size of group {group}: {e}")))??;
@@ -610,7 +720,7 @@ impl Node {
     /// node answers `GroupNotHosted` for the group from now on.
     pub async fn destroy_group(&self, group: GroupId) -> Result<()> {
         self.stop_group(group).await;
-        self.store.delete_group(group).await
+        self.store()?.delete_group(group).await
     }
 
     /// Refuses keys that the map does not place in `group`.
@@ -666,7 +776,7 @@ impl Node {
                 }
                 self.check_owned(*group, [key.as_slice()])?;
                 self.ensure_readable(*group, *consistency).await?;
-                self.store.get(*group, key).map(ClientResponse::Read)
+                self.store()?.get(*group, key).map(ClientResponse::Read)
             }
             ClientRequest::ReadMany {
                 group,
@@ -677,8 +787,9 @@ impl Node {
                 self.config.limits.check_keys(&key_refs)?;
                 self.check_owned(*group, key_refs.iter().copied())?;
                 self.ensure_readable(*group, *consistency).await?;
+                let store = self.store()?;
                 keys.iter()
-                    .map(|k| self.store.get(*group, k))
+                    .map(|k| store.get(*group, k))
                     .collect::<Result<Vec<_>>>()
                     .map(ClientResponse::Values)
             }
@@ -693,7 +804,7 @@ impl Node {
                     self.config.limits.check_scan_page(*limit)?;
                 }
                 self.ensure_readable(*group, *consistency).await?;
-                let (items, more) = self.store.scan(*group, start, end.as_deref(), *limit)?;
+                let (items, more) = self.store()?.scan(*group, start, end.as_deref(), *limit)?;
                 Ok(ClientResponse::Scan { items, more })
             }
             ClientRequest::GroupStatus { group } => {
@@ -741,7 +852,7 @@ impl Node {
             _ => {
                 let c = LeaderClock {
                     term,
-                    base_ms: self.store.log_clock(group)?,
+                    base_ms: self.store()?.log_clock(group)?,
                     since: Instant::now(),
                 };
                 clocks.insert(group, c);
@@ -851,11 +962,8 @@ impl Node {
                         data,
                         last,
                     } => {
-                        let dir = self.store.dir().to_path_buf();
-                        count(
-                            &self.store.stats().snapshot_bytes_received,
-                            data.len() as u64,
-                        );
+                        let dir = self.dir.clone();
+                        count(&self.stats.snapshot_bytes_received, data.len() as u64);
                         let complete = self
                             .snapshots_in
                             .chunk(&dir, group, transfer, offset, data, last.is_some())
@@ -920,11 +1028,12 @@ impl Node {
         for raft in rafts {
             let _ = raft.shutdown().await;
         }
+        let Ok(store) = self.store() else { return };
         let deadline = Instant::now() + Duration::from_secs(10);
-        while Arc::strong_count(&self.store) > 1 && Instant::now() < deadline {
+        while Arc::strong_count(&store) > 2 && Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
-        if Arc::strong_count(&self.store) > 1 {
+        if Arc::strong_count(&store) > 2 {
             tracing::warn!(node = self.id(), "store still referenced after shutdown");
         }
     }

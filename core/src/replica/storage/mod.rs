@@ -10,7 +10,7 @@ mod syncer;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use rocksdb::{ColumnFamily, ColumnFamilyDescriptor, Options, WriteBatch, WriteOptions, DB};
 use serde::de::DeserializeOwned;
@@ -59,7 +59,29 @@ pub struct StorageStats {
     pub snapshot_bytes_received: AtomicU64,
     /// How long each WAL fsync took.
     pub fsync_latency: LatencyHistogram,
+    /// Writes and WAL syncs that failed (a full disk, say): each one left the store failing.
+    pub write_failures: AtomicU64,
+    /// Times the store was reopened after failing, once its disk had space again.
+    pub reopens: AtomicU64,
 }
+
+/// The first write error of a store, once it has failed: RocksDB then refuses every write until
+/// it is reopened (see [`NodeStore::failure`]).
+pub(crate) type Failure = Arc<Mutex<Option<String>>>;
+
+pub(crate) fn record_failure(failure: &Failure, stats: &StorageStats, error: &str) {
+    count(&stats.write_failures, 1);
+    if let Ok(mut f) = failure.lock() {
+        if f.is_none() {
+            tracing::error!(%error, "storage write failed; the node stops serving until it reopens");
+            *f = Some(error.to_string());
+        }
+    }
+}
+
+/// Bytes a node must be able to write and sync in its data dir before it reopens a failed
+/// store: room for the WAL and a memtable flush to make progress.
+pub const SPACE_PROBE_BYTES: usize = 4 << 20;
 
 /// Upper bounds of [`LatencyHistogram`]'s buckets, in microseconds (a last bucket takes the
 /// rest).
@@ -106,11 +128,22 @@ pub struct NodeStore {
     options: StorageOptions,
     syncer: Syncer,
     stats: Arc<StorageStats>,
+    failure: Failure,
 }
 
 impl NodeStore {
     /// Opens (or creates) the node's store in `dir`, refusing a dir of another identity.
     pub fn open(dir: &Path, identity: &Identity, options: StorageOptions) -> Result<Arc<Self>> {
+        Self::open_with_stats(dir, identity, options, Arc::new(StorageStats::default()))
+    }
+
+    /// [`open`](Self::open), counting into `stats` (a reopened store keeps its counters).
+    pub fn open_with_stats(
+        dir: &Path,
+        identity: &Identity,
+        options: StorageOptions,
+        stats: Arc<StorageStats>,
+    ) -> Result<Arc<Self>> {
         identity.claim(dir)?;
         let mut db_opts = Options::default();
         db_opts.create_if_missing(true);
@@ -121,8 +154,14 @@ impl NodeStore {
             .map(|name| ColumnFamilyDescriptor::new(*name, Options::default()));
         let db = DB::open_cf_descriptors(&db_opts, dir.join("db"), cfs)?;
         let db = Arc::new(db);
-        let stats = Arc::new(StorageStats::default());
-        let syncer = Syncer::spawn(db.clone(), dir.join("db"), options.sync, stats.clone())?;
+        let failure = Failure::default();
+        let syncer = Syncer::spawn(
+            db.clone(),
+            dir.join("db"),
+            options.sync,
+            stats.clone(),
+            failure.clone(),
+        )?;
         std::fs::create_dir_all(dir.join("snapshots"))?;
         Ok(Arc::new(NodeStore {
             db,
@@ -130,7 +169,19 @@ impl NodeStore {
             options,
             syncer,
             stats,
+            failure,
         }))
+    }
+
+    /// The error that made this store stop persisting (a full disk, say), if one did. A failed
+    /// RocksDB refuses every later write, so the store stays failed: the node stops its groups
+    /// and reopens the store once [`probe_space`] passes.
+    pub fn failure(&self) -> Option<String> {
+        self.failure.lock().ok().and_then(|f| f.clone())
+    }
+
+    pub fn options(&self) -> StorageOptions {
+        self.options
     }
 
     pub fn dir(&self) -> &Path {
@@ -327,7 +378,10 @@ impl NodeStore {
     fn write(&self, batch: WriteBatch) -> std::io::Result<()> {
         self.db
             .write_opt(batch, &WriteOptions::default())
-            .map_err(io_err)
+            .map_err(|e| {
+                record_failure(&self.failure, &self.stats, e.as_ref());
+                io_err(e)
+            })
     }
 
     /// Writes `batch` and returns once it is on disk (unless sync is switched off).
@@ -356,6 +410,18 @@ impl Drop for NodeStore {
     fn drop(&mut self) {
         self.syncer.stop();
     }
+}
+
+/// Whether `dir` has room again: writes and syncs [`SPACE_PROBE_BYTES`] there, then removes it.
+pub fn probe_space(dir: &Path) -> std::io::Result<()> {
+    use std::io::Write;
+    let path = dir.join("space-probe");
+    let result = std::fs::File::create(&path).and_then(|mut f| {
+        f.write_all(&vec![0u8; SPACE_PROBE_BYTES])?;
+        f.sync_all()
+    });
+    let _ = std::fs::remove_file(&path);
+    result
 }
 
 pub(crate) fn encode<T: Serialize>(value: &T) -> std::io::Result<Vec<u8>> {

@@ -12,7 +12,7 @@ use std::thread::JoinHandle;
 use openraft::storage::IOFlushed;
 use rocksdb::DB;
 
-use super::{count, StorageStats};
+use super::{count, record_failure, Failure, StorageStats};
 use crate::error::Result;
 use crate::types::TypeConfig;
 
@@ -49,13 +49,14 @@ impl Syncer {
         wal_dir: PathBuf,
         sync: bool,
         stats: Arc<StorageStats>,
+        failure: Failure,
     ) -> Result<Self> {
         let synced: SyncedWal = Arc::new(Mutex::new(wal_sizes(&wal_dir)));
         let (tx, rx) = mpsc::channel::<SyncRequest>();
         let synced_in_thread = synced.clone();
         let handle = std::thread::Builder::new()
             .name("scalestore-wal-sync".into())
-            .spawn(move || run(db, wal_dir, rx, sync, stats, synced_in_thread))?;
+            .spawn(move || run(db, wal_dir, rx, sync, stats, synced_in_thread, failure))?;
         Ok(Syncer {
             tx: Some(tx),
             handle: Some(handle),
@@ -94,6 +95,7 @@ fn run(
     sync: bool,
     stats: Arc<StorageStats>,
     synced: SyncedWal,
+    failure: Failure,
 ) {
     while let Ok(first) = rx.recv() {
         let mut waiting = vec![first];
@@ -106,10 +108,13 @@ fn run(
             let started = std::time::Instant::now();
             let r = db.flush_wal(true).map_err(|e| e.into_string());
             stats.fsync_latency.record(started.elapsed());
-            if r.is_ok() {
-                if let Ok(mut s) = synced.lock() {
-                    *s = sizes;
+            match &r {
+                Ok(()) => {
+                    if let Ok(mut s) = synced.lock() {
+                        *s = sizes;
+                    }
                 }
+                Err(e) => record_failure(&failure, &stats, e),
             }
             r
         } else {
