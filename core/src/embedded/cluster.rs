@@ -660,9 +660,10 @@ impl EmbeddedCluster {
                 .load(std::sync::atomic::Ordering::Relaxed),
             std::sync::atomic::Ordering::Relaxed,
         );
-        let store = node.store()?;
-        let synced = store.synced_wal();
-        let store = Arc::downgrade(&store);
+        let (synced, store) = {
+            let store = node.store()?;
+            (store.synced_wal(), Arc::downgrade(&store))
+        };
         node.shutdown().await;
         drop(node);
         // Nothing may touch the files after the "crash": wait until the RocksDB handle is gone
