@@ -686,6 +686,7 @@ impl Pki {
         for (ca_name, leaves) in [
             ("ca", vec![("node", true), ("client", false)]),
             ("other-ca", vec![("stranger", true)]),
+            ("peer-ca", vec![("peer-node", true)]),
         ] {
             let ca_key = KeyPair::generate().expect("key");
             let mut params = CertificateParams::new(Vec::<String>::new()).expect("params");
@@ -795,7 +796,18 @@ async fn tls_refuses_plaintext_and_other_cas_and_serves_a_configured_cli() {
     assert!(!foreign.status.success(), "{foreign:?}");
     assert_eq!(stdout(&foreign), "");
     // A peer stream without a certificate is refused, even over TLS.
-    let tls = scalestore_server::tls::client_config(&pki.client(None)).expect("tls");
+    let refused = open_peer_stream(&p, pki.client(None))
+        .await
+        .expect_err("refused");
+    assert_eq!(refused.code(), tonic::Code::PermissionDenied, "{refused:?}");
+}
+
+/// Opens a peer stream to node 1 as a peer would (naming the cluster), dialing with `files`.
+async fn open_peer_stream(
+    p: &Processes,
+    files: scalestore_server::TlsFiles,
+) -> Result<(), tonic::Status> {
+    let tls = scalestore_server::tls::client_config(&files).expect("tls");
     let channel =
         scalestore_server::peer::channel_with(&p.addresses[&1], Some(&tls)).expect("channel");
     let mut internal = InternalClient::new(channel);
@@ -810,8 +822,51 @@ async fn tls_refuses_plaintext_and_other_cas_and_serves_a_configured_cli() {
             .parse()
             .expect("header"),
     );
-    let refused = internal.peer(request).await.expect_err("refused");
+    internal.peer(request).await.map(|_| ())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_separate_peer_ca_admits_node_certificates_and_keeps_client_certificates_out_of_peer_streams(
+) {
+    let pki = Pki::new();
+    let peer_flags = [
+        "--peer-tls-ca".to_string(),
+        pki.path("peer-ca.pem"),
+        "--peer-tls-cert".into(),
+        pki.path("peer-node.pem"),
+        "--peer-tls-key".into(),
+        pki.path("peer-node.key"),
+    ];
+    let refs: Vec<&str> = peer_flags.iter().map(String::as_str).collect();
+    // The nodes reach each other with the peer CA's certificates: the cluster forms and serves.
+    let p = start_tls(&pki, &refs).await;
+    p.client().await.put("k", "v").await.expect("write");
+    // The clients' CA certificates are not nodes' certificates: a client-only one, and even one
+    // valid for serving, cannot open a peer stream.
+    for cert in ["client", "node"] {
+        let mut files = pki.client(Some(cert));
+        files.ca = pki.path("ca.pem").into();
+        let refused = open_peer_stream(&p, files).await.expect_err(cert);
+        assert_eq!(refused.code(), tonic::Code::PermissionDenied, "{refused:?}");
+    }
+    let mut peer = pki.client(Some("peer-node"));
+    peer.ca = pki.path("ca.pem").into();
+    open_peer_stream(&p, peer)
+        .await
+        .expect("a node's certificate opens a stream");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_one_ca_a_client_only_certificate_cannot_open_a_peer_stream() {
+    let pki = Pki::new();
+    let p = start_tls(&pki, &[]).await;
+    let refused = open_peer_stream(&p, pki.client(Some("client")))
+        .await
+        .expect_err("refused");
     assert_eq!(refused.code(), tonic::Code::PermissionDenied, "{refused:?}");
+    open_peer_stream(&p, pki.client(Some("node")))
+        .await
+        .expect("a node's certificate opens a stream");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

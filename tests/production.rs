@@ -5,6 +5,7 @@
 
 mod support;
 
+use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -167,4 +168,155 @@ async fn a_full_disk_stops_a_node_acknowledging_and_it_serves_again_once_space_r
     p.kill9(1);
     p.restart(1);
     wait_for_value_on(&p, 1, "after", "space returned").await;
+}
+
+/// Hosts on one bridge: a network namespace per host, joined to a bridge in the test's own
+/// namespace by a veth pair, addresses `10.201.N.host/24` (N from the test's process id, so
+/// runs do not collide). Cutting a host takes its bridge end down: it loses every peer and
+/// every client at once, as a pulled cable would. Removed when dropped.
+struct Hosts {
+    tag: String,
+    subnet: String,
+    count: u64,
+}
+
+impl Hosts {
+    fn create(count: u64) -> Result<Hosts, String> {
+        let pid = std::process::id();
+        let hosts = Hosts {
+            tag: format!("ss{}", pid % 100_000),
+            subnet: format!("10.201.{}", pid % 250),
+            count,
+        };
+        let bridge = hosts.bridge();
+        run("ip", &["link", "add", &bridge, "type", "bridge"])?;
+        run(
+            "ip",
+            &[
+                "addr",
+                "add",
+                &format!("{}.254/24", hosts.subnet),
+                "dev",
+                &bridge,
+            ],
+        )?;
+        run("ip", &["link", "set", &bridge, "up"])?;
+        for h in 1..=count {
+            let (ns, outer, inner) = (
+                hosts.namespace(h),
+                hosts.outer(h),
+                format!("{}i{h}", hosts.tag),
+            );
+            run("ip", &["netns", "add", &ns])?;
+            run(
+                "ip",
+                &[
+                    "link", "add", &outer, "type", "veth", "peer", "name", &inner,
+                ],
+            )?;
+            run("ip", &["link", "set", &outer, "master", &bridge, "up"])?;
+            run("ip", &["link", "set", &inner, "netns", &ns])?;
+            let inside = |args: &[&str]| {
+                let mut all = vec!["netns", "exec", ns.as_str(), "ip"];
+                all.extend_from_slice(args);
+                run("ip", &all)
+            };
+            inside(&["addr", "add", &format!("{}/24", hosts.ip(h)), "dev", &inner])?;
+            inside(&["link", "set", &inner, "up"])?;
+            inside(&["link", "set", "lo", "up"])?;
+        }
+        Ok(hosts)
+    }
+
+    fn bridge(&self) -> String {
+        format!("{}br", self.tag)
+    }
+
+    fn namespace(&self, host: u64) -> String {
+        format!("{}-host{host}", self.tag)
+    }
+
+    fn outer(&self, host: u64) -> String {
+        format!("{}o{host}", self.tag)
+    }
+
+    fn ip(&self, host: u64) -> String {
+        format!("{}.{host}", self.subnet)
+    }
+
+    /// Host `h`'s address on `port`, for every host.
+    fn addresses(&self, port: u16) -> BTreeMap<u64, String> {
+        (1..=self.count)
+            .map(|h| (h, format!("{}:{port}", self.ip(h))))
+            .collect()
+    }
+
+    fn launchers(&self) -> BTreeMap<u64, Vec<String>> {
+        (1..=self.count)
+            .map(|h| {
+                let launcher = ["ip", "netns", "exec", &self.namespace(h)];
+                (h, launcher.iter().map(|s| s.to_string()).collect())
+            })
+            .collect()
+    }
+
+    fn cut(&self, host: u64) {
+        run("ip", &["link", "set", &self.outer(host), "down"]).expect("cut");
+    }
+
+    fn restore(&self, host: u64) {
+        run("ip", &["link", "set", &self.outer(host), "up"]).expect("restore");
+    }
+}
+
+impl Drop for Hosts {
+    fn drop(&mut self) {
+        for h in 1..=self.count {
+            let _ = run("ip", &["link", "del", &self.outer(h)]);
+            let _ = run("ip", &["netns", "del", &self.namespace(h)]);
+        }
+        let _ = run("ip", &["link", "del", &self.bridge()]);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hosts_cut_off_and_restored_one_after_another_lose_no_acknowledged_write() {
+    let hosts = match Hosts::create(3) {
+        Ok(h) => h,
+        Err(why) if skip(&format!("cannot create network namespaces: {why}")) => return,
+        Err(_) => unreachable!(),
+    };
+    let p = Processes::prepare_on(
+        hosts.addresses(7000),
+        hosts.addresses(7100),
+        hosts.launchers(),
+        4,
+        &[],
+    );
+    for h in 1..=3 {
+        p.restart(h);
+    }
+    p.wait_all_led().await;
+    writers_survive(&p, async {
+        // Each cut outlasts an election (the cut host's groups fail over to the other two),
+        // and each restored host catches up before the next is cut.
+        for h in [1, 2] {
+            hosts.cut(h);
+            tokio::time::sleep(Duration::from_secs(3)).await;
+            hosts.restore(h);
+            p.wait_led(h).await;
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    })
+    .await;
+    p.client()
+        .await
+        .put("after", "the cuts")
+        .await
+        .expect("write");
+    for h in 1..=3 {
+        wait_for_value_on(&p, h, "after", "the cuts").await;
+    }
+    // Kill the servers before their namespaces go.
+    drop(p);
 }

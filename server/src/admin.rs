@@ -89,10 +89,11 @@ impl Admin for AdminService {
     }
 
     async fn join(&self, request: Request<JoinRequest>) -> Reply<JoinResponse> {
-        if self.context.tls && !crate::peer::has_certificate(&request) {
-            return Err(Status::permission_denied(
-                "joining needs a node certificate signed by the cluster's CA",
-            ));
+        if let Some(verifier) = &self.context.peer_verifier {
+            let chain = request.peer_certs().unwrap_or_default();
+            verifier.verify(&chain).map_err(|why| {
+                Status::permission_denied(format!("joining needs a node's certificate: {why}"))
+            })?;
         }
         let r = request.into_inner();
         if self.context.embedded {

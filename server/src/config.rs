@@ -89,6 +89,10 @@ pub struct ServerArgs {
     #[arg(long)]
     #[serde(default)]
     pub client_cert_required: bool,
+    /// TLS: let in only peers whose certificate is valid for this host name (a SAN), as etcd's
+    /// flag of the same name.
+    #[arg(long)]
+    pub peer_cert_allowed_hostname: Option<String>,
 }
 
 impl ServerArgs {
@@ -126,6 +130,9 @@ impl ServerArgs {
             peer_tls_key: self.peer_tls_key.or(file.peer_tls_key),
             peer_tls_ca: self.peer_tls_ca.or(file.peer_tls_ca),
             client_cert_required: self.client_cert_required || file.client_cert_required,
+            peer_cert_allowed_hostname: self
+                .peer_cert_allowed_hostname
+                .or(file.peer_cert_allowed_hostname),
         })
     }
 }
@@ -190,6 +197,8 @@ pub struct NodeTls {
     pub client_cert_required: bool,
     /// Dialing peers: their CA, and this node's peer certificate and key.
     pub peer: crate::tls::TlsFiles,
+    /// A peer's certificate must be valid for this host name (etcd's flag of the same name).
+    pub peer_cert_allowed_hostname: Option<String>,
 }
 
 /// `HOST:PORT` with a host that resolves and a port.
@@ -304,6 +313,7 @@ impl ServerConfig {
                 let peer_flags = args.peer_tls_cert.is_some()
                     || args.peer_tls_key.is_some()
                     || args.peer_tls_ca.is_some()
+                    || args.peer_cert_allowed_hostname.is_some()
                     || args.client_cert_required;
                 if peer_flags {
                     return Err(ServerError::Config(
@@ -322,6 +332,7 @@ impl ServerConfig {
                     cert: Some(args.peer_tls_cert.clone().unwrap_or_else(|| cert.clone())),
                     key: Some(args.peer_tls_key.clone().unwrap_or_else(|| key.clone())),
                 },
+                peer_cert_allowed_hostname: args.peer_cert_allowed_hostname.clone(),
             }),
             _ => {
                 return Err(ServerError::Config(

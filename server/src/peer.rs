@@ -393,8 +393,8 @@ pub(crate) fn set_header<T>(request: &mut Request<T>, name: &'static str, value:
 pub struct InternalService {
     pub(crate) node: NodeHandle,
     pub(crate) cluster_id: String,
-    /// TLS is on: peers must present a certificate (verified against the cluster's CA).
-    pub(crate) peers_need_certificates: bool,
+    /// TLS is on: a peer stream needs a node's certificate (see [`crate::tls`]).
+    pub(crate) peer_verifier: Option<Arc<crate::tls::PeerVerifier>>,
 }
 
 impl InternalService {
@@ -440,10 +440,11 @@ impl Internal for InternalService {
                 "peer streams must name their cluster",
             ));
         }
-        if self.peers_need_certificates && !has_certificate(&request) {
-            return Err(Status::permission_denied(
-                "peer streams need a certificate signed by the cluster's CA",
-            ));
+        if let Some(verifier) = &self.peer_verifier {
+            let chain = request.peer_certs().unwrap_or_default();
+            verifier.verify(&chain).map_err(|why| {
+                Status::permission_denied(format!("peer streams need a node's certificate: {why}"))
+            })?;
         }
         let node = self
             .node
@@ -515,9 +516,4 @@ impl Internal for InternalService {
             result: encode(&result),
         }))
     }
-}
-
-/// Whether the caller presented a (verified) TLS client certificate.
-pub fn has_certificate<T>(request: &Request<T>) -> bool {
-    request.peer_certs().is_some_and(|c| !c.is_empty())
 }

@@ -104,12 +104,7 @@ pub async fn run(config: ServerConfig, shutdown: impl Future<Output = ()>) -> Se
     addresses.insert(config.id, config.advertise.clone());
     let peer_tls = dialing(&config)?;
     let serving_tls = match &config.tls {
-        Some(t) => Some(crate::tls::server_config(
-            &t.cert,
-            &t.key,
-            &t.client_ca,
-            t.client_cert_required,
-        )?),
+        Some(t) => Some(crate::tls::ServingTls::new(t)?),
         None => None,
     };
     let peers = GrpcPeers::new(
@@ -164,7 +159,7 @@ pub async fn run(config: ServerConfig, shutdown: impl Future<Output = ()>) -> Se
         embedded: false,
         in_flight: Arc::new(tokio::sync::Semaphore::new(config.max_in_flight)),
         metrics: Some(metrics.clone()),
-        tls: config.tls.is_some(),
+        peer_verifier: serving_tls.as_ref().map(|t| t.peers.clone()),
     };
     let server = serve_node(listener, context, serving_tls)?;
     tracing::info!(node = config.id, address = %server.address, cluster = %stored.cluster_id, "serving");
@@ -326,7 +321,7 @@ fn dialing(config: &ServerConfig) -> ServerResult<Option<ClientTlsConfig>> {
     config
         .tls
         .as_ref()
-        .map(|t| crate::tls::client_config(&t.peer))
+        .map(crate::tls::peer_dialing_config)
         .transpose()
 }
 

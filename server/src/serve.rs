@@ -7,6 +7,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::tls::ServingTls;
 use scalestore::inproc::InProcNetwork;
 use scalestore::network::{PeerRequest, PeerResponse};
 use scalestore::types::{ClientRequest, ClientResponse};
@@ -17,7 +18,6 @@ use scalestore::{
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tonic::transport::server::TcpIncoming;
-use tonic::transport::ServerTlsConfig;
 
 use crate::admin::AdminService;
 use crate::kv::KvService;
@@ -117,8 +117,8 @@ pub struct ServiceContext {
     pub in_flight: Arc<tokio::sync::Semaphore>,
     /// Where requests are counted (none: not measured).
     pub metrics: Option<Arc<crate::metrics::Metrics>>,
-    /// TLS is on: joining nodes must present a certificate.
-    pub tls: bool,
+    /// TLS is on: peer streams and joins need a node's certificate (see [`crate::tls`]).
+    pub peer_verifier: Option<Arc<crate::tls::PeerVerifier>>,
 }
 
 /// A running gRPC server of one node.
@@ -152,7 +152,7 @@ impl Drop for NodeServer {
 pub fn serve_node(
     listener: TcpListener,
     context: ServiceContext,
-    tls: Option<ServerTlsConfig>,
+    tls: Option<ServingTls>,
 ) -> Result<NodeServer> {
     let address = listener.local_addr()?;
     let incoming = TcpIncoming::from_listener(listener, true, Some(Duration::from_secs(10)))
@@ -165,7 +165,7 @@ pub fn serve_node(
     let internal = InternalServer::new(InternalService {
         node: context.node.clone(),
         cluster_id: context.cluster_id.clone(),
-        peers_need_certificates: tls.is_some(),
+        peer_verifier: context.peer_verifier.clone(),
     })
     .max_decoding_message_size(usize::MAX)
     .max_encoding_message_size(usize::MAX);
@@ -173,7 +173,7 @@ pub fn serve_node(
     let mut builder = tonic::transport::Server::builder();
     if let Some(tls) = tls {
         builder = builder
-            .tls_config(tls)
+            .tls_config(tls.config)
             .map_err(|e| Error::InvalidArgument(format!("TLS settings: {e}")))?;
     }
     let task = tokio::spawn(async move {
@@ -260,7 +260,7 @@ pub async fn serve_embedded_on(
             embedded: true,
             in_flight: Arc::new(tokio::sync::Semaphore::new(DEFAULT_IN_FLIGHT)),
             metrics: None,
-            tls: false,
+            peer_verifier: None,
         };
         servers.insert(id, serve_node(listener, context, None)?);
     }

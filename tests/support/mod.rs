@@ -36,6 +36,8 @@ pub struct Processes {
     /// How the test's own clients reach a TLS cluster.
     pub tls: Option<scalestore_server::TlsFiles>,
     pub args: Mutex<BTreeMap<u64, Vec<String>>>,
+    /// What a node's command line is run under (say `ip netns exec NS`); none: run directly.
+    pub launchers: BTreeMap<u64, Vec<String>>,
     pub children: Mutex<BTreeMap<u64, Child>>,
 }
 
@@ -57,20 +59,35 @@ impl Processes {
 
     /// The command lines of `n` first members (each also serving metrics), none started.
     pub fn prepare(n: u64, shards: usize, extra: &[&str]) -> Processes {
+        let on_loopback = |_| format!("127.0.0.1:{}", free_port());
+        Processes::prepare_on(
+            (1..=n).map(|i| (i, on_loopback(i))).collect(),
+            (1..=n).map(|i| (i, on_loopback(i))).collect(),
+            BTreeMap::new(),
+            shards,
+            extra,
+        )
+    }
+
+    /// [`prepare`](Self::prepare) with each node's client and metrics address given, and its
+    /// command line run under `launchers[node]` (when there is one).
+    pub fn prepare_on(
+        addresses: BTreeMap<u64, String>,
+        metrics: BTreeMap<u64, String>,
+        launchers: BTreeMap<u64, Vec<String>>,
+        shards: usize,
+        extra: &[&str],
+    ) -> Processes {
         let dir = tempfile::tempdir().expect("dir");
-        let addresses: BTreeMap<u64, String> = (1..=n)
-            .map(|i| (i, format!("127.0.0.1:{}", free_port())))
-            .collect();
         let members: Vec<String> = addresses.iter().map(|(i, a)| format!("{i}={a}")).collect();
         let p = Processes {
             dir,
             extra: extra.iter().map(|e| e.to_string()).collect(),
             addresses: addresses.clone(),
-            metrics: (1..=n)
-                .map(|i| (i, format!("127.0.0.1:{}", free_port())))
-                .collect(),
+            metrics,
             tls: None,
             args: Mutex::new(BTreeMap::new()),
+            launchers,
             children: Mutex::new(BTreeMap::new()),
         };
         for (i, a) in &addresses {
@@ -133,7 +150,16 @@ impl Processes {
             .append(true)
             .open(self.dir.path().join(format!("node-{id}.log")))
             .expect("log");
-        let child = Command::new(SERVER)
+        let launcher = self.launchers.get(&id).cloned().unwrap_or_default();
+        let mut command = match launcher.split_first() {
+            Some((program, launcher_args)) => {
+                let mut c = Command::new(program);
+                c.args(launcher_args).arg(SERVER);
+                c
+            }
+            None => Command::new(SERVER),
+        };
+        let child = command
             .args(&args)
             .stdout(Stdio::null())
             .stderr(log)
