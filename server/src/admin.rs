@@ -90,10 +90,7 @@ impl Admin for AdminService {
 
     async fn join(&self, request: Request<JoinRequest>) -> Reply<JoinResponse> {
         if let Some(verifier) = &self.context.peer_verifier {
-            let chain = request.peer_certs().unwrap_or_default();
-            verifier.verify(&chain).map_err(|why| {
-                Status::permission_denied(format!("joining needs a node's certificate: {why}"))
-            })?;
+            verifier.check(&request, "joining")?;
         }
         let r = request.into_inner();
         if self.context.embedded {

@@ -441,10 +441,7 @@ impl Internal for InternalService {
             ));
         }
         if let Some(verifier) = &self.peer_verifier {
-            let chain = request.peer_certs().unwrap_or_default();
-            verifier.verify(&chain).map_err(|why| {
-                Status::permission_denied(format!("peer streams need a node's certificate: {why}"))
-            })?;
+            verifier.check(&request, "a peer stream")?;
         }
         let node = self
             .node

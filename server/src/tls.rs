@@ -146,6 +146,15 @@ impl PeerVerifier {
         })
     }
 
+    /// Lets `request` in only if its caller presented a node's certificate; `doing` names what
+    /// it tried, for the refusal.
+    pub fn check<T>(&self, request: &tonic::Request<T>, doing: &str) -> Result<(), tonic::Status> {
+        let chain = request.peer_certs().unwrap_or_default();
+        self.verify(&chain).map_err(|why| {
+            tonic::Status::permission_denied(format!("{doing} needs a node's certificate: {why}"))
+        })
+    }
+
     /// `Err` says why `chain` (leaf first) is not a node's certificate.
     pub fn verify(&self, chain: &[CertificateDer<'_>]) -> Result<(), String> {
         let (leaf, intermediates) = chain.split_first().ok_or("no certificate presented")?;

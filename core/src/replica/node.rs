@@ -219,34 +219,41 @@ impl Node {
             .await
             .map_err(|e| Error::Storage(format!("space probe: {e}")))?
             .map_err(|e| Error::Storage(format!("no room in {}: {e}", self.dir.display())))?;
-        let old = self.store()?;
-        let options = old.options();
-        // Every group is stopped: wait until nothing else holds the old store, then close it.
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Arc::strong_count(&old) > 2 {
-            if Instant::now() > deadline {
-                return Err(Error::Unavailable(
-                    "the failed store is still in use; retrying later".into(),
-                ));
+        // Every group is stopped: close the failed store once nothing else holds it. (A slot
+        // already empty is an earlier attempt that closed it and could not open it again.)
+        let current = self.store.read().ok().and_then(|s| s.clone());
+        if let Some(old) = current {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            // Held by the slot and `old` alone; the slot keeps it while others still use it.
+            while Arc::strong_count(&old) > 2 {
+                if Instant::now() > deadline {
+                    return Err(Error::Unavailable(
+                        "the failed store is still in use; retrying later".into(),
+                    ));
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
             }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        if let Ok(mut slot) = self.store.write() {
-            slot.take();
-        }
-        let weak = Arc::downgrade(&old);
-        drop(old);
-        while weak.strong_count() > 0 && Instant::now() < deadline + Duration::from_secs(5) {
-            tokio::time::sleep(Duration::from_millis(10)).await;
+            if let Ok(mut slot) = self.store.write() {
+                slot.take();
+            }
+            let closed = Arc::downgrade(&old);
+            drop(old);
+            while closed.strong_count() > 0 {
+                if Instant::now() > deadline {
+                    return Err(Error::Unavailable(
+                        "the failed store is still closing; retrying later".into(),
+                    ));
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
         }
         let identity = Identity::new(&self.config.cluster_id, self.config.id);
-        let (dir, stats) = (self.dir.clone(), self.stats.clone());
-        let opened = tokio::task::spawn_blocking(move || {
+        let (dir, options, stats) = (self.dir.clone(), self.config.storage, self.stats.clone());
+        let store = tokio::task::spawn_blocking(move || {
             NodeStore::open_with_stats(&dir, &identity, options, stats)
         })
         .await
-        .map_err(|e| Error::Storage(format!("reopening the store: {e}")))?;
-        let store = opened?;
+        .map_err(|e| Error::Storage(format!("reopening the store: {e}")))??;
         count(&self.stats.reopens, 1);
         if let Ok(mut slot) = self.store.write() {
             *slot = Some(store);

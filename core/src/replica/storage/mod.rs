@@ -180,10 +180,6 @@ impl NodeStore {
         self.failure.lock().ok().and_then(|f| f.clone())
     }
 
-    pub fn options(&self) -> StorageOptions {
-        self.options
-    }
-
     pub fn dir(&self) -> &Path {
         &self.dir
     }
