@@ -14,7 +14,9 @@ use tonic::transport::{Channel, ClientTlsConfig};
 use crate::error::{ServerError, ServerResult};
 use crate::peer::{channel_with, decode, encode};
 use crate::proto::internal_client::InternalClient;
-use crate::proto::ClientCall;
+use crate::proto::admin_client::AdminClient;
+use crate::proto::{ClientCall, EventsRequest, StatusRequest, StatusResponse};
+use scalestore::{ClusterStatus, Event, NodeStatus, ShardStatus};
 
 /// Calls nodes of one cluster over gRPC.
 pub struct GrpcTransport {
@@ -194,6 +196,97 @@ impl Transport for GrpcTransport {
             .read()
             .map(|a| a.keys().copied().collect())
             .unwrap_or_default()
+    }
+
+    /// Asks the nodes in turn (the Admin service) until one reports.
+    async fn cluster_status(&self) -> Result<ClusterStatus> {
+        let mut last = Error::Unavailable("no node address known".into());
+        for address in self.known_addresses() {
+            let mut admin = AdminClient::new(self.channel(&address)?);
+            let asked = tokio::time::timeout(ADMIN_ASK, admin.status(StatusRequest {})).await;
+            match asked {
+                Ok(Ok(reply)) => return Ok(status_from_proto(reply.into_inner())),
+                Ok(Err(status)) => last = crate::convert::from_status(&status),
+                Err(_) => last = Error::Unavailable(format!("{address} did not answer")),
+            }
+        }
+        Err(last)
+    }
+
+    /// Every reachable node's events, merged oldest first.
+    async fn events(&self) -> Result<Vec<Event>> {
+        let asks = self.known_addresses().into_iter().map(|address| async move {
+            let mut admin = AdminClient::new(self.channel(&address).ok()?);
+            let reply = tokio::time::timeout(ADMIN_ASK, admin.events(EventsRequest {}))
+                .await
+                .ok()?
+                .ok()?;
+            Some(reply.into_inner().events)
+        });
+        let replies = futures::future::join_all(asks).await;
+        if replies.iter().all(Option::is_none) {
+            return Err(Error::Unavailable("no node reported its events".into()));
+        }
+        let mut events: Vec<crate::proto::Event> = replies.into_iter().flatten().flatten().collect();
+        events.sort_by_key(|e| (e.time_ms, e.node));
+        Ok(events
+            .into_iter()
+            .map(|e| Event {
+                time_ms: e.time_ms,
+                kind: e.kind,
+                detail: format!("{} (node {})", e.detail, e.node),
+            })
+            .collect())
+    }
+}
+
+/// How long one node may take to answer an Admin status or events call.
+const ADMIN_ASK: Duration = Duration::from_secs(5);
+
+impl GrpcTransport {
+    fn known_addresses(&self) -> Vec<String> {
+        self.addresses
+            .read()
+            .map(|a| a.values().cloned().collect())
+            .unwrap_or_default()
+    }
+}
+
+fn status_from_proto(s: StatusResponse) -> ClusterStatus {
+    ClusterStatus {
+        shards: s
+            .shards
+            .into_iter()
+            .map(|sh| ShardStatus {
+                shard: sh.id,
+                ranges: sh
+                    .ranges
+                    .iter()
+                    .map(|r| scalestore::RingRange {
+                        start: r.start,
+                        end_inclusive: r.end_inclusive,
+                    })
+                    .collect(),
+                replicas: sh.replicas,
+                leader: sh.leader,
+                term: sh.term,
+                committed_index: Some(sh.committed_index),
+                applied_index: Some(sh.applied_index),
+                approximate_bytes: sh.approximate_bytes,
+                voter_sets: Vec::new(),
+                joint: false,
+            })
+            .collect(),
+        nodes: s
+            .nodes
+            .into_iter()
+            .map(|n| NodeStatus {
+                node: n.id,
+                up: n.up,
+                shards: n.shards,
+                leaders: n.leaders as usize,
+            })
+            .collect(),
     }
 }
 

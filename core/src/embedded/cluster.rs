@@ -21,12 +21,32 @@ use crate::replica::failpoints::Failpoints;
 use crate::replica::node::{GroupStatus, Node, NodeConfig};
 use crate::replica::storage::identity::write_synced;
 use crate::replica::storage::{lose_unsynced_writes, StorageStats};
+use crate::proof::history::RecordSwitch;
 use crate::routing::client::{Client, ClientOptions};
 use crate::routing::sharding::{NodeState, ShardMap, META_GROUP};
 use crate::routing::transport::Transport;
 use crate::types::{GroupId, NodeId};
 
 const CLUSTER_FILE: &str = "scalestore-cluster.json";
+const LOCK_FILE: &str = "scalestore.lock";
+
+/// Takes the root's lock for as long as the returned file is open.
+fn lock_root(root: &Path) -> Result<std::fs::File> {
+    let path = root.join(LOCK_FILE);
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(Error::DataDir {
+            path: root.to_path_buf(),
+            reason: "held by another open cluster (in this process or another)".into(),
+        }),
+        Err(std::fs::TryLockError::Error(e)) => Err(e.into()),
+    }
+}
 
 /// How to start an embedded cluster.
 #[derive(Debug, Clone)]
@@ -49,6 +69,63 @@ pub struct ClusterOptions {
     pub manager: ManagerOptions,
     /// Guarantee-breaking switches for tests that prove the checks bite.
     pub testing: TestSwitches,
+}
+
+impl ClusterOptions {
+    /// Options for `root` (`None`: a new temporary cluster) where `None` means "as stored":
+    /// the root's stored cluster decides what is not given, and a new cluster gets 3 nodes, 8
+    /// shards and min(3, nodes) replicas. Given values that contradict the stored cluster are
+    /// refused at start (`InvalidArgument`).
+    pub fn for_dir(
+        root: Option<&Path>,
+        nodes: Option<usize>,
+        shards: Option<usize>,
+        replication: Option<usize>,
+    ) -> Result<ClusterOptions> {
+        let stored = match root {
+            Some(root) => match std::fs::read(root.join(CLUSTER_FILE)) {
+                Ok(bytes) => Some(serde_json::from_slice::<StoredCluster>(&bytes).map_err(
+                    |e| Error::DataDir {
+                        path: root.join(CLUSTER_FILE),
+                        reason: format!("corrupt cluster file: {e}"),
+                    },
+                )?),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+                Err(e) => return Err(e.into()),
+            },
+            None => None,
+        };
+        for (name, value) in [
+            ("nodes", nodes),
+            ("shards", shards),
+            ("replication", replication),
+        ] {
+            if value == Some(0) {
+                return Err(Error::InvalidArgument(format!("{name} must be at least 1")));
+            }
+        }
+        let (nodes, shards) = match &stored {
+            Some(s) => (
+                nodes.unwrap_or(s.nodes),
+                shards.unwrap_or(s.map.shards.len()),
+            ),
+            None => (nodes.unwrap_or(3), shards.unwrap_or(8)),
+        };
+        if let Some(r) = replication {
+            if r > nodes && stored.is_none() {
+                return Err(Error::InvalidArgument(format!(
+                    "replication {r} needs at least {r} nodes; asked for {nodes}"
+                )));
+            }
+        }
+        Ok(ClusterOptions {
+            nodes,
+            shards,
+            replication,
+            root_dir: root.map(Path::to_path_buf),
+            ..ClusterOptions::default()
+        })
+    }
 }
 
 impl Default for ClusterOptions {
@@ -112,6 +189,11 @@ pub struct EmbeddedCluster {
     failpoints: Arc<Failpoints>,
     /// Snapshots installed by node incarnations that have since stopped.
     snapshots_installed_before: std::sync::atomic::AtomicU64,
+    /// Every client of this cluster records while this holds a history.
+    recording: RecordSwitch,
+    /// Held (an exclusive lock on the root's lock file) while the cluster is open, so a second
+    /// open of the same root, in this process or another, is refused.
+    _root_lock: std::fs::File,
 }
 
 impl EmbeddedCluster {
@@ -130,6 +212,7 @@ impl EmbeddedCluster {
                 Root::Kept(p.clone())
             }
         };
+        let root_lock = lock_root(root.path())?;
         let mut stored = load_or_create(root.path(), &options)?;
         if stored.node_ids.is_empty() {
             stored.node_ids = (1..=stored.nodes as NodeId).collect();
@@ -137,17 +220,21 @@ impl EmbeddedCluster {
         let ids = stored.node_ids.clone();
         let seed = options.seed.unwrap_or_else(rand::random);
         let network = InProcNetwork::new(ids.clone(), Arc::new(Faults::new(seed)));
+        let events = Arc::new(EventLog::default());
+        network.set_event_log(events.clone());
         let cluster = EmbeddedCluster {
             root: Some(root),
             cluster_id: stored.cluster_id.clone(),
             stored: Mutex::new(stored),
-            events: Arc::new(EventLog::default()),
+            events,
             options,
             network,
             nodes: Mutex::new(BTreeMap::new()),
             crashed: Mutex::new(HashMap::new()),
             failpoints: Arc::new(Failpoints::default()),
             snapshots_installed_before: std::sync::atomic::AtomicU64::new(0),
+            recording: RecordSwitch::default(),
+            _root_lock: root_lock,
         };
         for id in &ids {
             cluster.start_node(*id).await?;
@@ -393,6 +480,21 @@ impl EmbeddedCluster {
         Ok(())
     }
 
+    /// The leader of `shard` now (of several that believe they lead, the one of the highest
+    /// term), without waiting; `None` while it has none.
+    pub fn leader_of(&self, shard: GroupId) -> Result<Option<NodeId>> {
+        if !self.groups().contains(&shard) {
+            return Err(Error::InvalidArgument(format!("no shard {shard}")));
+        }
+        let nodes: Vec<Arc<Node>> = self.lock_nodes()?.values().cloned().collect();
+        Ok(nodes
+            .iter()
+            .filter_map(|n| n.status(shard).ok())
+            .filter(|s| s.is_leader)
+            .max_by_key(|s| s.term)
+            .map(|s| s.node))
+    }
+
     /// A running node.
     pub fn node(&self, id: NodeId) -> Result<Arc<Node>> {
         if !self.node_ids().contains(&id) {
@@ -416,7 +518,17 @@ impl EmbeddedCluster {
 
     /// A client that finds the leader itself.
     pub fn client(&self) -> Client {
-        Client::new(self.network.clone(), self.options.client)
+        Client::new_switched(
+            self.network.clone(),
+            self.options.client,
+            self.recording.clone(),
+        )
+    }
+
+    /// The switch that makes every client of this cluster (made by [`client`](Self::client)
+    /// or [`client_pinned`](Self::client_pinned), before or after) record while it is on.
+    pub fn recording(&self) -> &RecordSwitch {
+        &self.recording
     }
 
     /// A client whose requests enter through `node` (and whose `Stale` reads it answers).
@@ -897,7 +1009,9 @@ fn load_or_create(root: &Path, options: &ClusterOptions) -> Result<StoredCluster
             Ok(stored)
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            let not_empty = std::fs::read_dir(root)?.next().is_some();
+            let not_empty = std::fs::read_dir(root)?
+                .filter_map(|e| e.ok())
+                .any(|e| e.file_name() != LOCK_FILE);
             if not_empty {
                 return Err(Error::DataDir {
                     path: root.to_path_buf(),

@@ -8,6 +8,8 @@ use async_trait::async_trait;
 
 use crate::embedded::faults::Faults;
 use crate::error::{Error, Result};
+use crate::host::{self, ClusterStatus};
+use crate::placement::events::{Event, EventLog};
 use crate::replica::network::{PeerRequest, PeerResponse, PeerTransport};
 use crate::replica::node::Node;
 use crate::routing::transport::Transport;
@@ -19,6 +21,8 @@ pub struct InProcNetwork {
     /// Every node of the cluster, up or not (what clients may try).
     members: RwLock<Vec<NodeId>>,
     faults: Arc<Faults>,
+    /// The cluster's event log, reported to clients that ask for events.
+    events: RwLock<Option<Arc<EventLog>>>,
 }
 
 impl InProcNetwork {
@@ -27,7 +31,15 @@ impl InProcNetwork {
             up: RwLock::new(BTreeMap::new()),
             members: RwLock::new(members),
             faults,
+            events: RwLock::new(None),
         })
+    }
+
+    /// The event log clients are shown (the embedded cluster's own).
+    pub fn set_event_log(&self, events: Arc<EventLog>) {
+        if let Ok(mut e) = self.events.write() {
+            *e = Some(events);
+        }
     }
 
     pub fn faults(&self) -> &Arc<Faults> {
@@ -143,5 +155,23 @@ impl Transport for InProcNetwork {
 
     fn nodes(&self) -> Vec<NodeId> {
         self.members.read().map(|m| m.clone()).unwrap_or_default()
+    }
+
+    async fn cluster_status(&self) -> Result<ClusterStatus> {
+        let running: Vec<Arc<Node>> = self
+            .up
+            .read()
+            .map(|up| up.values().cloned().collect())
+            .unwrap_or_default();
+        let node = running
+            .into_iter()
+            .find(|n| !n.is_stopping())
+            .ok_or_else(|| Error::Unavailable("no node is running".into()))?;
+        host::cluster_status(&node).await
+    }
+
+    async fn events(&self) -> Result<Vec<Event>> {
+        let log = self.events.read().ok().and_then(|e| e.clone());
+        Ok(log.map(|l| l.snapshot()).unwrap_or_default())
     }
 }

@@ -2,7 +2,7 @@
 //! it timed out or failed ambiguously. Exportable as JSON lines; checked by [`crate::proof::checker`].
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
@@ -107,6 +107,11 @@ impl History {
         }
     }
 
+    /// Tells histories apart: clones of one history share it.
+    pub fn identity(&self) -> usize {
+        Arc::as_ptr(&self.ops) as usize
+    }
+
     /// A fresh client id for this history.
     pub fn new_client_id(&self) -> u64 {
         self.next_client.fetch_add(1, Ordering::Relaxed)
@@ -156,6 +161,32 @@ impl History {
                     .map_err(|e| Error::InvalidArgument(format!("bad history line: {e}")))
             })
             .collect()
+    }
+}
+
+/// A recording switch shared by many clients (an embedded cluster's): while it holds a
+/// history, every client made with it records its operations there, whenever it was made.
+#[derive(Debug, Clone, Default)]
+pub struct RecordSwitch(Arc<RwLock<Option<History>>>);
+
+impl RecordSwitch {
+    /// Starts recording into a new history (replacing one in progress) and returns it.
+    pub fn start(&self) -> History {
+        let history = History::new();
+        if let Ok(mut slot) = self.0.write() {
+            *slot = Some(history.clone());
+        }
+        history
+    }
+
+    /// Stops recording; returns the history that was being recorded, if any.
+    pub fn stop(&self) -> Option<History> {
+        self.0.write().ok()?.take()
+    }
+
+    /// The history being recorded into, if recording is on.
+    pub fn current(&self) -> Option<History> {
+        self.0.read().ok()?.clone()
     }
 }
 

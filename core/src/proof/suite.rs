@@ -72,6 +72,43 @@ impl Nemesis {
     ];
 }
 
+impl Nemesis {
+    /// The kebab-case name the bindings and the CLI use (`crash-all`, `snapshot-storm`, ...).
+    pub fn name(&self) -> &'static str {
+        match self {
+            Nemesis::None => "none",
+            Nemesis::MovingPartitions => "moving-partitions",
+            Nemesis::ManyPartitions => "many-partitions",
+            Nemesis::CrashRestart => "crash-restart",
+            Nemesis::CrashAll => "crash-all",
+            Nemesis::LossyNetwork => "lossy-network",
+            Nemesis::Membership => "membership",
+            Nemesis::ManagerCrash => "manager-crash",
+            Nemesis::ClockJumps => "clock-jumps",
+            Nemesis::LeaderChangesDuringMembership => "leader-changes-during-membership",
+            Nemesis::SnapshotStorm => "snapshot-storm",
+        }
+    }
+}
+
+impl std::str::FromStr for Nemesis {
+    type Err = Error;
+
+    /// A kebab-case name (as [`Nemesis::name`]) or the variant's own name.
+    fn from_str(name: &str) -> Result<Nemesis> {
+        Nemesis::ALL
+            .into_iter()
+            .find(|n| n.name() == name || format!("{n:?}") == name)
+            .ok_or_else(|| {
+                let known: Vec<&str> = Nemesis::ALL.iter().map(Nemesis::name).collect();
+                Error::InvalidArgument(format!(
+                    "unknown nemesis {name:?}; known: {}",
+                    known.join(", ")
+                ))
+            })
+    }
+}
+
 impl fmt::Display for Nemesis {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         fmt::Debug::fmt(self, f)

@@ -15,7 +15,11 @@ use std::time::{Duration, Instant};
 
 use crate::config::Limits;
 use crate::error::{Error, Result};
-use crate::proof::history::{output_of_error, History, OpInput, OpOutput, Operation};
+use crate::host::ClusterStatus;
+use crate::placement::events::Event;
+use crate::proof::history::{
+    output_of_error, History, OpInput, OpOutput, Operation, RecordSwitch,
+};
 use crate::replica::node::GroupStatus;
 use crate::routing::sharding::ShardMap;
 use crate::routing::transport::Transport;
@@ -115,6 +119,10 @@ struct Shared {
     sessions: Mutex<HashMap<GroupId, SessionSlot>>,
     closed: AtomicBool,
     rotate: AtomicUsize,
+    /// A switch that makes every handle of this client record while it is on (the embedded
+    /// cluster's `record`), and the client id this client has in the history it records into.
+    switch: Option<RecordSwitch>,
+    switch_client: Mutex<Option<(usize, u64)>>,
 }
 
 /// A handle to a cluster. Cheap to clone; clones share the map, leader hints, sessions and the
@@ -125,6 +133,8 @@ pub struct Client {
     pinned: Option<NodeId>,
     /// Where this handle records its operations, and under which client id.
     recorder: Option<(History, u64)>,
+    /// This handle's deadline per operation, instead of the options' `timeout`.
+    timeout: Option<Duration>,
 }
 
 impl Client {
@@ -140,19 +150,65 @@ impl Client {
                 sessions: Mutex::new(HashMap::new()),
                 closed: AtomicBool::new(false),
                 rotate: AtomicUsize::new(0),
+                switch: None,
+                switch_client: Mutex::new(None),
             }),
             pinned: None,
             recorder: None,
+            timeout: None,
         }
+    }
+
+    /// A new client that records into whatever history `switch` holds while it is on.
+    pub fn new_switched(
+        transport: Arc<dyn Transport>,
+        options: ClientOptions,
+        switch: RecordSwitch,
+    ) -> Self {
+        let mut client = Client::new(transport, options);
+        if let Some(shared) = Arc::get_mut(&mut client.shared) {
+            shared.switch = Some(switch);
+        }
+        client
+    }
+
+    /// A handle whose operations each get `timeout` as their deadline (retries included).
+    pub fn with_timeout(&self, timeout: Duration) -> Client {
+        Client {
+            timeout: Some(timeout),
+            ..self.clone()
+        }
+    }
+
+    /// This handle's deadline per operation.
+    pub fn timeout(&self) -> Duration {
+        self.timeout.unwrap_or(self.shared.options.timeout)
+    }
+
+    /// The history this handle records into now (its own, else the switch's), with its id there.
+    fn recorder_now(&self) -> Option<(History, u64)> {
+        if let Some(r) = &self.recorder {
+            return Some(r.clone());
+        }
+        let history = self.shared.switch.as_ref()?.current()?;
+        let mut slot = self.shared.switch_client.lock().ok()?;
+        let id = match *slot {
+            Some((identity, id)) if identity == history.identity() => id,
+            _ => {
+                let id = history.new_client_id();
+                *slot = Some((history.identity(), id));
+                id
+            }
+        };
+        Some((history, id))
     }
 
     /// A handle that records every get, put, delete, append and cas it makes into `history`,
     /// under a client id of its own (shares everything else with `self`).
     pub fn recording(&self, history: &History) -> Client {
         Client {
-            shared: self.shared.clone(),
-            pinned: self.pinned,
             recorder: Some((history.clone(), history.new_client_id())),
+            ..self.clone()
         }
     }
 
@@ -164,14 +220,14 @@ impl Client {
         op: impl std::future::Future<Output = Result<T>>,
         output: impl Fn(&T) -> OpOutput,
     ) -> Result<T> {
-        let Some((history, client)) = &self.recorder else {
+        let Some((history, client)) = self.recorder_now() else {
             return op.await;
         };
         let invoke_ns = history.now_ns();
         let result = op.await;
         let is_read = input.is_read();
         history.push(Operation {
-            client: *client,
+            client,
             key: key.to_vec(),
             input,
             invoke_ns,
@@ -205,9 +261,8 @@ impl Client {
             return Err(Error::UnknownNode(node));
         }
         Ok(Client {
-            shared: self.shared.clone(),
             pinned: Some(node),
-            recorder: self.recorder.clone(),
+            ..self.clone()
         })
     }
 
@@ -263,6 +318,41 @@ impl Client {
     /// The shard's current leader, as its replicas report it.
     pub async fn shard_leader(&self, shard: GroupId) -> Result<Option<NodeId>> {
         Ok(self.shard_status(shard).await?.leader)
+    }
+
+    /// The whole cluster's status (nodes, shards, leaders, sizes), as a reachable node sees it.
+    pub async fn cluster_status(&self) -> Result<ClusterStatus> {
+        self.check_open()?;
+        self.bounded("cluster status", self.shared.transport.cluster_status())
+            .await
+    }
+
+    /// Recent cluster events, oldest first.
+    pub async fn events(&self) -> Result<Vec<Event>> {
+        self.check_open()?;
+        self.bounded("cluster events", self.shared.transport.events())
+            .await
+    }
+
+    fn check_open(&self) -> Result<()> {
+        if self.is_closed() {
+            return Err(Error::Closed("client is closed".into()));
+        }
+        Ok(())
+    }
+
+    async fn bounded<T>(
+        &self,
+        what: &str,
+        op: impl std::future::Future<Output = Result<T>>,
+    ) -> Result<T> {
+        let timeout = self.timeout();
+        tokio::time::timeout(timeout, op)
+            .await
+            .map_err(|_| Error::Timeout {
+                what: what.to_string(),
+                waited_ms: timeout.as_millis() as u64,
+            })?
     }
 
     /// Status of `shard` as one of its replicas reports it.
@@ -581,6 +671,59 @@ impl Client {
         }
     }
 
+    /// Up to `limit` pairs a scan yields (`None`: all of them), in key order, page by page.
+    pub async fn scan_up_to(
+        &self,
+        options: &ScanOptions,
+        limit: Option<usize>,
+    ) -> Result<Vec<KeyValue>> {
+        let mut options = options.clone();
+        let mut out = Vec::new();
+        loop {
+            if let Some(limit) = limit {
+                let left = limit.saturating_sub(out.len());
+                if left == 0 {
+                    return Ok(out);
+                }
+                options.limit = options.limit.min(left);
+            }
+            let page = self.scan(&options).await?;
+            out.extend(page.items);
+            match page.cursor {
+                Some(c) => options.cursor = Some(c),
+                None => return Ok(out),
+            }
+        }
+    }
+
+    /// Writes any number of pairs as a sequence of [`batch_put`](Self::batch_put)s, each
+    /// under the limits' item and byte caps. Each batch is atomic per shard; a failure stops
+    /// the sequence (earlier batches stay written).
+    pub async fn put_many(&self, pairs: &[(Vec<u8>, Vec<u8>)]) -> Result<()> {
+        let limits = self.shared.options.limits;
+        // Every pair is checked first, so bad input writes nothing.
+        for (key, value) in pairs {
+            limits.check_key(key)?;
+            limits.check_value(value)?;
+        }
+        let mut start = 0;
+        while start < pairs.len() {
+            let mut end = start;
+            let mut bytes = 0;
+            while end < pairs.len() && end - start < limits.max_batch_items {
+                let size = pairs[end].0.len() + pairs[end].1.len();
+                if end > start && bytes + size > limits.max_batch_bytes {
+                    break;
+                }
+                bytes += size;
+                end += 1;
+            }
+            self.batch_put(&pairs[start..end]).await?;
+            start = end;
+        }
+        Ok(())
+    }
+
     // ----- writes with exactly-once sessions -----
 
     async fn write(&self, command: Command) -> Result<CommandResult> {
@@ -715,7 +858,7 @@ impl Client {
         }
         let opts = self.shared.options;
         let started = Instant::now();
-        let deadline = started + opts.timeout;
+        let deadline = started + self.timeout();
         let group = request.group();
         let mut backoff = opts.backoff_initial;
         let mut last_err = None;

@@ -3,7 +3,9 @@
 
 use async_trait::async_trait;
 
-use crate::error::Result;
+use crate::error::{Error, Result};
+use crate::host::ClusterStatus;
+use crate::placement::events::Event;
 use crate::types::{ClientRequest, ClientResponse, NodeId};
 
 #[async_trait]
@@ -19,4 +21,18 @@ pub trait Transport: Send + Sync + 'static {
 
     /// Nodes the client may try, in a stable order.
     fn nodes(&self) -> Vec<NodeId>;
+
+    /// The whole cluster's status (nodes, shards, leaders), as some reachable node sees it.
+    async fn cluster_status(&self) -> Result<ClusterStatus> {
+        Err(Error::Unavailable(
+            "this transport cannot report the cluster's status".into(),
+        ))
+    }
+
+    /// Recent cluster events (every node's, oldest first).
+    async fn events(&self) -> Result<Vec<Event>> {
+        Err(Error::Unavailable(
+            "this transport cannot report the cluster's events".into(),
+        ))
+    }
 }

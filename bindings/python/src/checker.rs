@@ -1,0 +1,37 @@
+//! `check_linearizable` (proof/checker.rs): the verdict and, when there is one, a
+//! counterexample in words.
+
+use pyo3::prelude::*;
+use scalestore::{check, CheckOptions, Verdict};
+
+use crate::history::PyHistory;
+
+/// `(verdict, counterexample)`: verdict is "linearizable", "not_linearizable" or "unknown".
+#[pyfunction]
+pub fn check_history(py: Python<'_>, history: &PyHistory) -> (String, Option<String>) {
+    let ops = history.operations();
+    let verdict = py.allow_threads(|| check(&ops, CheckOptions::default()));
+    describe(&verdict)
+}
+
+pub fn describe(verdict: &Verdict) -> (String, Option<String>) {
+    match verdict {
+        Verdict::Linearizable { .. } => ("linearizable".into(), None),
+        Verdict::NotLinearizable {
+            key,
+            explanation,
+            operations,
+        } => {
+            let mut text = format!("key {:?}: {explanation}", String::from_utf8_lossy(key));
+            for op in operations {
+                text.push_str("\n  ");
+                text.push_str(&scalestore::checker::describe(op));
+            }
+            ("not_linearizable".into(), Some(text))
+        }
+        Verdict::Unknown { key, reason } => (
+            "unknown".into(),
+            Some(format!("key {:?}: {reason}", String::from_utf8_lossy(key))),
+        ),
+    }
+}

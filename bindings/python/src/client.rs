@@ -1,0 +1,377 @@
+//! `scalestore._scalestore.Client`: the core `Client` (routing/client.rs), the same type for an
+//! embedded cluster and a remote one. Every method waits (GIL released) unless given
+//! `callback`, in which case it returns at once and calls `callback(ok, value)` later (the
+//! asyncio client is built on that).
+
+use std::sync::{Arc, Mutex};
+
+use pyo3::prelude::*;
+use pyo3::types::{PyBool, PyList, PyTuple};
+use scalestore::client::KeyValue;
+use scalestore::{History, ScanOptions};
+
+use crate::args::{
+    bytes_of, consistency, events_list, optional_bytes, optional_seconds, py_bytes,
+    py_optional_bytes, status_dict,
+};
+use crate::error::{closed, Failure};
+use crate::history::PyHistory;
+use crate::runtime::Runtime;
+
+#[pyclass(frozen, module = "scalestore._scalestore", name = "Client")]
+pub struct PyClient {
+    rt: Arc<Runtime>,
+    client: scalestore::Client,
+    /// This client's own recording (`record()`), as a recording handle of `client`.
+    recording: Mutex<Option<(History, scalestore::Client)>>,
+    /// A remote client owns its runtime and shuts it down at close.
+    owns_runtime: bool,
+}
+
+impl PyClient {
+    pub fn new(rt: Arc<Runtime>, client: scalestore::Client, owns_runtime: bool) -> Self {
+        PyClient {
+            rt,
+            client,
+            recording: Mutex::new(None),
+            owns_runtime,
+        }
+    }
+
+    /// The handle for one call: recording if `record()` is open, with the call's timeout.
+    fn handle(&self, timeout: Option<f64>) -> PyResult<scalestore::Client> {
+        if self.client.is_closed() {
+            return Err(closed("client is closed"));
+        }
+        let base = match self.recording.lock() {
+            Ok(r) => r.as_ref().map(|(_, c)| c.clone()),
+            Err(_) => None,
+        }
+        .unwrap_or_else(|| self.client.clone());
+        Ok(match optional_seconds(timeout, "timeout")? {
+            Some(t) => base.with_timeout(t),
+            None => base,
+        })
+    }
+}
+
+fn pairs_list(py: Python<'_>, items: Vec<KeyValue>) -> PyResult<PyObject> {
+    let list = PyList::empty(py);
+    for (k, v) in items {
+        list.append(PyTuple::new(py, [py_bytes(py, &k), py_bytes(py, &v)])?)?;
+    }
+    Ok(list.into_any().unbind())
+}
+
+#[allow(clippy::too_many_arguments)]
+fn scan_options(
+    start: Option<&Bound<'_, PyAny>>,
+    end: Option<&Bound<'_, PyAny>>,
+    prefix: Option<&Bound<'_, PyAny>>,
+    read: &str,
+    cursor: Option<&Bound<'_, PyAny>>,
+    page: usize,
+) -> PyResult<ScanOptions> {
+    Ok(ScanOptions {
+        start: optional_bytes(start, "start")?,
+        end: optional_bytes(end, "end")?,
+        prefix: optional_bytes(prefix, "prefix")?,
+        limit: page,
+        consistency: consistency(read)?,
+        cursor: optional_bytes(cursor, "cursor")?,
+    })
+}
+
+#[pymethods]
+impl PyClient {
+    #[pyo3(signature = (key, value, timeout=None, callback=None))]
+    fn put(
+        &self,
+        py: Python<'_>,
+        key: &Bound<'_, PyAny>,
+        value: &Bound<'_, PyAny>,
+        timeout: Option<f64>,
+        callback: Option<PyObject>,
+    ) -> PyResult<PyObject> {
+        let (key, value) = (bytes_of(key, "key")?, bytes_of(value, "value")?);
+        let c = self.handle(timeout)?;
+        self.rt.run(
+            py,
+            callback,
+            async move { c.put(key, value).await.map_err(Failure::from) },
+            Box::new(|py, ()| Ok(py.None())),
+        )
+    }
+
+    #[pyo3(signature = (key, consistency="linearizable", timeout=None, callback=None))]
+    fn get(
+        &self,
+        py: Python<'_>,
+        key: &Bound<'_, PyAny>,
+        consistency: &str,
+        timeout: Option<f64>,
+        callback: Option<PyObject>,
+    ) -> PyResult<PyObject> {
+        let key = bytes_of(key, "key")?;
+        let read = crate::args::consistency(consistency)?;
+        let c = self.handle(timeout)?;
+        self.rt.run(
+            py,
+            callback,
+            async move { c.get_with(key, read).await.map_err(Failure::from) },
+            Box::new(|py, v| Ok(py_optional_bytes(py, v))),
+        )
+    }
+
+    #[pyo3(signature = (key, timeout=None, callback=None))]
+    fn delete(
+        &self,
+        py: Python<'_>,
+        key: &Bound<'_, PyAny>,
+        timeout: Option<f64>,
+        callback: Option<PyObject>,
+    ) -> PyResult<PyObject> {
+        let key = bytes_of(key, "key")?;
+        let c = self.handle(timeout)?;
+        self.rt.run(
+            py,
+            callback,
+            async move { c.delete(key).await.map_err(Failure::from) },
+            Box::new(|py, existed| Ok(PyBool::new(py, existed).to_owned().into_any().unbind())),
+        )
+    }
+
+    #[pyo3(signature = (key, value, timeout=None, callback=None))]
+    fn append(
+        &self,
+        py: Python<'_>,
+        key: &Bound<'_, PyAny>,
+        value: &Bound<'_, PyAny>,
+        timeout: Option<f64>,
+        callback: Option<PyObject>,
+    ) -> PyResult<PyObject> {
+        let (key, value) = (bytes_of(key, "key")?, bytes_of(value, "value")?);
+        let c = self.handle(timeout)?;
+        self.rt.run(
+            py,
+            callback,
+            async move { c.append(key, value).await.map_err(Failure::from) },
+            Box::new(|py, len| Ok(len.into_pyobject(py)?.into_any().unbind())),
+        )
+    }
+
+    #[pyo3(signature = (key, expected, new, timeout=None, callback=None))]
+    fn cas(
+        &self,
+        py: Python<'_>,
+        key: &Bound<'_, PyAny>,
+        expected: Option<&Bound<'_, PyAny>>,
+        new: &Bound<'_, PyAny>,
+        timeout: Option<f64>,
+        callback: Option<PyObject>,
+    ) -> PyResult<PyObject> {
+        let key = bytes_of(key, "key")?;
+        let expected = optional_bytes(expected, "expected")?;
+        let new = bytes_of(new, "new")?;
+        let c = self.handle(timeout)?;
+        self.rt.run(
+            py,
+            callback,
+            async move {
+                c.cas(key, expected.as_deref(), new)
+                    .await
+                    .map(|o| o.success)
+                    .map_err(Failure::from)
+            },
+            Box::new(|py, ok| Ok(PyBool::new(py, ok).to_owned().into_any().unbind())),
+        )
+    }
+
+    /// Every matching pair (up to `limit`), in key order.
+    #[pyo3(signature = (start=None, end=None, prefix=None, limit=None, consistency="linearizable", timeout=None, callback=None))]
+    #[allow(clippy::too_many_arguments)]
+    fn scan(
+        &self,
+        py: Python<'_>,
+        start: Option<&Bound<'_, PyAny>>,
+        end: Option<&Bound<'_, PyAny>>,
+        prefix: Option<&Bound<'_, PyAny>>,
+        limit: Option<i64>,
+        consistency: &str,
+        timeout: Option<f64>,
+        callback: Option<PyObject>,
+    ) -> PyResult<PyObject> {
+        let limit = match limit {
+            Some(l) if l < 0 => {
+                return Err(crate::error::invalid(format!(
+                    "limit must be at least 0, not {l}"
+                )))
+            }
+            Some(l) => Some(l as usize),
+            None => None,
+        };
+        let options = scan_options(start, end, prefix, consistency, None, 1000)?;
+        let c = self.handle(timeout)?;
+        self.rt.run(
+            py,
+            callback,
+            async move { c.scan_up_to(&options, limit).await.map_err(Failure::from) },
+            Box::new(pairs_list),
+        )
+    }
+
+    /// One page: `(pairs, cursor)`; pass `cursor` back for the next page (None: no more).
+    #[pyo3(signature = (start=None, end=None, prefix=None, consistency="linearizable", cursor=None, page=1000, timeout=None, callback=None))]
+    #[allow(clippy::too_many_arguments)]
+    fn scan_page(
+        &self,
+        py: Python<'_>,
+        start: Option<&Bound<'_, PyAny>>,
+        end: Option<&Bound<'_, PyAny>>,
+        prefix: Option<&Bound<'_, PyAny>>,
+        consistency: &str,
+        cursor: Option<&Bound<'_, PyAny>>,
+        page: usize,
+        timeout: Option<f64>,
+        callback: Option<PyObject>,
+    ) -> PyResult<PyObject> {
+        let options = scan_options(start, end, prefix, consistency, cursor, page)?;
+        let c = self.handle(timeout)?;
+        self.rt.run(
+            py,
+            callback,
+            async move { c.scan(&options).await.map_err(Failure::from) },
+            Box::new(|py, page| {
+                let items = pairs_list(py, page.items)?;
+                let cursor = py_optional_bytes(py, page.cursor);
+                Ok(PyTuple::new(py, [items, cursor])?.into_any().unbind())
+            }),
+        )
+    }
+
+    #[pyo3(signature = (keys, consistency="linearizable", timeout=None, callback=None))]
+    fn get_many(
+        &self,
+        py: Python<'_>,
+        keys: &Bound<'_, PyAny>,
+        consistency: &str,
+        timeout: Option<f64>,
+        callback: Option<PyObject>,
+    ) -> PyResult<PyObject> {
+        if keys.is_instance_of::<pyo3::types::PyString>() || keys.is_instance_of::<pyo3::types::PyBytes>() {
+            return Err(crate::error::wrong_type(
+                "keys must be an iterable of keys, not a single str or bytes",
+            ));
+        }
+        let keys: Vec<Vec<u8>> = keys
+            .try_iter()
+            .map_err(|_| crate::error::wrong_type("keys must be an iterable of bytes or str"))?
+            .map(|k| bytes_of(&k?, "key"))
+            .collect::<PyResult<_>>()?;
+        let read = crate::args::consistency(consistency)?;
+        let c = self.handle(timeout)?;
+        self.rt.run(
+            py,
+            callback,
+            async move { c.batch_get(&keys, read).await.map_err(Failure::from) },
+            Box::new(|py, values| {
+                let list = PyList::empty(py);
+                for v in values {
+                    list.append(py_optional_bytes(py, v))?;
+                }
+                Ok(list.into_any().unbind())
+            }),
+        )
+    }
+
+    /// Writes a list of `(key, value)` pairs (the Python layer turns mappings into pairs).
+    #[pyo3(signature = (pairs, timeout=None, callback=None))]
+    fn put_many(
+        &self,
+        py: Python<'_>,
+        pairs: &Bound<'_, PyAny>,
+        timeout: Option<f64>,
+        callback: Option<PyObject>,
+    ) -> PyResult<PyObject> {
+        let mut out = Vec::new();
+        let iter = pairs
+            .try_iter()
+            .map_err(|_| crate::error::wrong_type("items must be a mapping or an iterable of (key, value) pairs"))?;
+        for pair in iter {
+            let pair = pair?;
+            let tuple = pair
+                .downcast::<PyTuple>()
+                .ok()
+                .filter(|t| t.len() == 2)
+                .ok_or_else(|| crate::error::wrong_type("each item must be a (key, value) pair"))?;
+            out.push((
+                bytes_of(&tuple.get_item(0)?, "key")?,
+                bytes_of(&tuple.get_item(1)?, "value")?,
+            ));
+        }
+        let c = self.handle(timeout)?;
+        self.rt.run(
+            py,
+            callback,
+            async move { c.put_many(&out).await.map_err(Failure::from) },
+            Box::new(|py, ()| Ok(py.None())),
+        )
+    }
+
+    #[pyo3(signature = (timeout=None, callback=None))]
+    fn status(&self, py: Python<'_>, timeout: Option<f64>, callback: Option<PyObject>) -> PyResult<PyObject> {
+        let c = self.handle(timeout)?;
+        self.rt.run(
+            py,
+            callback,
+            async move { c.cluster_status().await.map_err(Failure::from) },
+            Box::new(|py, s| status_dict(py, &s)),
+        )
+    }
+
+    #[pyo3(signature = (timeout=None, callback=None))]
+    fn events(&self, py: Python<'_>, timeout: Option<f64>, callback: Option<PyObject>) -> PyResult<PyObject> {
+        let c = self.handle(timeout)?;
+        self.rt.run(
+            py,
+            callback,
+            async move { c.events().await.map_err(Failure::from) },
+            Box::new(|py, e| events_list(py, &e)),
+        )
+    }
+
+    /// Starts recording this client's operations into a new history.
+    fn start_recording(&self) -> PyResult<PyHistory> {
+        let history = History::new();
+        let handle = self.client.recording(&history);
+        if let Ok(mut r) = self.recording.lock() {
+            *r = Some((history.clone(), handle));
+        }
+        Ok(PyHistory::from(history))
+    }
+
+    fn stop_recording(&self) {
+        if let Ok(mut r) = self.recording.lock() {
+            *r = None;
+        }
+    }
+
+    /// The node this client is pinned to, if any.
+    #[getter]
+    fn node(&self) -> Option<u64> {
+        self.client.pinned_node()
+    }
+
+    #[getter]
+    fn closed(&self) -> bool {
+        self.client.is_closed() || self.rt.is_shut_down()
+    }
+
+    /// Later calls raise ClosedError. Safe to call twice.
+    fn close(&self, py: Python<'_>) {
+        self.client.close();
+        if self.owns_runtime {
+            self.rt.shutdown(py);
+        }
+    }
+}

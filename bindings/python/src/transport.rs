@@ -1,0 +1,60 @@
+//! `connect` (the server crate's transport.rs): a `Client` of a remote cluster over gRPC, with
+//! a runtime of its own.
+
+use std::path::PathBuf;
+
+use pyo3::prelude::*;
+use scalestore::ClientOptions;
+use scalestore_server::TlsFiles;
+
+use crate::args::seconds;
+use crate::client::PyClient;
+use crate::error::{invalid, Failure};
+use crate::runtime::Runtime;
+
+#[pyfunction]
+#[pyo3(signature = (endpoints, timeout=10.0, ca=None, cert=None, key=None))]
+pub fn connect(
+    py: Python<'_>,
+    endpoints: Vec<String>,
+    timeout: f64,
+    ca: Option<PathBuf>,
+    cert: Option<PathBuf>,
+    key: Option<PathBuf>,
+) -> PyResult<PyClient> {
+    let endpoints: Vec<String> = endpoints
+        .iter()
+        .flat_map(|e| e.split(','))
+        .map(|e| e.trim().to_string())
+        .filter(|e| !e.is_empty())
+        .collect();
+    if endpoints.is_empty() {
+        return Err(invalid("no endpoint given"));
+    }
+    if cert.is_some() != key.is_some() {
+        return Err(invalid("a client certificate needs its key (cert and key go together)"));
+    }
+    if ca.is_none() && cert.is_some() {
+        return Err(invalid("a client certificate needs the cluster's CA (ca=...)"));
+    }
+    let options = ClientOptions {
+        timeout: seconds(timeout, "timeout")?,
+        ..ClientOptions::default()
+    };
+    let rt = Runtime::new("client", 2)?;
+    let tls = ca.map(|ca| TlsFiles { ca, cert, key });
+    let connected = rt.wait(py, async move {
+        match tls {
+            Some(tls) => scalestore_server::connect_tls(&endpoints, options, &tls).await,
+            None => scalestore_server::connect(&endpoints, options).await,
+        }
+        .map_err(Failure::from)
+    });
+    match connected {
+        Ok(client) => Ok(PyClient::new(rt, client, true)),
+        Err(e) => {
+            rt.shutdown(py);
+            Err(e)
+        }
+    }
+}
