@@ -185,10 +185,7 @@ async fn one_loop(
         let began = Instant::now();
         let op = async {
             if read {
-                client
-                    .get_with(&key, options.consistency)
-                    .await
-                    .map(|_| ())
+                client.get_with(&key, options.consistency).await.map(|_| ())
             } else {
                 client.put(&key, &value).await
             }

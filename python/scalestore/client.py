@@ -72,7 +72,7 @@ def _progress(total: int, what: str) -> Any:
     if total < 5 * _CHUNK:
         return None
     try:
-        from tqdm.auto import tqdm
+        from tqdm.auto import tqdm  # type: ignore[import-untyped, import-not-found, unused-ignore]
     except ImportError:
         return None
     return tqdm(total=total, desc=what, unit="pairs", leave=False)

@@ -28,8 +28,8 @@ def _close_all() -> None:
             cluster.close()
 
 
-def _count(name: str, value: Any, optional: bool = True) -> Optional[int]:
-    if value is None and optional:
+def _count(name: str, value: Any) -> Optional[int]:
+    if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, int):
         raise InvalidType(f"{name} must be an int, not {type(value).__name__}")
@@ -164,7 +164,11 @@ class Cluster:
         self._inner.remove_node(_node(node_id), _seconds("timeout", timeout))
 
     def set_replication(self, r: int) -> None:
-        self._inner.set_replication(_count("replication", r, optional=False))
+        if isinstance(r, bool) or not isinstance(r, int):
+            raise InvalidType(f"replication must be an int, not {type(r).__name__}")
+        if r < 1:
+            raise InvalidArgument(f"replication must be at least 1, not {r}")
+        self._inner.set_replication(r)
 
     # ----- looking -----
 
@@ -185,7 +189,7 @@ class Cluster:
         replicas are balanced. Shows a progress bar when tqdm is installed."""
         timeout = _seconds("timeout", timeout)
         try:
-            from tqdm.auto import tqdm
+            from tqdm.auto import tqdm  # type: ignore[import-untyped, import-not-found, unused-ignore]
         except ImportError:
             self._inner.wait_until_settled(timeout)
             return

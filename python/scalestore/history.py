@@ -4,8 +4,6 @@ JSON lines: client, key, op, invoke_ns, return_ns, output, ...), ``history.to_js
 
 from __future__ import annotations
 
-from . import _scalestore as _native
-
-History = _native.History
+from ._scalestore import History
 
 __all__ = ["History"]

@@ -26,7 +26,7 @@ class LoadReport:
 
     def plot(self, ax: Any = None) -> Any:
         """Throughput (ops/s) and p99 latency over time (matplotlib); returns the axes."""
-        import matplotlib.pyplot as plt
+        import matplotlib.pyplot as plt  # type: ignore[import-not-found, unused-ignore]
 
         if ax is None:
             _, ax = plt.subplots(figsize=(9, 3.5))

@@ -39,7 +39,7 @@ class SuiteReport:
 
     def _repr_html_(self) -> str:
         colour = "green" if self.passed else "red"
-        rows = [
+        rows: List[List[Any]] = [
             ["nemesis", self.nemesis],
             ["seed", self.seed],
             ["verdict", self.verdict],

@@ -13,8 +13,8 @@ use tonic::transport::{Channel, ClientTlsConfig};
 
 use crate::error::{ServerError, ServerResult};
 use crate::peer::{channel_with, decode, encode};
-use crate::proto::internal_client::InternalClient;
 use crate::proto::admin_client::AdminClient;
+use crate::proto::internal_client::InternalClient;
 use crate::proto::{ClientCall, EventsRequest, StatusRequest, StatusResponse};
 use scalestore::{ClusterStatus, Event, NodeStatus, ShardStatus};
 
@@ -215,19 +215,23 @@ impl Transport for GrpcTransport {
 
     /// Every reachable node's events, merged oldest first.
     async fn events(&self) -> Result<Vec<Event>> {
-        let asks = self.known_addresses().into_iter().map(|address| async move {
-            let mut admin = AdminClient::new(self.channel(&address).ok()?);
-            let reply = tokio::time::timeout(ADMIN_ASK, admin.events(EventsRequest {}))
-                .await
-                .ok()?
-                .ok()?;
-            Some(reply.into_inner().events)
-        });
+        let asks = self
+            .known_addresses()
+            .into_iter()
+            .map(|address| async move {
+                let mut admin = AdminClient::new(self.channel(&address).ok()?);
+                let reply = tokio::time::timeout(ADMIN_ASK, admin.events(EventsRequest {}))
+                    .await
+                    .ok()?
+                    .ok()?;
+                Some(reply.into_inner().events)
+            });
         let replies = futures::future::join_all(asks).await;
         if replies.iter().all(Option::is_none) {
             return Err(Error::Unavailable("no node reported its events".into()));
         }
-        let mut events: Vec<crate::proto::Event> = replies.into_iter().flatten().flatten().collect();
+        let mut events: Vec<crate::proto::Event> =
+            replies.into_iter().flatten().flatten().collect();
         events.sort_by_key(|e| (e.time_ms, e.node));
         Ok(events
             .into_iter()

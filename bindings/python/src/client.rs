@@ -258,7 +258,9 @@ impl PyClient {
         timeout: Option<f64>,
         callback: Option<PyObject>,
     ) -> PyResult<PyObject> {
-        if keys.is_instance_of::<pyo3::types::PyString>() || keys.is_instance_of::<pyo3::types::PyBytes>() {
+        if keys.is_instance_of::<pyo3::types::PyString>()
+            || keys.is_instance_of::<pyo3::types::PyBytes>()
+        {
             return Err(crate::error::wrong_type(
                 "keys must be an iterable of keys, not a single str or bytes",
             ));
@@ -294,9 +296,9 @@ impl PyClient {
         callback: Option<PyObject>,
     ) -> PyResult<PyObject> {
         let mut out = Vec::new();
-        let iter = pairs
-            .try_iter()
-            .map_err(|_| crate::error::wrong_type("items must be a mapping or an iterable of (key, value) pairs"))?;
+        let iter = pairs.try_iter().map_err(|_| {
+            crate::error::wrong_type("items must be a mapping or an iterable of (key, value) pairs")
+        })?;
         for pair in iter {
             let pair = pair?;
             let tuple = pair
@@ -319,7 +321,12 @@ impl PyClient {
     }
 
     #[pyo3(signature = (timeout=None, callback=None))]
-    fn status(&self, py: Python<'_>, timeout: Option<f64>, callback: Option<PyObject>) -> PyResult<PyObject> {
+    fn status(
+        &self,
+        py: Python<'_>,
+        timeout: Option<f64>,
+        callback: Option<PyObject>,
+    ) -> PyResult<PyObject> {
         let c = self.handle(timeout)?;
         self.rt.run(
             py,
@@ -330,7 +337,12 @@ impl PyClient {
     }
 
     #[pyo3(signature = (timeout=None, callback=None))]
-    fn events(&self, py: Python<'_>, timeout: Option<f64>, callback: Option<PyObject>) -> PyResult<PyObject> {
+    fn events(
+        &self,
+        py: Python<'_>,
+        timeout: Option<f64>,
+        callback: Option<PyObject>,
+    ) -> PyResult<PyObject> {
         let c = self.handle(timeout)?;
         self.rt.run(
             py,

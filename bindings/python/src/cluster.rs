@@ -201,11 +201,17 @@ impl PyCluster {
     fn remove_node(&self, py: Python<'_>, node_id: u64, timeout: f64) -> PyResult<()> {
         Self::known_node(&self.cluster()?, node_id)?;
         let timeout = seconds(timeout, "timeout")?;
-        self.wait(py, move |c| async move { c.remove_node(node_id, timeout).await })
+        self.wait(
+            py,
+            move |c| async move { c.remove_node(node_id, timeout).await },
+        )
     }
 
     fn set_replication(&self, py: Python<'_>, replication: usize) -> PyResult<()> {
-        self.wait(py, move |c| async move { c.set_replication(replication).await })
+        self.wait(
+            py,
+            move |c| async move { c.set_replication(replication).await },
+        )
     }
 
     fn status(&self, py: Python<'_>) -> PyResult<PyObject> {
@@ -220,7 +226,10 @@ impl PyCluster {
     #[pyo3(signature = (timeout=10.0))]
     fn wait_for_leaders(&self, py: Python<'_>, timeout: f64) -> PyResult<()> {
         let timeout = seconds(timeout, "timeout")?;
-        self.wait(py, move |c| async move { c.wait_for_all_leaders(timeout).await })
+        self.wait(
+            py,
+            move |c| async move { c.wait_for_all_leaders(timeout).await },
+        )
     }
 
     #[pyo3(signature = (timeout=60.0))]
@@ -237,9 +246,17 @@ impl PyCluster {
     fn serve(&self, py: Python<'_>, address: &str) -> PyResult<String> {
         let (host, port) = address
             .rsplit_once(':')
-            .and_then(|(h, p)| Some((h.trim_matches(['[', ']']).to_string(), p.parse::<u16>().ok()?)))
+            .and_then(|(h, p)| {
+                Some((
+                    h.trim_matches(['[', ']']).to_string(),
+                    p.parse::<u16>().ok()?,
+                ))
+            })
             .ok_or_else(|| invalid(format!("address must be HOST:PORT, not {address:?}")))?;
-        let mut served = self.served.lock().map_err(|_| closed("cluster is closed"))?;
+        let mut served = self
+            .served
+            .lock()
+            .map_err(|_| closed("cluster is closed"))?;
         if served.is_none() {
             let cluster = self.cluster()?;
             let s = self.rt.wait(py, async move {

@@ -67,9 +67,10 @@ impl Failure {
 fn class_of(e: &scalestore::Error) -> &'static str {
     use scalestore::Error as E;
     match e {
-        E::NotLeader { .. } | E::WrongShard { .. } | E::GroupNotHosted { .. } | E::Unavailable(_) => {
-            "Unavailable"
-        }
+        E::NotLeader { .. }
+        | E::WrongShard { .. }
+        | E::GroupNotHosted { .. }
+        | E::Unavailable(_) => "Unavailable",
         E::Timeout { .. } => "Timeout",
         E::InvalidArgument(_) | E::UnknownNode(_) => "InvalidArgument",
         E::Closed(_) => "ClosedError",

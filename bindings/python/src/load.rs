@@ -58,9 +58,7 @@ impl PyLoadRun {
             .ok()
             .and_then(|mut r| r.take())
             .ok_or_else(|| closed("this load run was already stopped"))?;
-        let report = self
-            .rt
-            .wait(py, async move { Ok(run.stop().await) })?;
+        let report = self.rt.wait(py, async move { Ok(run.stop().await) })?;
         report_dict(py, &report)
     }
 

@@ -35,7 +35,11 @@ impl Runtime {
             .thread_name(format!("scalestore-{name}"))
             .enable_all()
             .build()
-            .map_err(|e| to_py(scalestore::Error::Unavailable(format!("cannot start a runtime: {e}"))))?;
+            .map_err(|e| {
+                to_py(scalestore::Error::Unavailable(format!(
+                    "cannot start a runtime: {e}"
+                )))
+            })?;
         let handle = tokio.handle().clone();
         let (tx, rx) = mpsc::channel::<Job>();
         std::thread::Builder::new()
@@ -45,7 +49,11 @@ impl Runtime {
                     Python::with_gil(|py| job(py));
                 }
             })
-            .map_err(|e| to_py(scalestore::Error::Unavailable(format!("cannot start a thread: {e}"))))?;
+            .map_err(|e| {
+                to_py(scalestore::Error::Unavailable(format!(
+                    "cannot start a thread: {e}"
+                )))
+            })?;
         Ok(Arc::new(Runtime {
             tokio: Mutex::new(Some(tokio)),
             handle,
@@ -107,7 +115,9 @@ impl Runtime {
                 self.handle.spawn(async move {
                     let result = future.await;
                     let job: Job = Box::new(move |py| {
-                        let outcome = result.map_err(Failure::into_py).and_then(|v| convert(py, v));
+                        let outcome = result
+                            .map_err(Failure::into_py)
+                            .and_then(|v| convert(py, v));
                         let call = match outcome {
                             Ok(value) => callback.call1(py, (true, value)),
                             Err(e) => callback.call1(py, (false, e.value(py).clone())),

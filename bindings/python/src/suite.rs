@@ -31,7 +31,9 @@ pub fn run_suite(py: Python<'_>, nemesis: &str, seed: u64, seconds: f64) -> PyRe
         duration,
         ..RunOptions::default()
     };
-    let report = rt.wait(py, async move { suite::run(options).await.map_err(Failure::from) });
+    let report = rt.wait(py, async move {
+        suite::run(options).await.map_err(Failure::from)
+    });
     rt.shutdown(py);
     let report = report?;
     let (verdict, counterexample) = describe(&report.verdict);

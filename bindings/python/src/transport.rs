@@ -32,10 +32,14 @@ pub fn connect(
         return Err(invalid("no endpoint given"));
     }
     if cert.is_some() != key.is_some() {
-        return Err(invalid("a client certificate needs its key (cert and key go together)"));
+        return Err(invalid(
+            "a client certificate needs its key (cert and key go together)",
+        ));
     }
     if ca.is_none() && cert.is_some() {
-        return Err(invalid("a client certificate needs the cluster's CA (ca=...)"));
+        return Err(invalid(
+            "a client certificate needs the cluster's CA (ca=...)",
+        ));
     }
     let options = ClientOptions {
         timeout: seconds(timeout, "timeout")?,

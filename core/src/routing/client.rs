@@ -17,9 +17,7 @@ use crate::config::Limits;
 use crate::error::{Error, Result};
 use crate::host::ClusterStatus;
 use crate::placement::events::Event;
-use crate::proof::history::{
-    output_of_error, History, OpInput, OpOutput, Operation, RecordSwitch,
-};
+use crate::proof::history::{output_of_error, History, OpInput, OpOutput, Operation, RecordSwitch};
 use crate::replica::node::GroupStatus;
 use crate::routing::sharding::ShardMap;
 use crate::routing::transport::Transport;
@@ -94,6 +92,29 @@ pub type KeyValue = (Vec<u8>, Vec<u8>);
 pub struct ScanPage {
     pub items: Vec<KeyValue>,
     pub cursor: Option<Vec<u8>>,
+}
+
+/// An operation being recorded. If its caller drops the future before it returns (a
+/// timeout around it, a cancelled task), it is still recorded, as unknown: it may have been
+/// applied, and a history without it could make a later read of its effect look impossible.
+struct PendingOp {
+    history: History,
+    op: Option<Operation>,
+}
+
+impl PendingOp {
+    fn finish(&mut self) {
+        if let Some(mut op) = self.op.take() {
+            op.return_ns = self.history.now_ns();
+            self.history.push(op);
+        }
+    }
+}
+
+impl Drop for PendingOp {
+    fn drop(&mut self) {
+        self.finish();
+    }
 }
 
 /// This client's session with one group: writes are numbered so the group applies each once.
@@ -223,21 +244,33 @@ impl Client {
         let Some((history, client)) = self.recorder_now() else {
             return op.await;
         };
-        let invoke_ns = history.now_ns();
-        let result = op.await;
         let is_read = input.is_read();
-        history.push(Operation {
-            client,
-            key: key.to_vec(),
-            input,
-            invoke_ns,
-            return_ns: history.now_ns(),
-            output: match &result {
+        let mut pending = PendingOp {
+            history,
+            op: Some(Operation {
+                client,
+                key: key.to_vec(),
+                input,
+                invoke_ns: 0,
+                return_ns: 0,
+                output: OpOutput::Unknown {
+                    error: "abandoned by its caller before it returned".into(),
+                },
+                error_kind: Some("abandoned".into()),
+            }),
+        };
+        if let Some(op) = pending.op.as_mut() {
+            op.invoke_ns = pending.history.now_ns();
+        }
+        let result = op.await;
+        if let Some(op) = pending.op.as_mut() {
+            op.output = match &result {
                 Ok(v) => output(v),
                 Err(e) => output_of_error(e, is_read),
-            },
-            error_kind: result.as_ref().err().map(|e| e.kind().to_string()),
-        });
+            };
+            op.error_kind = result.as_ref().err().map(|e| e.kind().to_string());
+        }
+        pending.finish();
         result
     }
 

@@ -1,0 +1,178 @@
+"""Every client method against an embedded cluster, and bad input that must write nothing."""
+
+import threading
+
+import pytest
+
+import scalestore
+
+
+def test_put_get_delete_append_cas_round_trip_bytes_and_str(kv):
+    kv.put("t-a", "héllo")
+    assert kv.get("t-a") == "héllo".encode()
+    assert kv.get(b"t-a", consistency="lease") == "héllo".encode()
+    assert kv.get("t-a", "stale", timeout=5) in (None, "héllo".encode())
+    assert kv.append("t-a", b"!") == len("héllo".encode()) + 1
+    assert kv.cas("t-a", "nope", "x") is False
+    assert kv.cas("t-a", "héllo!".encode(), bytearray(b"x")) is True
+    assert kv.get("t-a") == b"x"
+    assert kv.cas("t-new", None, "first") is True
+    assert kv.cas("t-new", None, "second") is False
+    assert kv.get("t-new") == b"first"
+    assert kv.delete("t-a") is True
+    assert kv.delete("t-a") is False
+    assert kv.get("t-a") is None
+    assert kv.append("t-fresh", "abc") == 3
+
+
+def test_scan_is_in_key_order_with_end_exclusive_prefix_and_limit(kv):
+    kv.put_many({f"s-{i:03}": str(i) for i in range(50)})
+    kv.put("sz", "outside the prefix")
+    everything = kv.scan(prefix="s-")
+    assert [k for k, _ in everything] == [f"s-{i:03}".encode() for i in range(50)]
+    assert everything[7] == (b"s-007", b"7")
+    assert [k for k, _ in kv.scan(start="s-010", end="s-013")] == [b"s-010", b"s-011", b"s-012"]
+    assert len(kv.scan(prefix="s-", limit=5)) == 5
+    assert kv.scan(prefix="s-", limit=0) == []
+    assert list(kv.scan_iter(prefix="s-", page_size=7)) == everything
+    assert kv.scan(prefix="no-such-prefix") == []
+
+
+def test_get_many_and_put_many_keep_order_and_accept_pairs(kv):
+    kv.put_many([("m-1", "one"), (b"m-2", b"two")])
+    kv.put_many({"m-3": "three"})
+    assert kv.get_many(["m-3", "m-missing", "m-1", b"m-2"]) == [b"three", None, b"one", b"two"]
+    assert kv.get_many([]) == []
+
+
+def test_a_large_put_many_is_split_into_chunks_and_all_written(kv):
+    items = {f"big-{i:06}": f"v{i}" for i in range(25_000)}
+    kv.put_many(items)
+    got = kv.scan(prefix="big-")
+    assert len(got) == 25_000
+    assert got[12_345] == (b"big-012345", b"v12345")
+
+
+def test_status_and_events_have_the_documented_shape(cluster, kv):
+    for status in (cluster.status(), kv.status()):
+        assert {n["id"] for n in status["nodes"]} == {1, 2, 3}
+        for n in status["nodes"]:
+            assert set(n) >= {"id", "alive", "shards", "leaders"} and n["alive"] is True
+        assert [s["id"] for s in status["shards"]] == [0, 1, 2, 3]
+        for s in status["shards"]:
+            assert set(s) >= {"id", "leader", "replicas", "term", "commit_index", "applied_index", "size"}
+            assert s["leader"] in s["replicas"] and len(s["replicas"]) == 3
+        assert sum(n["leaders"] for n in status["nodes"]) == 4
+        assert "<table>" in status._repr_html_()
+    events = kv.events()
+    assert events and {"time", "kind", "detail"} <= set(events[0])
+    assert any(e["kind"] == "node_started" for e in events)
+    assert isinstance(events[0]["time"], float) and events[0]["time"] > 1.6e9
+
+
+def test_a_client_records_its_own_operations(cluster, kv):
+    other = cluster.client()
+    with kv.record() as history:
+        kv.put("rec-1", "a")
+        kv.append("rec-1", "b")
+        other.put("rec-2", "not recorded")
+    assert len(history) == 2
+    ops = list(history)
+    assert [op["input"]["op"] for op in ops] == ["put", "append"]
+    assert scalestore.check_linearizable(history).ok
+    kv.put("rec-3", "after the block")
+    assert len(history) == 2
+
+
+def test_a_wrong_type_raises_invalid_type_and_writes_nothing(kv):
+    for call in (
+        lambda: kv.put(1, "x"),
+        lambda: kv.put("bad-type", 1.5),
+        lambda: kv.get(None),
+        lambda: kv.cas("bad-type", 3, "x"),
+        lambda: kv.get_many("not-a-list"),
+        lambda: kv.put_many("nope"),
+        lambda: kv.put_many([("only-key",)]),
+        lambda: kv.scan(limit="3"),
+    ):
+        with pytest.raises(scalestore.InvalidType) as e:
+            call()
+        assert isinstance(e.value, TypeError) and isinstance(e.value, scalestore.InvalidArgument)
+    assert kv.get("bad-type") is None
+
+
+def test_oversized_keys_and_values_are_refused_and_nothing_is_written(kv):
+    with pytest.raises(scalestore.InvalidArgument) as e:
+        kv.put("k" * 5000, "v")
+    assert e.value.kind == "invalid_argument" and isinstance(e.value, ValueError)
+    with pytest.raises(scalestore.InvalidArgument):
+        kv.put("oversize", b"v" * (1024 * 1024 + 1))
+    assert kv.get("oversize") is None
+    # One bad pair in a batch: the whole batch is refused before anything is sent.
+    with pytest.raises(scalestore.InvalidArgument):
+        kv.put_many([("batch-ok", "1"), ("batch-bad", b"v" * (1024 * 1024 + 1))])
+    assert kv.get_many(["batch-ok", "batch-bad"]) == [None, None]
+
+
+def test_bad_options_raise_invalid_argument(kv):
+    with pytest.raises(scalestore.InvalidArgument):
+        kv.get("k", consistency="eventual")
+    with pytest.raises(scalestore.InvalidArgument):
+        kv.put("k", "v", timeout=-1)
+    with pytest.raises(scalestore.InvalidArgument):
+        kv.scan(limit=-1)
+
+
+def test_a_closed_client_raises_closed_error_and_writes_nothing(cluster):
+    c = cluster.client()
+    c.close()
+    c.close()
+    assert c.closed
+    with pytest.raises(scalestore.ClosedError):
+        c.put("closed-key", "v")
+    with pytest.raises(scalestore.ClosedError):
+        c.status()
+    assert cluster.client().get("closed-key") is None
+
+
+def test_a_timeout_is_a_timeout_error(cluster):
+    kv = cluster.client()
+    cluster.set_network(delay_ms=300)
+    try:
+        with pytest.raises(scalestore.Timeout) as e:
+            kv.put("slow", "v", timeout=0.05)
+        assert isinstance(e.value, TimeoutError)
+    finally:
+        cluster.set_network()
+
+
+def test_one_client_shared_by_8_threads(kv):
+    errors = []
+
+    def work(t):
+        try:
+            for i in range(50):
+                kv.put(f"thr-{t}-{i}", str(i))
+                kv.append(f"thr-count-{t}", "x")
+        except Exception as e:  # noqa: BLE001 - reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=work, args=(t,)) for t in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    for t in range(8):
+        assert kv.get(f"thr-count-{t}") == b"x" * 50
+        assert len(kv.scan(prefix=f"thr-{t}-")) == 50
+
+
+def test_blocking_calls_work_inside_a_running_event_loop(kv):
+    import asyncio
+
+    async def inside():
+        kv.put("in-loop", "ok")
+        return kv.get("in-loop")
+
+    assert asyncio.run(inside()) == b"ok"
