@@ -342,6 +342,8 @@ pub fn plan(map: &ShardMap, down: &BTreeSet<NodeId>) -> Option<PendingMove> {
 struct ManagerState {
     last_seen: HashMap<NodeId, Instant>,
     down: BTreeSet<NodeId>,
+    /// Nodes whose last ping went unanswered (down or not yet): no leadership goes to them.
+    unanswered: BTreeSet<NodeId>,
     move_failures: u32,
 }
 
@@ -390,6 +392,11 @@ async fn reconcile(
     let mut hosted: BTreeMap<NodeId, Vec<GroupId>> = BTreeMap::new();
     for (n, reply) in futures::future::join_all(pings).await {
         let seen = st.last_seen.entry(n).or_insert(now);
+        if reply.is_err() {
+            st.unanswered.insert(n);
+        } else {
+            st.unanswered.remove(&n);
+        }
         if let Ok(reply) = reply {
             *seen = now;
             if let AdminReply::Groups(groups) = reply {
@@ -914,7 +921,10 @@ async fn balance_leaders(
         }
         leader_of.insert(group, leader);
     }
-    if let Some((group, from, to)) = leader_transfer(map, &leader_of, &st.down) {
+    // Leadership goes only to nodes that answer: one crashed but not yet declared dead would
+    // take the hand-off, fail it, and cost the shard an election every time.
+    let excluded: BTreeSet<NodeId> = st.down.union(&st.unanswered).copied().collect();
+    if let Some((group, from, to)) = leader_transfer(map, &leader_of, &excluded) {
         admin(
             node,
             from,
