@@ -20,3 +20,36 @@ if [ "${#need[@]}" -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}" >/dev/null
 fi
 command -v cargo >/dev/null 2>&1 || { echo "setup: cargo not found; install Rust (rustup) first" >&2; exit 1; }
+
+# `setup.sh --python`: also a virtualenv with the Python package's build and test tools
+# (scripts/env.sh names it; Debian's system pip refuses installs outside one).
+if [ "${1:-}" = "--python" ] || [ "${2:-}" = "--python" ]; then
+  . "$(dirname "$0")/env.sh"
+  pyneed=()
+  command -v python3 >/dev/null 2>&1 || pyneed+=(python3)
+  python3 -c "import ensurepip, venv" >/dev/null 2>&1 || pyneed+=(python3-venv)
+  if [ "${#pyneed[@]}" -gt 0 ]; then
+    SUDO=""
+    [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+    echo "setup: installing ${pyneed[*]}"
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${pyneed[@]}" >/dev/null
+  fi
+  [ -x "$SCALESTORE_VENV/bin/python" ] || python3 -m venv "$SCALESTORE_VENV"
+  "$SCALESTORE_VENV/bin/python" -m pip install -q --upgrade pip
+  "$SCALESTORE_VENV/bin/python" -m pip install -q "maturin>=1.7,<2" pytest mypy nbclient nbformat \
+    ipykernel matplotlib tqdm typing_extensions
+fi
+
+# `setup.sh --node`: Node.js 18+ and npm (Debian's nodejs and npm when missing).
+if [ "${1:-}" = "--node" ] || [ "${2:-}" = "--node" ]; then
+  if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
+    SUDO=""
+    [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+    echo "setup: installing nodejs npm"
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq nodejs npm >/dev/null
+  fi
+  node -e 'process.exit(parseInt(process.versions.node) >= 18 ? 0 : 1)' \
+    || { echo "setup: Node.js 18 or newer is needed (found $(node --version))" >&2; exit 1; }
+fi

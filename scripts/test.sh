@@ -3,9 +3,30 @@
 # cannot rot.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-scripts/setup.sh
+scripts/setup.sh --python --node
 . scripts/env.sh
 cargo test --workspace --all-targets "$@"
+
+echo "== Python package"
+# Built by maturin into the same target dir and profile as above (RocksDB is not compiled again).
+"$SCALESTORE_VENV/bin/pip" install -q ./python
+SCALESTORE_SERVER_BIN="$CARGO_TARGET_DIR/debug/scalestore-server" \
+  "$SCALESTORE_VENV/bin/python" -m pytest -q -p no:cacheprovider python/tests
+"$SCALESTORE_VENV/bin/python" -m mypy.stubtest scalestore._scalestore
+"$SCALESTORE_VENV/bin/python" examples/run_notebook.py examples/python-experiment.ipynb
+
+echo "== Node package"
+# As a user installs it: `npm install /path/to/repo/node` from another directory builds the
+# addon (napi-rs, same target dir and profile: RocksDB is not compiled again).
+repo=$(pwd)
+consumer=$(mktemp -d)
+(cd "$consumer" && npm init -y >/dev/null && npm install --no-audit --no-fund "$repo/node" >/dev/null)
+cp examples/node-quickstart.mjs "$consumer/"
+(cd "$consumer" && node node-quickstart.mjs)
+rm -rf "$consumer"
+(cd node && npm ci --no-audit --no-fund >/dev/null)
+SCALESTORE_SERVER_BIN="$CARGO_TARGET_DIR/debug/scalestore-server" npm --prefix node test
+npm --prefix node run typecheck
 
 echo "== README commands"
 # The main job and the CLI examples, as printed.

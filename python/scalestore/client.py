@@ -159,9 +159,11 @@ class Client:
         return self._inner.get_many(keys, consistency, timeout)  # type: ignore[no-any-return]
 
     def put_many(self, items: Pairs, timeout: Optional[float] = None) -> None:
-        """Writes a mapping or an iterable of pairs, in chunks under the store's caps. Atomic per
-        shard within a chunk, not across shards; a failure leaves earlier chunks written."""
-        pairs = _pairs(items)
+        """Writes a mapping or an iterable of pairs, in chunks under the store's caps. Every pair
+        is checked before the first chunk is sent, so bad input writes nothing. Atomic per shard
+        within a chunk, not across shards: a failure of the store (a timeout, say) midway leaves
+        earlier chunks written."""
+        pairs = self._inner.check_pairs(_pairs(items))
         bar = _progress(len(pairs), "put_many")
         try:
             for i in range(0, max(len(pairs), 1), _CHUNK):
@@ -302,9 +304,17 @@ class AsyncClient:
         return await _awaiting(self._inner.get_many, keys, consistency, timeout)  # type: ignore[no-any-return]
 
     async def put_many(self, items: Pairs, timeout: Optional[float] = None) -> None:
-        pairs = _pairs(items)
-        for i in range(0, max(len(pairs), 1), _CHUNK):
-            await _awaiting(self._inner.put_many, pairs[i : i + _CHUNK], timeout)
+        pairs = self._inner.check_pairs(_pairs(items))
+        bar = _progress(len(pairs), "put_many")
+        try:
+            for i in range(0, max(len(pairs), 1), _CHUNK):
+                chunk = pairs[i : i + _CHUNK]
+                await _awaiting(self._inner.put_many, chunk, timeout)
+                if bar is not None:
+                    bar.update(len(chunk))
+        finally:
+            if bar is not None:
+                bar.close()
 
     async def status(self, timeout: Optional[float] = None) -> Status:
         return Status(await _awaiting(self._inner.status, timeout))

@@ -201,11 +201,16 @@ class Cluster:
                 try:
                     self._inner.wait_until_settled(max(0.05, min(1.0, left)))
                     return
-                except Timeout:
+                except Timeout as slice_timeout:
                     if time.monotonic() >= deadline:
-                        raise
+                        raise Timeout(f"the cluster did not settle within {timeout} s") from slice_timeout
                 shards = self._inner.status()["shards"]
-                settled = sum(1 for s in shards if s["leader"] is not None and not s["joint"])
+                # A shard counts once it has its full replica set, a leader and one config; the
+                # bar can reach the end while the manager still balances replicas over nodes.
+                full = max((len(s["replicas"]) for s in shards), default=0)
+                settled = sum(
+                    1 for s in shards if s["leader"] is not None and not s["joint"] and len(s["replicas"]) >= full
+                )
                 if bar is None:
                     bar = tqdm(total=len(shards), desc="settling", unit="shards", leave=False)
                 bar.n = settled

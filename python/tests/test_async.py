@@ -88,3 +88,21 @@ def test_a_cancelled_await_leaves_the_client_usable(cluster):
         return await akv.get("after-cancel")
 
     assert asyncio.run(main()) == b"ok"
+
+
+def test_an_await_in_flight_when_its_cluster_closes_gets_closed_error_not_a_hang():
+    async def main():
+        c = scalestore.Cluster(nodes=3, shards=1)
+        try:
+            akv = c.async_client()
+            await akv.put("k", "v")
+            c.set_network(drop_rate=1.0)  # nothing answers: the get waits out its timeout
+            pending = asyncio.ensure_future(akv.get("k", timeout=60))
+            await asyncio.sleep(0.3)
+            assert not pending.done()
+        finally:
+            c.close()
+        with pytest.raises(scalestore.ClosedError):
+            await asyncio.wait_for(pending, 10)
+
+    asyncio.run(main())

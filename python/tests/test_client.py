@@ -53,6 +53,19 @@ def test_a_large_put_many_is_split_into_chunks_and_all_written(kv):
     assert got[12_345] == (b"big-012345", b"v12345")
 
 
+def test_a_large_put_many_with_one_bad_pair_past_the_first_chunk_writes_nothing(kv):
+    good = [(f"atomic-{i:06}", "v") for i in range(12_000)]
+    for bad, error in (((b"x" * 5000, "v"), scalestore.InvalidArgument), ((3, "v"), scalestore.InvalidType)):
+        with pytest.raises(error):
+            kv.put_many(good + [bad])
+        assert kv.scan(prefix="atomic-", limit=1) == []
+
+
+def test_put_many_accepts_pairs_as_lists_and_tuples(kv):
+    kv.put_many([["lp-1", "one"], ("lp-2", b"two")])
+    assert kv.get_many(["lp-1", "lp-2"]) == [b"one", b"two"]
+
+
 def test_status_and_events_have_the_documented_shape(cluster, kv):
     for status in (cluster.status(), kv.status()):
         assert {n["id"] for n in status["nodes"]} == {1, 2, 3}

@@ -32,5 +32,5 @@ pub mod proto {
 
 pub use error::{ServerError, ServerResult};
 pub use serve::{serve_embedded, ServedCluster};
-pub use tls::TlsFiles;
-pub use transport::{connect, connect_tls, GrpcTransport};
+pub use tls::{TlsFiles, TlsPem};
+pub use transport::{connect, connect_tls, connect_tls_pem, GrpcTransport};

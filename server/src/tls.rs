@@ -27,16 +27,32 @@ fn read(path: &Path, what: &str) -> ServerResult<Vec<u8>> {
         .map_err(|e| ServerError::Config(format!("cannot read {what} {path:?}: {e}")))
 }
 
+/// PEM contents (not paths) a client dials with: the CA and optionally its certificate and
+/// key (Node's `tls` options take contents, as its own `tls` module does).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TlsPem {
+    pub ca: Vec<u8>,
+    pub cert: Option<Vec<u8>>,
+    pub key: Option<Vec<u8>>,
+}
+
 /// The dialing side's TLS settings.
 pub fn client_config(files: &TlsFiles) -> ServerResult<ClientTlsConfig> {
-    let mut config =
-        ClientTlsConfig::new().ca_certificate(Certificate::from_pem(read(&files.ca, "CA")?));
-    match (&files.cert, &files.key) {
+    let optional =
+        |path: &Option<PathBuf>, what| path.as_deref().map(|p| read(p, what)).transpose();
+    client_config_pem(&TlsPem {
+        ca: read(&files.ca, "CA")?,
+        cert: optional(&files.cert, "certificate")?,
+        key: optional(&files.key, "key")?,
+    })
+}
+
+/// [`client_config`] from PEM contents.
+pub fn client_config_pem(pem: &TlsPem) -> ServerResult<ClientTlsConfig> {
+    let mut config = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(&pem.ca));
+    match (&pem.cert, &pem.key) {
         (Some(cert), Some(key)) => {
-            config = config.identity(Identity::from_pem(
-                read(cert, "certificate")?,
-                read(key, "key")?,
-            ));
+            config = config.identity(Identity::from_pem(cert, key));
         }
         (None, None) => {}
         _ => {

@@ -312,3 +312,14 @@ pub async fn connect_tls(
     let transport = GrpcTransport::connect_with(endpoints, options.timeout, Some(config)).await?;
     Ok(Client::new(transport, options))
 }
+
+/// [`connect_tls`] with the CA, certificate and key given as PEM contents.
+pub async fn connect_tls_pem(
+    endpoints: &[String],
+    options: ClientOptions,
+    tls: &crate::tls::TlsPem,
+) -> ServerResult<Client> {
+    let config = crate::tls::client_config_pem(tls)?;
+    let transport = GrpcTransport::connect_with(endpoints, options.timeout, Some(config)).await?;
+    Ok(Client::new(transport, options))
+}

@@ -14,7 +14,7 @@ use crate::args::{
     bytes_of, consistency, events_list, optional_bytes, optional_seconds, py_bytes,
     py_optional_bytes, status_dict,
 };
-use crate::error::{closed, Failure};
+use crate::error::{closed, to_py, Failure};
 use crate::history::PyHistory;
 use crate::runtime::Runtime;
 
@@ -53,6 +53,37 @@ impl PyClient {
             None => base,
         })
     }
+}
+
+/// `(key, value)` pairs from an iterable of 2-item tuples or lists.
+fn pairs_of(pairs: &Bound<'_, PyAny>) -> PyResult<Vec<(Vec<u8>, Vec<u8>)>> {
+    let wrong =
+        || crate::error::wrong_type("items must be a mapping or an iterable of (key, value) pairs");
+    let mut out = Vec::new();
+    for pair in pairs.try_iter().map_err(|_| wrong())? {
+        let pair = pair?;
+        let (key, value) = if let Ok(t) = pair.downcast::<PyTuple>() {
+            if t.len() != 2 {
+                return Err(crate::error::wrong_type(
+                    "each item must be a (key, value) pair",
+                ));
+            }
+            (t.get_item(0)?, t.get_item(1)?)
+        } else if let Ok(l) = pair.downcast::<PyList>() {
+            if l.len() != 2 {
+                return Err(crate::error::wrong_type(
+                    "each item must be a (key, value) pair",
+                ));
+            }
+            (l.get_item(0)?, l.get_item(1)?)
+        } else {
+            return Err(crate::error::wrong_type(
+                "each item must be a (key, value) pair",
+            ));
+        };
+        out.push((bytes_of(&key, "key")?, bytes_of(&value, "value")?));
+    }
+    Ok(out)
 }
 
 fn pairs_list(py: Python<'_>, items: Vec<KeyValue>) -> PyResult<PyObject> {
@@ -286,6 +317,21 @@ impl PyClient {
         )
     }
 
+    /// Converts every `(key, value)` pair and checks it against the store's caps, writing
+    /// nothing: the Python layer calls it on the whole input before sending the first chunk, so
+    /// bad input anywhere in a large `put_many` writes nothing.
+    fn check_pairs(&self, py: Python<'_>, pairs: &Bound<'_, PyAny>) -> PyResult<PyObject> {
+        let converted = pairs_of(pairs)?;
+        let limits = self.client.limits();
+        let list = PyList::empty(py);
+        for (key, value) in &converted {
+            limits.check_key(key).map_err(to_py)?;
+            limits.check_value(value).map_err(to_py)?;
+            list.append(PyTuple::new(py, [py_bytes(py, key), py_bytes(py, value)])?)?;
+        }
+        Ok(list.into_any().unbind())
+    }
+
     /// Writes a list of `(key, value)` pairs (the Python layer turns mappings into pairs).
     #[pyo3(signature = (pairs, timeout=None, callback=None))]
     fn put_many(
@@ -295,22 +341,7 @@ impl PyClient {
         timeout: Option<f64>,
         callback: Option<PyObject>,
     ) -> PyResult<PyObject> {
-        let mut out = Vec::new();
-        let iter = pairs.try_iter().map_err(|_| {
-            crate::error::wrong_type("items must be a mapping or an iterable of (key, value) pairs")
-        })?;
-        for pair in iter {
-            let pair = pair?;
-            let tuple = pair
-                .downcast::<PyTuple>()
-                .ok()
-                .filter(|t| t.len() == 2)
-                .ok_or_else(|| crate::error::wrong_type("each item must be a (key, value) pair"))?;
-            out.push((
-                bytes_of(&tuple.get_item(0)?, "key")?,
-                bytes_of(&tuple.get_item(1)?, "value")?,
-            ));
-        }
+        let out = pairs_of(pairs)?;
         let c = self.handle(timeout)?;
         self.rt.run(
             py,

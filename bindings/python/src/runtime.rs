@@ -5,7 +5,9 @@
 //! on the GIL. An awaitable call hands the result to one Python thread of the runtime's own,
 //! which calls the caller's callback (the asyncio side sets its future from there).
 
+use std::collections::HashMap;
 use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -24,6 +26,10 @@ pub struct Runtime {
     handle: tokio::runtime::Handle,
     /// Jobs for the thread that runs callbacks with the GIL.
     jobs: Mutex<Option<mpsc::Sender<Job>>>,
+    /// Callbacks of awaitable calls not yet answered: at shutdown each is answered with
+    /// ClosedError, so no awaiting coroutine is left hanging.
+    pending: Arc<Mutex<HashMap<u64, PyObject>>>,
+    next_call: AtomicU64,
     /// The process that made this runtime: in a forked child its threads do not exist.
     pid: u32,
 }
@@ -58,6 +64,8 @@ impl Runtime {
             tokio: Mutex::new(Some(tokio)),
             handle,
             jobs: Mutex::new(Some(tx)),
+            pending: Arc::new(Mutex::new(HashMap::new())),
+            next_call: AtomicU64::new(0),
             pid: std::process::id(),
         }))
     }
@@ -112,9 +120,16 @@ impl Runtime {
                     .ok()
                     .and_then(|j| j.clone())
                     .ok_or_else(|| closed("closed"))?;
+                let id = self.next_call.fetch_add(1, Ordering::Relaxed);
+                lock(&self.pending).insert(id, callback);
+                let pending = Arc::clone(&self.pending);
                 self.handle.spawn(async move {
                     let result = future.await;
                     let job: Job = Box::new(move |py| {
+                        // Taken under the lock: shutdown may have answered it already.
+                        let Some(callback) = lock(&pending).remove(&id) else {
+                            return;
+                        };
                         let outcome = result
                             .map_err(Failure::into_py)
                             .and_then(|v| convert(py, v));
@@ -180,6 +195,14 @@ impl Runtime {
         if let Some(tokio) = tokio {
             py.allow_threads(|| tokio.shutdown_timeout(Duration::from_secs(5)));
         }
+        let unanswered: Vec<PyObject> = lock(&self.pending).drain().map(|(_, c)| c).collect();
+        for callback in unanswered {
+            let error =
+                closed("closed while the call was in flight; it may or may not have been applied");
+            if let Err(e) = callback.call1(py, (false, error.value(py).clone())) {
+                e.write_unraisable(py, None);
+            }
+        }
     }
 }
 
@@ -197,4 +220,11 @@ impl Drop for Runtime {
             tokio.shutdown_background();
         }
     }
+}
+
+/// The pending-callback map stays usable even if a thread panicked while holding it.
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }

@@ -299,6 +299,11 @@ impl Client {
         })
     }
 
+    /// The size caps this client enforces before sending anything.
+    pub fn limits(&self) -> Limits {
+        self.shared.options.limits
+    }
+
     pub fn pinned_node(&self) -> Option<NodeId> {
         self.pinned
     }

@@ -1,0 +1,50 @@
+//! The one place errors cross into JavaScript. Every core and server error becomes a napi
+//! error whose message starts with its code in brackets (`[UNAVAILABLE] no leader ...`); the
+//! JavaScript layer (node/lib/error.js) turns that into a `ScaleStoreError` with `.code`.
+
+use napi::{Error, Status};
+use scalestore_server::ServerError;
+
+/// The codes of the public API, one per kind of failure a caller can act on.
+fn code_of(e: &scalestore::Error) -> &'static str {
+    use scalestore::Error as E;
+    match e {
+        E::NotLeader { .. }
+        | E::WrongShard { .. }
+        | E::GroupNotHosted { .. }
+        | E::Unavailable(_) => "UNAVAILABLE",
+        E::Timeout { .. } => "TIMEOUT",
+        E::InvalidArgument(_) | E::UnknownNode(_) => "INVALID_ARGUMENT",
+        E::Closed(_) => "CLOSED",
+        E::DataDir { .. } => "DATA_DIR",
+        E::SessionExpired { .. } => "SESSION_EXPIRED",
+        _ => "STORAGE",
+    }
+}
+
+pub fn to_js(e: scalestore::Error) -> Error {
+    coded(code_of(&e), e.to_string())
+}
+
+pub fn server_to_js(e: ServerError) -> Error {
+    let code = match &e {
+        ServerError::Core(core) => code_of(core),
+        ServerError::Unreachable { .. } | ServerError::Transport(_) => "UNAVAILABLE",
+        ServerError::Config(_) => "INVALID_ARGUMENT",
+        ServerError::DataDir { .. } => "DATA_DIR",
+        _ => "STORAGE",
+    };
+    coded(code, e.to_string())
+}
+
+pub fn closed(what: &str) -> Error {
+    coded("CLOSED", what.to_string())
+}
+
+pub fn invalid(message: impl Into<String>) -> Error {
+    coded("INVALID_ARGUMENT", message.into())
+}
+
+fn coded(code: &str, message: String) -> Error {
+    Error::new(Status::GenericFailure, format!("[{code}] {message}"))
+}

@@ -1,0 +1,60 @@
+//! `connect` (the server crate's transport.rs): a client of a remote cluster over gRPC; TLS
+//! settings come as PEM contents, as Node's own `tls` module takes them.
+
+use napi::bindgen_prelude::Buffer;
+use napi_derive::napi;
+use scalestore::ClientOptions;
+use scalestore_server::TlsPem;
+
+use crate::args::millis;
+use crate::client::NativeClient;
+use crate::error::{invalid, server_to_js};
+
+#[napi(object)]
+pub struct TlsJs {
+    pub ca: Option<Buffer>,
+    pub cert: Option<Buffer>,
+    pub key: Option<Buffer>,
+}
+
+#[napi]
+pub async fn connect(
+    endpoints: Vec<String>,
+    timeout_ms: f64,
+    tls: Option<TlsJs>,
+) -> napi::Result<NativeClient> {
+    let endpoints: Vec<String> = endpoints
+        .iter()
+        .flat_map(|e| e.split(','))
+        .map(|e| e.trim().to_string())
+        .filter(|e| !e.is_empty())
+        .collect();
+    if endpoints.is_empty() {
+        return Err(invalid("no endpoint given"));
+    }
+    let options = ClientOptions {
+        timeout: millis(timeout_ms, "timeoutMs")?,
+        ..ClientOptions::default()
+    };
+    let client = match tls {
+        None => scalestore_server::connect(&endpoints, options).await,
+        Some(tls) => {
+            let ca = tls
+                .ca
+                .ok_or_else(|| invalid("tls needs the cluster's CA (tls.ca)"))?;
+            if tls.cert.is_some() != tls.key.is_some() {
+                return Err(invalid(
+                    "a client certificate needs its key (tls.cert and tls.key go together)",
+                ));
+            }
+            let pem = TlsPem {
+                ca: ca.to_vec(),
+                cert: tls.cert.map(|c| c.to_vec()),
+                key: tls.key.map(|k| k.to_vec()),
+            };
+            scalestore_server::connect_tls_pem(&endpoints, options, &pem).await
+        }
+    }
+    .map_err(server_to_js)?;
+    Ok(NativeClient::new(client))
+}

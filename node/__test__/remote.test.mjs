@@ -1,0 +1,60 @@
+// connect(): against real scalestore-server processes and against cluster.serve().
+import { test } from 'node:test'
+import assert from 'node:assert/strict'
+import scalestore from '../index.js'
+import { eventually, freePort, startServers } from './helpers.mjs'
+
+const { Cluster, connect, ScaleStoreError } = scalestore
+
+test('connect() talks to three scalestore-server processes', async () => {
+  const servers = await startServers(4)
+  try {
+    const kv = await connect(servers.endpoints.join(','), { timeoutMs: 30_000 })
+    await eventually(async () => { await kv.put('remote', 'hello'); return true }, 60_000)
+    assert.deepEqual(await kv.get('remote'), Buffer.from('hello'))
+    assert.equal(await kv.append('remote', '!'), 6)
+    await kv.putMany({ 'r-1': 'a', 'r-2': 'b' })
+    assert.deepEqual(await kv.getMany(['r-2', 'r-1', 'r-3']), [Buffer.from('b'), Buffer.from('a'), null])
+    assert.deepEqual((await kv.scan({ prefix: 'r-' })).map(([k]) => k.toString()), ['r-1', 'r-2'])
+    const status = await kv.status()
+    assert.deepEqual(status.nodes.map((n) => n.id).sort(), [1, 2, 3])
+    assert.equal(status.shards.length, 4)
+    assert.ok(Array.isArray(await kv.events()))
+    const second = await connect([servers.endpoints[2]])
+    assert.deepEqual(await second.get('remote', { consistency: 'lease' }), Buffer.from('hello!'))
+    await second.close()
+    await kv.close()
+    await assert.rejects(kv.get('remote'), (e) => e.code === 'CLOSED')
+  } finally {
+    await servers.stop()
+  }
+})
+
+test('connect() reaches an embedded cluster served over gRPC', async () => {
+  const cluster = await Cluster.start({ nodes: 3, shards: 2 })
+  try {
+    await cluster.waitForLeaders(30_000)
+    await cluster.client().put('served', 'yes')
+    const address = await cluster.serve('127.0.0.1:0')
+    assert.match(address, /^127\.0\.0\.1:\d+$/)
+    assert.equal(await cluster.serve('127.0.0.1:0'), address)
+    const remote = await connect([address], { timeoutMs: 10_000 })
+    assert.deepEqual(await remote.get('served'), Buffer.from('yes'))
+    await remote.put('from-remote', '1')
+    assert.deepEqual(await cluster.client().get('from-remote'), Buffer.from('1'))
+    await remote.close()
+  } finally {
+    await cluster.close()
+  }
+})
+
+test('an unreachable endpoint rejects with UNAVAILABLE; bad endpoints and TLS options are refused', async () => {
+  const port = await freePort()
+  await assert.rejects(connect(`127.0.0.1:${port}`, { timeoutMs: 1000 }),
+    (e) => e instanceof ScaleStoreError && e.code === 'UNAVAILABLE' && e.message.includes(String(port)))
+  await assert.rejects(connect(7001), TypeError)
+  await assert.rejects(connect([]), (e) => e.code === 'INVALID_ARGUMENT')
+  await assert.rejects(connect('127.0.0.1:1', { tls: { cert: 'x' } }), (e) => e.code === 'INVALID_ARGUMENT')
+  await assert.rejects(connect('127.0.0.1:1', { tls: { ca: 42 } }), TypeError)
+  await assert.rejects(connect('not an address'), (e) => e.code === 'INVALID_ARGUMENT')
+})

@@ -1,0 +1,231 @@
+// ScaleStore for Node.js: the public API. Keys and values are strings (UTF-8), Buffers or
+// Uint8Arrays; values come back as Buffers. Every method that returns a Promise reports every
+// failure as its rejection: a TypeError for an argument of the wrong type, else a
+// ScaleStoreError with a `code`.
+
+/// <reference types="node" />
+
+export type Bytes = string | Buffer | Uint8Array
+export type Consistency = 'linearizable' | 'lease' | 'stale'
+export type ErrorCode =
+  | 'UNAVAILABLE'
+  | 'TIMEOUT'
+  | 'INVALID_ARGUMENT'
+  | 'CLOSED'
+  | 'SESSION_EXPIRED'
+  | 'STORAGE'
+  | 'DATA_DIR'
+
+export declare class ScaleStoreError extends Error {
+  readonly code: ErrorCode
+  static readonly CODES: readonly ErrorCode[]
+  constructor(code: ErrorCode, message: string, options?: { cause?: unknown })
+}
+
+export interface CallOptions {
+  /** Milliseconds; default: the client's (10 s, or connect's timeoutMs). */
+  timeoutMs?: number
+}
+export interface ReadOptions extends CallOptions {
+  consistency?: Consistency
+}
+export interface ScanOptions extends ReadOptions {
+  start?: Bytes
+  /** Exclusive. */
+  end?: Bytes
+  prefix?: Bytes
+  /** undefined: every match. */
+  limit?: number
+}
+export interface ScanIterOptions extends ReadOptions {
+  start?: Bytes
+  end?: Bytes
+  prefix?: Bytes
+  /** Pairs fetched per page (default 1000). */
+  pageSize?: number
+}
+
+export interface NodeStatus {
+  id: number
+  alive: boolean
+  /** Shards hosted. */
+  shards: number
+  /** Shards led. */
+  leaders: number
+}
+export interface ShardStatus {
+  id: number
+  leader: number | null
+  replicas: number[]
+  term: number
+  commitIndex: number
+  appliedIndex: number
+  /** Bytes of user data (approximate). */
+  size: number
+  /** A voter change the manager has yet to finish. */
+  joint: boolean
+}
+export interface Status {
+  nodes: NodeStatus[]
+  shards: ShardStatus[]
+}
+export interface ClusterEvent {
+  /** Milliseconds since the Unix epoch. */
+  time: number
+  /** leader_changed, node_stopped, node_started, move_started, move_finished, ... */
+  kind: string
+  detail: string
+}
+
+/** One recorded operation, with the fields of the core's JSON lines. */
+export type Operation = Record<string, unknown>
+
+export declare class History implements Iterable<Operation> {
+  static fromJsonl(text: string): History
+  readonly length: number
+  toJsonl(): string
+  operations(): Operation[]
+  [Symbol.iterator](): Iterator<Operation>
+  toJSON(): Operation[]
+}
+
+export interface CheckResult {
+  ok: boolean
+  verdict: 'linearizable' | 'not_linearizable' | 'unknown'
+  counterexample: string | null
+}
+
+export declare class Client {
+  put(key: Bytes, value: Bytes, options?: CallOptions): Promise<void>
+  get(key: Bytes, options?: ReadOptions): Promise<Buffer | null>
+  /** true if the key existed. */
+  delete(key: Bytes, options?: CallOptions): Promise<boolean>
+  /** The new length in bytes. */
+  append(key: Bytes, value: Bytes, options?: CallOptions): Promise<number>
+  /** expected null: the key must be absent. */
+  cas(key: Bytes, expected: Bytes | null, next: Bytes, options?: CallOptions): Promise<boolean>
+  scan(options?: ScanOptions): Promise<Array<[Buffer, Buffer]>>
+  scanIter(options?: ScanIterOptions): AsyncGenerator<[Buffer, Buffer], void, undefined>
+  getMany(keys: Bytes[], options?: ReadOptions): Promise<Array<Buffer | null>>
+  putMany(
+    entries: Record<string, Bytes> | Map<Bytes, Bytes> | Iterable<[Bytes, Bytes]>,
+    options?: CallOptions,
+  ): Promise<void>
+  status(options?: CallOptions): Promise<Status>
+  events(options?: CallOptions): Promise<ClusterEvent[]>
+  /** Records this client's operations while `fn` runs. */
+  record(fn: () => unknown | Promise<unknown>): Promise<History>
+  readonly node: number | null
+  readonly closed: boolean
+  close(): Promise<void>
+}
+
+export interface ClusterOptions {
+  nodes?: number
+  shards?: number
+  replication?: number
+  /** Kept across runs; undefined: a temporary dir removed on close() and at exit. */
+  dataDir?: string
+  seed?: number
+}
+
+export interface LoadOptions {
+  writers?: number
+  /** Share of reads, 0 to 1. */
+  readRatio?: number
+  consistency?: Consistency
+  keys?: number
+  valueSize?: number
+}
+export interface TimelineRow {
+  /** Seconds since the start. */
+  t: number
+  /** Operations in this 100 ms. */
+  ops: number
+  p50Ms: number
+  p99Ms: number
+  errors: number
+}
+export interface LoadReport {
+  opsPerS: number
+  p50Ms: number
+  p90Ms: number
+  p99Ms: number
+  p999Ms: number
+  errors: number
+  operations: number
+  seconds: number
+  timeline: TimelineRow[]
+}
+export declare class LoadRun {
+  readonly elapsed: number
+  readonly running: boolean
+  stop(): Promise<LoadReport>
+}
+
+export declare class Cluster {
+  static start(options?: ClusterOptions): Promise<Cluster>
+  client(options?: { node?: number }): Client
+  readonly nodeIds: number[]
+  readonly dataDir: string | null
+  readonly seed: number
+  readonly closed: boolean
+  shardOf(key: Bytes): number
+  leaderOf(shard: number): Promise<number | null>
+  stopNode(id: number): Promise<void>
+  startNode(id: number): Promise<void>
+  partition(...groups: number[][]): Promise<void>
+  heal(): Promise<void>
+  setNetwork(options?: { dropRate?: number; delayMs?: number; jitterMs?: number }): Promise<void>
+  addNode(): Promise<number>
+  removeNode(id: number, timeoutMs?: number): Promise<void>
+  setReplication(replication: number): Promise<void>
+  status(): Promise<Status>
+  events(): Promise<ClusterEvent[]>
+  waitForLeaders(timeoutMs?: number): Promise<void>
+  waitUntilSettled(timeoutMs?: number): Promise<void>
+  serve(address?: string): Promise<string>
+  record(fn: () => unknown | Promise<unknown>): Promise<History>
+  startLoad(options?: LoadOptions): LoadRun
+  close(): Promise<void>
+}
+
+export interface TlsOptions {
+  /** PEM contents of the cluster's CA. */
+  ca: string | Buffer
+  cert?: string | Buffer
+  key?: string | Buffer
+}
+export interface ConnectOptions extends CallOptions {
+  tls?: TlsOptions
+}
+export declare function connect(endpoints: string | string[], options?: ConnectOptions): Promise<Client>
+
+export declare function checkLinearizable(history: History): Promise<CheckResult>
+
+export declare const NEMESES: readonly string[]
+export interface SuiteOptions {
+  nemesis: string
+  seed?: number
+  seconds?: number
+}
+export interface SuiteReport {
+  passed: boolean
+  verdict: 'linearizable' | 'not_linearizable' | 'unknown'
+  operations: number
+  lost: number
+  duplicated: number
+  lostAppends: string[]
+  duplicatedAppends: string[]
+  recoveryMs: number | null
+  nemesis: string
+  seed: number
+  acknowledged: number
+  unknown: number
+  counterexample: string | null
+  snapshotsInstalled: number
+  placementProblems: string[]
+  summary: string
+  history: History
+}
+export declare function runSuite(options: SuiteOptions): Promise<SuiteReport>

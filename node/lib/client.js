@@ -1,0 +1,183 @@
+'use strict'
+// Client (core routing/client.rs): the same type for an embedded cluster and a remote one.
+// Every method returns a Promise and reports every failure, bad arguments included, as its
+// rejection.
+
+const args = require('./args')
+const { native } = require('./error')
+const { History } = require('./history')
+
+const PAGE = 1000
+
+function pairs (page) {
+  return page.keys.map((k, i) => [k, page.values[i]])
+}
+
+/** { nodes: [...], shards: [...] } with camelCase keys and null for "none". */
+function statusOf (s) {
+  return {
+    nodes: s.nodes.map((n) => ({ id: n.id, alive: n.alive, shards: n.shards, leaders: n.leaders })),
+    shards: s.shards.map((x) => ({
+      id: x.id,
+      leader: x.leader ?? null,
+      replicas: x.replicas,
+      term: x.term,
+      commitIndex: x.commitIndex,
+      appliedIndex: x.appliedIndex,
+      size: x.size,
+      joint: x.joint,
+    })),
+  }
+}
+
+function eventsOf (events) {
+  return events.map((e) => ({ time: e.time, kind: e.kind, detail: e.detail }))
+}
+
+/** Entries of putMany: an object, a Map or an iterable of [key, value] pairs. */
+function entriesOf (entries) {
+  let list
+  if (entries instanceof Map) list = [...entries.entries()]
+  else if (Array.isArray(entries)) list = entries
+  else if (entries !== null && typeof entries === 'object' && typeof entries[Symbol.iterator] === 'function') list = [...entries]
+  else if (entries !== null && typeof entries === 'object') list = Object.entries(entries)
+  else throw new TypeError(`entries must be an object, a Map or an array of [key, value] pairs, not ${args.typeName(entries)}`)
+  const keys = []
+  const values = []
+  for (const pair of list) {
+    if (!Array.isArray(pair) || pair.length !== 2) throw new TypeError('each entry must be a [key, value] pair')
+    keys.push(args.bytes(pair[0], 'key'))
+    values.push(args.bytes(pair[1], 'value'))
+  }
+  return { keys, values }
+}
+
+function scanArgs (o) {
+  return {
+    start: args.optionalBytes(o.start, 'start'),
+    end: args.optionalBytes(o.end, 'end'),
+    prefix: args.optionalBytes(o.prefix, 'prefix'),
+    consistency: args.consistency(o),
+  }
+}
+
+class Client {
+  /** @param {any} inner a native client */
+  constructor (inner) {
+    this._inner = inner
+  }
+
+  async put (key, value, opts) {
+    const k = args.bytes(key, 'key')
+    const v = args.bytes(value, 'value')
+    const t = args.timeout(args.options(opts))
+    await native(() => this._inner.put(k, v, t))
+  }
+
+  async get (key, opts) {
+    const k = args.bytes(key, 'key')
+    const o = args.options(opts)
+    const c = args.consistency(o)
+    const t = args.timeout(o)
+    return (await native(() => this._inner.get(k, c, t))) ?? null
+  }
+
+  async delete (key, opts) {
+    const k = args.bytes(key, 'key')
+    const t = args.timeout(args.options(opts))
+    return native(() => this._inner.delete(k, t))
+  }
+
+  async append (key, value, opts) {
+    const k = args.bytes(key, 'key')
+    const v = args.bytes(value, 'value')
+    const t = args.timeout(args.options(opts))
+    return native(() => this._inner.append(k, v, t))
+  }
+
+  async cas (key, expected, next, opts) {
+    const k = args.bytes(key, 'key')
+    const e = args.optionalBytes(expected, 'expected')
+    const n = args.bytes(next, 'next')
+    const t = args.timeout(args.options(opts))
+    return native(() => this._inner.cas(k, e, n, t))
+  }
+
+  /** Key order, `end` exclusive; `limit` undefined returns every match. */
+  async scan (opts) {
+    const o = args.options(opts)
+    const a = scanArgs(o)
+    a.limit = args.optionalCount(o.limit, 'limit')
+    const t = args.timeout(o)
+    return pairs(await native(() => this._inner.scan(a, t)))
+  }
+
+  /** Every match, fetched page by page as the loop asks for more. */
+  async * scanIter (opts) {
+    const o = args.options(opts)
+    const a = scanArgs(o)
+    a.pageSize = args.optionalCount(o.pageSize, 'pageSize', 1) ?? PAGE
+    const t = args.timeout(o)
+    for (;;) {
+      const page = await native(() => this._inner.scan(a, t))
+      yield * pairs(page)
+      if (page.cursor === undefined || page.cursor === null) return
+      a.cursor = page.cursor
+    }
+  }
+
+  async getMany (keys, opts) {
+    if (!Array.isArray(keys)) throw new TypeError(`keys must be an array, not ${args.typeName(keys)}`)
+    const ks = keys.map((k) => args.bytes(k, 'key'))
+    const o = args.options(opts)
+    const c = args.consistency(o)
+    const t = args.timeout(o)
+    const values = await native(() => this._inner.getMany(ks, c, t))
+    return values.map((v) => v ?? null)
+  }
+
+  /** Every pair is checked before anything is written; the core splits the batch by its caps. */
+  async putMany (entries, opts) {
+    const { keys, values } = entriesOf(entries)
+    const t = args.timeout(args.options(opts))
+    await native(() => this._inner.putMany(keys, values, t))
+  }
+
+  async status (opts) {
+    const t = args.timeout(args.options(opts))
+    return statusOf(await native(() => this._inner.status(t)))
+  }
+
+  async events (opts) {
+    const t = args.timeout(args.options(opts))
+    return eventsOf(await native(() => this._inner.events(t)))
+  }
+
+  /** Records this client's operations while `fn` runs; resolves the History. */
+  async record (fn) {
+    if (typeof fn !== 'function') throw new TypeError('record takes an async function')
+    const history = new History(this._inner.startRecording())
+    try {
+      await fn()
+    } finally {
+      this._inner.stopRecording()
+    }
+    return history
+  }
+
+  /** The node this client is pinned to (null: any). */
+  get node () {
+    return this._inner.node ?? null
+  }
+
+  get closed () {
+    return this._inner.closed
+  }
+
+  /** Later calls reject with CLOSED. Safe to call twice. */
+  async close () {
+    this._inner.close()
+  }
+}
+
+module.exports = { Client, statusOf, eventsOf }

@@ -1,0 +1,52 @@
+'use strict'
+// The one place native errors become JavaScript ones. The addon (bindings/node/src/error.rs)
+// prefixes each message with its code, `[UNAVAILABLE] ...`; `native()` turns those into a
+// `ScaleStoreError` with `.code`, and every public method runs through it, so every failure
+// is a rejection of the Promise the method returned.
+
+const CODES = Object.freeze([
+  'UNAVAILABLE', 'TIMEOUT', 'INVALID_ARGUMENT', 'CLOSED', 'SESSION_EXPIRED', 'STORAGE', 'DATA_DIR',
+])
+
+class ScaleStoreError extends Error {
+  /**
+   * @param {string} code one of ScaleStoreError.CODES
+   * @param {string} message what failed, with its causes
+   * @param {{ cause?: unknown }} [options]
+   */
+  constructor (code, message, options) {
+    super(message, options)
+    this.name = 'ScaleStoreError'
+    this.code = code
+  }
+}
+ScaleStoreError.CODES = CODES
+
+const CODED = /^\[([A-Z_]+)\] ([\s\S]*)$/
+
+/** A native error as a ScaleStoreError (others pass through unchanged). */
+function translate (error) {
+  if (error instanceof ScaleStoreError || !(error instanceof Error)) return error
+  const m = CODED.exec(error.message)
+  if (m && CODES.includes(m[1])) return new ScaleStoreError(m[1], m[2])
+  return error
+}
+
+/** Runs a native call (sync or async); its failures come out translated. */
+async function native (call) {
+  try {
+    return await call()
+  } catch (e) {
+    throw translate(e)
+  }
+}
+
+function invalid (message) {
+  return new ScaleStoreError('INVALID_ARGUMENT', message)
+}
+
+function closed (message) {
+  return new ScaleStoreError('CLOSED', message)
+}
+
+module.exports = { ScaleStoreError, CODES, native, translate, invalid, closed }
