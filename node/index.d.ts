@@ -178,7 +178,8 @@ export declare class Cluster {
   heal(): Promise<void>
   setNetwork(options?: { dropRate?: number; delayMs?: number; jitterMs?: number }): Promise<void>
   addNode(): Promise<number>
-  removeNode(id: number, timeoutMs?: number): Promise<void>
+  /** timeoutMs: default 120 s. */
+  removeNode(id: number, options?: CallOptions | number): Promise<void>
   setReplication(replication: number): Promise<void>
   status(): Promise<Status>
   events(): Promise<ClusterEvent[]>

@@ -52,4 +52,12 @@ if [ "${1:-}" = "--node" ] || [ "${2:-}" = "--node" ]; then
   fi
   node -e 'process.exit(parseInt(process.versions.node) >= 18 ? 0 : 1)' \
     || { echo "setup: Node.js 18 or newer is needed (found $(node --version))" >&2; exit 1; }
+  # npm 9 (Debian 12's) copies a folder dependency instead of linking it, and the copy cannot
+  # see the Rust sources it builds from: `npm install /path/to/repo/node` needs npm 10+.
+  if [ "$(npm --version | cut -d. -f1)" -lt 10 ]; then
+    echo "setup: upgrading npm to 10 (npm install -g npm@10)"
+    SUDO=""
+    [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+    $SUDO npm install -g --no-audit --no-fund npm@10 >/dev/null
+  fi
 fi

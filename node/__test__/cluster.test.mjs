@@ -57,10 +57,13 @@ test('data survives stopNode/startNode, and a kept dataDir reopens with its data
 test('a foreign data dir is refused with DATA_DIR and left untouched', async () => {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'scalestore-node-foreign-'))
   try {
-    fs.writeFileSync(path.join(dir, 'cluster.json'), 'not json at all')
+    fs.writeFileSync(path.join(dir, 'notes.txt'), 'mine')
+    await assert.rejects(Cluster.start({ dataDir: dir }), (e) => e instanceof ScaleStoreError && e.code === 'DATA_DIR')
+    assert.deepEqual(fs.readdirSync(dir), ['notes.txt'])
+    assert.equal(fs.readFileSync(path.join(dir, 'notes.txt'), 'utf8'), 'mine')
+    fs.writeFileSync(path.join(dir, 'scalestore-cluster.json'), 'not json at all')
     await assert.rejects(Cluster.start({ dataDir: dir }), (e) => e.code === 'DATA_DIR')
-    assert.deepEqual(fs.readdirSync(dir), ['cluster.json'])
-    assert.equal(fs.readFileSync(path.join(dir, 'cluster.json'), 'utf8'), 'not json at all')
+    assert.deepEqual(fs.readdirSync(dir).sort(), ['notes.txt', 'scalestore-cluster.json'])
   } finally {
     fs.rmSync(dir, { recursive: true, force: true })
   }
@@ -122,7 +125,7 @@ test('addNode, setReplication and removeNode move replicas and keep the data', a
     await cluster.waitUntilSettled(120_000)
     status = await cluster.status()
     assert.ok(status.shards.every((s) => s.replicas.length === 2))
-    await cluster.removeNode(1, 120_000)
+    await cluster.removeNode(1, { timeoutMs: 120_000 })
     assert.deepEqual(cluster.nodeIds, [2, 3, 4])
     await cluster.waitUntilSettled(120_000)
     status = await cluster.status()

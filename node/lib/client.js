@@ -5,7 +5,7 @@
 
 const args = require('./args')
 const { native } = require('./error')
-const { History } = require('./history')
+const { recording } = require('./history')
 
 const PAGE = 1000
 
@@ -97,6 +97,7 @@ class Client {
 
   async cas (key, expected, next, opts) {
     const k = args.bytes(key, 'key')
+    if (expected === undefined) throw new TypeError('expected must be a string, Buffer or Uint8Array, or null for "absent"')
     const e = args.optionalBytes(expected, 'expected')
     const n = args.bytes(next, 'next')
     const t = args.timeout(args.options(opts))
@@ -156,13 +157,7 @@ class Client {
   /** Records this client's operations while `fn` runs; resolves the History. */
   async record (fn) {
     if (typeof fn !== 'function') throw new TypeError('record takes an async function')
-    const history = new History(this._inner.startRecording())
-    try {
-      await fn()
-    } finally {
-      this._inner.stopRecording()
-    }
-    return history
+    return recording(() => this._inner.startRecording(), () => this._inner.stopRecording(), fn)
   }
 
   /** The node this client is pinned to (null: any). */

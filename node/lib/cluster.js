@@ -5,9 +5,9 @@
 const fs = require('node:fs')
 const addon = require('./native')
 const args = require('./args')
-const { native, invalid } = require('./error')
+const { native, invalid, now } = require('./error')
 const { Client, statusOf, eventsOf } = require('./client')
-const { History } = require('./history')
+const { recording } = require('./history')
 const { LoadRun } = require('./load')
 
 // Temporary data dirs of clusters still open: removed at exit even if close() was forgotten
@@ -64,26 +64,20 @@ class Cluster {
   client (opts) {
     const o = args.options(opts)
     const node = args.optionalCount(o.node, 'node')
-    let inner
-    try {
-      inner = this._inner.client(node)
-    } catch (e) {
-      throw require('./error').translate(e)
-    }
-    return new Client(inner)
+    return new Client(now(() => this._inner.client(node)))
   }
 
   /** Every member, stopped ones included (removed ones not). */
   get nodeIds () {
-    return this._inner.nodeIds
+    return now(() => this._inner.nodeIds)
   }
 
   get dataDir () {
-    return this._inner.dataDir ?? null
+    return now(() => this._inner.dataDir) ?? null
   }
 
   get seed () {
-    return this._inner.seed
+    return now(() => this._inner.seed)
   }
 
   get closed () {
@@ -92,7 +86,8 @@ class Cluster {
 
   /** The shard a key belongs to. */
   shardOf (key) {
-    return this._inner.shardOf(args.bytes(key, 'key'))
+    const k = args.bytes(key, 'key')
+    return now(() => this._inner.shardOf(k))
   }
 
   async leaderOf (shard) {
@@ -140,11 +135,11 @@ class Cluster {
     return native(() => this._inner.addNode())
   }
 
-  /** Moves a node's replicas away, then removes it. */
-  async removeNode (id, timeoutMs = 120_000) {
+  /** Moves a node's replicas away, then removes it: removeNode(id, { timeoutMs }) (or a number). */
+  async removeNode (id, opts) {
     const n = args.nodeId(id)
-    const t = args.optionalNumber(timeoutMs, 'timeoutMs')
-    await native(() => this._inner.removeNode(n, t))
+    const t = typeof opts === 'number' ? args.optionalNumber(opts, 'timeoutMs') : args.timeout(args.options(opts))
+    await native(() => this._inner.removeNode(n, t ?? 120_000))
   }
 
   async setReplication (r) {
@@ -180,13 +175,7 @@ class Cluster {
   /** Every client of this cluster, whenever created, records while `fn` runs. */
   async record (fn) {
     if (typeof fn !== 'function') throw new TypeError('record takes an async function')
-    const history = new History(await native(() => this._inner.startRecording()))
-    try {
-      await fn()
-    } finally {
-      this._inner.stopRecording()
-    }
-    return history
+    return recording(() => this._inner.startRecording(), () => this._inner.stopRecording(), fn)
   }
 
   /** Load generated and measured in Rust; `await run.stop()` for its report. */
@@ -198,12 +187,9 @@ class Cluster {
       consistency: args.consistency(o),
       keys: args.optionalCount(o.keys, 'keys', 1),
       valueSize: args.optionalCount(o.valueSize, 'valueSize'),
+      seed: args.optionalCount(o.seed, 'seed'),
     }
-    try {
-      return new LoadRun(this._inner.startLoad(load))
-    } catch (e) {
-      throw require('./error').translate(e)
-    }
+    return new LoadRun(now(() => this._inner.startLoad(load)))
   }
 
   /** Stops every node and client; removes a temporary data dir. Safe to call twice. */

@@ -41,6 +41,15 @@ async function native (call) {
   }
 }
 
+/** A plain (non-Promise) native call: its failure thrown as a ScaleStoreError. */
+function now (call) {
+  try {
+    return call()
+  } catch (e) {
+    throw translate(e)
+  }
+}
+
 function invalid (message) {
   return new ScaleStoreError('INVALID_ARGUMENT', message)
 }
@@ -49,4 +58,4 @@ function closed (message) {
   return new ScaleStoreError('CLOSED', message)
 }
 
-module.exports = { ScaleStoreError, CODES, native, translate, invalid, closed }
+module.exports = { ScaleStoreError, CODES, native, now, translate, invalid, closed }

@@ -3,7 +3,7 @@
 // core's JSON lines.
 
 const addon = require('./native')
-const { native } = require('./error')
+const { native, now } = require('./error')
 
 class History {
   /** @param {any} inner a native history */
@@ -14,7 +14,7 @@ class History {
   /** A history read from JSON lines (as toJsonl() writes them). */
   static fromJsonl (text) {
     if (typeof text !== 'string') throw new TypeError('fromJsonl takes a string of JSON lines')
-    return new History(addon.NativeHistory.fromJsonl(text))
+    return new History(now(() => addon.NativeHistory.fromJsonl(text)))
   }
 
   /** The number of operations recorded so far. */
@@ -45,4 +45,22 @@ class History {
   }
 }
 
-module.exports = { History }
+/** Runs `fn` with recording on (start/stop are native calls); a failure of `fn` wins over one
+ * of stopping. Resolves the History. */
+async function recording (start, stop, fn) {
+  const history = new History(await native(start))
+  let failed = true
+  try {
+    await fn()
+    failed = false
+  } finally {
+    try {
+      now(stop)
+    } catch (e) {
+      if (!failed) throw e
+    }
+  }
+  return history
+}
+
+module.exports = { History, recording }

@@ -1,9 +1,13 @@
 #!/usr/bin/env node
-// Builds the native addon (bindings/node) with napi-rs's CLI when the package is installed from
-// the repository (`npm install /path/to/repo/node`). It uses the workspace's one build plan:
-// the dev profile (dependencies and the ScaleStore crates optimized) and the shared target dir
-// (~/.cache/scalestore/target, or $CARGO_TARGET_DIR), so RocksDB is compiled once per machine.
-// cargo rebuilds only what changed, so a reinstall with a built target dir takes seconds.
+// Builds the native addon (bindings/node, a napi-rs crate) when the package is installed from
+// the repository (`npm install /path/to/repo/node`, from any directory) or with `npm run build`.
+//
+// It runs cargo itself rather than `napi build`: napi-rs's CLI always passes `--target <host
+// triple>`, which puts the build under target/<triple>/ and so compiles RocksDB a second time
+// next to every other build of the workspace. Here the addon shares the workspace's one build
+// plan: the dev profile (dependencies and the ScaleStore crates optimized) and one target dir
+// (~/.cache/scalestore/target, or $CARGO_TARGET_DIR), so RocksDB is compiled once per machine
+// and a reinstall with a built target dir takes seconds.
 'use strict'
 const { spawnSync } = require('node:child_process')
 const fs = require('node:fs')
@@ -11,29 +15,39 @@ const os = require('node:os')
 const path = require('node:path')
 
 const here = path.resolve(__dirname, '..')
-const manifest = path.resolve(here, '..', 'bindings', 'node', 'Cargo.toml')
+const repo = process.env.SCALESTORE_REPO ? path.resolve(process.env.SCALESTORE_REPO) : path.resolve(here, '..')
+const manifest = path.join(repo, 'bindings', 'node', 'Cargo.toml')
 const out = path.join(here, 'native')
+
 if (process.env.SCALESTORE_SKIP_BUILD) {
   console.log('scalestore: SCALESTORE_SKIP_BUILD is set; not building the native addon')
   process.exit(0)
 }
 if (!fs.existsSync(manifest)) {
-  console.error(`scalestore: cannot build the native addon: ${manifest} not found (install from a clone of the repository)`)
+  console.error(`scalestore: cannot build the native addon: ${manifest} not found.
+  Install the package from a clone of the repository, linked in place (npm 9.4 or newer does
+  this by default; older npm: npm install --install-links=false /path/to/repo/node), or set
+  SCALESTORE_REPO to the clone.`)
   process.exit(1)
 }
 const env = { ...process.env }
 env.CARGO_TARGET_DIR = env.CARGO_TARGET_DIR || path.join(os.homedir(), '.cache', 'scalestore', 'target')
 env.CARGO_TERM_COLOR = env.CARGO_TERM_COLOR || 'never'
-const cli = require.resolve('@napi-rs/cli/dist/cli.js', { paths: [here] })
-const args = [
-  cli, 'build',
-  '--manifest-path', manifest,
-  '--platform',
-  '--output-dir', out,
-  '--js', 'index.js',
-  '--dts', 'index.d.ts',
-  '--profile', 'dev',
-]
-console.log(`scalestore: building the native addon (target dir ${env.CARGO_TARGET_DIR}; the first build compiles RocksDB, 10-15 minutes)`)
-const run = spawnSync(process.execPath, args, { cwd: here, env, stdio: 'inherit' })
-process.exit(run.status === null ? 1 : run.status)
+const cargo = env.CARGO || 'cargo'
+console.log(`scalestore: building the native addon (target dir ${env.CARGO_TARGET_DIR}; a first build compiles RocksDB, 10-15 minutes)`)
+const run = spawnSync(cargo, ['build', '--manifest-path', manifest, '-p', 'scalestore-node', '--lib'], { env, stdio: 'inherit' })
+if (run.error) {
+  console.error(`scalestore: cannot run ${cargo}: ${run.error.message} (install Rust with rustup, then reinstall)`)
+  process.exit(1)
+}
+if (run.status !== 0) process.exit(run.status === null ? 1 : run.status)
+
+const suffix = process.platform === 'darwin' ? 'dylib' : process.platform === 'win32' ? 'dll' : 'so'
+const prefix = process.platform === 'win32' ? '' : 'lib'
+const built = path.join(env.CARGO_TARGET_DIR, 'debug', `${prefix}scalestore_node.${suffix}`)
+fs.mkdirSync(out, { recursive: true })
+// Copied beside a new name and renamed, so a process that has the old addon loaded keeps it.
+const staged = path.join(out, `scalestore.node.${process.pid}`)
+fs.copyFileSync(built, staged)
+fs.renameSync(staged, path.join(out, 'scalestore.node'))
+console.log(`scalestore: native addon ready (${path.join(out, 'scalestore.node')})`)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import os
 from dataclasses import dataclass
 from typing import (
@@ -25,7 +26,7 @@ from typing import (
 
 from . import _scalestore as _native
 from ._html import status_html
-from .errors import InvalidType
+from .errors import Error, InvalidArgument, InvalidType
 from .history import History
 
 Key = Union[bytes, str]
@@ -67,6 +68,34 @@ def _pairs(items: Pairs) -> List[Tuple[Any, Any]]:
         raise InvalidType("items must be a mapping or an iterable of (key, value) pairs") from None
 
 
+class _Checked:
+    """The native client, with pyo3's own argument errors (a str where seconds belong, a
+    negative count) raised as InvalidType / InvalidArgument like every other bad input."""
+
+    __slots__ = ("_native",)
+
+    def __init__(self, native: Any) -> None:
+        self._native = native
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self._native, name)
+        if not callable(attr):
+            return attr
+
+        @functools.wraps(attr)
+        def call(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return attr(*args, **kwargs)
+            except Error:
+                raise
+            except TypeError as e:
+                raise InvalidType(str(e)) from None
+            except OverflowError as e:
+                raise InvalidArgument(str(e)) from None
+
+        return call
+
+
 def _progress(total: int, what: str) -> Any:
     """A tqdm bar when tqdm is installed and the job is large, else None."""
     if total < 5 * _CHUNK:
@@ -97,7 +126,7 @@ class Client:
     Ctrl-C. Use as a context manager or call :meth:`close`."""
 
     def __init__(self, inner: Any, owner: Any = None) -> None:
-        self._inner = inner
+        self._inner = _Checked(inner)
         self._owner = owner  # keeps an embedded cluster's wrapper alive while its clients are
 
     def put(self, key: Key, value: Value, timeout: Optional[float] = None) -> None:
@@ -244,7 +273,7 @@ class AsyncClient:
     any particular event loop: each call completes on the loop that awaits it."""
 
     def __init__(self, inner: Any, owner: Any = None) -> None:
-        self._inner = inner
+        self._inner = _Checked(inner)
         self._owner = owner
 
     async def put(self, key: Key, value: Value, timeout: Optional[float] = None) -> None:

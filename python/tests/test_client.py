@@ -107,6 +107,9 @@ def test_a_wrong_type_raises_invalid_type_and_writes_nothing(kv):
         lambda: kv.put_many("nope"),
         lambda: kv.put_many([("only-key",)]),
         lambda: kv.scan(limit="3"),
+        lambda: kv.put("bad-type", "x", timeout="5"),
+        lambda: kv.get("bad-type", consistency=3),
+        lambda: list(kv.scan_iter(prefix="x", page_size="7")),
     ):
         with pytest.raises(scalestore.InvalidType) as e:
             call()

@@ -48,7 +48,7 @@ impl NativeHistory {
         let ops = self.operations();
         let verdict = tokio::task::spawn_blocking(move || check(&ops, CheckOptions::default()))
             .await
-            .map_err(|e| napi::Error::from_reason(format!("the checker stopped: {e}")))?;
+            .map_err(crate::error::stopped)?;
         Ok(describe(&verdict))
     }
 }

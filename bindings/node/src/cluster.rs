@@ -13,7 +13,7 @@ use scalestore_server::ServedCluster;
 
 use crate::args::{consistency, events_js, millis, status_js, whole, EventJs, StatusJs};
 use crate::client::NativeClient;
-use crate::error::{closed, invalid, server_to_js, to_js};
+use crate::error::{closed, invalid, stopped, to_js};
 use crate::history::NativeHistory;
 use crate::load::NativeLoadRun;
 
@@ -244,7 +244,7 @@ impl NativeCluster {
         let cluster = self.cluster()?;
         let status = tokio::task::spawn_blocking(move || cluster.status())
             .await
-            .map_err(|e| napi::Error::from_reason(e.to_string()))?
+            .map_err(stopped)?
             .map_err(to_js)?;
         Ok(status_js(&status))
     }
@@ -300,7 +300,7 @@ impl NativeCluster {
         }
         let s = scalestore_server::serve::serve_embedded_on(&cluster, &host, port)
             .await
-            .map_err(server_to_js)?;
+            .map_err(to_js)?;
         let first = s
             .endpoints()
             .into_iter()

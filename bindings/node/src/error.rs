@@ -23,7 +23,7 @@ fn code_of(e: &scalestore::Error) -> &'static str {
 }
 
 pub fn to_js(e: scalestore::Error) -> Error {
-    coded(code_of(&e), e.to_string())
+    coded(code_of(&e), with_causes(&e))
 }
 
 pub fn server_to_js(e: ServerError) -> Error {
@@ -34,7 +34,15 @@ pub fn server_to_js(e: ServerError) -> Error {
         ServerError::DataDir { .. } => "DATA_DIR",
         _ => "STORAGE",
     };
-    coded(code, e.to_string())
+    coded(code, with_causes(&e))
+}
+
+/// A blocking task that panicked or was cancelled (the runtime is shutting down).
+pub fn stopped(e: tokio::task::JoinError) -> Error {
+    coded(
+        "UNAVAILABLE",
+        format!("the task stopped before it finished: {e}"),
+    )
 }
 
 pub fn closed(what: &str) -> Error {
@@ -43,6 +51,22 @@ pub fn closed(what: &str) -> Error {
 
 pub fn invalid(message: impl Into<String>) -> Error {
     coded("INVALID_ARGUMENT", message.into())
+}
+
+/// The message and every cause under it: "cannot reach node 2: transport error: connection
+/// refused".
+fn with_causes(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        let more = cause.to_string();
+        if !text.contains(&more) {
+            text.push_str(": ");
+            text.push_str(&more);
+        }
+        source = cause.source();
+    }
+    text
 }
 
 fn coded(code: &str, message: String) -> Error {

@@ -241,7 +241,8 @@ impl PyCluster {
     }
 
     /// Serves every node over gRPC on `address`'s host (port 0: free ports; else consecutive
-    /// ports from it) and returns node 1's address. Serving twice returns the same address.
+    /// ports from it) and returns node 1's address. Serving again returns the same address;
+    /// another port while served is refused.
     #[pyo3(signature = (address="127.0.0.1:0"))]
     fn serve(&self, py: Python<'_>, address: &str) -> PyResult<String> {
         let (host, port) = address
@@ -266,10 +267,16 @@ impl PyCluster {
             })?;
             *served = Some(s);
         }
-        served
+        let first = served
             .as_ref()
             .and_then(|s| s.endpoints().into_iter().next())
-            .ok_or_else(|| closed("no node is served"))
+            .ok_or_else(|| closed("no node is served"))?;
+        if port != 0 && !first.ends_with(&format!(":{port}")) {
+            return Err(invalid(format!(
+                "already served at {first}; close the cluster to serve elsewhere"
+            )));
+        }
+        Ok(first)
     }
 
     /// Every gRPC address (node id -> host:port) while served.

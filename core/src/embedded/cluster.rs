@@ -212,8 +212,20 @@ impl EmbeddedCluster {
                 Root::Kept(p.clone())
             }
         };
+        let lock_path = root.path().join(LOCK_FILE);
+        let lock_existed = lock_path.exists();
         let root_lock = lock_root(root.path())?;
-        let mut stored = load_or_create(root.path(), &options)?;
+        let mut stored = match load_or_create(root.path(), &options) {
+            Ok(stored) => stored,
+            Err(e) => {
+                // A refused dir is left as it was found: without the lock file this call made.
+                if !lock_existed {
+                    drop(root_lock);
+                    let _ = std::fs::remove_file(&lock_path);
+                }
+                return Err(e);
+            }
+        };
         if stored.node_ids.is_empty() {
             stored.node_ids = (1..=stored.nodes as NodeId).collect();
         }
