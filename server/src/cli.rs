@@ -191,7 +191,7 @@ fn bytes(text: &str, hex: bool) -> ServerResult<Vec<u8>> {
     if !hex {
         return Ok(text.as_bytes().to_vec());
     }
-    if text.len() % 2 != 0 {
+    if !text.len().is_multiple_of(2) {
         return Err(ServerError::Config(format!(
             "{text:?} is not hex (odd length)"
         )));

@@ -448,13 +448,13 @@ async fn follow_map(
             }
         }
         let registered = map.addresses.get(&node.id());
-        if registered.is_some_and(|a| *a != advertise) && tick % 4 == 0 {
+        if registered.is_some_and(|a| *a != advertise) && tick.is_multiple_of(4) {
             let change = host::join(node.id(), Some(advertise.clone()));
             if let Err(e) = scalestore::manager::update_map(&node, change).await {
                 tracing::warn!(error = %e, "cannot register this node's new address yet");
             }
         }
-        if tick % 4 != 0 {
+        if !tick.is_multiple_of(4) {
             continue;
         }
         let others: Vec<NodeId> = map

@@ -328,7 +328,7 @@ pub async fn writers_survive(p: &Processes, fault: impl std::future::Future<Outp
             while !stop.load(Ordering::SeqCst) {
                 i += 1;
                 let key = format!("key-{}", (w + i) % KEYS);
-                if i % 3 == 0 {
+                if i.is_multiple_of(3) {
                     let _ = client.get(&key).await;
                 } else {
                     let token = format!("<{w}.{i}>");

@@ -52,7 +52,7 @@ impl Runtime {
             .name(format!("scalestore-{name}-py"))
             .spawn(move || {
                 while let Ok(job) = rx.recv() {
-                    Python::with_gil(|py| job(py));
+                    Python::with_gil(job);
                 }
             })
             .map_err(|e| {
