@@ -10,7 +10,7 @@ tls=0
 if [ "${1:-}" = "--tls" ]; then tls=1; shift; fi
 scripts/setup.sh
 . scripts/env.sh
-cargo build --quiet -p scalestore-server --bins --examples
+cargo build --quiet --bins --examples
 bin="$CARGO_TARGET_DIR/debug"
 dir=$(mktemp -d)
 server_tls=()

@@ -5,4 +5,4 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
 . scripts/env.sh
-cargo run --quiet -p scalestore --example bench_writes -- "$@"
+cargo run --quiet --example bench_writes -- "$@"

@@ -6,4 +6,4 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
 . scripts/env.sh
-cargo run --quiet -p scalestore --example soak -- "$@"
+cargo run --quiet --example soak -- "$@"

@@ -54,6 +54,6 @@ scripts/demo.sh
 scripts/bench.sh --seconds 1 --writers 4
 history_file=$(mktemp --suffix=.jsonl)
 SOAK_DUMP="$history_file" scripts/soak.sh --nemesis CrashAll --seed 1 --seconds 0 --run-seconds 1
-cargo run --quiet -p scalestore --example check_history -- "$history_file"
+cargo run --quiet --example check_history -- "$history_file"
 rm -f "$history_file"
 echo "README commands: ok"

@@ -179,12 +179,7 @@ pub async fn main_with(args: Vec<String>) -> i32 {
 }
 
 fn endpoints(cli: &Cli) -> Vec<String> {
-    cli.endpoints
-        .split(',')
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .map(String::from)
-        .collect()
+    crate::transport::split_endpoints(&[&cli.endpoints])
 }
 
 fn bytes(text: &str, hex: bool) -> ServerResult<Vec<u8>> {

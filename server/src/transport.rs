@@ -296,6 +296,16 @@ fn status_from_proto(s: StatusResponse) -> ClusterStatus {
 
 /// A [`Client`] of the cluster at `endpoints` (any of its nodes): fails with
 /// [`ServerError::Unreachable`] if none answers within `options.timeout`.
+/// Endpoints as given by a user: each entry may hold several, comma-separated; blanks dropped.
+pub fn split_endpoints<S: AsRef<str>>(given: &[S]) -> Vec<String> {
+    given
+        .iter()
+        .flat_map(|e| e.as_ref().split(','))
+        .map(|e| e.trim().to_string())
+        .filter(|e| !e.is_empty())
+        .collect()
+}
+
 pub async fn connect(endpoints: &[String], options: ClientOptions) -> ServerResult<Client> {
     let transport = GrpcTransport::connect(endpoints, options.timeout).await?;
     Ok(Client::new(transport, options))

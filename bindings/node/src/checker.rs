@@ -15,29 +15,10 @@ pub struct CheckJs {
 }
 
 pub fn describe(verdict: &Verdict) -> CheckJs {
-    let (name, counterexample) = match verdict {
-        Verdict::Linearizable { .. } => ("linearizable", None),
-        Verdict::NotLinearizable {
-            key,
-            explanation,
-            operations,
-        } => {
-            let mut text = format!("key {:?}: {explanation}", String::from_utf8_lossy(key));
-            for op in operations {
-                text.push_str("\n  ");
-                text.push_str(&scalestore::checker::describe(op));
-            }
-            ("not_linearizable", Some(text))
-        }
-        Verdict::Unknown { key, reason } => (
-            "unknown",
-            Some(format!("key {:?}: {reason}", String::from_utf8_lossy(key))),
-        ),
-    };
     CheckJs {
-        ok: name == "linearizable",
-        verdict: name.to_string(),
-        counterexample,
+        ok: verdict.is_linearizable(),
+        verdict: verdict.name().to_string(),
+        counterexample: verdict.counterexample(),
     }
 }
 

@@ -196,23 +196,8 @@ impl NativeCluster {
     /// Loss and delay on node-to-node and client links, requests and replies alike.
     #[napi]
     pub fn set_network(&self, drop_rate: f64, delay_ms: f64, jitter_ms: f64) -> napi::Result<()> {
-        if !(0.0..=1.0).contains(&drop_rate) {
-            return Err(invalid(format!(
-                "dropRate must be within 0 and 1, not {drop_rate}"
-            )));
-        }
-        for (name, ms) in [("delayMs", delay_ms), ("jitterMs", jitter_ms)] {
-            if !ms.is_finite() || !(0.0..=600_000.0).contains(&ms) {
-                return Err(invalid(format!("{name} must be 0 to 600000, not {ms}")));
-            }
-        }
-        self.cluster()?.faults().set_network(NetworkFaults {
-            drop_requests: drop_rate,
-            drop_responses: drop_rate,
-            delay: Duration::from_secs_f64(delay_ms / 1000.0),
-            jitter: Duration::from_secs_f64(jitter_ms / 1000.0),
-            affect_clients: true,
-        });
+        let faults = NetworkFaults::from_rates(drop_rate, delay_ms, jitter_ms).map_err(to_js)?;
+        self.cluster()?.faults().set_network(faults);
         Ok(())
     }
 

@@ -54,13 +54,7 @@ pub async fn run_suite(
     };
     let report = suite::run(options).await.map_err(to_js)?;
     let check = describe(&report.verdict);
-    let mut history_jsonl = String::new();
-    for op in report.history.operations() {
-        if let Ok(line) = serde_json::to_string(&op) {
-            history_jsonl.push_str(&line);
-            history_jsonl.push('\n');
-        }
-    }
+    let history_jsonl = report.history.to_jsonl();
     Ok(SuiteReportJs {
         nemesis: report.nemesis.name().to_string(),
         seed: report.seed as f64,

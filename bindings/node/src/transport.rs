@@ -23,12 +23,7 @@ pub async fn connect(
     timeout_ms: f64,
     tls: Option<TlsJs>,
 ) -> napi::Result<NativeClient> {
-    let endpoints: Vec<String> = endpoints
-        .iter()
-        .flat_map(|e| e.split(','))
-        .map(|e| e.trim().to_string())
-        .filter(|e| !e.is_empty())
-        .collect();
+    let endpoints = scalestore_server::transport::split_endpoints(&endpoints);
     if endpoints.is_empty() {
         return Err(invalid("no endpoint given"));
     }

@@ -15,23 +15,5 @@ pub fn check_history(py: Python<'_>, history: &PyHistory) -> (String, Option<Str
 }
 
 pub fn describe(verdict: &Verdict) -> (String, Option<String>) {
-    match verdict {
-        Verdict::Linearizable { .. } => ("linearizable".into(), None),
-        Verdict::NotLinearizable {
-            key,
-            explanation,
-            operations,
-        } => {
-            let mut text = format!("key {:?}: {explanation}", String::from_utf8_lossy(key));
-            for op in operations {
-                text.push_str("\n  ");
-                text.push_str(&scalestore::checker::describe(op));
-            }
-            ("not_linearizable".into(), Some(text))
-        }
-        Verdict::Unknown { key, reason } => (
-            "unknown".into(),
-            Some(format!("key {:?}: {reason}", String::from_utf8_lossy(key))),
-        ),
-    }
+    (verdict.name().to_string(), verdict.counterexample())
 }

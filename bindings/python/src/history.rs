@@ -46,14 +46,10 @@ impl PyHistory {
 
     /// One JSON object per line, one line per operation, in completion order.
     fn to_jsonl(&self) -> String {
-        let mut out = String::new();
-        for op in self.operations() {
-            if let Ok(line) = serde_json::to_string(&op) {
-                out.push_str(&line);
-                out.push('\n');
-            }
+        match &self.loaded {
+            Some(ops) => History::jsonl_of(ops),
+            None => self.history.to_jsonl(),
         }
-        out
     }
 
     /// The operations as dicts (the JSON lines' fields).

@@ -22,12 +22,7 @@ pub fn connect(
     cert: Option<PathBuf>,
     key: Option<PathBuf>,
 ) -> PyResult<PyClient> {
-    let endpoints: Vec<String> = endpoints
-        .iter()
-        .flat_map(|e| e.split(','))
-        .map(|e| e.trim().to_string())
-        .filter(|e| !e.is_empty())
-        .collect();
+    let endpoints = scalestore_server::transport::split_endpoints(&endpoints);
     if endpoints.is_empty() {
         return Err(invalid("no endpoint given"));
     }

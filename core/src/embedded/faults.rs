@@ -32,6 +32,33 @@ pub struct NetworkFaults {
     pub affect_clients: bool,
 }
 
+impl NetworkFaults {
+    /// Loss (`drop_rate`, 0 to 1, of requests and of replies alike) and delay in milliseconds
+    /// (0 to 600,000) on node-to-node and client links, checked: what the bindings'
+    /// `set_network` takes.
+    pub fn from_rates(drop_rate: f64, delay_ms: f64, jitter_ms: f64) -> crate::Result<Self> {
+        if !(0.0..=1.0).contains(&drop_rate) {
+            return Err(crate::Error::InvalidArgument(format!(
+                "drop rate must be within 0 and 1, not {drop_rate}"
+            )));
+        }
+        for (name, ms) in [("delay", delay_ms), ("jitter", jitter_ms)] {
+            if !ms.is_finite() || !(0.0..=600_000.0).contains(&ms) {
+                return Err(crate::Error::InvalidArgument(format!(
+                    "{name} must be 0 to 600000 ms, not {ms}"
+                )));
+            }
+        }
+        Ok(NetworkFaults {
+            drop_requests: drop_rate,
+            drop_responses: drop_rate,
+            delay: Duration::from_secs_f64(delay_ms / 1000.0),
+            jitter: Duration::from_secs_f64(jitter_ms / 1000.0),
+            affect_clients: true,
+        })
+    }
+}
+
 /// What happens to one message.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Fate {

@@ -52,6 +52,38 @@ impl Verdict {
     pub fn is_linearizable(&self) -> bool {
         matches!(self, Verdict::Linearizable { .. })
     }
+
+    /// "linearizable", "not_linearizable" or "unknown" (the bindings' `verdict`).
+    pub fn name(&self) -> &'static str {
+        match self {
+            Verdict::Linearizable { .. } => "linearizable",
+            Verdict::NotLinearizable { .. } => "not_linearizable",
+            Verdict::Unknown { .. } => "unknown",
+        }
+    }
+
+    /// What went wrong, in words: the key, the explanation and the operations involved (one
+    /// per line), or why the search gave up; `None` for a linearizable history.
+    pub fn counterexample(&self) -> Option<String> {
+        match self {
+            Verdict::Linearizable { .. } => None,
+            Verdict::NotLinearizable {
+                key,
+                explanation,
+                operations,
+            } => {
+                let mut text = format!("key {:?}: {explanation}", String::from_utf8_lossy(key));
+                for op in operations {
+                    text.push_str("\n  ");
+                    text.push_str(&describe(op));
+                }
+                Some(text)
+            }
+            Verdict::Unknown { key, reason } => {
+                Some(format!("key {:?}: {reason}", String::from_utf8_lossy(key)))
+            }
+        }
+    }
 }
 
 type State = Option<Vec<u8>>;

@@ -142,9 +142,14 @@ impl History {
 
     /// The history as JSON lines, one operation per line.
     pub fn to_jsonl(&self) -> String {
+        Self::jsonl_of(&self.operations())
+    }
+
+    /// Operations as JSON lines (as [`to_jsonl`](Self::to_jsonl) writes them).
+    pub fn jsonl_of(ops: &[Operation]) -> String {
         let mut out = String::new();
-        for op in self.operations() {
-            if let Ok(line) = serde_json::to_string(&op) {
+        for op in ops {
+            if let Ok(line) = serde_json::to_string(op) {
                 out.push_str(&line);
                 out.push('\n');
             }
