@@ -219,11 +219,44 @@ impl ServedCluster {
         self.addresses().into_values().collect()
     }
 
+    /// Node 1's address, for a caller asking to serve on `port` again: the same address when
+    /// `port` is 0 or the one already served, else `InvalidArgument` (served elsewhere).
+    pub fn first_endpoint_for(&self, port: u16) -> Result<String> {
+        let first = self
+            .endpoints()
+            .into_iter()
+            .next()
+            .ok_or_else(|| scalestore::Error::Closed("no node is served".into()))?;
+        if port != 0 && !first.ends_with(&format!(":{port}")) {
+            return Err(scalestore::Error::InvalidArgument(format!(
+                "already served at {first}; close the cluster to serve elsewhere"
+            )));
+        }
+        Ok(first)
+    }
+
     pub async fn stop(self) {
         for (_, s) in self.servers {
             s.stop().await;
         }
     }
+}
+
+/// `HOST:PORT` (IPv6 hosts in brackets) as the host and port [`serve_embedded_on`] takes.
+pub fn split_host_port(address: &str) -> Result<(String, u16)> {
+    address
+        .rsplit_once(':')
+        .and_then(|(h, p)| {
+            Some((
+                h.trim_matches(['[', ']']).to_string(),
+                p.parse::<u16>().ok()?,
+            ))
+        })
+        .ok_or_else(|| {
+            scalestore::Error::InvalidArgument(format!(
+                "address must be HOST:PORT, not {address:?}"
+            ))
+        })
 }
 
 /// Serves every node of `cluster` on `host` (e.g. `127.0.0.1`), one free port each, and

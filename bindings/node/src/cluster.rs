@@ -263,34 +263,16 @@ impl NativeCluster {
     /// another address while served is refused.
     #[napi]
     pub async fn serve(&self, address: String) -> napi::Result<String> {
-        let (host, port) = address
-            .rsplit_once(':')
-            .and_then(|(h, p)| {
-                Some((
-                    h.trim_matches(['[', ']']).to_string(),
-                    p.parse::<u16>().ok()?,
-                ))
-            })
-            .ok_or_else(|| invalid(format!("address must be HOST:PORT, not {address:?}")))?;
+        let (host, port) = scalestore_server::serve::split_host_port(&address).map_err(to_js)?;
         let cluster = self.cluster()?;
         let mut served = self.served.lock().await;
         if let Some(s) = served.as_ref() {
-            let first = s.endpoints().into_iter().next().unwrap_or_default();
-            if port != 0 && !first.ends_with(&format!(":{port}")) {
-                return Err(invalid(format!(
-                    "already served at {first}; close the cluster to serve elsewhere"
-                )));
-            }
-            return Ok(first);
+            return s.first_endpoint_for(port).map_err(to_js);
         }
         let s = scalestore_server::serve::serve_embedded_on(&cluster, &host, port)
             .await
             .map_err(to_js)?;
-        let first = s
-            .endpoints()
-            .into_iter()
-            .next()
-            .ok_or_else(|| closed("no node is served"))?;
+        let first = s.first_endpoint_for(port).map_err(to_js)?;
         *served = Some(s);
         Ok(first)
     }

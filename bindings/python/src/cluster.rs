@@ -230,15 +230,7 @@ impl PyCluster {
     /// another port while served is refused.
     #[pyo3(signature = (address="127.0.0.1:0"))]
     fn serve(&self, py: Python<'_>, address: &str) -> PyResult<String> {
-        let (host, port) = address
-            .rsplit_once(':')
-            .and_then(|(h, p)| {
-                Some((
-                    h.trim_matches(['[', ']']).to_string(),
-                    p.parse::<u16>().ok()?,
-                ))
-            })
-            .ok_or_else(|| invalid(format!("address must be HOST:PORT, not {address:?}")))?;
+        let (host, port) = scalestore_server::serve::split_host_port(address).map_err(to_py)?;
         let mut served = self
             .served
             .lock()
@@ -252,16 +244,10 @@ impl PyCluster {
             })?;
             *served = Some(s);
         }
-        let first = served
-            .as_ref()
-            .and_then(|s| s.endpoints().into_iter().next())
-            .ok_or_else(|| closed("no node is served"))?;
-        if port != 0 && !first.ends_with(&format!(":{port}")) {
-            return Err(invalid(format!(
-                "already served at {first}; close the cluster to serve elsewhere"
-            )));
+        match served.as_ref() {
+            Some(s) => s.first_endpoint_for(port).map_err(to_py),
+            None => Err(closed("no node is served")),
         }
-        Ok(first)
     }
 
     /// Every gRPC address (node id -> host:port) while served.
