@@ -8,5 +8,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .build_server(true)
         .build_client(true)
         .compile_protos(&["proto/scalestore/v1/scalestore.proto"], &["proto"])?;
+    // etcd's KV client, for `scalestore bench --target etcd`.
+    tonic_build::configure()
+        .build_server(false)
+        .build_client(true)
+        .compile_protos(&["proto/etcd/kv.proto"], &["proto"])?;
     Ok(())
 }

@@ -33,7 +33,7 @@ pub use error::{Error, Result};
 pub use events::{Event, EventLog};
 pub use faults::{Faults, NetworkFaults};
 pub use history::{History, OpInput, OpOutput, Operation, RecordSwitch};
-pub use load::{LoadOptions, LoadReport, LoadRun, TimelineRow};
+pub use load::{preload, LoadOptions, LoadReport, LoadRun, LoadTarget, Progress, TimelineRow};
 pub use manager::ManagerOptions;
 pub use node::{GroupStatus, Node};
 pub use sharding::{ring_position, NodeState, RingRange, ShardInfo, ShardMap, META_GROUP};

@@ -1,7 +1,11 @@
 //! Generated load, measured: `writers` concurrent loops of puts and reads over a key space,
 //! each operation timed and counted in 100 ms buckets, so a run shows throughput and latency
-//! over time (an outage is a visible dip). The bindings' `start_load` and the benchmarks use it.
+//! over time (an outage is a visible dip). The bindings' `start_load` and `scalestore bench`
+//! use it; the bench drives other stores too, through [`LoadTarget`].
 
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rand::rngs::StdRng;
@@ -27,9 +31,37 @@ pub struct LoadOptions {
     pub consistency: ReadConsistency,
     /// Keys drawn uniformly from `keys` distinct keys.
     pub keys: usize,
+    /// Bytes per key: `load-` then the key's number, zero-padded to this length (longer only
+    /// when the key count needs more digits).
+    pub key_size: usize,
     pub value_size: usize,
     pub seed: u64,
 }
+
+/// What a load drives: a store that puts and reads. The core [`Client`] is one; the bench
+/// drives etcd through another, so both are measured by the same loops.
+pub trait LoadTarget: Clone + Send + Sync + 'static {
+    fn put(&self, key: Vec<u8>, value: Vec<u8>) -> impl Future<Output = Result<()>> + Send;
+    /// Reads `key`; a missing key is not an error.
+    fn get(
+        &self,
+        key: Vec<u8>,
+        consistency: ReadConsistency,
+    ) -> impl Future<Output = Result<()>> + Send;
+}
+
+impl LoadTarget for Client {
+    async fn put(&self, key: Vec<u8>, value: Vec<u8>) -> Result<()> {
+        Client::put(self, key, value).await
+    }
+
+    async fn get(&self, key: Vec<u8>, consistency: ReadConsistency) -> Result<()> {
+        self.get_with(key, consistency).await.map(|_| ())
+    }
+}
+
+/// What every key of a load starts with.
+const KEY_PREFIX: &str = "load-";
 
 impl Default for LoadOptions {
     fn default() -> Self {
@@ -38,6 +70,7 @@ impl Default for LoadOptions {
             read_ratio: 0.0,
             consistency: ReadConsistency::Linearizable,
             keys: 10_000,
+            key_size: 13,
             value_size: 100,
             seed: 1,
         }
@@ -63,6 +96,53 @@ impl LoadOptions {
         }
         Ok(())
     }
+
+    /// Key number `i` of this load's key space, `key_size` bytes long.
+    pub fn key(&self, i: usize) -> Vec<u8> {
+        let width = self.key_size.saturating_sub(KEY_PREFIX.len());
+        format!("{KEY_PREFIX}{i:0width$}").into_bytes()
+    }
+
+    /// The value every put writes (seeded, so runs are repeatable).
+    pub fn value(&self) -> Vec<u8> {
+        let mut rng = StdRng::seed_from_u64(self.seed);
+        let mut value = vec![0u8; self.value_size];
+        rng.fill(&mut value[..]);
+        value
+    }
+}
+
+/// Writes every key of `options`' key space once, `concurrency` puts in flight, so a read
+/// load finds what it asks for. Returns the first error.
+pub async fn preload<T: LoadTarget>(
+    targets: &[T],
+    options: &LoadOptions,
+    concurrency: usize,
+) -> Result<()> {
+    options.validate()?;
+    if targets.is_empty() {
+        return Err(Error::InvalidArgument("no target to preload".into()));
+    }
+    let next = Arc::new(AtomicU64::new(0));
+    let value = options.value();
+    let mut loops = tokio::task::JoinSet::<Result<()>>::new();
+    for w in 0..concurrency.max(1) {
+        let (target, next, value) = (targets[w % targets.len()].clone(), next.clone(), value.clone());
+        let (options, keys) = (options.clone(), options.keys as u64);
+        loops.spawn(async move {
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= keys {
+                    return Ok(());
+                }
+                target.put(options.key(i as usize), value.clone()).await?;
+            }
+        });
+    }
+    while let Some(done) = loops.join_next().await {
+        done.map_err(|e| Error::Closed(format!("a preload task ended early: {e}")))??;
+    }
+    Ok(())
 }
 
 /// One 100 ms slice of a run, by completion time.
@@ -117,27 +197,60 @@ pub struct LoadRun {
     stop: watch::Sender<bool>,
     loops: Vec<JoinHandle<Samples>>,
     started: Instant,
+    progress: Arc<Progress>,
+}
+
+/// Running totals, read while a load runs (a progress line).
+#[derive(Debug, Default)]
+pub struct Progress {
+    /// Operations that succeeded.
+    pub operations: AtomicU64,
+    /// Of those, writes.
+    pub writes: AtomicU64,
+    pub errors: AtomicU64,
 }
 
 impl LoadRun {
     /// Starts `options.writers` loops on the current tokio runtime.
     pub fn start(client: Client, options: LoadOptions) -> Result<LoadRun> {
+        Self::start_on(vec![client], options)
+    }
+
+    /// Starts `options.writers` loops spread over `targets` (loop `w` drives
+    /// `targets[w % targets.len()]`: several connections share the load).
+    pub fn start_on<T: LoadTarget>(targets: Vec<T>, options: LoadOptions) -> Result<LoadRun> {
         options.validate()?;
+        if targets.is_empty() {
+            return Err(Error::InvalidArgument("no target to load".into()));
+        }
         let (stop, stopped) = watch::channel(false);
         let started = Instant::now();
+        let progress = Arc::new(Progress::default());
+        let value = options.value();
         let loops = (0..options.writers)
             .map(|w| {
-                let client = client.clone();
-                let options = options.clone();
-                let stopped = stopped.clone();
-                tokio::spawn(one_loop(client, options, w as u64, started, stopped))
+                let target = targets[w % targets.len()].clone();
+                let looped = Loop {
+                    options: options.clone(),
+                    value: value.clone(),
+                    id: w as u64,
+                    started,
+                    progress: progress.clone(),
+                };
+                tokio::spawn(looped.run(target, stopped.clone()))
             })
             .collect();
         Ok(LoadRun {
             stop,
             loops,
             started,
+            progress,
         })
+    }
+
+    /// Totals so far.
+    pub fn progress(&self) -> &Progress {
+        &self.progress
     }
 
     /// Time since the run started.
@@ -146,7 +259,13 @@ impl LoadRun {
     }
 
     /// Stops every loop (operations in flight are abandoned, not counted) and reports.
-    pub async fn stop(mut self) -> LoadReport {
+    pub async fn stop(self) -> LoadReport {
+        self.stop_after_warmup(Duration::ZERO).await
+    }
+
+    /// As [`stop`](Self::stop), leaving out of the totals what completed in the first
+    /// `warmup` (rounded down to whole timeline rows; the timeline keeps every row).
+    pub async fn stop_after_warmup(mut self, warmup: Duration) -> LoadReport {
         let seconds = self.started.elapsed().as_secs_f64();
         let _ = self.stop.send(true);
         let mut all = Vec::new();
@@ -155,7 +274,8 @@ impl LoadRun {
                 all.push(samples);
             }
         }
-        report(all, seconds)
+        let skip = (warmup.as_millis() / BUCKET.as_millis()) as usize;
+        report(all, seconds, skip)
     }
 }
 
@@ -165,48 +285,59 @@ impl Drop for LoadRun {
     }
 }
 
-async fn one_loop(
-    client: Client,
+/// One loop: one operation in flight at a time.
+struct Loop {
     options: LoadOptions,
-    loop_id: u64,
+    value: Vec<u8>,
+    id: u64,
     started: Instant,
-    mut stopped: watch::Receiver<bool>,
-) -> Samples {
-    let mut rng = StdRng::seed_from_u64(options.seed.wrapping_mul(1_000_003) ^ loop_id);
-    let mut value = vec![0u8; options.value_size];
-    rng.fill(&mut value[..]);
-    let mut samples = Samples::default();
-    loop {
-        if *stopped.borrow() {
-            break;
-        }
-        let key = format!("load-{:08}", rng.random_range(0..options.keys));
-        let read = rng.random_bool(options.read_ratio);
-        let began = Instant::now();
-        let op = async {
-            if read {
-                client.get_with(&key, options.consistency).await.map(|_| ())
-            } else {
-                client.put(&key, &value).await
+    progress: Arc<Progress>,
+}
+
+impl Loop {
+    async fn run<T: LoadTarget>(self, target: T, mut stopped: watch::Receiver<bool>) -> Samples {
+        let options = &self.options;
+        let mut rng = StdRng::seed_from_u64(options.seed.wrapping_mul(1_000_003) ^ self.id);
+        let mut samples = Samples::default();
+        loop {
+            if *stopped.borrow() {
+                break;
             }
-        };
-        let outcome = tokio::select! {
-            r = op => r,
-            _ = stopped.changed() => break,
-        };
-        let latency = began.elapsed();
-        let b = samples.bucket(started.elapsed());
-        match outcome {
-            Ok(()) => samples.latencies[b].push(latency.as_micros().min(u32::MAX as u128) as u32),
-            Err(Error::Closed(_)) => break,
-            Err(_) => {
-                samples.errors[b] += 1;
-                // A failing cluster answers fast: do not spin on it.
-                tokio::time::sleep(Duration::from_millis(5)).await;
+            let key = options.key(rng.random_range(0..options.keys));
+            let read = rng.random_bool(options.read_ratio);
+            let began = Instant::now();
+            let op = async {
+                if read {
+                    target.get(key, options.consistency).await
+                } else {
+                    target.put(key, self.value.clone()).await
+                }
+            };
+            let outcome = tokio::select! {
+                r = op => r,
+                _ = stopped.changed() => break,
+            };
+            let latency = began.elapsed();
+            let b = samples.bucket(self.started.elapsed());
+            match outcome {
+                Ok(()) => {
+                    self.progress.operations.fetch_add(1, Ordering::Relaxed);
+                    if !read {
+                        self.progress.writes.fetch_add(1, Ordering::Relaxed);
+                    }
+                    samples.latencies[b].push(latency.as_micros().min(u32::MAX as u128) as u32)
+                }
+                Err(Error::Closed(_)) => break,
+                Err(_) => {
+                    self.progress.errors.fetch_add(1, Ordering::Relaxed);
+                    samples.errors[b] += 1;
+                    // A failing cluster answers fast: do not spin on it.
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
             }
         }
+        samples
     }
-    samples
 }
 
 fn percentile(sorted: &[u32], p: f64) -> f64 {
@@ -217,7 +348,9 @@ fn percentile(sorted: &[u32], p: f64) -> f64 {
     sorted[i.min(sorted.len() - 1)] as f64 / 1000.0
 }
 
-fn report(all: Vec<Samples>, seconds: f64) -> LoadReport {
+/// The report of `all` loops' samples over `seconds`; the first `skip` rows (warm-up) stay in
+/// the timeline but out of the totals.
+fn report(all: Vec<Samples>, seconds: f64, skip: usize) -> LoadReport {
     let buckets = all.iter().map(|s| s.latencies.len()).max().unwrap_or(0);
     let mut timeline = Vec::with_capacity(buckets);
     let mut every: Vec<u32> = Vec::new();
@@ -239,14 +372,17 @@ fn report(all: Vec<Samples>, seconds: f64) -> LoadReport {
             p99_ms: percentile(&here, 0.99),
             errors: errs,
         });
-        errors += errs;
-        every.extend_from_slice(&here);
+        if b >= skip {
+            errors += errs;
+            every.extend_from_slice(&here);
+        }
     }
     every.sort_unstable();
     let operations = every.len() as u64;
+    let measured = seconds - skip as f64 * BUCKET.as_secs_f64();
     LoadReport {
-        ops_per_s: if seconds > 0.0 {
-            operations as f64 / seconds
+        ops_per_s: if measured > 0.0 {
+            operations as f64 / measured
         } else {
             0.0
         },
@@ -256,7 +392,7 @@ fn report(all: Vec<Samples>, seconds: f64) -> LoadReport {
         p99_ms: percentile(&every, 0.99),
         p999_ms: percentile(&every, 0.999),
         errors,
-        seconds,
+        seconds: measured.max(0.0),
         timeline,
     }
 }
@@ -275,7 +411,7 @@ mod tests {
         let mut b = Samples::default();
         let b1 = b.bucket(Duration::from_millis(120));
         b.latencies[b1].push(10_000);
-        let r = report(vec![a, b], 0.3);
+        let r = report(vec![a, b], 0.3, 0);
         assert_eq!(r.operations, 4);
         assert_eq!(r.errors, 2);
         assert_eq!(r.timeline.len(), 3);

@@ -141,6 +141,10 @@ pub enum Command {
     SetReplication { replication: u32 },
     /// Recent cluster events from every node, oldest first.
     Events,
+    /// Measure throughput, latency, CPU and fsyncs of a workload against ScaleStore servers
+    /// (`--endpoints`), etcd (`--target etcd --endpoints` of its members) or an embedded
+    /// cluster (`--target embedded`).
+    Bench(crate::bench::BenchArgs),
     /// Run a local cluster of server processes on 127.0.0.1 until Ctrl-C.
     Dev {
         #[arg(long, default_value_t = 3)]
@@ -233,6 +237,14 @@ fn value_of(value: &Option<String>, input: &ValueInput) -> ServerResult<Vec<u8>>
 }
 
 async fn client(cli: &Cli) -> ServerResult<Client> {
+    let options = client_options(cli)?;
+    match tls_files(cli)? {
+        Some(files) => crate::transport::connect_tls(&endpoints(cli), options, &files).await,
+        None => crate::transport::connect(&endpoints(cli), options).await,
+    }
+}
+
+fn client_options(cli: &Cli) -> ServerResult<ClientOptions> {
     if !(cli.timeout > 0.0 && cli.timeout.is_finite()) {
         return Err(ServerError::Config(format!(
             "--timeout {}: must be positive",
@@ -240,15 +252,11 @@ async fn client(cli: &Cli) -> ServerResult<Client> {
         )));
     }
     let timeout = Duration::from_secs_f64(cli.timeout);
-    let options = ClientOptions {
+    Ok(ClientOptions {
         timeout,
         attempt_timeout: timeout.min(Duration::from_secs(2)),
         ..Default::default()
-    };
-    match tls_files(cli)? {
-        Some(files) => crate::transport::connect_tls(&endpoints(cli), options, &files).await,
-        None => crate::transport::connect(&endpoints(cli), options).await,
-    }
+    })
 }
 
 fn tls_files(cli: &Cli) -> ServerResult<Option<crate::tls::TlsFiles>> {
@@ -501,6 +509,22 @@ async fn run(cli: Cli) -> ServerResult<i32> {
                         e.time_ms, e.node, e.kind, e.detail
                     ));
                 }
+            }
+        }
+        Command::Bench(args) => {
+            let report = crate::bench::run(
+                args,
+                &endpoints(&cli),
+                tls_files(&cli)?.as_ref(),
+                client_options(&cli)?,
+            )
+            .await?;
+            if json {
+                print(&serde_json::to_string(&report).map_err(|e| {
+                    ServerError::Config(format!("cannot print the report as JSON: {e}"))
+                })?);
+            } else {
+                print(&report.to_string());
             }
         }
         Command::Dev {

@@ -5,12 +5,14 @@
 //! - [`kv`] and [`admin`]: the public `scalestore.v1` services; [`convert`]: core <-> proto.
 //! - [`serve`]: serving one node ([`serve::serve_node`]) or every node of an embedded cluster
 //!   ([`serve::serve_embedded`]); [`process`]: the `scalestore-server` process (bootstrap, join,
-//!   restart, graceful stop); [`config`]: its flags and TOML file; [`cli`]: the `scalestore` CLI.
+//!   restart, graceful stop); [`config`]: its flags and TOML file; [`cli`]: the `scalestore` CLI;
+//!   [`bench`]: `scalestore bench` (embedded, ScaleStore servers or etcd, one load generator).
 
 // tonic's handlers return `Result<_, tonic::Status>` by contract; helpers that feed them do too.
 #![allow(clippy::result_large_err)]
 
 pub mod admin;
+pub mod bench;
 pub mod cli;
 pub mod config;
 pub mod convert;

@@ -119,7 +119,7 @@ struct NodeCollector {
     descs: Vec<Desc>,
 }
 
-const FAMILIES: [(&str, &str); 15] = [
+const FAMILIES: [(&str, &str); 16] = [
     ("scalestore_shard_term", "Raft term of each hosted group"),
     (
         "scalestore_shard_commit_index",
@@ -171,7 +171,29 @@ const FAMILIES: [(&str, &str); 15] = [
         "scalestore_storage_reopens_total",
         "Times a failed store was reopened once its disk had room",
     ),
+    (
+        "process_cpu_seconds_total",
+        "User and system CPU time of this process, in seconds",
+    ),
 ];
+
+/// User + system CPU seconds of process `pid` (this process when `None`), from
+/// `/proc/PID/stat`; `None` where there is no procfs.
+pub fn process_cpu_seconds(pid: Option<u32>) -> Option<f64> {
+    let path = match pid {
+        Some(p) => format!("/proc/{p}/stat"),
+        None => "/proc/self/stat".to_string(),
+    };
+    let stat = std::fs::read_to_string(path).ok()?;
+    // Fields after the command name (which is in parentheses and may hold spaces):
+    // state is field 3, utime and stime are fields 14 and 15, in clock ticks (USER_HZ,
+    // 100 on Linux's supported architectures).
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let utime: f64 = fields.get(11)?.parse().ok()?;
+    let stime: f64 = fields.get(12)?.parse().ok()?;
+    Some((utime + stime) / 100.0)
+}
 
 impl NodeCollector {
     fn new(node: NodeHandle, peers: Option<Arc<GrpcPeers>>) -> Result<Self> {
@@ -225,8 +247,12 @@ fn gauge(value: f64, labels: &[(&str, String)]) -> proto::Metric {
 }
 
 fn counter(value: u64) -> proto::Metric {
+    counter_f64(value as f64)
+}
+
+fn counter_f64(value: f64) -> proto::Metric {
     let mut c = proto::Counter::default();
-    c.set_value(value as f64);
+    c.set_value(value);
     let mut m = proto::Metric::default();
     m.set_counter(c);
     m
@@ -346,6 +372,14 @@ impl Collector for NodeCollector {
                 "scalestore_storage_reopens_total",
                 MetricType::COUNTER,
                 vec![counter(load(&stats.reopens))],
+            ),
+            family(
+                "process_cpu_seconds_total",
+                MetricType::COUNTER,
+                process_cpu_seconds(None)
+                    .map(counter_f64)
+                    .into_iter()
+                    .collect(),
             ),
         ]
     }

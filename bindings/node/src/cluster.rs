@@ -314,6 +314,7 @@ impl NativeCluster {
                 .map(|s| whole(s, "seed"))
                 .transpose()?
                 .unwrap_or(defaults.seed),
+            ..defaults
         };
         let _entered = self.runtime.enter();
         let run = LoadRun::start(cluster.client(), load).map_err(to_js)?;

@@ -286,6 +286,7 @@ impl PyCluster {
             keys,
             value_size,
             seed,
+            ..LoadOptions::default()
         };
         let _entered = self.rt.handle().enter();
         let run = LoadRun::start(cluster.client(), options).map_err(to_py)?;
