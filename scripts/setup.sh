@@ -2,7 +2,8 @@
 # Installs what building ScaleStore needs on Debian/Ubuntu: a C++ toolchain and libclang
 # (RocksDB is compiled from source and its Rust bindings are generated with bindgen), and
 # iproute2 for the multi-host tests. `--python`: also a virtualenv with the Python package's
-# build and test tools; `--node`: also Node.js 18+ and npm 10+.
+# build and test tools; `--node`: also Node.js 18+ and npm 10+. etcd (Debian's etcd-server) is
+# always installed: the bench's etcd target is tested against a real member.
 set -euo pipefail
 
 SUDO=""
@@ -22,7 +23,8 @@ for arg in "$@"; do
   case "$arg" in
     --python) python=true ;;
     --node) node=true ;;
-    *) echo "setup: unknown option $arg (use --python, --node)" >&2; exit 2 ;;
+    --bench) python=true ;;
+    *) echo "setup: unknown option $arg (use --python, --node, --bench)" >&2; exit 2 ;;
   esac
 done
 
@@ -34,6 +36,10 @@ command -v make >/dev/null 2>&1 || need+=(make)
 # The production tests (a full disk, hosts in network namespaces) use ip and mount.
 command -v ip >/dev/null 2>&1 || need+=(iproute2)
 command -v mount >/dev/null 2>&1 || need+=(mount)
+# `scalestore bench --target etcd` is tested against etcd, and compared with it by
+# scripts/bench-vs-etcd.sh.
+command -v etcd >/dev/null 2>&1 || need+=(etcd-server)
+command -v etcdctl >/dev/null 2>&1 || need+=(etcd-client)
 if $python; then
   command -v python3 >/dev/null 2>&1 || need+=(python3)
   python3 -c "import ensurepip, venv" >/dev/null 2>&1 || need+=(python3-venv)
