@@ -24,8 +24,8 @@ while [ $# -gt 0 ]; do
 done
 scripts/setup.sh --bench
 . scripts/env.sh
-cargo build --quiet --bins
-bin="$CARGO_TARGET_DIR/debug"
+[ -n "${BENCH_BIN:-}" ] || cargo build --quiet --bins
+bin="${BENCH_BIN:-$CARGO_TARGET_DIR/debug}"
 dir=$(mktemp -d)
 out="${BENCH_OUT:-$dir/reports}"
 mkdir -p "$out"
