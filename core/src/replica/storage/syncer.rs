@@ -37,6 +37,15 @@ impl SyncRequest {
     }
 }
 
+/// How the syncer makes writes durable.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct SyncMode {
+    /// fsync the WAL (off: acknowledge once written to the OS).
+    pub fsync: bool,
+    /// Record the WAL's synced length at every sync (for the crash simulation).
+    pub track_synced: bool,
+}
+
 pub(crate) struct Syncer {
     tx: Option<mpsc::Sender<SyncRequest>>,
     handle: Option<JoinHandle<()>>,
@@ -47,7 +56,7 @@ impl Syncer {
     pub(crate) fn spawn(
         db: Arc<DB>,
         wal_dir: PathBuf,
-        sync: bool,
+        mode: SyncMode,
         stats: Arc<StorageStats>,
         failure: Failure,
     ) -> Result<Self> {
@@ -56,7 +65,7 @@ impl Syncer {
         let synced_in_thread = synced.clone();
         let handle = std::thread::Builder::new()
             .name("scalestore-wal-sync".into())
-            .spawn(move || run(db, wal_dir, rx, sync, stats, synced_in_thread, failure))?;
+            .spawn(move || run(db, wal_dir, rx, mode, stats, synced_in_thread, failure))?;
         Ok(Syncer {
             tx: Some(tx),
             handle: Some(handle),
@@ -92,7 +101,7 @@ fn run(
     db: Arc<DB>,
     wal_dir: PathBuf,
     rx: mpsc::Receiver<SyncRequest>,
-    sync: bool,
+    mode: SyncMode,
     stats: Arc<StorageStats>,
     synced: SyncedWal,
     failure: Failure,
@@ -100,26 +109,25 @@ fn run(
     while let Ok(first) = rx.recv() {
         let mut waiting = vec![first];
         waiting.extend(rx.try_iter());
-        let result = if sync {
-            // Sizes taken before the fsync are covered by it; bytes written meanwhile wait for
-            // the next one (their callbacks are not in this batch).
-            let sizes = wal_sizes(&wal_dir);
+        // Sizes taken before the fsync are covered by it; bytes written meanwhile wait for
+        // the next one (their callbacks are not in this batch).
+        let sizes = mode.track_synced.then(|| wal_sizes(&wal_dir));
+        let started = std::time::Instant::now();
+        // Writes the WAL buffered in RocksDB (manual WAL flush) to the file, and fsyncs it.
+        let r = db.flush_wal(mode.fsync).map_err(|e| e.into_string());
+        if mode.fsync {
             count(&stats.log_syncs, 1);
-            let started = std::time::Instant::now();
-            let r = db.flush_wal(true).map_err(|e| e.into_string());
             stats.fsync_latency.record(started.elapsed());
-            match &r {
-                Ok(()) => {
-                    if let Ok(mut s) = synced.lock() {
-                        *s = sizes;
-                    }
+        }
+        match &r {
+            Ok(()) => {
+                if let (Some(sizes), true, Ok(mut s)) = (sizes, mode.fsync, synced.lock()) {
+                    *s = sizes;
                 }
-                Err(e) => record_failure(&failure, &stats, e),
             }
-            r
-        } else {
-            Ok(())
-        };
+            Err(e) => record_failure(&failure, &stats, e),
+        }
+        let result = r;
         let raft = waiting
             .iter()
             .filter(|r| matches!(r, SyncRequest::Raft(_)))
