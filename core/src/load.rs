@@ -127,7 +127,11 @@ pub async fn preload<T: LoadTarget>(
     let value = options.value();
     let mut loops = tokio::task::JoinSet::<Result<()>>::new();
     for w in 0..concurrency.max(1) {
-        let (target, next, value) = (targets[w % targets.len()].clone(), next.clone(), value.clone());
+        let (target, next, value) = (
+            targets[w % targets.len()].clone(),
+            next.clone(),
+            value.clone(),
+        );
         let (options, keys) = (options.clone(), options.keys as u64);
         loops.spawn(async move {
             loop {
@@ -423,6 +427,97 @@ mod tests {
         assert_eq!(r.timeline[0].p50_ms, 2.0);
         assert_eq!(r.p99_ms, 10.0);
         assert!((r.ops_per_s - 4.0 / 0.3).abs() < 1e-9);
+    }
+
+    #[test]
+    fn warm_up_rows_stay_in_the_timeline_but_out_of_the_totals() {
+        let mut a = Samples::default();
+        let warm = a.bucket(Duration::from_millis(50));
+        a.latencies[warm].extend([50_000, 60_000]);
+        a.errors[warm] += 3;
+        let measured = a.bucket(Duration::from_millis(150));
+        a.latencies[measured].extend([1000, 2000]);
+        let r = report(vec![a], 0.2, 1);
+        assert_eq!(r.timeline.len(), 2);
+        assert_eq!((r.operations, r.errors), (2, 0));
+        assert_eq!(r.p99_ms, 2.0);
+        assert!((r.seconds - 0.1).abs() < 1e-9);
+        assert!((r.ops_per_s - 20.0).abs() < 1e-6);
+    }
+
+    /// A store in a map, counting puts.
+    #[derive(Clone, Default)]
+    struct MapTarget(Arc<std::sync::Mutex<(std::collections::HashMap<Vec<u8>, Vec<u8>>, u64)>>);
+
+    impl LoadTarget for MapTarget {
+        async fn put(&self, key: Vec<u8>, value: Vec<u8>) -> Result<()> {
+            {
+                let mut m = self
+                    .0
+                    .lock()
+                    .map_err(|_| Error::Closed("poisoned".into()))?;
+                m.0.insert(key, value);
+                m.1 += 1;
+            }
+            // An answer from elsewhere: the loop gives the runtime back.
+            tokio::task::yield_now().await;
+            Ok(())
+        }
+
+        async fn get(&self, _key: Vec<u8>, _consistency: ReadConsistency) -> Result<()> {
+            tokio::task::yield_now().await;
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn preload_writes_every_key_once_at_its_size_with_the_loads_value() {
+        let options = LoadOptions {
+            keys: 1234,
+            key_size: 20,
+            value_size: 7,
+            ..LoadOptions::default()
+        };
+        let targets = vec![MapTarget::default(), MapTarget::default()];
+        preload(&targets, &options, 16).await.expect("preload");
+        let (a, b) = (
+            targets[0].0.lock().expect("a"),
+            targets[1].0.lock().expect("b"),
+        );
+        assert_eq!(a.1 + b.1, 1234, "each key written once");
+        for i in 0..1234 {
+            let key = options.key(i);
+            assert_eq!(key.len(), 20);
+            let value = a.0.get(&key).or_else(|| b.0.get(&key));
+            assert_eq!(value, Some(&options.value()), "key {i}");
+        }
+        assert_eq!(options.value().len(), 7);
+        assert_eq!(options.key(7), b"load-000000000000007");
+    }
+
+    #[tokio::test]
+    async fn a_load_spreads_its_loops_over_every_target_and_counts_writes() {
+        let targets = vec![
+            MapTarget::default(),
+            MapTarget::default(),
+            MapTarget::default(),
+        ];
+        let run = LoadRun::start_on(
+            targets.clone(),
+            LoadOptions {
+                writers: 6,
+                keys: 10,
+                ..LoadOptions::default()
+            },
+        )
+        .expect("start");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let writes = run.progress().writes.load(Ordering::Relaxed);
+        let report = run.stop().await;
+        assert!(report.operations > 0 && writes > 0);
+        for t in &targets {
+            assert!(t.0.lock().expect("t").1 > 0, "every target got puts");
+        }
     }
 
     #[test]

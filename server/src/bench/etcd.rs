@@ -102,10 +102,7 @@ impl LoadTarget for EtcdTarget {
 fn to_error(status: tonic::Status) -> Error {
     let what = format!("etcd: {:?}: {}", status.code(), status.message());
     match status.code() {
-        tonic::Code::DeadlineExceeded => Error::Timeout {
-            what,
-            waited_ms: 0,
-        },
+        tonic::Code::DeadlineExceeded => Error::Timeout { what, waited_ms: 0 },
         tonic::Code::InvalidArgument => Error::InvalidArgument(what),
         _ => Error::Unavailable(what),
     }

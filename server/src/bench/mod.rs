@@ -230,7 +230,9 @@ pub async fn run(
             })
             .await?;
             let measured = async {
-                cluster.wait_for_all_leaders(Duration::from_secs(60)).await?;
+                cluster
+                    .wait_for_all_leaders(Duration::from_secs(60))
+                    .await?;
                 let targets: Vec<_> = (0..args.clients).map(|_| cluster.client()).collect();
                 let costs = || embedded_costs(&cluster);
                 let setup = format!(
@@ -325,8 +327,15 @@ where
     loop {
         let elapsed = run.elapsed();
         if before.is_none() && elapsed >= warmup {
-            before = if measuring_costs { Some(costs().await?) } else { Some(Costs::default()) };
-            writes_before = run.progress().writes.load(std::sync::atomic::Ordering::Relaxed);
+            before = if measuring_costs {
+                Some(costs().await?)
+            } else {
+                Some(Costs::default())
+            };
+            writes_before = run
+                .progress()
+                .writes
+                .load(std::sync::atomic::Ordering::Relaxed);
         }
         if elapsed >= end {
             break;
@@ -340,10 +349,20 @@ where
         tokio::time::sleep(wake - elapsed).await;
         let now = std::time::Instant::now();
         if now.duration_since(last.0) >= Duration::from_millis(990) {
-            let ops = run.progress().operations.load(std::sync::atomic::Ordering::Relaxed);
+            let ops = run
+                .progress()
+                .operations
+                .load(std::sync::atomic::Ordering::Relaxed);
             let rate = (ops - last.1) as f64 / now.duration_since(last.0).as_secs_f64();
-            let errors = run.progress().errors.load(std::sync::atomic::Ordering::Relaxed);
-            let phase = if run.elapsed() <= warmup { " (warm-up)" } else { "" };
+            let errors = run
+                .progress()
+                .errors
+                .load(std::sync::atomic::Ordering::Relaxed);
+            let phase = if run.elapsed() <= warmup {
+                " (warm-up)"
+            } else {
+                ""
+            };
             progress(
                 args,
                 &format!(
@@ -354,8 +373,16 @@ where
             last = (now, ops);
         }
     }
-    let after = if measuring_costs { Some(costs().await?) } else { None };
-    let writes = run.progress().writes.load(std::sync::atomic::Ordering::Relaxed) - writes_before;
+    let after = if measuring_costs {
+        Some(costs().await?)
+    } else {
+        None
+    };
+    let writes = run
+        .progress()
+        .writes
+        .load(std::sync::atomic::Ordering::Relaxed)
+        - writes_before;
     let report: LoadReport = run.stop_after_warmup(warmup).await;
     let spent = after.zip(before).map(|(a, b)| a - b);
     Ok(BenchReport {
