@@ -47,6 +47,7 @@ test "$("$scalestore" get greeting)" = hello
 "$scalestore" status
 "$scalestore" --json get greeting
 if "$scalestore" get no-such-key; then echo "a missing key must exit 1" >&2; exit 1; fi
+"$scalestore" bench --workload ycsb-a --duration 1 --warmup 0
 kill -TERM "$dev_pid"
 wait "$dev_pid"
 rm -f "$dev_log"

@@ -83,10 +83,22 @@ pub async fn read_map(node: &Node) -> Result<(ShardMap, Vec<u8>)> {
 }
 
 async fn read_map_via(node: &Node, via: Via) -> Result<(ShardMap, Vec<u8>)> {
-    retrying(node, via, || read_map_once(node, via))
-        .await?
-        .ok_or_else(|| Error::Unavailable("cluster map not written yet".into()))
+    // A new cluster writes its map right after its groups elect leaders: a request that comes
+    // in between (say, an admin call as soon as every shard shows a leader) waits for it.
+    let deadline = Instant::now() + MAP_WRITTEN_WAIT;
+    loop {
+        if let Some(map) = retrying(node, via, || read_map_once(node, via)).await? {
+            return Ok(map);
+        }
+        if Instant::now() >= deadline || node.is_stopping() {
+            return Err(Error::Unavailable("cluster map not written yet".into()));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
+
+/// How long a map read waits for a new cluster's first map.
+const MAP_WRITTEN_WAIT: Duration = Duration::from_secs(5);
 
 /// [`read_map`], with `None` while no map has been written (a new cluster).
 pub async fn read_map_if_written(node: &Node) -> Result<Option<(ShardMap, Vec<u8>)>> {
