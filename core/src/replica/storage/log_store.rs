@@ -1,9 +1,10 @@
 //! openraft's log storage for one group, inside the node's shared RocksDB.
 
+use std::collections::VecDeque;
 use std::fmt::Debug;
 use std::io;
 use std::ops::{Bound, RangeBounds};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use openraft::entry::RaftEntry;
 use openraft::storage::{IOFlushed, LogState, RaftLogReader, RaftLogStorage};
@@ -15,16 +16,109 @@ use super::syncer::SyncRequest;
 use super::{encode, io_err, NodeStore};
 use crate::types::{Entry, GroupId, LogId, TypeConfig, Vote};
 
-/// Log, vote and log metadata of one group. Cheap to clone; clones share the node's RocksDB.
+/// Log, vote and log metadata of one group. Cheap to clone; clones share the node's RocksDB
+/// and the group's cache of recent entries.
 #[derive(Clone)]
 pub struct LogStore {
     group: GroupId,
     store: Arc<NodeStore>,
+    recent: Arc<Mutex<RecentEntries>>,
+}
+
+/// Bytes of encoded entries the cache of one group holds at most.
+const RECENT_BYTES: usize = 4 << 20;
+
+/// The newest entries of the log, contiguous, as appended: the leader replicates and applies
+/// what it just wrote, and a follower applies what it just received, without a RocksDB read
+/// and a decode each time. Every change to the log changes it under its lock, together with
+/// the RocksDB write, so it only ever holds entries that are in RocksDB.
+#[derive(Default)]
+struct RecentEntries {
+    entries: VecDeque<(Entry, usize)>,
+    bytes: usize,
+}
+
+impl RecentEntries {
+    fn first_index(&self) -> Option<u64> {
+        self.entries.front().map(|(e, _)| e.index())
+    }
+
+    fn push(&mut self, entry: Entry, size: usize) {
+        let follows = self
+            .entries
+            .back()
+            .is_none_or(|(last, _)| last.index() + 1 == entry.index());
+        if !follows {
+            self.clear();
+        }
+        self.bytes += size;
+        self.entries.push_back((entry, size));
+        while self.bytes > RECENT_BYTES {
+            match self.entries.pop_front() {
+                Some((_, size)) => self.bytes -= size,
+                None => break,
+            }
+        }
+    }
+
+    /// Keeps the entries up to `last` (inclusive; `None`: none).
+    fn truncate_after(&mut self, last: Option<u64>) {
+        while let Some((entry, size)) = self.entries.back() {
+            if last.is_some_and(|l| entry.index() <= l) {
+                break;
+            }
+            self.bytes -= *size;
+            self.entries.pop_back();
+        }
+    }
+
+    /// Drops the entries up to `upto` (inclusive).
+    fn purge(&mut self, upto: u64) {
+        while let Some((entry, size)) = self.entries.front() {
+            if entry.index() > upto {
+                break;
+            }
+            self.bytes -= *size;
+            self.entries.pop_front();
+        }
+    }
+
+    fn clear(&mut self) {
+        self.entries.clear();
+        self.bytes = 0;
+    }
+
+    /// Entries `start..end`, only when every one of them is here.
+    fn get(&self, start: u64, end: u64) -> Option<Vec<Entry>> {
+        let first = self.first_index()?;
+        let last = self.entries.back()?.0.index();
+        if start < first || end == 0 || end - 1 > last || start >= end {
+            return None;
+        }
+        let from = (start - first) as usize;
+        let to = (end - first) as usize;
+        Some(
+            self.entries
+                .range(from..to)
+                .map(|(e, _)| e.clone())
+                .collect(),
+        )
+    }
 }
 
 impl LogStore {
     pub(crate) fn new(group: GroupId, store: Arc<NodeStore>) -> Self {
-        LogStore { group, store }
+        LogStore {
+            group,
+            store,
+            recent: Arc::default(),
+        }
+    }
+
+    fn recent(&self) -> io::Result<MutexGuard<'_, RecentEntries>> {
+        self.recent
+            .lock()
+            .map_err(|_| io::Error::other("log cache lock poisoned"))
     }
 
     fn last_log_id(&self) -> io::Result<Option<LogId>> {
@@ -62,6 +156,11 @@ impl RaftLogReader<TypeConfig> for LogStore {
             Bound::Excluded(i) => Some(*i),
             Bound::Unbounded => None,
         };
+        if let Some(end) = end {
+            if let Some(hit) = self.recent()?.get(start, end) {
+                return Ok(hit);
+            }
+        }
         let mut ro = ReadOptions::default();
         match end {
             Some(end) => ro.set_iterate_upper_bound(keys::log_key(self.group, end).to_vec()),
@@ -142,15 +241,23 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     {
         let mut batch = WriteBatch::default();
         let cf = self.store.cf(CF_LOG);
+        let mut appended = Vec::new();
         for entry in entries {
-            batch.put_cf(
-                cf,
-                keys::log_key(self.group, entry.index()),
-                encode(&entry)?,
-            );
+            let bytes = encode(&entry)?;
+            batch.put_cf(cf, keys::log_key(self.group, entry.index()), &bytes);
+            appended.push((entry, bytes.len()));
         }
         // Visible to readers now; durable (and acknowledged) after the shared WAL fsync.
-        self.store.write(batch)?;
+        {
+            let mut recent = self.recent()?;
+            if let Err(e) = self.store.write(batch) {
+                recent.clear();
+                return Err(e);
+            }
+            for (entry, size) in appended {
+                recent.push(entry, size);
+            }
+        }
         self.store.syncer.request(SyncRequest::Raft(callback));
         Ok(())
     }
@@ -163,6 +270,8 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             keys::log_key(self.group, from).to_vec(),
             keys::group_end(self.group),
         );
+        let mut recent = self.recent()?;
+        recent.truncate_after(last_log_id.map(|l| l.index()));
         self.store.write(batch)
     }
 
@@ -178,6 +287,57 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             keys::log_key(self.group, 0),
             keys::log_key(self.group, log_id.index() + 1),
         );
+        let mut recent = self.recent()?;
+        recent.purge(log_id.index());
         self.store.write(batch)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::types::TypeConfig;
+
+    fn entry(index: u64) -> Entry {
+        openraft::testing::blank_ent::<TypeConfig>(1, 1, index)
+    }
+
+    fn indexes(entries: Option<Vec<Entry>>) -> Option<Vec<u64>> {
+        entries.map(|es| es.iter().map(|e| e.index()).collect())
+    }
+
+    #[test]
+    fn the_cache_answers_only_ranges_it_holds_whole_and_follows_truncate_and_purge() {
+        let mut recent = RecentEntries::default();
+        for i in 5..=9 {
+            recent.push(entry(i), 10);
+        }
+        assert_eq!(indexes(recent.get(6, 9)), Some(vec![6, 7, 8]));
+        assert_eq!(indexes(recent.get(4, 7)), None, "5 is the first held");
+        assert_eq!(indexes(recent.get(8, 11)), None, "10 is not held");
+        recent.truncate_after(Some(7));
+        assert_eq!(indexes(recent.get(5, 8)), Some(vec![5, 6, 7]));
+        assert_eq!(indexes(recent.get(7, 9)), None, "8 was truncated");
+        recent.purge(5);
+        assert_eq!(indexes(recent.get(5, 6)), None, "5 was purged");
+        assert_eq!(recent.bytes, 20);
+        // A gap (say, after a snapshot) starts the cache over.
+        recent.push(entry(20), 10);
+        assert_eq!(indexes(recent.get(6, 7)), None);
+        assert_eq!(indexes(recent.get(20, 21)), Some(vec![20]));
+        recent.truncate_after(None);
+        assert_eq!((recent.entries.len(), recent.bytes), (0, 0));
+    }
+
+    #[test]
+    fn the_cache_keeps_at_most_its_byte_budget_dropping_the_oldest() {
+        let mut recent = RecentEntries::default();
+        let size = RECENT_BYTES / 4;
+        for i in 1..=6 {
+            recent.push(entry(i), size);
+        }
+        assert_eq!(recent.bytes, 4 * size);
+        assert_eq!(recent.first_index(), Some(3));
+        assert_eq!(indexes(recent.get(3, 7)), Some(vec![3, 4, 5, 6]));
     }
 }
