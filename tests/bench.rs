@@ -131,9 +131,13 @@ async fn bench_drives_etcd_through_its_grpc_api_and_writes_every_key() {
     assert!(number(&report, "fsyncs_per_write") > 0.0, "{report}");
     // The preload wrote the whole key space with the bench's value: read it back from etcd.
     let keys = bench_keys(300);
-    let etcd_client = &EtcdTarget::connect(&[etcd.client.clone()], 1, Duration::from_secs(5))
-        .await
-        .expect("connect")[0];
+    let etcd_client = &EtcdTarget::connect(
+        std::slice::from_ref(&etcd.client),
+        1,
+        Duration::from_secs(5),
+    )
+    .await
+    .expect("connect")[0];
     for i in 0..300 {
         let value = etcd_client.range(keys.key(i), false).await.expect("range");
         assert_eq!(value, Some(keys.value()), "key {i}");

@@ -445,9 +445,12 @@ mod tests {
         assert!((r.ops_per_s - 20.0).abs() < 1e-6);
     }
 
+    /// What a [`MapTarget`] holds, and how many puts it took.
+    type Held = (std::collections::HashMap<Vec<u8>, Vec<u8>>, u64);
+
     /// A store in a map, counting puts.
     #[derive(Clone, Default)]
-    struct MapTarget(Arc<std::sync::Mutex<(std::collections::HashMap<Vec<u8>, Vec<u8>>, u64)>>);
+    struct MapTarget(Arc<std::sync::Mutex<Held>>);
 
     impl LoadTarget for MapTarget {
         async fn put(&self, key: Vec<u8>, value: Vec<u8>) -> Result<()> {

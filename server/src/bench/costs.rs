@@ -67,7 +67,8 @@ async fn get_metrics(endpoint: &str) -> ServerResult<String> {
     let (head, body) = reply
         .split_once("\r\n\r\n")
         .ok_or_else(|| unreachable("not an HTTP reply".into()))?;
-    if !head.starts_with("HTTP/1.") || !head.split_whitespace().nth(1).is_some_and(|c| c == "200") {
+    let status = head.split_whitespace().nth(1);
+    if !head.starts_with("HTTP/1.") || status != Some("200") {
         let status = head.lines().next().unwrap_or_default().to_string();
         return Err(unreachable(format!("GET /metrics answered {status:?}")));
     }
