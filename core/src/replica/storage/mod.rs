@@ -395,10 +395,15 @@ impl NodeStore {
         self.sync().await
     }
 
-    /// Returns once everything written so far is on disk (unless sync is switched off).
+    /// Returns once everything written so far is on disk (with sync switched off: once it is
+    /// handed to the OS, so a killed process keeps it).
     pub async fn sync(&self) -> std::io::Result<()> {
         if !self.options.sync {
-            return Ok(());
+            // The WAL is buffered in RocksDB until a flush (manual WAL flush).
+            return self.db.flush_wal(false).map_err(|e| {
+                record_failure(&self.failure, &self.stats, e.as_ref());
+                io_err(e)
+            });
         }
         let (tx, rx) = tokio::sync::oneshot::channel();
         self.syncer.request(syncer::SyncRequest::Wait(tx));
