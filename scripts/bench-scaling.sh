@@ -40,12 +40,7 @@ for n in $shard_counts; do
     pids+=($!)
   done
   endpoints=127.0.0.1:7321,127.0.0.1:7322,127.0.0.1:7323
-  for _ in $(seq 1 120); do
-    code=0
-    "$bin/scalestore" --endpoints "$endpoints" --timeout 1 get ready > /dev/null 2>&1 || code=$?
-    [ "$code" = 1 ] && break
-    sleep 1
-  done
+  wait_until_serving "$bin" "$endpoints"
   "$bin/scalestore" --endpoints "$endpoints" bench --target scalestore \
     --metrics 127.0.0.1:7421,127.0.0.1:7422,127.0.0.1:7423 "${common[@]}" > "$dir/processes-$n.json"
   stop_servers

@@ -67,10 +67,12 @@ async fn get_metrics(endpoint: &str) -> ServerResult<String> {
     let (head, body) = reply
         .split_once("\r\n\r\n")
         .ok_or_else(|| unreachable("not an HTTP reply".into()))?;
-    let status = head.split_whitespace().nth(1);
-    if !head.starts_with("HTTP/1.") || status != Some("200") {
-        let status = head.lines().next().unwrap_or_default().to_string();
-        return Err(unreachable(format!("GET /metrics answered {status:?}")));
+    let code = head.split_whitespace().nth(1);
+    if !head.starts_with("HTTP/1.") || code != Some("200") {
+        let status_line = head.lines().next().unwrap_or_default();
+        return Err(unreachable(format!(
+            "GET /metrics answered {status_line:?}"
+        )));
     }
     Ok(body.to_string())
 }

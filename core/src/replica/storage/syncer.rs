@@ -114,12 +114,12 @@ fn run(
         let sizes = mode.track_synced.then(|| wal_sizes(&wal_dir));
         let started = std::time::Instant::now();
         // Writes the WAL buffered in RocksDB (manual WAL flush) to the file, and fsyncs it.
-        let r = db.flush_wal(mode.fsync).map_err(|e| e.into_string());
+        let result = db.flush_wal(mode.fsync).map_err(|e| e.into_string());
         if mode.fsync {
             count(&stats.log_syncs, 1);
             stats.fsync_latency.record(started.elapsed());
         }
-        match &r {
+        match &result {
             Ok(()) => {
                 if let (Some(sizes), true, Ok(mut s)) = (sizes, mode.fsync, synced.lock()) {
                     *s = sizes;
@@ -127,7 +127,6 @@ fn run(
             }
             Err(e) => record_failure(&failure, &stats, e),
         }
-        let result = r;
         let raft = waiting
             .iter()
             .filter(|r| matches!(r, SyncRequest::Raft(_)))
