@@ -245,6 +245,218 @@ async fn a_fourth_process_joins_and_receives_replicas_then_leaves_and_its_replic
     }
 }
 
+/// Moving a replica of a shard whose snapshot takes far longer than 5 s to send (20 MB at
+/// 1 MiB/s): the manager's catch-up wait and the snapshot's install follow their callers'
+/// deadlines, so every move finishes on its first try and none is rolled back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn moves_of_a_large_shard_over_a_slow_link_finish_without_rollback() {
+    let mut p = Processes::start_with(
+        3,
+        2,
+        &[
+            "--snapshot-rate-mib",
+            "1",
+            "--snapshot-every",
+            "20",
+            "--log-kept-behind-snapshot",
+            "0",
+        ],
+    )
+    .await;
+    let client = p.client().await;
+    let value = vec![b'x'; 512 * 1024];
+    let mut bytes = [0usize; 2];
+    let mut i = 0;
+    while bytes.iter().any(|b| *b < 21 * 1024 * 1024) {
+        let key = format!("big-{i}");
+        let shard = client.shard_of(&key).await.expect("shard") as usize;
+        if bytes[shard] < 21 * 1024 * 1024 {
+            client.put(&key, &value).await.expect("put");
+            bytes[shard] += value.len();
+        }
+        i += 1;
+    }
+    p.join(4).await;
+    let deadline = Instant::now() + Duration::from_secs(300);
+    loop {
+        if let Some(s) = p.status(1).await {
+            let four = s.nodes.iter().find(|n| n.id == 4);
+            let settled = s
+                .shards
+                .iter()
+                .all(|h| h.leader.is_some() && h.replicas.len() == 3);
+            if four.is_some_and(|n| !n.shards.is_empty()) && settled {
+                break;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "node 4 got a replica; log: {}",
+            p.log(4)
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let events = cli(&["--endpoints", &p.endpoints(), "events"]);
+    let events = stdout(&events);
+    assert!(events.contains("move_finished"), "{events}");
+    assert!(!events.contains("move_rolled_back"), "{events}");
+    // The new replica holds the data: a stale read pinned to node 4 finds a big key.
+    let map = client.refresh_map().await.expect("map");
+    let on_four = map.shards_on(4);
+    let key = (0..i)
+        .map(|i| format!("big-{i}"))
+        .find(|k| on_four.contains(&map.shard_of(k.as_bytes())))
+        .expect("a key on node 4");
+    let pinned = client.pinned_to(4).expect("pin");
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let got = pinned
+            .get_with(&key, scalestore::ReadConsistency::Stale)
+            .await;
+        if matches!(&got, Ok(Some(v)) if v.len() == value.len()) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "node 4 never served {key}: {got:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// A new cluster whose first member never starts still forms: any initial voter of a group
+/// initializes it once the first replica has had its chance, so every shard (and the manager's
+/// group) gets a leader from the two members that did start, and writes commit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_cluster_forms_without_its_first_member() {
+    let p = Processes::prepare(3, 2, &[]);
+    p.restart(2);
+    p.restart(3);
+    let deadline = Instant::now() + WAIT;
+    loop {
+        if let Some(s) = p.status(2).await {
+            if !s.shards.is_empty() && s.shards.iter().all(|h| h.leader.is_some()) {
+                break;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no leaders without node 1; log of node 2: {}",
+            p.log(2)
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let endpoints = format!("{},{}", p.addresses[&2], p.addresses[&3]);
+    for i in 0..10 {
+        let put = cli(&[
+            "--endpoints",
+            &endpoints,
+            "put",
+            &format!("k{i}"),
+            &format!("v{i}"),
+        ]);
+        assert!(put.status.success(), "{put:?}");
+    }
+    // The first member starts late and catches up.
+    p.restart(1);
+    for i in 0..10 {
+        wait_for_value_on(&p, 1, &format!("k{i}"), &format!("v{i}")).await;
+    }
+}
+
+/// The README's replace flow with the dead host's address reused: node 3 is killed and removed,
+/// and node 7 joins at node 3's old address while writers run. Whatever is still addressed to
+/// node 3 reaches node 7 and is refused, so the history stays linearizable, every acknowledged
+/// write reads back, every shard ends with 3 replicas and a leader, and node 7 keeps the
+/// replicas it was given. A join refused while node 3 still held the address exits cleanly
+/// (code 64) without announcing anything.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_node_at_a_removed_nodes_address_is_never_taken_for_it() {
+    let p = Processes::start(4, 4).await;
+    let reused = p.addresses[&3].clone();
+    let join_args = |id: u64| -> Vec<String> {
+        vec![
+            "--id".into(),
+            id.to_string(),
+            "--listen".into(),
+            reused.clone(),
+            "--data-dir".into(),
+            p.data_dir(id).display().to_string(),
+            "--join".into(),
+            p.addresses[&1].clone(),
+        ]
+    };
+    writers_survive(&p, async {
+        p.kill9(3);
+        // Node 3 is still a member: a join at its address is refused, cleanly.
+        let early = Command::new(SERVER)
+            .args(join_args(6))
+            .output()
+            .expect("run");
+        let stderr = String::from_utf8_lossy(&early.stderr);
+        assert_eq!(early.status.code(), Some(64), "{stderr}");
+        assert!(
+            !stderr.contains("serving"),
+            "a refused node announced itself: {stderr}"
+        );
+        let others = [1u64, 2, 4]
+            .iter()
+            .map(|i| p.addresses[i].clone())
+            .collect::<Vec<_>>()
+            .join(",");
+        let removed = cli(&["--endpoints", &others, "remove-node", "3", "--wait", "120"]);
+        assert!(removed.status.success(), "{removed:?}");
+        p.spawn(7, join_args(7));
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            if let Some(s) = p.status(1).await {
+                let seven = s.nodes.iter().find(|n| n.id == 7);
+                let settled = s.shards.iter().all(|h| {
+                    h.leader.is_some() && h.replicas.len() == 3 && !h.replicas.contains(&3)
+                });
+                if seven.is_some_and(|n| !n.shards.is_empty()) && settled {
+                    break;
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "node 7 got replicas; log: {}",
+                p.log(7)
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    })
+    .await;
+    // Settled some more: node 7 keeps its replicas, and each holds the data.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let s = p.wait_led(1).await;
+    let on_seven: Vec<u64> = s
+        .shards
+        .iter()
+        .filter(|h| h.replicas.contains(&7))
+        .map(|h| h.id)
+        .collect();
+    assert!(!on_seven.is_empty(), "node 7 lost its replicas: {s:?}");
+    assert!(
+        s.shards
+            .iter()
+            .all(|h| h.leader.is_some() && h.replicas.len() == 3),
+        "{s:?}"
+    );
+    let client = p.client().await;
+    let map = client.refresh_map().await.expect("map");
+    for shard in on_seven {
+        let key = (0..10_000)
+            .map(|i| format!("seven-{i}"))
+            .find(|k| map.shard_of(k.as_bytes()) == shard)
+            .expect("a key of the shard");
+        client.put(&key, "here").await.expect("put");
+        wait_for_value_on(&p, 7, &key, "here").await;
+    }
+    let log = p.log(7);
+    assert!(log.contains("serving"), "{log}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_plain_grpc_client_on_a_follower_gets_correct_answers_for_every_kv_call() {
     let p = Processes::start(3, 4).await;
@@ -426,6 +638,7 @@ async fn bad_input_gets_clear_errors_and_loses_nothing() {
         .client(proto::ClientCall {
             request: scalestore_server::peer::encode(&raw),
             forward: true,
+            node: None,
         })
         .await
         .expect("call")
@@ -637,6 +850,59 @@ async fn a_scrape_after_n_puts_counts_them_and_fills_the_latency_histograms() {
             r#"scalestore_requests_total{op="put",outcome="invalid_argument"}"#
         ) >= Some(1.0),
         "failed requests are counted by cause"
+    );
+}
+
+/// The CLI, the Rust client and both SDKs reach leaders through the internal client door, not
+/// the public KV service: their requests are counted all the same, on the nodes that serve them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_from_the_cli_and_the_rust_client_are_counted_by_the_nodes_serving_them() {
+    let p = Processes::start(3, 2).await;
+    let total = |op: &str| -> f64 {
+        (1..=3)
+            .map(|id| {
+                let (_, scrape) = p.http_get(id, "/metrics");
+                sample(
+                    &scrape,
+                    &format!(r#"scalestore_requests_total{{op="{op}",outcome="ok"}}"#),
+                )
+                .unwrap_or(0.0)
+            })
+            .sum()
+    };
+    let endpoints = p.endpoints();
+    for i in 0..5 {
+        let put = cli(&["--endpoints", &endpoints, "put", &format!("cli-{i}"), "v"]);
+        assert!(put.status.success(), "{put:?}");
+    }
+    let got = cli(&["--endpoints", &endpoints, "get", "cli-0"]);
+    assert_eq!(stdout(&got).trim(), "v", "{got:?}");
+    assert!(total("put") >= 5.0, "5 CLI puts counted: {}", total("put"));
+    assert!(total("get") >= 1.0, "a CLI get counted");
+
+    let client = p.client().await;
+    let before = total("put");
+    for i in 0..20 {
+        client.put(format!("rust-{i}"), "v").await.expect("put");
+    }
+    client
+        .batch_get(
+            &["rust-0", "rust-1"],
+            scalestore::ReadConsistency::Linearizable,
+        )
+        .await
+        .expect("batch get");
+    assert!(
+        total("put") >= before + 20.0,
+        "20 Rust client puts counted: {} -> {}",
+        before,
+        total("put")
+    );
+    assert!(total("batch_get") >= 1.0, "a batch read counted");
+    let (_, scrape) = p.http_get(1, "/metrics");
+    assert!(
+        scrape.contains("scalestore_request_duration_seconds_bucket{op=\"put\""),
+        "latencies are observed for this door too: {scrape}"
     );
 }
 

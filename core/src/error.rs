@@ -62,6 +62,12 @@ pub enum Error {
     #[error("storage error: {0}")]
     Storage(String),
 
+    /// A message meant for node `asked` reached node `answered` (an address now used by another
+    /// node, as after a host is replaced): refused unread. Retryable once the sender's map of
+    /// addresses is current; a peer treats it as "unreachable".
+    #[error("a message for node {asked} reached node {answered}, which refused it (the address is now another node's)")]
+    WrongNode { asked: NodeId, answered: NodeId },
+
     /// Raft reported a fatal error for a group (storage failure, panicked core).
     #[error("raft fatal error in group {group}: {message}")]
     Fatal { group: GroupId, message: String },
@@ -76,6 +82,7 @@ impl Error {
                 | Error::Unavailable(_)
                 | Error::WrongShard { .. }
                 | Error::GroupNotHosted { .. }
+                | Error::WrongNode { .. }
         )
     }
 
@@ -94,6 +101,7 @@ impl Error {
             Error::DataDir { .. } => "data_dir",
             Error::SessionExpired { .. } => "session_expired",
             Error::Storage(_) => "storage",
+            Error::WrongNode { .. } => "wrong_node",
             Error::Fatal { .. } => "fatal",
         }
     }
@@ -107,6 +115,7 @@ impl Error {
                 | Error::WrongShard { .. }
                 | Error::GroupNotHosted { .. }
                 | Error::UnknownNode(_)
+                | Error::WrongNode { .. }
         )
     }
 

@@ -108,16 +108,20 @@ pub async fn start_node(
 }
 
 /// For a new cluster: initializes each group of `initial` whose first replica is `node` (so it
-/// also becomes the group's first leader, spreading leaders evenly). A group already
-/// initialized is left alone, so this is safe to repeat at every start.
-pub async fn initialize_groups(node: &Node, initial: &ShardMap) -> Result<()> {
+/// also becomes the group's first leader, spreading leaders evenly). With `any_voter`, also
+/// every other group `node` is an initial voter of: for a cluster whose first member has not
+/// started, so its groups still form (openraft's initialization is idempotent for the same
+/// membership, so two voters doing it agree). A group already initialized is left alone, so
+/// this is safe to repeat at every start.
+pub async fn initialize_groups(node: &Node, initial: &ShardMap, any_voter: bool) -> Result<()> {
     let groups = initial
         .shards
         .iter()
         .map(|s| (s.id, s.replicas.clone()))
         .chain([(META_GROUP, initial.meta_replicas.clone())]);
     for (group, replicas) in groups {
-        if replicas.first() != Some(&node.id()) {
+        let first = replicas.first() == Some(&node.id());
+        if !first && !(any_voter && replicas.contains(&node.id())) {
             continue;
         }
         let Some(raft) = node.raft(group) else {

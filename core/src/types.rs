@@ -241,6 +241,26 @@ impl ClientRequest {
             ClientRequest::GetShardMap => None,
         }
     }
+
+    /// The KV operation this request carries, named as the public KV service names it (the
+    /// `op` label of the request metrics); `None` for requests that are not KV operations.
+    pub fn kv_op(&self) -> Option<&'static str> {
+        match self {
+            ClientRequest::Write { command, .. } => Some(match command {
+                Command::Put { .. } => "put",
+                Command::Delete { .. } => "delete",
+                Command::Append { .. } => "append",
+                Command::Cas { .. } => "compare_and_swap",
+                Command::PutMany { .. } => "batch_put",
+            }),
+            ClientRequest::Read { .. } => Some("get"),
+            ClientRequest::ReadMany { .. } => Some("batch_get"),
+            ClientRequest::Scan { .. } => Some("scan"),
+            ClientRequest::OpenSession { .. }
+            | ClientRequest::GroupStatus { .. }
+            | ClientRequest::GetShardMap => None,
+        }
+    }
 }
 
 /// A node's answer to a [`ClientRequest`].

@@ -543,3 +543,58 @@ async fn snapshot_install_that_fails_makes_the_group_restart_itself_and_catch_up
     );
     cluster.shutdown().await.expect("shutdown");
 }
+
+/// A group destroyed while its state machine is inside an apply stops completely: the late
+/// apply writes nothing back into the deleted range, and the group started again on that node
+/// is empty (no applied id that would make openraft skip the entries it never saw).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_group_destroyed_during_an_apply_stops_completely_and_starts_again_empty() {
+    let cluster = start_with(3, |_| {}).await;
+    let client = cluster.client();
+    client.put("warm", "up").await.expect("put");
+    let leader = cluster.wait_for_leader(0, WAIT).await.expect("leader");
+    let follower = (1..=3).find(|n| *n != leader).expect("a follower");
+    let node = cluster.node(follower).expect("node");
+    // The follower has applied the first write.
+    let deadline = std::time::Instant::now() + WAIT;
+    while stale_value(&cluster, follower, "warm").is_none() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "follower never applied"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    cluster
+        .failpoints()
+        .slow_applies_on(follower, Duration::from_millis(1500));
+    for i in 0..10 {
+        client.put(format!("late-{i}"), "v").await.expect("put");
+    }
+    // The follower is asleep inside an apply of these writes.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    cluster.faults().isolate(follower);
+    node.destroy_group(0).await.expect("destroy");
+    cluster
+        .failpoints()
+        .slow_applies_on(follower, Duration::ZERO);
+    // A late apply of the old instance would have written by now.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let store = node.store().expect("store");
+    let left = store.dump_group(0).expect("dump");
+    assert!(
+        left.is_empty(),
+        "the destroyed group left {} keys behind: {:?}",
+        left.len(),
+        left.iter().take(5).collect::<Vec<_>>()
+    );
+    let raft = node.start_group(0).await.expect("start again");
+    use openraft::async_runtime::watch::WatchReceiver;
+    let applied = raft.metrics().borrow_watched().last_applied;
+    assert_eq!(
+        applied, None,
+        "a re-created group starts from an empty state"
+    );
+    assert!(store.scan_group(0).expect("scan").is_empty());
+    cluster.faults().heal();
+    cluster.shutdown().await.expect("shutdown");
+}

@@ -327,3 +327,92 @@ async fn a_pinned_client_reaches_shards_its_node_does_not_host() {
     }
     cluster.shutdown().await.expect("shutdown");
 }
+
+/// A batch write is atomic per shard, so a batch read of the same shard must see all of it or
+/// none of it: two keys written together always read back equal, at every consistency.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn batch_get_sees_a_batch_put_of_one_shard_whole_or_not_at_all() {
+    let cluster = EmbeddedCluster::start(ClusterOptions {
+        nodes: 3,
+        shards: 4,
+        replication: Some(3),
+        ..Default::default()
+    })
+    .await
+    .expect("start");
+    cluster.wait_for_all_leaders(WAIT).await.expect("leaders");
+    let client = cluster.client();
+    let a = b"atomic:a".to_vec();
+    let shard = client.shard_of(&a).await.expect("shard");
+    let mut b = None;
+    for i in 0..10_000 {
+        let candidate = format!("atomic:b{i}").into_bytes();
+        if client.shard_of(&candidate).await.expect("shard") == shard {
+            b = Some(candidate);
+            break;
+        }
+    }
+    let b = b.expect("a second key of the same shard");
+    client
+        .batch_put(&[(a.clone(), b"0".to_vec()), (b.clone(), b"0".to_vec())])
+        .await
+        .expect("first batch");
+
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let (client, a, b, stop) = (client.clone(), a.clone(), b.clone(), stop.clone());
+        tokio::spawn(async move {
+            let mut i = 1u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let v = i.to_string().into_bytes();
+                client
+                    .batch_put(&[(a.clone(), v.clone()), (b.clone(), v)])
+                    .await
+                    .expect("batch put");
+                i += 1;
+            }
+            i
+        })
+    };
+    let mut readers = Vec::new();
+    for consistency in [
+        ReadConsistency::Linearizable,
+        ReadConsistency::Lease,
+        ReadConsistency::Stale,
+    ] {
+        let (client, a, b, stop) = (client.clone(), a.clone(), b.clone(), stop.clone());
+        readers.push(tokio::spawn(async move {
+            let mut reads = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let values = client
+                    .batch_get(&[a.clone(), b.clone()], consistency)
+                    .await
+                    .expect("batch get");
+                assert_eq!(
+                    values[0], values[1],
+                    "a {consistency:?} batch read saw half of a batch write"
+                );
+                assert!(values[0].is_some(), "both keys were written before");
+                reads += 1;
+            }
+            reads
+        }));
+    }
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let writes = writer.await.expect("writer");
+    for r in readers {
+        let reads = r.await.expect("reader");
+        assert!(reads > 100, "only {reads} reads in 8 s");
+    }
+    assert!(writes > 100, "only {writes} writes in 8 s");
+    let last = (writes - 1).to_string().into_bytes();
+    assert_eq!(
+        client
+            .batch_get(&[a, b], ReadConsistency::Linearizable)
+            .await
+            .expect("final read"),
+        vec![Some(last.clone()), Some(last)]
+    );
+    cluster.shutdown().await.expect("shutdown");
+}

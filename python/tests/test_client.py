@@ -192,3 +192,37 @@ def test_blocking_calls_work_inside_a_running_event_loop(kv):
         return kv.get("in-loop")
 
     assert asyncio.run(inside()) == b"ok"
+
+
+def test_get_many_sees_a_put_many_of_one_shard_whole_or_not_at_all(cluster, kv):
+    a = "atomic-a"
+    b = next(f"atomic-b{i}" for i in range(10_000) if cluster.shard_of(f"atomic-b{i}") == cluster.shard_of(a))
+    kv.put_many({a: "0", b: "0"})
+    stop = threading.Event()
+    torn = []
+
+    def writer():
+        i = 1
+        while not stop.is_set():
+            kv.put_many({a: str(i), b: str(i)})
+            i += 1
+
+    def reader(consistency):
+        with cluster.client() as own:
+            while not stop.is_set():
+                got = own.get_many([a, b], consistency)
+                if got[0] != got[1]:
+                    torn.append((consistency, got))
+
+    threads = [threading.Thread(target=writer)] + [
+        threading.Thread(target=reader, args=(c,)) for c in ("linearizable", "lease", "stale")
+    ]
+    for t in threads:
+        t.start()
+    stop.wait(8)
+    stop.set()
+    for t in threads:
+        t.join()
+    assert torn == [], f"batch reads saw half of a batch write: {torn[:3]}"
+    final = kv.get_many([a, b])
+    assert final[0] == final[1] and final[0] is not None

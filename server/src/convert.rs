@@ -25,6 +25,7 @@ pub fn code(e: &Error) -> Code {
         Error::NotLeader { .. }
         | Error::WrongShard { .. }
         | Error::GroupNotHosted { .. }
+        | Error::WrongNode { .. }
         | Error::Unavailable(_) => Code::Unavailable,
         Error::Timeout { .. } => Code::DeadlineExceeded,
         Error::InvalidArgument(_) => Code::InvalidArgument,

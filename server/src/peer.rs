@@ -35,14 +35,13 @@ pub const NODE_HEADER: &str = "scalestore-node";
 pub const PROTOCOL_HEADER: &str = "scalestore-protocol";
 /// This build's internal protocol version: nodes and clients of another version are refused
 /// rather than misread.
-pub const PROTOCOL: &str = "1";
+pub const PROTOCOL: &str = "2";
 
 /// Frames sent together at most.
 const BATCH: usize = 256;
-/// A peer message not answered in this long fails (the peer is down or stopped).
-const REPLY_TIMEOUT: Duration = Duration::from_secs(5);
-/// A snapshot chunk may wait longer (the rate limit).
-const CHUNK_TIMEOUT: Duration = Duration::from_secs(60);
+/// Payload bytes sent together at most (a batch always takes its first frame, whatever its size):
+/// a catch-up append of large entries leaves the rest of the queue for the next batch.
+const BATCH_BYTES: usize = 4 * 1024 * 1024;
 
 /// A plaintext channel to `address` (see [`channel_with`]).
 pub fn channel(address: &str) -> Result<Channel> {
@@ -82,18 +81,41 @@ pub fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T> {
         .map_err(|e| Error::InvalidArgument(format!("undecodable message: {e}")))
 }
 
+/// Each lane is a stream (and connection) of its own to a peer, so what is small and urgent
+/// never waits behind what is big.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 enum Lane {
-    /// Raft messages, admin requests, forwarded client requests.
+    /// Votes, pre-votes, leader transfers and heartbeats (appends without entries): what keeps
+    /// every group's leadership, never behind another group's bulk appends.
+    Control,
+    /// Appends with entries, admin requests, forwarded client requests.
     Messages,
     /// Snapshot chunks.
     Snapshots,
+}
+
+impl Lane {
+    fn of(request: &PeerRequest) -> Lane {
+        match request {
+            PeerRequest::Raft { rpc, .. } => match rpc {
+                RaftRpc::Vote(_) | RaftRpc::PreVote(_) | RaftRpc::TransferLeader(_) => {
+                    Lane::Control
+                }
+                RaftRpc::Append(a) if a.entries.is_empty() => Lane::Control,
+                RaftRpc::Append(_) => Lane::Messages,
+                RaftRpc::SnapshotChunk { .. } => Lane::Snapshots,
+            },
+            PeerRequest::Client(_) | PeerRequest::Admin(_) => Lane::Messages,
+        }
+    }
 }
 
 struct Outgoing {
     payload: Vec<u8>,
     reply: oneshot::Sender<Result<PeerResponse>>,
     id: u64,
+    to: NodeId,
+    timeout: Duration,
 }
 
 type Pending = Arc<Mutex<HashMap<u64, oneshot::Sender<Result<PeerResponse>>>>>;
@@ -205,24 +227,30 @@ impl GrpcPeers {
 
 #[async_trait]
 impl PeerTransport for GrpcPeers {
-    async fn send(&self, from: NodeId, to: NodeId, request: PeerRequest) -> Result<PeerResponse> {
+    async fn send(
+        &self,
+        from: NodeId,
+        to: NodeId,
+        request: PeerRequest,
+        timeout: Duration,
+    ) -> Result<PeerResponse> {
         debug_assert_eq!(from, self.me);
-        let (lane, timeout) = match &request {
-            PeerRequest::Raft {
-                rpc: RaftRpc::SnapshotChunk { data, .. },
-                ..
-            } => {
-                self.snapshots.take(data.len()).await;
-                (Lane::Snapshots, CHUNK_TIMEOUT)
-            }
-            _ => (Lane::Messages, REPLY_TIMEOUT),
-        };
+        let lane = Lane::of(&request);
+        if let PeerRequest::Raft {
+            rpc: RaftRpc::SnapshotChunk { data, .. },
+            ..
+        } = &request
+        {
+            self.snapshots.take(data.len()).await;
+        }
         let (reply, answer) = oneshot::channel();
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let outgoing = Outgoing {
             payload: encode(&request),
             reply,
             id,
+            to,
+            timeout,
         };
         self.link(to, lane)?
             .send(outgoing)
@@ -265,7 +293,10 @@ async fn run_link(
             }
         };
         // The first batch goes before the call, so the stream opens with it.
-        let batch = frames(&pending, with_queued(first, &mut queue));
+        let batch = frames(
+            &pending,
+            with_queued(first, &mut queue, |o| o.payload.len()),
+        );
         if frames_tx.send(batch).await.is_err() {
             continue;
         }
@@ -326,7 +357,7 @@ async fn run_link(
                         reader.abort();
                         return;
                     };
-                    let batch = frames(&pending, with_queued(first, &mut queue));
+                    let batch = frames(&pending, with_queued(first, &mut queue, |o| o.payload.len()));
                     if frames_tx.send(batch).await.is_err() {
                         break;
                     }
@@ -341,12 +372,22 @@ async fn run_link(
     }
 }
 
-/// `first` and whatever else is queued already, up to a batch.
-fn with_queued<T>(first: T, queue: &mut mpsc::UnboundedReceiver<T>) -> Vec<T> {
+/// `first` and whatever else is queued already, up to a batch of [`BATCH`] frames; no frame is
+/// taken once the batch holds [`BATCH_BYTES`] bytes (by `size`): the rest waits, in order, for
+/// the next batch.
+fn with_queued<T>(
+    first: T,
+    queue: &mut mpsc::UnboundedReceiver<T>,
+    size: impl Fn(&T) -> usize,
+) -> Vec<T> {
+    let mut bytes = size(&first);
     let mut batch = vec![first];
-    while batch.len() < BATCH {
+    while batch.len() < BATCH && bytes < BATCH_BYTES {
         match queue.try_recv() {
-            Ok(more) => batch.push(more),
+            Ok(more) => {
+                bytes += size(&more);
+                batch.push(more);
+            }
             Err(_) => break,
         }
     }
@@ -362,6 +403,8 @@ fn frames(pending: &Pending, batch: Vec<Outgoing>) -> Frames {
             frames.push(Frame {
                 id: o.id,
                 payload: o.payload,
+                to: o.to,
+                timeout_ms: o.timeout.as_millis() as u64,
             });
         }
     }
@@ -395,6 +438,9 @@ pub struct InternalService {
     pub(crate) cluster_id: String,
     /// TLS is on: a peer stream needs a node's certificate (see [`crate::tls`]).
     pub(crate) peer_verifier: Option<Arc<crate::tls::PeerVerifier>>,
+    /// Where the KV requests of this door (the project's own clients: the CLI, the Rust client,
+    /// both SDKs) are counted, as the public KV service counts its own.
+    pub(crate) metrics: Option<Arc<crate::metrics::Metrics>>,
 }
 
 impl InternalService {
@@ -417,7 +463,7 @@ impl InternalService {
             None => Ok(()),
             Some(c) if c == self.cluster_id => Ok(()),
             Some(c) => Err(Status::permission_denied(format!(
-                "this node belongs to cluster {}, not {c}",
+                "the node at this address belongs to cluster {}, not to the caller's cluster {c} (an address now used by another cluster?)",
                 self.cluster_id
             ))),
         }
@@ -453,7 +499,7 @@ impl Internal for InternalService {
         // Replies ready together leave together.
         tokio::spawn(async move {
             while let Some(first) = reply_rx.recv().await {
-                let frames = with_queued(first, &mut reply_rx);
+                let frames = with_queued(first, &mut reply_rx, |f| f.payload.len());
                 if out_tx.send(Ok(Frames { frames })).await.is_err() {
                     break;
                 }
@@ -467,14 +513,8 @@ impl Internal for InternalService {
                         let result = match decode::<PeerRequest>(&frame.payload) {
                             Ok(request) => {
                                 // The sender gives up after its own timeout; so does the work.
-                                let limit = match &request {
-                                    PeerRequest::Raft {
-                                        rpc: RaftRpc::SnapshotChunk { .. },
-                                        ..
-                                    } => CHUNK_TIMEOUT,
-                                    _ => REPLY_TIMEOUT,
-                                };
-                                tokio::time::timeout(limit, node.handle_peer(request))
+                                let limit = Duration::from_millis(frame.timeout_ms);
+                                tokio::time::timeout(limit, node.handle_peer_for(frame.to, request))
                                     .await
                                     .unwrap_or_else(|_| {
                                         Err(Error::Unavailable(format!(
@@ -488,6 +528,8 @@ impl Internal for InternalService {
                         let _ = reply_tx.send(Frame {
                             id: frame.id,
                             payload: encode(&result),
+                            to: 0,
+                            timeout_ms: 0,
                         });
                     });
                 }
@@ -502,15 +544,93 @@ impl Internal for InternalService {
     ) -> std::result::Result<Response<ClientReply>, Status> {
         self.check_cluster(&request)?;
         let call = request.into_inner();
+        let started = Instant::now();
+        let mut op = None;
+        let me = self.node.id();
         let result: Result<ClientResponse> = match decode::<ClientRequest>(&call.request) {
-            Ok(r) => match self.node.current() {
-                Ok(node) => node.serve_client(r, call.forward).await,
-                Err(e) => Err(e),
-            },
+            Ok(_) if call.node.is_some_and(|asked| asked != me) => {
+                let asked = call.node.unwrap_or_default();
+                tracing::warn!(
+                    node = me,
+                    asked,
+                    "refused a client call meant for another node"
+                );
+                Err(Error::WrongNode {
+                    asked,
+                    answered: me,
+                })
+            }
+            Ok(r) => {
+                op = r.kv_op();
+                match self.node.current() {
+                    Ok(node) => node.serve_client(r, call.forward).await,
+                    Err(e) => Err(e),
+                }
+            }
             Err(e) => Err(e),
         };
+        if let (Some(metrics), Some(op)) = (&self.metrics, op) {
+            let outcome = result.as_ref().map_or_else(Error::kind, |_| "ok");
+            metrics.observe(op, outcome, started.elapsed());
+        }
         Ok(Response::new(ClientReply {
             result: encode(&result),
+            cluster: self.cluster_id.clone(),
+            node: me,
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use scalestore::types::Vote;
+
+    #[test]
+    fn heartbeats_and_votes_take_the_control_lane_and_bulk_appends_do_not() {
+        let append = |entries| PeerRequest::Raft {
+            group: 1,
+            rpc: RaftRpc::Append(openraft::raft::AppendEntriesRequest {
+                vote: Vote::new(1, 1),
+                prev_log_id: None,
+                entries,
+                leader_commit: None,
+            }),
+        };
+        assert_eq!(Lane::of(&append(Vec::new())), Lane::Control);
+        let vote = PeerRequest::Raft {
+            group: 1,
+            rpc: RaftRpc::Vote(openraft::raft::VoteRequest::new(Vote::new(1, 1), None)),
+        };
+        assert_eq!(Lane::of(&vote), Lane::Control);
+        let entry = openraft::testing::blank_ent::<scalestore::types::TypeConfig>(1, 1, 1);
+        assert_eq!(Lane::of(&append(vec![entry])), Lane::Messages);
+        let chunk = PeerRequest::Raft {
+            group: 1,
+            rpc: RaftRpc::SnapshotChunk {
+                transfer: 1,
+                offset: 0,
+                data: vec![0; 8],
+                last: None,
+            },
+        };
+        assert_eq!(Lane::of(&chunk), Lane::Snapshots);
+        assert_eq!(
+            Lane::of(&PeerRequest::Admin(scalestore::network::AdminRequest::Ping)),
+            Lane::Messages
+        );
+    }
+
+    #[test]
+    fn a_batch_stops_taking_frames_at_its_byte_cap_and_keeps_the_rest_in_order() {
+        let (tx, mut rx) = mpsc::unbounded_channel::<Vec<u8>>();
+        for i in 0..10u8 {
+            tx.send(vec![i; 1024 * 1024]).expect("queue");
+        }
+        let first = rx.try_recv().expect("first");
+        let batch = with_queued(first, &mut rx, Vec::len);
+        assert_eq!(batch.len(), 4, "4 MiB of 1 MiB frames");
+        let next = rx.try_recv().expect("left for the next batch");
+        assert_eq!(next[0], 4, "in order");
     }
 }

@@ -162,11 +162,7 @@ pub async fn run(config: ServerConfig, shutdown: impl Future<Output = ()>) -> Se
         peer_verifier: serving_tls.as_ref().map(|t| t.peers.clone()),
     };
     let server = serve_node(listener, context, serving_tls)?;
-    tracing::info!(node = config.id, address = %server.address, cluster = %stored.cluster_id, "serving");
-    events.record(
-        "node_started",
-        format!("node {} is up at {}", config.id, config.advertise),
-    );
+    let cluster_id = stored.cluster_id.clone();
 
     let mut background = Vec::new();
     let formed = stored.formed;
@@ -182,9 +178,26 @@ pub async fn run(config: ServerConfig, shutdown: impl Future<Output = ()>) -> Se
         }));
     }
     if let (Start::Join { seed }, false) = (&config.start, joined) {
-        join(seed, config.id, &config.advertise, peer_tls.as_ref()).await?;
-        update(&config.data_dir, &record, |r| r.joined = true)?;
+        // A refused join stops what was started, in order, before the process exits with the
+        // error's code: nothing was announced, and no thread is left using the store.
+        let joined = match join(seed, config.id, &config.advertise, peer_tls.as_ref()).await {
+            Ok(()) => update(&config.data_dir, &record, |r| r.joined = true),
+            Err(e) => Err(e),
+        };
+        if let Err(e) = joined {
+            for task in background.into_iter().chain(metrics_server) {
+                task.abort();
+            }
+            node.shutdown().await;
+            server.stop().await;
+            return Err(e);
+        }
     }
+    tracing::info!(node = config.id, address = %server.address, cluster = %cluster_id, "serving");
+    events.record(
+        "node_started",
+        format!("node {} is up at {}", config.id, config.advertise),
+    );
     background.push(tokio::spawn(follow_map(
         node.clone(),
         peers.clone(),
@@ -401,12 +414,19 @@ async fn current_map(seeds: &[String], me: &str, tls: Option<ClientTlsConfig>) -
         .max_by_key(|m| m.epoch)
 }
 
+/// How long a first member leaves the initialization of a group to that group's first replica.
+const INITIALIZE_GRACE: Duration = Duration::from_secs(3);
+
 /// Initializes this node's first groups and writes the initial map once a quorum of the
-/// manager's group is up (the other first members may start later): retried until done.
+/// manager's group is up (the other first members may start later): retried until done. Past
+/// a grace period, the groups of first members that have not started are initialized here too,
+/// so a cluster forms from any quorum of its first members.
 async fn publish(node: &Arc<Node>, initial: &ShardMap) {
+    let started = std::time::Instant::now();
     loop {
+        let any_voter = started.elapsed() >= INITIALIZE_GRACE;
         let done = async {
-            host::initialize_groups(node, initial).await?;
+            host::initialize_groups(node, initial, any_voter).await?;
             host::publish_initial_map(node, initial, Duration::from_secs(5)).await
         };
         match done.await {
@@ -472,6 +492,7 @@ async fn follow_map(
             node.id(),
             asked,
             PeerRequest::Client(ClientRequest::GetShardMap),
+            scalestore::network::PEER_TIMEOUT,
         )
         .await;
         if let Ok(PeerResponse::Client(ClientResponse::ShardMap(theirs))) = reply {

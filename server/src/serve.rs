@@ -87,7 +87,12 @@ impl Transport for PeerClientTransport {
         match self
             .node
             .peers()
-            .send(self.node.id(), target, PeerRequest::Client(request))
+            .send(
+                self.node.id(),
+                target,
+                PeerRequest::Client(request),
+                scalestore::network::PEER_TIMEOUT,
+            )
             .await?
         {
             PeerResponse::Client(r) => Ok(r),
@@ -166,6 +171,7 @@ pub fn serve_node(
         node: context.node.clone(),
         cluster_id: context.cluster_id.clone(),
         peer_verifier: context.peer_verifier.clone(),
+        metrics: context.metrics.clone(),
     })
     .max_decoding_message_size(usize::MAX)
     .max_encoding_message_size(usize::MAX);

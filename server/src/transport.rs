@@ -20,6 +20,10 @@ use scalestore::{ClusterStatus, Event, NodeStatus, ShardStatus};
 
 /// Calls nodes of one cluster over gRPC.
 pub struct GrpcTransport {
+    /// The cluster the first endpoint belongs to: every later call names it (and the node it
+    /// is for), so a node of another cluster, or another node at a reused address, refuses
+    /// the call instead of serving it.
+    cluster: String,
     addresses: RwLock<BTreeMap<NodeId, String>>,
     channels: Mutex<HashMap<String, Channel>>,
     tls: Option<ClientTlsConfig>,
@@ -64,8 +68,9 @@ impl GrpcTransport {
     ) -> ServerResult<Arc<Self>> {
         let mut reasons = Vec::new();
         for endpoint in endpoints {
-            match fetch_map(endpoint, timeout.min(Duration::from_secs(2)), tls.as_ref()).await {
-                Ok(map) => {
+            let fetched = fetch_map_of(endpoint, timeout.min(Duration::from_secs(2)), tls.as_ref());
+            match fetched.await {
+                Ok((map, cluster)) => {
                     let mut addresses = map.addresses.clone();
                     if addresses.is_empty() {
                         reasons.push(format!("{endpoint}: its map names no node addresses"));
@@ -73,6 +78,7 @@ impl GrpcTransport {
                     }
                     addresses.retain(|id, _| map.nodes.contains_key(id));
                     return Ok(Arc::new(GrpcTransport {
+                        cluster,
                         addresses: RwLock::new(addresses),
                         channels: Mutex::new(HashMap::new()),
                         tls: tls.clone(),
@@ -115,25 +121,42 @@ impl GrpcTransport {
     }
 }
 
+/// Who a call is for: the node (as the map names it) and its cluster.
+struct Addressee<'a> {
+    node: NodeId,
+    cluster: &'a str,
+}
+
+/// Calls one node; the answer and the cluster of the node that gave it.
 async fn call_at(
     channel: Channel,
     request: &ClientRequest,
     forward: bool,
-) -> Result<ClientResponse> {
+    to: Option<Addressee<'_>>,
+) -> Result<(ClientResponse, String)> {
     let mut client = InternalClient::new(channel)
         .max_decoding_message_size(usize::MAX)
         .max_encoding_message_size(usize::MAX);
     let mut call = tonic::Request::new(ClientCall {
         request: encode(request),
         forward,
+        node: to.as_ref().map(|a| a.node),
     });
     crate::peer::set_header(
         &mut call,
         crate::peer::PROTOCOL_HEADER,
         crate::peer::PROTOCOL,
     );
-    let reply = client.client(call).await.map_err(transport_error)?;
-    decode::<Result<ClientResponse>>(&reply.into_inner().result)?
+    if let Some(cluster) = to.as_ref().map(|a| a.cluster).filter(|c| !c.is_empty()) {
+        crate::peer::set_header(&mut call, crate::peer::CLUSTER_HEADER, cluster);
+    }
+    let reply = client
+        .client(call)
+        .await
+        .map_err(transport_error)?
+        .into_inner();
+    let response = decode::<Result<ClientResponse>>(&reply.result)??;
+    Ok((response, reply.cluster))
 }
 
 /// A failed Internal call: the node's answers travel in the reply, so a status here is the
@@ -154,14 +177,26 @@ pub(crate) async fn fetch_map(
     timeout: Duration,
     tls: Option<&ClientTlsConfig>,
 ) -> Result<ShardMap> {
+    fetch_map_of(endpoint, timeout, tls)
+        .await
+        .map(|(map, _)| map)
+}
+
+/// [`fetch_map`], with the cluster id of the node that answered.
+async fn fetch_map_of(
+    endpoint: &str,
+    timeout: Duration,
+    tls: Option<&ClientTlsConfig>,
+) -> Result<(ShardMap, String)> {
     let call = call_at(
         channel_with(endpoint, tls)?,
         &ClientRequest::GetShardMap,
         false,
+        None,
     );
     match tokio::time::timeout(timeout, call).await {
-        Ok(Ok(ClientResponse::ShardMap(map))) => Ok(map),
-        Ok(Ok(other)) => Err(Error::Unavailable(format!("unexpected answer {other:?}"))),
+        Ok(Ok((ClientResponse::ShardMap(map), cluster))) => Ok((map, cluster)),
+        Ok(Ok((other, _))) => Err(Error::Unavailable(format!("unexpected answer {other:?}"))),
         Ok(Err(e)) => Err(e),
         Err(_) => Err(Error::Timeout {
             what: format!("asking {endpoint} for the cluster map"),
@@ -184,7 +219,11 @@ impl Transport for GrpcTransport {
             .ok()
             .and_then(|a| a.get(&node).cloned())
             .ok_or(Error::UnknownNode(node))?;
-        let response = call_at(self.channel(&address)?, &request, forward).await?;
+        let to = Addressee {
+            node,
+            cluster: &self.cluster,
+        };
+        let (response, _) = call_at(self.channel(&address)?, &request, forward, Some(to)).await?;
         if let ClientResponse::ShardMap(map) = &response {
             self.learn(map);
         }

@@ -12,6 +12,7 @@ fn code_of(e: &scalestore::Error) -> &'static str {
         E::NotLeader { .. }
         | E::WrongShard { .. }
         | E::GroupNotHosted { .. }
+        | E::WrongNode { .. }
         | E::Unavailable(_) => "UNAVAILABLE",
         E::Timeout { .. } => "TIMEOUT",
         E::InvalidArgument(_) | E::UnknownNode(_) => "INVALID_ARGUMENT",

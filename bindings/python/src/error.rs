@@ -70,6 +70,7 @@ fn class_of(e: &scalestore::Error) -> &'static str {
         E::NotLeader { .. }
         | E::WrongShard { .. }
         | E::GroupNotHosted { .. }
+        | E::WrongNode { .. }
         | E::Unavailable(_) => "Unavailable",
         E::Timeout { .. } => "Timeout",
         E::InvalidArgument(_) | E::UnknownNode(_) => "InvalidArgument",

@@ -255,7 +255,7 @@ impl EmbeddedCluster {
         let initial = cluster.initial_map();
         for id in &ids {
             if let Ok(node) = cluster.node(*id) {
-                host::initialize_groups(&node, &initial).await?;
+                host::initialize_groups(&node, &initial, false).await?;
             }
         }
         let any = cluster.any_node()?;

@@ -131,7 +131,15 @@ impl InProcNetwork {
 
 #[async_trait]
 impl PeerTransport for InProcNetwork {
-    async fn send(&self, from: NodeId, to: NodeId, request: PeerRequest) -> Result<PeerResponse> {
+    /// In process the receiver's work runs inside the caller's future, so the caller's own
+    /// deadline (dropping the future) bounds it: `_timeout` needs no carrying.
+    async fn send(
+        &self,
+        from: NodeId,
+        to: NodeId,
+        request: PeerRequest,
+        _timeout: std::time::Duration,
+    ) -> Result<PeerResponse> {
         self.deliver(Some(from), to, |node| async move {
             node.handle_peer(request).await
         })

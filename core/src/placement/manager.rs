@@ -219,7 +219,7 @@ pub async fn admin(
         }
         match node
             .peers()
-            .send(node.id(), target, PeerRequest::Admin(request))
+            .send(node.id(), target, PeerRequest::Admin(request), timeout)
             .await?
         {
             PeerResponse::Admin(r) => Ok(r),
@@ -403,6 +403,21 @@ async fn reconcile(
     });
     let mut hosted: BTreeMap<NodeId, Vec<GroupId>> = BTreeMap::new();
     for (n, reply) in futures::future::join_all(pings).await {
+        // An answer from another node (one now at `n`'s old address) says nothing of `n`.
+        let reply = match reply {
+            Ok(AdminReply::Groups { node, .. }) if node != n => {
+                tracing::warn!(
+                    asked = n,
+                    answered = node,
+                    "a ping for one node was answered by another"
+                );
+                Err(Error::WrongNode {
+                    asked: n,
+                    answered: node,
+                })
+            }
+            other => other,
+        };
         let seen = st.last_seen.entry(n).or_insert(now);
         if reply.is_err() {
             st.unanswered.insert(n);
@@ -411,7 +426,7 @@ async fn reconcile(
         }
         if let Ok(reply) = reply {
             *seen = now;
-            if let AdminReply::Groups(groups) = reply {
+            if let AdminReply::Groups { groups, .. } = reply {
                 hosted.insert(n, groups);
             }
             if st.down.remove(&n) {

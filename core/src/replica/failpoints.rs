@@ -25,6 +25,9 @@ pub struct Failpoints {
     cut_snapshot_transfers: AtomicU32,
     snapshot_transfers_cut: AtomicU64,
     fail_snapshot_installs: AtomicU32,
+    /// Node whose state machine sleeps in every apply (0: none), and for how long (ms).
+    slow_applies_node: AtomicU64,
+    slow_applies_ms: AtomicU64,
 }
 
 impl Failpoints {
@@ -61,6 +64,22 @@ impl Failpoints {
     /// makes the group Fatal).
     pub fn fail_snapshot_installs(&self, n: u32) {
         self.fail_snapshot_installs.store(n, Ordering::SeqCst);
+    }
+
+    /// Every apply on `node` sleeps `delay` before it writes (a slow disk, or a long queue of
+    /// entries): what a group's stop must wait out. `Duration::ZERO` turns it off.
+    pub fn slow_applies_on(&self, node: NodeId, delay: std::time::Duration) {
+        self.slow_applies_ms
+            .store(delay.as_millis() as u64, Ordering::SeqCst);
+        self.slow_applies_node.store(node, Ordering::SeqCst);
+    }
+
+    pub(crate) fn apply_delay(&self, node: NodeId) -> Option<std::time::Duration> {
+        if self.slow_applies_node.load(Ordering::Relaxed) != node {
+            return None;
+        }
+        let ms = self.slow_applies_ms.load(Ordering::SeqCst);
+        (ms > 0).then(|| std::time::Duration::from_millis(ms))
     }
 
     pub(crate) fn take_fail_snapshot_install(&self) -> bool {

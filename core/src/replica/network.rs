@@ -4,6 +4,7 @@
 
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use openraft::errors::{RPCError, ReplicationClosed, StreamingError, Unreachable};
@@ -111,8 +112,12 @@ pub enum AdminRequest {
 pub enum AdminReply {
     Done,
     Status(Box<GroupStatus>),
-    /// The groups a node runs (the answer to `Ping`).
-    Groups(Vec<GroupId>),
+    /// The groups a node runs (the answer to `Ping`), and the id of the node answering: the
+    /// manager ignores an answer from another node than the one it pinged.
+    Groups {
+        node: NodeId,
+        groups: Vec<GroupId>,
+    },
     Size(u64),
 }
 
@@ -135,10 +140,28 @@ pub enum PeerResponse {
     Admin(AdminReply),
 }
 
+/// How long a peer call waits for its answer when its caller names no other bound.
+pub const PEER_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long one snapshot chunk's transfer may take (the sender's rate limit included).
+pub const SNAPSHOT_CHUNK_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long installing a received snapshot may take, on top of its last chunk's transfer: a
+/// slow install is waited for, not answered with a timeout that makes the leader send the
+/// whole snapshot again.
+pub const SNAPSHOT_INSTALL_TIMEOUT: Duration = Duration::from_secs(600);
+
 /// Delivers requests between nodes. Implementations decide what the "wire" is.
 #[async_trait]
 pub trait PeerTransport: Send + Sync + 'static {
-    async fn send(&self, from: NodeId, to: NodeId, request: PeerRequest) -> Result<PeerResponse>;
+    /// Sends `request` to node `to` and waits at most `timeout` for the answer. The deadline
+    /// travels with the request (as gRPC's `grpc-timeout` does): the receiver works on it no
+    /// longer than that, and no shorter.
+    async fn send(
+        &self,
+        from: NodeId,
+        to: NodeId,
+        request: PeerRequest,
+        timeout: Duration,
+    ) -> Result<PeerResponse>;
 }
 
 /// openraft's network factory for one group on one node.
@@ -177,11 +200,22 @@ impl RaftNetworkFactory<TypeConfig> for GroupNetworkFactory {
 
 impl GroupNetwork {
     async fn call(&self, rpc: RaftRpc) -> Result<RaftReply> {
+        let timeout = match &rpc {
+            RaftRpc::SnapshotChunk { last: Some(_), .. } => {
+                SNAPSHOT_CHUNK_TIMEOUT + SNAPSHOT_INSTALL_TIMEOUT
+            }
+            RaftRpc::SnapshotChunk { .. } => SNAPSHOT_CHUNK_TIMEOUT,
+            _ => PEER_TIMEOUT,
+        };
         let req = PeerRequest::Raft {
             group: self.group,
             rpc,
         };
-        match self.transport.send(self.from, self.to, req).await? {
+        match self
+            .transport
+            .send(self.from, self.to, req, timeout)
+            .await?
+        {
             PeerResponse::Raft(reply) => Ok(reply),
             _ => Err(Error::Unavailable("unexpected reply kind".into())),
         }

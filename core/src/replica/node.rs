@@ -18,11 +18,11 @@ use crate::error::{Error, Result};
 use crate::replica::failpoints::Failpoints;
 use crate::replica::network::{AdminReply, AdminRequest};
 use crate::replica::network::{
-    GroupNetworkFactory, PeerRequest, PeerResponse, PeerTransport, RaftReply, RaftRpc,
+    GroupNetworkFactory, PeerRequest, PeerResponse, PeerTransport, RaftReply, RaftRpc, PEER_TIMEOUT,
 };
 use crate::replica::snapshot_transfer;
 use crate::replica::storage::identity::Identity;
-use crate::replica::storage::{count, NodeStore, SnapshotFile, StorageStats};
+use crate::replica::storage::{count, GroupInstance, NodeStore, SnapshotFile, StorageStats};
 use crate::routing::sharding::{ShardMap, META_GROUP};
 use crate::types::{
     ClientRequest, ClientResponse, CommandResult, GroupId, LogId, NodeId, Proposal, ProposalBody,
@@ -109,6 +109,8 @@ pub struct Node {
     fenced: std::sync::Mutex<Vec<GroupId>>,
     peers: Arc<dyn PeerTransport>,
     groups: RwLock<HashMap<GroupId, Raft>>,
+    /// The running state machine instance of each started group (see [`GroupInstance`]).
+    instances: std::sync::Mutex<HashMap<GroupId, Arc<GroupInstance>>>,
     shard_map: RwLock<Arc<ShardMap>>,
     /// Per group this node leads: where its log clock stood when the term began, and when.
     leader_clocks: std::sync::Mutex<HashMap<GroupId, LeaderClock>>,
@@ -151,6 +153,7 @@ impl Node {
             fenced: std::sync::Mutex::new(Vec::new()),
             peers,
             groups: RwLock::new(HashMap::new()),
+            instances: std::sync::Mutex::new(HashMap::new()),
             shard_map: RwLock::new(Arc::new(ShardMap::uniform(1, &[config_id], 1)?)),
             leader_clocks: std::sync::Mutex::new(HashMap::new()),
             starting: tokio::sync::Mutex::new(()),
@@ -299,12 +302,18 @@ impl Node {
             failpoints: self.config.failpoints.clone(),
             stats: self.stats.clone(),
         };
+        // A group restarted in a running process (after a Fatal error, or re-created) starts
+        // from what is durable: nothing still in RocksDB's WAL buffer counts as written.
+        store.sync().await?;
         // Opening may finish an install a crash cut short (a whole snapshot's I/O): not on an
         // async worker thread.
         let (opening, ttl) = (store.clone(), self.config.timing.session_ttl_ms);
-        let state_machine = tokio::task::spawn_blocking(move || opening.state_machine(group, ttl))
-            .await
-            .map_err(|e| Error::Storage(format!("opening group {group}: {e}")))??;
+        let instance = GroupInstance::new(self.id(), self.config.failpoints.clone());
+        let opened = instance.clone();
+        let state_machine =
+            tokio::task::spawn_blocking(move || opening.state_machine_of(group, ttl, opened))
+                .await
+                .map_err(|e| Error::Storage(format!("opening group {group}: {e}")))??;
         let raft = Raft::new(
             self.id(),
             self.config.timing.to_openraft()?,
@@ -317,6 +326,9 @@ impl Node {
             group,
             message: e.to_string(),
         })?;
+        if let Ok(mut instances) = self.instances.lock() {
+            instances.insert(group, instance);
+        }
         self.groups
             .write()
             .map_err(|_| Error::Unavailable("node state poisoned".into()))?
@@ -464,7 +476,12 @@ impl Node {
             hops += 1;
             let sent = self
                 .peers
-                .send(self.id(), target, PeerRequest::Client(request.clone()))
+                .send(
+                    self.id(),
+                    target,
+                    PeerRequest::Client(request.clone()),
+                    PEER_TIMEOUT,
+                )
                 .await;
             last = match sent {
                 Ok(PeerResponse::Client(r)) => return Ok(r),
@@ -517,7 +534,10 @@ impl Node {
             Error::Unavailable(format!("group {group}: {e}"))
         };
         match request {
-            AdminRequest::Ping => Ok(AdminReply::Groups(self.groups())),
+            AdminRequest::Ping => Ok(AdminReply::Groups {
+                node: self.id(),
+                groups: self.groups(),
+            }),
             AdminRequest::StartGroup { group } => {
                 self.start_group(group).await?;
                 Ok(AdminReply::Done)
@@ -715,11 +735,36 @@ impl Node {
         )))
     }
 
-    /// Stops this node's replica of `group` (its data stays).
+    /// Stops this node's replica of `group` (its data stays), completely: Raft's tasks end, the
+    /// state machine applies nothing more of what was queued, and this returns once no task
+    /// holds the instance's state machine (a snapshot build or install, openraft's apply
+    /// worker), so whatever comes next (deleting the group, starting it again) sees no write
+    /// of the old instance after it.
     pub async fn stop_group(&self, group: GroupId) {
         let raft = self.groups.write().ok().and_then(|mut g| g.remove(&group));
+        let instance = self
+            .instances
+            .lock()
+            .ok()
+            .and_then(|mut i| i.remove(&group));
+        if let Some(instance) = &instance {
+            instance.stop();
+        }
         if let Some(raft) = raft {
             let _ = raft.shutdown().await;
+        }
+        let Some(instance) = instance else { return };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Arc::strong_count(&instance) > 1 {
+            if Instant::now() > deadline {
+                tracing::error!(
+                    node = self.id(),
+                    group,
+                    "a stopped group's state machine is still held after 30 s"
+                );
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
         }
     }
 
@@ -794,10 +839,8 @@ impl Node {
                 self.config.limits.check_keys(&key_refs)?;
                 self.check_owned(*group, key_refs.iter().copied())?;
                 self.ensure_readable(*group, *consistency).await?;
-                let store = self.store()?;
-                keys.iter()
-                    .map(|k| store.get(*group, k))
-                    .collect::<Result<Vec<_>>>()
+                self.store()?
+                    .get_many(*group, keys)
                     .map(ClientResponse::Values)
             }
             ClientRequest::Scan {
@@ -940,6 +983,23 @@ impl Node {
         }
     }
 
+    /// Serves a request from a peer node that names the node it is for: one meant for another
+    /// node (sent to an address this node now holds) is refused unread with `WrongNode`.
+    pub async fn handle_peer_for(&self, to: NodeId, request: PeerRequest) -> Result<PeerResponse> {
+        if to != self.id() {
+            tracing::warn!(
+                node = self.id(),
+                asked = to,
+                "refused a peer message meant for another node"
+            );
+            return Err(Error::WrongNode {
+                asked: to,
+                answered: self.id(),
+            });
+        }
+        self.handle_peer(request).await
+    }
+
     /// Serves a request from a peer node.
     pub async fn handle_peer(&self, request: PeerRequest) -> Result<PeerResponse> {
         self.check_running()?;
@@ -1026,6 +1086,11 @@ impl Node {
         for t in tasks {
             t.abort();
             let _ = t.await;
+        }
+        if let Ok(mut instances) = self.instances.lock() {
+            for (_, instance) in instances.drain() {
+                instance.stop();
+            }
         }
         let rafts: Vec<Raft> = self
             .groups

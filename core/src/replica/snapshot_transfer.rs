@@ -62,17 +62,20 @@ impl Receiver {
         data: Vec<u8>,
         last: bool,
     ) -> Result<Option<PathBuf>> {
-        let mut incoming = self.incoming.lock().await;
+        // The node-wide lock guards bookkeeping only: no file I/O (a write, an fsync, a whole
+        // file's checksum) runs under it, so one big snapshot does not stall the others.
         if offset == 0 {
-            let stale: Vec<(GroupId, u64)> = incoming
-                .keys()
-                .filter(|(g, _)| *g == group)
-                .copied()
-                .collect();
-            for key in stale {
-                if let Some(old) = incoming.remove(&key) {
-                    remove_quietly(old.path).await;
-                }
+            let stale: Vec<Incoming> = {
+                let mut incoming = self.incoming.lock().await;
+                let keys: Vec<(GroupId, u64)> = incoming
+                    .keys()
+                    .filter(|(g, _)| *g == group)
+                    .copied()
+                    .collect();
+                keys.iter().filter_map(|k| incoming.remove(k)).collect()
+            };
+            for old in stale {
+                remove_quietly(old.path).await;
             }
             let dir = snapshot::group_dir(node_dir, group);
             let path = dir.join(format!("recv-{transfer}.partial"));
@@ -84,7 +87,7 @@ impl Receiver {
                 }
             })
             .await?;
-            incoming.insert(
+            self.incoming.lock().await.insert(
                 (group, transfer),
                 Incoming {
                     path,
@@ -93,22 +96,26 @@ impl Receiver {
                 },
             );
         }
-        let Some(entry) = incoming.get_mut(&(group, transfer)) else {
-            return Err(Error::Unavailable(format!(
-                "group {group}: snapshot transfer {transfer} unknown here (start again)"
-            )));
-        };
-        if entry.next_offset != offset {
-            let expected = entry.next_offset;
-            if let Some(gone) = incoming.remove(&(group, transfer)) {
-                remove_quietly(gone.path).await;
+        let (mut file, path) = {
+            let mut incoming = self.incoming.lock().await;
+            let Some(entry) = incoming.get_mut(&(group, transfer)) else {
+                return Err(Error::Unavailable(format!(
+                    "group {group}: snapshot transfer {transfer} unknown here (start again)"
+                )));
+            };
+            if entry.next_offset != offset {
+                let expected = entry.next_offset;
+                if let Some(gone) = incoming.remove(&(group, transfer)) {
+                    remove_quietly(gone.path).await;
+                }
+                return Err(Error::Unavailable(format!(
+                    "group {group}: snapshot chunk at {offset}, expected {expected} (start again)"
+                )));
             }
-            return Err(Error::Unavailable(format!(
-                "group {group}: snapshot chunk at {offset}, expected {expected} (start again)"
-            )));
-        }
-        let Some(mut file) = entry.file.take() else {
-            return Err(Error::Unavailable("snapshot file busy".into()));
+            let Some(file) = entry.file.take() else {
+                return Err(Error::Unavailable("snapshot file busy".into()));
+            };
+            (file, entry.path.clone())
         };
         let len = data.len() as u64;
         let written = blocking(move || {
@@ -119,27 +126,36 @@ impl Receiver {
             Ok(file)
         })
         .await;
-        let file = match written {
-            Ok(f) => f,
-            Err(e) => {
-                if let Some(gone) = incoming.remove(&(group, transfer)) {
-                    remove_quietly(gone.path).await;
+        {
+            let mut incoming = self.incoming.lock().await;
+            match written {
+                Ok(file) if !last => {
+                    // Put back unless a newer transfer of the group replaced this one.
+                    return match incoming.get_mut(&(group, transfer)) {
+                        Some(entry) => {
+                            entry.next_offset += len;
+                            entry.file = Some(file);
+                            Ok(None)
+                        }
+                        None => Err(Error::Unavailable(format!(
+                            "group {group}: snapshot transfer {transfer} was replaced (start again)"
+                        ))),
+                    };
                 }
-                return Err(e);
+                Ok(_) => {
+                    incoming.remove(&(group, transfer));
+                }
+                Err(e) => {
+                    incoming.remove(&(group, transfer));
+                    drop(incoming);
+                    remove_quietly(path).await;
+                    return Err(e);
+                }
             }
-        };
-        entry.next_offset += len;
-        if !last {
-            entry.file = Some(file);
-            return Ok(None);
         }
-        drop(file);
-        let Some(done) = incoming.remove(&(group, transfer)) else {
-            return Err(Error::Unavailable("snapshot transfer vanished".into()));
-        };
-        let complete = done.path.with_extension("sss");
+        let complete = path.with_extension("sss");
         let finished = blocking({
-            let (partial, complete) = (done.path.clone(), complete.clone());
+            let (partial, complete) = (path.clone(), complete.clone());
             move || {
                 snapshot::verify(&partial)?;
                 std::fs::rename(&partial, &complete)?;
@@ -151,7 +167,7 @@ impl Receiver {
         })
         .await;
         if let Err(e) = finished {
-            remove_quietly(done.path).await;
+            remove_quietly(path).await;
             return Err(e);
         }
         Ok(Some(complete))

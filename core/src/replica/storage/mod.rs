@@ -8,8 +8,9 @@ pub(crate) mod snapshot;
 mod state_machine;
 mod syncer;
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use rocksdb::{ColumnFamily, ColumnFamilyDescriptor, Options, WriteBatch, WriteOptions, DB};
@@ -129,6 +130,58 @@ pub struct NodeStore {
     syncer: Syncer,
     stats: Arc<StorageStats>,
     failure: Failure,
+    /// Per group, how many times a snapshot install began or ended: odd while one runs (its
+    /// state machine range is deleted, then filled). Reads check it around their RocksDB
+    /// snapshot and never answer from a partial state.
+    installs: Mutex<HashMap<GroupId, u64>>,
+}
+
+/// One running instance of a group's state machine, shared by every clone of it (openraft's
+/// apply worker, snapshot builds and installs). Stopping the group marks it stopped, so queued
+/// applies write nothing more, then waits until no clone is left before the group's data is
+/// deleted or the group is started again: an old instance never writes into a new one's state.
+pub struct GroupInstance {
+    stopped: AtomicBool,
+    node: crate::types::NodeId,
+    failpoints: Arc<crate::replica::failpoints::Failpoints>,
+}
+
+impl GroupInstance {
+    pub(crate) fn new(
+        node: crate::types::NodeId,
+        failpoints: Arc<crate::replica::failpoints::Failpoints>,
+    ) -> Arc<Self> {
+        Arc::new(GroupInstance {
+            stopped: AtomicBool::new(false),
+            node,
+            failpoints,
+        })
+    }
+
+    /// From now on the instance writes nothing.
+    pub(crate) fn stop(&self) {
+        self.stopped.store(true, Ordering::SeqCst);
+    }
+
+    pub(crate) fn is_stopped(&self) -> bool {
+        self.stopped.load(Ordering::SeqCst)
+    }
+
+    pub(crate) fn apply_delay(&self) -> Option<std::time::Duration> {
+        self.failpoints.apply_delay(self.node)
+    }
+}
+
+/// Marks a snapshot install of one group as running until dropped (see [`NodeStore::reads`]).
+pub(crate) struct InstallGuard {
+    store: Arc<NodeStore>,
+    group: GroupId,
+}
+
+impl Drop for InstallGuard {
+    fn drop(&mut self) {
+        self.store.bump_installs(self.group);
+    }
 }
 
 impl NodeStore {
@@ -179,7 +232,50 @@ impl NodeStore {
             syncer,
             stats,
             failure,
+            installs: Mutex::new(HashMap::new()),
         }))
+    }
+
+    fn bump_installs(&self, group: GroupId) {
+        if let Ok(mut installs) = self.installs.lock() {
+            *installs.entry(group).or_insert(0) += 1;
+        }
+    }
+
+    fn install_generation(&self, group: GroupId) -> u64 {
+        self.installs
+            .lock()
+            .map(|i| i.get(&group).copied().unwrap_or(0))
+            .unwrap_or(1)
+    }
+
+    /// Marks a snapshot install of `group` as running until the guard is dropped: reads of the
+    /// group fail with a retryable error meanwhile.
+    pub(crate) fn begin_installing(self: &Arc<Self>, group: GroupId) -> InstallGuard {
+        self.bump_installs(group);
+        InstallGuard {
+            store: self.clone(),
+            group,
+        }
+    }
+
+    /// Runs `read` against one RocksDB snapshot, so every key it reads comes from the same
+    /// point in the apply order (a batch write of the group is seen whole or not at all).
+    /// Refuses, retryably, while a snapshot install of the group runs or if one ran while the
+    /// snapshot was taken.
+    fn reads<T>(
+        &self,
+        group: GroupId,
+        read: impl FnOnce(&rocksdb::SnapshotWithThreadMode<'_, DB>) -> Result<T>,
+    ) -> Result<T> {
+        let before = self.install_generation(group);
+        let snapshot = self.db.snapshot();
+        if before % 2 == 1 || self.install_generation(group) != before {
+            return Err(Error::Unavailable(format!(
+                "group {group} is installing a snapshot on this node"
+            )));
+        }
+        read(&snapshot)
     }
 
     /// The error that made this store stop persisting (a full disk, say), if one did. A failed
@@ -208,14 +304,37 @@ impl NodeStore {
         group: GroupId,
         session_ttl_ms: u64,
     ) -> Result<StateMachine> {
-        StateMachine::new(group, self.clone(), session_ttl_ms)
+        let instance = GroupInstance::new(0, Default::default());
+        StateMachine::new(group, self.clone(), session_ttl_ms, instance)
+    }
+
+    /// [`state_machine`](Self::state_machine) as one running `instance` of the group.
+    pub(crate) fn state_machine_of(
+        self: &Arc<Self>,
+        group: GroupId,
+        session_ttl_ms: u64,
+        instance: Arc<GroupInstance>,
+    ) -> Result<StateMachine> {
+        StateMachine::new(group, self.clone(), session_ttl_ms, instance)
     }
 
     /// Reads a user key of `group` from the local state machine, whatever this replica's role.
     pub fn get(&self, group: GroupId, key: &[u8]) -> Result<Option<Vec<u8>>> {
-        Ok(self
-            .db
-            .get_cf(self.cf(keys::CF_SM), keys::data_key(group, key))?)
+        self.reads(group, |snapshot| {
+            Ok(snapshot.get_cf(self.cf(keys::CF_SM), keys::data_key(group, key))?)
+        })
+    }
+
+    /// Reads many user keys of `group` from one RocksDB snapshot, in the order given.
+    pub fn get_many(&self, group: GroupId, user_keys: &[Vec<u8>]) -> Result<Vec<Option<Vec<u8>>>> {
+        self.reads(group, |snapshot| {
+            let cf = self.cf(keys::CF_SM);
+            snapshot
+                .multi_get_cf(user_keys.iter().map(|k| (cf, keys::data_key(group, k))))
+                .into_iter()
+                .map(|r| r.map_err(Error::from))
+                .collect()
+        })
     }
 
     /// Up to `limit` user pairs of `group` with `start <= key < end`, in key order, and whether
@@ -231,15 +350,22 @@ impl NodeStore {
             Some(e) => keys::data_key(group, e),
             None => keys::data_range(group).1,
         };
-        let mut items = Vec::new();
-        for kv in self.range(keys::CF_SM, &keys::data_key(group, start), upper) {
-            let (k, v) = kv?;
-            if items.len() == limit {
-                return Ok((items, true));
+        self.reads(group, |snapshot| {
+            let mut ro = rocksdb::ReadOptions::default();
+            ro.set_iterate_upper_bound(upper);
+            ro.set_snapshot(snapshot);
+            let from = keys::data_key(group, start);
+            let mode = rocksdb::IteratorMode::From(&from, rocksdb::Direction::Forward);
+            let mut items = Vec::new();
+            for kv in self.db.iterator_cf_opt(self.cf(keys::CF_SM), ro, mode) {
+                let (k, v) = kv?;
+                if items.len() == limit {
+                    return Ok((items, true));
+                }
+                items.push((keys::user_key_of(&k).to_vec(), v.to_vec()));
             }
-            items.push((keys::user_key_of(&k).to_vec(), v.to_vec()));
-        }
-        Ok((items, false))
+            Ok((items, false))
+        })
     }
 
     /// Iterates `cf` over `[start, end)`.

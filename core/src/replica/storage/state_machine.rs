@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use super::keys::{self, CF_SM};
 use super::snapshot::{self, SnapshotFile, SnapshotRecord, SnapshotWriter};
-use super::{count, encode, io_err, NodeStore};
+use super::{count, encode, io_err, GroupInstance, NodeStore};
 use crate::types::{
     Command, CommandResult, GroupId, LogId, Proposal, ProposalBody, SnapshotMeta, StoredMembership,
     TypeConfig,
@@ -42,6 +42,8 @@ pub struct StateMachine {
     /// Held while the current-snapshot record changes: a build finishing during an install must
     /// not make its older snapshot current (nor delete the installed one's file).
     record_lock: Arc<std::sync::Mutex<()>>,
+    /// The instance this clone belongs to: once stopped, nothing more is written.
+    instance: Arc<GroupInstance>,
 }
 
 impl StateMachine {
@@ -49,6 +51,7 @@ impl StateMachine {
         group: GroupId,
         store: Arc<NodeStore>,
         session_ttl_ms: u64,
+        instance: Arc<GroupInstance>,
     ) -> crate::error::Result<Self> {
         std::fs::create_dir_all(snapshot::group_dir(store.dir(), group))?;
         let installing: Option<SnapshotRecord> =
@@ -68,7 +71,17 @@ impl StateMachine {
             last_sweep_ms: Arc::new(AtomicU64::new(0)),
             record_lock: Arc::new(std::sync::Mutex::new(())),
             sweep_cursor: Arc::new(std::sync::Mutex::new(None)),
+            instance,
         })
+    }
+
+    /// Refuses to write for an instance that was stopped (its group may be deleted or running
+    /// again as a new instance).
+    fn check_running(&self) -> io::Result<()> {
+        if self.instance.is_stopped() {
+            return Err(io_err(format!("group {} was stopped", self.group)));
+        }
+        Ok(())
     }
 
     fn read_applied(&self) -> io::Result<(Option<LogId>, StoredMembership)> {
@@ -377,6 +390,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     where
         Strm: Stream<Item = io::Result<EntryResponder<TypeConfig>>> + Unpin + OptionalSend,
     {
+        if let Some(delay) = self.instance.apply_delay() {
+            tokio::time::sleep(delay).await;
+        }
         let clock_key = keys::replicated_meta_key(self.group, keys::SM_CLOCK);
         let clock_ms = self.store.get_value::<u64>(CF_SM, &clock_key)?.unwrap_or(0);
         let mut view = BatchView {
@@ -446,6 +462,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 encode(&Some(m))?,
             );
         }
+        self.check_running()?;
         // The log is durable; the state machine is rebuilt from it after a crash, so no fsync.
         self.store.write(batch)?;
         count(&self.store.stats.entries_applied, n);
@@ -466,6 +483,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         meta: &SnapshotMeta,
         snapshot: SnapshotFile,
     ) -> io::Result<()> {
+        self.check_running()?;
         let seq = self.snapshot_seq.fetch_add(1, Ordering::Relaxed);
         let file_name = snapshot::file_name_for(meta.last_log_id.as_ref(), seq);
         let own_path = self.snapshot_path(&file_name);
@@ -475,6 +493,8 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             file_name: file_name.clone(),
         };
         let (store, group) = (self.store.clone(), self.group);
+        // Reads of the group are refused (retryably) until the new state is whole.
+        let _installing = self.store.begin_installing(group);
         let (this, marked, from) = (self.clone(), record.clone(), snapshot.path.clone());
         let to = own_path.clone();
         tokio::task::spawn_blocking(move || -> io::Result<()> {
@@ -560,11 +580,15 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
             let mut ro = ReadOptions::default();
             ro.set_iterate_upper_bound(end);
             ro.set_snapshot(&snap);
-            for kv in
-                store
-                    .db
-                    .iterator_cf_opt(cf, ro, IteratorMode::From(&start, Direction::Forward))
+            for (i, kv) in store
+                .db
+                .iterator_cf_opt(cf, ro, IteratorMode::From(&start, Direction::Forward))
+                .enumerate()
             {
+                // A stopped group's build ends early: its stop waits for it.
+                if i % 4096 == 0 {
+                    this.check_running()?;
+                }
                 let (k, v) = kv.map_err(io_err)?;
                 writer.record(&k[8..], &v)?;
             }
@@ -575,6 +599,7 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
             };
             // The finished file appears, and becomes current or not, under the record lock.
             let recording = this.record_lock.lock().map_err(io_err)?;
+            this.check_running()?;
             writer.finish()?;
             let newer_exists = this
                 .current_record()?
