@@ -300,6 +300,14 @@ async fn moves_of_a_large_shard_over_a_slow_link_finish_without_rollback() {
     let events = stdout(&events);
     assert!(events.contains("move_finished"), "{events}");
     assert!(!events.contains("move_rolled_back"), "{events}");
+    // No attempt was cut by a deadline shorter than its caller's (the catch-up wait, the
+    // snapshot's install).
+    let cut: Vec<&str> = events
+        .lines()
+        .filter(|l| l.contains("move_attempt_failed"))
+        .filter(|l| l.contains("within") || l.contains("timed out"))
+        .collect();
+    assert!(cut.is_empty(), "move attempts cut short: {cut:#?}");
     // The new replica holds the data: a stale read pinned to node 4 finds a big key.
     let map = client.refresh_map().await.expect("map");
     let on_four = map.shards_on(4);

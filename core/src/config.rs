@@ -199,6 +199,11 @@ pub struct StorageOptions {
     /// Test mode: a crashed node also loses every write it made after its last fsync (the WAL
     /// is cut back to what was synced), as a power loss would.
     pub lose_unsynced_on_crash: bool,
+    /// Test mode: a crashed node loses what RocksDB's WAL buffer held and never wrote to its
+    /// file, as a killed process would (the files are kept as they were at the crash; RocksDB's
+    /// close would otherwise write the buffer out). The WAL is flushed manually, as in
+    /// production. `lose_unsynced_on_crash` takes precedence (it writes the WAL at once).
+    pub lose_unflushed_on_crash: bool,
 }
 
 impl Default for StorageOptions {
@@ -206,6 +211,7 @@ impl Default for StorageOptions {
         StorageOptions {
             sync: true,
             lose_unsynced_on_crash: false,
+            lose_unflushed_on_crash: false,
         }
     }
 }

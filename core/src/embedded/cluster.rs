@@ -784,8 +784,20 @@ impl EmbeddedCluster {
                 .load(std::sync::atomic::Ordering::Relaxed),
             std::sync::atomic::Ordering::Relaxed,
         );
+        let dir = self.node_dir(id)?;
+        let kept = dir.join("db.at-crash");
         let (synced, store) = {
             let store = node.store()?;
+            if self.options.storage.lose_unflushed_on_crash
+                && !self.options.storage.lose_unsynced_on_crash
+            {
+                // The files as a killed process leaves them; RocksDB's close below would
+                // write out the WAL buffer.
+                let (frozen, into) = (store.clone(), kept.clone());
+                tokio::task::spawn_blocking(move || frozen.freeze_for_crash(&into))
+                    .await
+                    .map_err(|e| Error::Storage(format!("crash copy: {e}")))??;
+            }
             (store.synced_wal(), Arc::downgrade(&store))
         };
         node.shutdown().await;
@@ -800,6 +812,10 @@ impl EmbeddedCluster {
                 )));
             }
             tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        if kept.exists() {
+            std::fs::remove_dir_all(dir.join("db"))?;
+            std::fs::rename(&kept, dir.join("db"))?;
         }
         self.events
             .record("node_stopped", format!("node {id} stopped"));

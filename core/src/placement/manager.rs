@@ -668,6 +668,15 @@ async fn drive(
         }
         Err(e) => {
             st.move_failures += 1;
+            events.record(
+                "move_attempt_failed",
+                format!(
+                    "{}: attempt {} of {} failed: {e}",
+                    describe(&mv),
+                    st.move_failures,
+                    options.move_attempts
+                ),
+            );
             Err(e)
         }
     }

@@ -316,6 +316,7 @@ pub async fn run(options: RunOptions) -> Result<RunReport> {
             storage: StorageOptions {
                 sync: options.sync,
                 lose_unsynced_on_crash: lose_unsynced,
+                ..Default::default()
             },
             seed: Some(options.seed),
             manager: ManagerOptions {

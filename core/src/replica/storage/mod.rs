@@ -134,6 +134,10 @@ pub struct NodeStore {
     /// state machine range is deleted, then filled). Reads check it around their RocksDB
     /// snapshot and never answer from a partial state.
     installs: Mutex<HashMap<GroupId, u64>>,
+    /// Set by a simulated crash: nothing more reaches the files (see [`freeze_for_crash`]).
+    ///
+    /// [`freeze_for_crash`]: NodeStore::freeze_for_crash
+    frozen: Arc<AtomicBool>,
 }
 
 /// One running instance of a group's state machine, shared by every clone of it (openraft's
@@ -214,6 +218,7 @@ impl NodeStore {
         let db = DB::open_cf_descriptors(&db_opts, dir.join("db"), cfs)?;
         let db = Arc::new(db);
         let failure = Failure::default();
+        let frozen = Arc::new(AtomicBool::new(false));
         let syncer = Syncer::spawn(
             db.clone(),
             dir.join("db"),
@@ -223,6 +228,7 @@ impl NodeStore {
             },
             stats.clone(),
             failure.clone(),
+            frozen.clone(),
         )?;
         std::fs::create_dir_all(dir.join("snapshots"))?;
         Ok(Arc::new(NodeStore {
@@ -233,7 +239,34 @@ impl NodeStore {
             stats,
             failure,
             installs: Mutex::new(HashMap::new()),
+            frozen,
         }))
+    }
+
+    /// A simulated process crash: from now on no write, WAL flush or sync of this store reaches
+    /// its files, RocksDB's background work stops, and the data dir's RocksDB files are copied
+    /// to `into` as they are: what a killed process leaves (the WAL buffer never written is
+    /// lost). The caller puts the copy in place of the live files once the store is closed.
+    pub fn freeze_for_crash(&self, into: &Path) -> Result<()> {
+        self.frozen.store(true, Ordering::SeqCst);
+        // A flush or write already past its check finishes before the copy starts.
+        self.syncer.drain();
+        self.db.cancel_all_background_work(true);
+        std::fs::create_dir_all(into)?;
+        for entry in std::fs::read_dir(self.dir.join("db"))? {
+            let entry = entry?;
+            if entry.file_type()?.is_file() {
+                std::fs::copy(entry.path(), into.join(entry.file_name()))?;
+            }
+        }
+        Ok(())
+    }
+
+    fn check_not_frozen(&self) -> std::io::Result<()> {
+        if self.frozen.load(Ordering::SeqCst) {
+            return Err(io_err("the node crashed (simulated): nothing more is written"));
+        }
+        Ok(())
     }
 
     fn bump_installs(&self, group: GroupId) {
@@ -507,6 +540,7 @@ impl NodeStore {
 
     /// Writes `batch` (visible at once, durable at the next WAL fsync).
     fn write(&self, batch: WriteBatch) -> std::io::Result<()> {
+        self.check_not_frozen()?;
         self.db
             .write_opt(batch, &WriteOptions::default())
             .map_err(|e| {
@@ -524,6 +558,7 @@ impl NodeStore {
     /// Returns once everything written so far is on disk (with sync switched off: once it is
     /// handed to the OS, so a killed process keeps it).
     pub async fn sync(&self) -> std::io::Result<()> {
+        self.check_not_frozen()?;
         if !self.options.sync {
             // The WAL is buffered in RocksDB until a flush (manual WAL flush).
             return self.db.flush_wal(false).map_err(|e| {
@@ -578,4 +613,64 @@ impl From<Error> for std::io::Error {
 
 pub(crate) fn count(counter: &AtomicU64, n: u64) {
     counter.fetch_add(n, Ordering::Relaxed);
+}
+
+#[cfg(test)]
+mod crash_tests {
+    use super::*;
+    use crate::replica::storage::identity::Identity;
+
+    fn open(dir: &Path) -> Arc<NodeStore> {
+        NodeStore::open(dir, &Identity::new("crash", 1), StorageOptions::default())
+            .expect("open store")
+    }
+
+    fn put(store: &NodeStore, key: &[u8]) {
+        let mut batch = WriteBatch::default();
+        batch.put_cf(store.cf(keys::CF_SM), keys::data_key(1, key), b"v");
+        store.write(batch).expect("write");
+    }
+
+    /// Closes `store` and waits until RocksDB has released its files.
+    fn close(store: Arc<NodeStore>) {
+        let gone = Arc::downgrade(&store);
+        drop(store);
+        while gone.strong_count() > 0 {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+    }
+
+    #[tokio::test]
+    async fn a_process_crash_keeps_what_was_flushed_and_loses_the_wal_buffer() {
+        let dir = tempfile::tempdir().expect("dir");
+        let store = open(dir.path());
+        put(&store, b"flushed");
+        store.sync().await.expect("sync");
+        put(&store, b"buffered");
+        let kept = dir.path().join("db.at-crash");
+        store.freeze_for_crash(&kept).expect("freeze");
+        assert!(store.sync().await.is_err(), "a crashed store syncs nothing");
+        close(store);
+        std::fs::remove_dir_all(dir.path().join("db")).expect("remove");
+        std::fs::rename(&kept, dir.path().join("db")).expect("rename");
+        let store = open(dir.path());
+        assert_eq!(store.get(1, b"flushed").expect("get"), Some(b"v".to_vec()));
+        assert_eq!(
+            store.get(1, b"buffered").expect("get"),
+            None,
+            "what the WAL buffer held died with the process"
+        );
+    }
+
+    /// The control: a plain close writes the buffer out, so a crash simulated by dropping the
+    /// store alone would keep writes a killed process loses.
+    #[tokio::test]
+    async fn a_plain_close_writes_the_wal_buffer_out() {
+        let dir = tempfile::tempdir().expect("dir");
+        let store = open(dir.path());
+        put(&store, b"buffered");
+        close(store);
+        let store = open(dir.path());
+        assert_eq!(store.get(1, b"buffered").expect("get"), Some(b"v".to_vec()));
+    }
 }

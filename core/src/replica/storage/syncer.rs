@@ -6,6 +6,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::thread::JoinHandle;
 
@@ -50,6 +51,8 @@ pub(crate) struct Syncer {
     tx: Option<mpsc::Sender<SyncRequest>>,
     handle: Option<JoinHandle<()>>,
     synced: SyncedWal,
+    /// Held while the WAL is flushed: a simulated crash waits for a flush under way.
+    gate: Arc<Mutex<()>>,
 }
 
 impl Syncer {
@@ -59,18 +62,36 @@ impl Syncer {
         mode: SyncMode,
         stats: Arc<StorageStats>,
         failure: Failure,
+        frozen: Arc<AtomicBool>,
     ) -> Result<Self> {
         let synced: SyncedWal = Arc::new(Mutex::new(wal_sizes(&wal_dir)));
         let (tx, rx) = mpsc::channel::<SyncRequest>();
         let synced_in_thread = synced.clone();
+        let gate = Arc::new(Mutex::new(()));
+        let worker = Worker {
+            db,
+            wal_dir,
+            mode,
+            stats,
+            synced: synced_in_thread,
+            failure,
+            frozen,
+            gate: gate.clone(),
+        };
         let handle = std::thread::Builder::new()
             .name("scalestore-wal-sync".into())
-            .spawn(move || run(db, wal_dir, rx, mode, stats, synced_in_thread, failure))?;
+            .spawn(move || worker.run(rx))?;
         Ok(Syncer {
             tx: Some(tx),
             handle: Some(handle),
             synced,
+            gate,
         })
+    }
+
+    /// Returns once no WAL flush is under way (one that starts later sees the store frozen).
+    pub(crate) fn drain(&self) {
+        drop(self.gate.lock());
     }
 
     /// Completes `request` once everything written before this call is on disk.
@@ -97,43 +118,67 @@ impl Syncer {
     }
 }
 
-fn run(
+/// What the syncer thread owns.
+struct Worker {
     db: Arc<DB>,
     wal_dir: PathBuf,
-    rx: mpsc::Receiver<SyncRequest>,
     mode: SyncMode,
     stats: Arc<StorageStats>,
     synced: SyncedWal,
     failure: Failure,
-) {
-    while let Ok(first) = rx.recv() {
-        let mut waiting = vec![first];
-        waiting.extend(rx.try_iter());
-        // Sizes taken before the fsync are covered by it; bytes written meanwhile wait for
-        // the next one (their callbacks are not in this batch).
-        let sizes = mode.track_synced.then(|| wal_sizes(&wal_dir));
-        let started = std::time::Instant::now();
-        // Writes the WAL buffered in RocksDB (manual WAL flush) to the file, and fsyncs it.
-        let result = db.flush_wal(mode.fsync).map_err(|e| e.into_string());
-        if mode.fsync {
-            count(&stats.log_syncs, 1);
-            stats.fsync_latency.record(started.elapsed());
+    /// A simulated crash froze the store: nothing more is flushed.
+    frozen: Arc<AtomicBool>,
+    gate: Arc<Mutex<()>>,
+}
+
+impl Worker {
+    /// Writes the WAL buffered in RocksDB (manual WAL flush) to its file, and fsyncs it.
+    fn flush(&self) -> std::result::Result<(), String> {
+        let _flushing = self.gate.lock();
+        if self.frozen.load(Ordering::SeqCst) {
+            return Err("the node crashed (simulated): nothing more is written".into());
         }
-        match &result {
-            Ok(()) => {
-                if let (Some(sizes), true, Ok(mut s)) = (sizes, mode.fsync, synced.lock()) {
-                    *s = sizes;
-                }
+        self.db.flush_wal(self.mode.fsync).map_err(|e| e.into_string())
+    }
+
+    fn run(self, rx: mpsc::Receiver<SyncRequest>) {
+        let Worker {
+            ref wal_dir,
+            mode,
+            ref stats,
+            ref synced,
+            ref failure,
+            ..
+        } = self;
+        while let Ok(first) = rx.recv() {
+            let mut waiting = vec![first];
+            waiting.extend(rx.try_iter());
+            // Sizes taken before the fsync are covered by it; bytes written meanwhile wait for
+            // the next one (their callbacks are not in this batch).
+            let sizes = mode.track_synced.then(|| wal_sizes(wal_dir));
+            let started = std::time::Instant::now();
+            let result = self.flush();
+            if mode.fsync {
+                count(&stats.log_syncs, 1);
+                stats.fsync_latency.record(started.elapsed());
             }
-            Err(e) => record_failure(&failure, &stats, e),
-        }
-        let raft = waiting
-            .iter()
-            .filter(|r| matches!(r, SyncRequest::Raft(_)))
-            .count();
-        count(&stats.log_appends, raft as u64);
-        for r in waiting {
-            r.complete(result.clone());
+            match &result {
+                Ok(()) => {
+                    if let (Some(sizes), true, Ok(mut s)) = (sizes, mode.fsync, synced.lock()) {
+                        *s = sizes;
+                    }
+                }
+                Err(_) if self.frozen.load(Ordering::SeqCst) => {}
+                Err(e) => record_failure(failure, stats, e),
+            }
+            let raft = waiting
+                .iter()
+                .filter(|r| matches!(r, SyncRequest::Raft(_)))
+                .count();
+            count(&stats.log_appends, raft as u64);
+            for r in waiting {
+                r.complete(result.clone());
+            }
         }
     }
 }
