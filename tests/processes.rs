@@ -245,14 +245,14 @@ async fn a_fourth_process_joins_and_receives_replicas_then_leaves_and_its_replic
     }
 }
 
-/// Moving a replica of a shard whose snapshot takes far longer than 5 s to send (20 MB at
-/// 1 MiB/s): the manager's catch-up wait and the snapshot's install follow their callers'
-/// deadlines, so every move finishes on its first try and none is rolled back.
+/// Moving replicas of shards whose snapshots take longer than 5 s to send (8 MB each at
+/// 1 MiB/s): the manager's catch-up wait (60 s) and the snapshot's install follow their
+/// callers' deadlines, so no attempt is cut short and none is rolled back.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn moves_of_a_large_shard_over_a_slow_link_finish_without_rollback() {
     let mut p = Processes::start_with(
         3,
-        2,
+        4,
         &[
             "--snapshot-rate-mib",
             "1",
@@ -265,40 +265,54 @@ async fn moves_of_a_large_shard_over_a_slow_link_finish_without_rollback() {
     .await;
     let client = p.client().await;
     let value = vec![b'x'; 512 * 1024];
-    let mut bytes = [0usize; 2];
+    // Every shard large (node 4 takes a replica of three of them, at least one led by a node
+    // other than the manager's leader, so the catch-up wait crosses the network).
+    const LARGE: usize = 8 * 1024 * 1024;
+    let mut bytes = [0usize; 4];
     let mut i = 0;
-    while bytes.iter().any(|b| *b < 21 * 1024 * 1024) {
+    while bytes.iter().any(|b| *b < LARGE) {
         let key = format!("big-{i}");
         let shard = client.shard_of(&key).await.expect("shard") as usize;
-        if bytes[shard] < 21 * 1024 * 1024 {
+        if bytes[shard] < LARGE {
             client.put(&key, &value).await.expect("put");
             bytes[shard] += value.len();
         }
         i += 1;
     }
+    // Small writes after the big ones, so each shard's next snapshot covers all of them and its
+    // log is purged behind it: a new replica can only catch up by snapshot.
+    for j in 0..400 {
+        client.put(format!("small-{j}"), "s").await.expect("put");
+    }
+    tokio::time::sleep(Duration::from_secs(5)).await;
     p.join(4).await;
+    // Settled: node 4 holds a replica, and every move that started has finished.
     let deadline = Instant::now() + Duration::from_secs(300);
-    loop {
+    let events = loop {
+        let listed = stdout(&cli(&["--endpoints", &p.endpoints(), "events"]));
+        let count = |kind: &str| listed.lines().filter(|l| l.contains(kind)).count();
+        let (started, finished) = (count("\tmove_started\t"), count("\tmove_finished\t"));
         if let Some(s) = p.status(1).await {
             let four = s.nodes.iter().find(|n| n.id == 4);
             let settled = s
                 .shards
                 .iter()
                 .all(|h| h.leader.is_some() && h.replicas.len() == 3);
-            if four.is_some_and(|n| !n.shards.is_empty()) && settled {
-                break;
+            if four.is_some_and(|n| !n.shards.is_empty())
+                && settled
+                && started > 0
+                && finished >= started
+            {
+                break listed;
             }
         }
         assert!(
             Instant::now() < deadline,
-            "node 4 got a replica; log: {}",
+            "node 4 got a replica and the moves finished; events: {listed}; log: {}",
             p.log(4)
         );
         tokio::time::sleep(Duration::from_millis(500)).await;
-    }
-    let events = cli(&["--endpoints", &p.endpoints(), "events"]);
-    let events = stdout(&events);
-    assert!(events.contains("move_finished"), "{events}");
+    };
     assert!(!events.contains("move_rolled_back"), "{events}");
     // No attempt was cut by a deadline shorter than its caller's (the catch-up wait, the
     // snapshot's install).

@@ -248,3 +248,65 @@ async fn a_client_of_one_cluster_never_writes_into_another_at_a_reused_address()
     a.shutdown().await.expect("shutdown a");
     b.shutdown().await.expect("shutdown b");
 }
+
+/// A peer call's deadline is its caller's: an admin request that takes 7 s to handle (a voter
+/// change held at the leader), sent with a 20 s deadline, gets its answer. A fixed 5 s reply
+/// timeout used to cut every such call on both sides, whatever the caller allowed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_call_waits_as_long_as_its_caller_allows_not_a_fixed_five_seconds() {
+    use scalestore::network::{AdminReply, AdminRequest, PeerRequest, PeerResponse, PeerTransport};
+
+    let cluster = EmbeddedCluster::start(ClusterOptions {
+        nodes: 3,
+        shards: 1,
+        ..Default::default()
+    })
+    .await
+    .expect("start");
+    let leader = cluster
+        .wait_for_leader(0, Duration::from_secs(30))
+        .await
+        .expect("leader");
+    let served = scalestore_server::serve_embedded(&cluster, "127.0.0.1")
+        .await
+        .expect("serve");
+    let caller = (1..=3).find(|n| *n != leader).expect("another node");
+    let peers = scalestore_server::peer::GrpcPeers::new(
+        caller,
+        cluster.cluster_id(),
+        served.addresses().into_iter().collect(),
+        0,
+        None,
+    );
+    let failpoints = cluster.failpoints().clone();
+    failpoints.hold_next_voter_change();
+    let releaser = tokio::spawn(async move {
+        while !failpoints.is_holding() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        tokio::time::sleep(Duration::from_secs(7)).await;
+        failpoints.release();
+    });
+    let started = std::time::Instant::now();
+    let answer = peers
+        .send(
+            caller,
+            leader,
+            PeerRequest::Admin(AdminRequest::ChangeVoters {
+                group: 0,
+                voters: vec![1, 2, 3],
+                fence: None,
+            }),
+            Duration::from_secs(20),
+        )
+        .await;
+    assert!(
+        matches!(answer, Ok(PeerResponse::Admin(AdminReply::Done))),
+        "answered after {:?}: {answer:?}",
+        started.elapsed()
+    );
+    assert!(started.elapsed() >= Duration::from_secs(7));
+    releaser.await.expect("releaser");
+    served.stop().await;
+    cluster.shutdown().await.expect("shutdown");
+}

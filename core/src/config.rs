@@ -159,6 +159,9 @@ impl Default for RaftTiming {
     }
 }
 
+/// How close (in entries) a new replica must be to its leader before a move makes it a voter.
+pub const REPLICATION_LAG_THRESHOLD: u64 = 64;
+
 impl RaftTiming {
     pub fn to_openraft(&self) -> Result<Arc<openraft::Config>> {
         let config = openraft::Config {
@@ -177,6 +180,11 @@ impl RaftTiming {
             // instead of deposing a working leader (the fault suite saw shards lose their leader
             // for a second after every heal without it).
             enable_pre_vote: Some(true),
+            // A blocking add_learner (a move's catch-up step) returns once the learner is
+            // within this many entries of the leader. openraft's default (5,000) let a move
+            // make a replica a voter before it had received its snapshot, whenever the shard's
+            // log was shorter than that, however much data it held.
+            replication_lag_threshold: REPLICATION_LAG_THRESHOLD,
             ..Default::default()
         };
         let config = config

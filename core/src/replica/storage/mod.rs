@@ -264,7 +264,9 @@ impl NodeStore {
 
     fn check_not_frozen(&self) -> std::io::Result<()> {
         if self.frozen.load(Ordering::SeqCst) {
-            return Err(io_err("the node crashed (simulated): nothing more is written"));
+            return Err(io_err(
+                "the node crashed (simulated): nothing more is written",
+            ));
         }
         Ok(())
     }

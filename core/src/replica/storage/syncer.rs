@@ -138,7 +138,9 @@ impl Worker {
         if self.frozen.load(Ordering::SeqCst) {
             return Err("the node crashed (simulated): nothing more is written".into());
         }
-        self.db.flush_wal(self.mode.fsync).map_err(|e| e.into_string())
+        self.db
+            .flush_wal(self.mode.fsync)
+            .map_err(|e| e.into_string())
     }
 
     fn run(self, rx: mpsc::Receiver<SyncRequest>) {
