@@ -941,6 +941,11 @@ impl Client {
                     // A hint naming a node that just failed to answer for this group is the old
                     // leader cut off from its group: followers on its side still name it.
                     let leader = leader.filter(|l| !self.is_suspect(g, *l));
+                    // A leader this client cannot address yet (it joined after the client's
+                    // map): a fresh map from the node that named it carries its address.
+                    if leader.is_some_and(|l| !self.shared.transport.nodes().contains(&l)) {
+                        self.refresh_map_from(target).await;
+                    }
                     let immediate = leader.is_some() && leader != Some(target);
                     self.set_hint(g, leader);
                     if leader.is_none() {
@@ -970,10 +975,12 @@ impl Client {
                     }
                     last_err = Some(e);
                 }
-                // The node left the cluster (a stale hint or map named it): nothing reached it,
-                // so drop the hint, take a fresh map from a node that is still a member, and
-                // try another replica.
-                (Err(e @ Error::UnknownNode(_)), _) if self.pinned.is_none() => {
+                // The node left the cluster (a stale hint or map named it), or another node
+                // now answers at its address: nothing was served, so drop the hint, take a
+                // fresh map from a node that is still a member, and try another replica.
+                (Err(e @ (Error::UnknownNode(_) | Error::WrongNode { .. })), _)
+                    if self.pinned.is_none() =>
+                {
                     if let Some(g) = group {
                         self.set_hint(g, None);
                     }
