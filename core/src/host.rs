@@ -121,7 +121,8 @@ pub async fn initialize_groups(node: &Node, initial: &ShardMap, any_voter: bool)
         .chain([(META_GROUP, initial.meta_replicas.clone())]);
     for (group, replicas) in groups {
         let first = replicas.first() == Some(&node.id());
-        if !first && !(any_voter && replicas.contains(&node.id())) {
+        let stand_in = any_voter && replicas.contains(&node.id());
+        if !(first || stand_in) {
             continue;
         }
         let Some(raft) = node.raft(group) else {
