@@ -37,14 +37,20 @@ fn pinned_with_timeout(cluster: &EmbeddedCluster, node: u64, timeout: Duration) 
         .expect("pin")
 }
 
+/// What `node`'s replica of shard 0 holds for `key` (`None` also while it installs a
+/// snapshot: its reads are refused, retryably, until the install is whole).
 fn stale_value(cluster: &EmbeddedCluster, node: u64, key: &str) -> Option<Vec<u8>> {
-    cluster
+    match cluster
         .node(node)
         .expect("node")
         .store()
         .expect("store")
         .get(0, key.as_bytes())
-        .expect("get")
+    {
+        Ok(v) => v,
+        Err(Error::Unavailable(_)) => None,
+        Err(e) => panic!("get {key} on node {node}: {e}"),
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -615,5 +621,65 @@ async fn a_group_destroyed_during_an_apply_stops_completely_and_starts_again_emp
     );
     assert!(store.scan_group(0).expect("scan").is_empty());
     cluster.faults().heal();
+    cluster.shutdown().await.expect("shutdown");
+}
+
+/// A group restarted in a running process (what the watch does to a Fatal group) while its
+/// state machine still has applies queued: the old instance applies nothing after the stop, the
+/// new one starts from what is durable, so every appended token is in the value exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_group_restarted_while_applies_are_queued_applies_each_entry_once() {
+    let cluster = start_with(3, |_| {}).await;
+    let client = cluster.client();
+    client.put("warm", "up").await.expect("put");
+    let leader = cluster.wait_for_leader(0, WAIT).await.expect("leader");
+    let follower = (1..=3).find(|n| *n != leader).expect("a follower");
+    let node = cluster.node(follower).expect("node");
+    let deadline = std::time::Instant::now() + WAIT;
+    while stale_value(&cluster, follower, "warm").is_none() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "follower never applied"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    cluster
+        .failpoints()
+        .slow_applies_on(follower, Duration::from_millis(700));
+    let mut expected = String::new();
+    for i in 0..12 {
+        let token = format!("<{i}>");
+        client.append("tokens", &token).await.expect("append");
+        expected.push_str(&token);
+    }
+    // Applies are queued behind the slow one; restart the group as the watch restarts a
+    // Fatal group.
+    node.stop_group(0).await;
+    cluster
+        .failpoints()
+        .slow_applies_on(follower, Duration::ZERO);
+    node.start_group(0).await.expect("start again");
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let got =
+            stale_value(&cluster, follower, "tokens").map(|v| String::from_utf8(v).expect("utf8"));
+        if got.as_deref() == Some(expected.as_str()) {
+            break;
+        }
+        if let Some(v) = &got {
+            for i in 0..12 {
+                let token = format!("<{i}>");
+                assert!(
+                    v.matches(token.as_str()).count() <= 1,
+                    "{token} applied twice on node {follower}: {v}"
+                );
+            }
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "node {follower} holds {got:?}, not {expected}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     cluster.shutdown().await.expect("shutdown");
 }

@@ -595,13 +595,21 @@ impl EmbeddedCluster {
         let deadline = Instant::now() + timeout;
         loop {
             let statuses = self.group_status(group)?;
-            let committed = statuses
+            let leader = statuses
                 .iter()
                 .filter(|s| s.is_leader)
-                .filter_map(|s| s.committed_index)
-                .max();
-            if let Some(c) = committed {
-                if statuses.iter().all(|s| s.applied_index >= Some(c)) {
+                .max_by_key(|s| s.committed_index);
+            if let Some((c, voters)) =
+                leader.and_then(|l| Some((l.committed_index?, l.voters.clone())))
+            {
+                // Every running voter must answer: one whose group is restarting (stopped
+                // for a moment) has not replicated anything yet.
+                let running = self.running_nodes();
+                let reported = voters
+                    .iter()
+                    .filter(|v| running.contains(v))
+                    .all(|v| statuses.iter().any(|s| s.node == *v));
+                if reported && statuses.iter().all(|s| s.applied_index >= Some(c)) {
                     return Ok(c);
                 }
             }
