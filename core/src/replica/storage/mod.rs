@@ -176,6 +176,13 @@ impl GroupInstance {
     }
 }
 
+/// The retryable refusal of a read while a snapshot install of `group` runs.
+fn installing(group: GroupId) -> Error {
+    Error::Unavailable(format!(
+        "group {group} is installing a snapshot on this node"
+    ))
+}
+
 /// Marks a snapshot install of one group as running until dropped (see [`NodeStore::reads`]).
 pub(crate) struct InstallGuard {
     store: Arc<NodeStore>,
@@ -306,9 +313,7 @@ impl NodeStore {
         let before = self.install_generation(group);
         let snapshot = self.db.snapshot();
         if before % 2 == 1 || self.install_generation(group) != before {
-            return Err(Error::Unavailable(format!(
-                "group {group} is installing a snapshot on this node"
-            )));
+            return Err(installing(group));
         }
         read(&snapshot)
     }
@@ -355,9 +360,18 @@ impl NodeStore {
 
     /// Reads a user key of `group` from the local state machine, whatever this replica's role.
     pub fn get(&self, group: GroupId, key: &[u8]) -> Result<Option<Vec<u8>>> {
-        self.reads(group, |snapshot| {
-            Ok(snapshot.get_cf(self.cf(keys::CF_SM), keys::data_key(group, key))?)
-        })
+        // One key needs no RocksDB snapshot (a point read is atomic): only that no install
+        // began or ran while it was read.
+        let before = self.install_generation(group);
+        if before.is_multiple_of(2) {
+            let value = self
+                .db
+                .get_cf(self.cf(keys::CF_SM), keys::data_key(group, key))?;
+            if self.install_generation(group) == before {
+                return Ok(value);
+            }
+        }
+        Err(installing(group))
     }
 
     /// Reads many user keys of `group` from one RocksDB snapshot, in the order given.
@@ -674,5 +688,39 @@ mod crash_tests {
         close(store);
         let store = open(dir.path());
         assert_eq!(store.get(1, b"buffered").expect("get"), Some(b"v".to_vec()));
+    }
+}
+
+#[cfg(test)]
+mod read_tests {
+    use super::*;
+    use crate::replica::storage::identity::Identity;
+
+    #[test]
+    fn reads_of_a_group_installing_a_snapshot_are_refused_retryably_until_it_is_whole() {
+        let dir = tempfile::tempdir().expect("dir");
+        let store = NodeStore::open(dir.path(), &Identity::new("reads", 1), Default::default())
+            .expect("open");
+        let mut batch = WriteBatch::default();
+        batch.put_cf(store.cf(keys::CF_SM), keys::data_key(1, b"k"), b"v");
+        batch.put_cf(store.cf(keys::CF_SM), keys::data_key(2, b"k"), b"w");
+        store.write(batch).expect("write");
+        let installing = store.begin_installing(1);
+        let refused =
+            |r: Result<()>| matches!(r, Err(Error::Unavailable(m)) if m.contains("installing"));
+        assert!(refused(store.get(1, b"k").map(|_| ())));
+        assert!(refused(store.get_many(1, &[b"k".to_vec()]).map(|_| ())));
+        assert!(refused(store.scan(1, b"", None, 10).map(|_| ())));
+        assert!(Error::Unavailable(String::new()).is_retryable());
+        // Other groups read on.
+        assert_eq!(store.get(2, b"k").expect("get"), Some(b"w".to_vec()));
+        drop(installing);
+        assert_eq!(store.get(1, b"k").expect("get"), Some(b"v".to_vec()));
+        assert_eq!(
+            store
+                .get_many(1, &[b"k".to_vec(), b"none".to_vec()])
+                .expect("get_many"),
+            vec![Some(b"v".to_vec()), None]
+        );
     }
 }
