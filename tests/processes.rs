@@ -354,20 +354,7 @@ async fn a_new_cluster_forms_without_its_first_member() {
     let p = Processes::prepare(3, 2, &[]);
     p.restart(2);
     p.restart(3);
-    let deadline = Instant::now() + WAIT;
-    loop {
-        if let Some(s) = p.status(2).await {
-            if !s.shards.is_empty() && s.shards.iter().all(|h| h.leader.is_some()) {
-                break;
-            }
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no leaders without node 1; log of node 2: {}",
-            p.log(2)
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    p.wait_led(2).await;
     let endpoints = format!("{},{}", p.addresses[&2], p.addresses[&3]);
     for i in 0..10 {
         let put = cli(&[
@@ -429,24 +416,16 @@ async fn a_new_node_at_a_removed_nodes_address_is_never_taken_for_it() {
         let removed = cli(&["--endpoints", &others, "remove-node", "3", "--wait", "120"]);
         assert!(removed.status.success(), "{removed:?}");
         p.spawn(7, join_args(7));
-        let deadline = Instant::now() + Duration::from_secs(120);
-        loop {
-            if let Some(s) = p.status(1).await {
-                let seven = s.nodes.iter().find(|n| n.id == 7);
-                let settled = s.shards.iter().all(|h| {
-                    h.leader.is_some() && h.replicas.len() == 3 && !h.replicas.contains(&3)
-                });
-                if seven.is_some_and(|n| !n.shards.is_empty()) && settled {
-                    break;
-                }
-            }
-            assert!(
-                Instant::now() < deadline,
-                "node 7 got replicas; log: {}",
-                p.log(7)
-            );
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
+        let what = "node 7 with replicas, every shard led with 3 replicas none on node 3";
+        p.wait_for_status(1, Duration::from_secs(120), what, |s| {
+            let seven = s.nodes.iter().find(|n| n.id == 7);
+            let settled = s
+                .shards
+                .iter()
+                .all(|h| h.leader.is_some() && h.replicas.len() == 3 && !h.replicas.contains(&3));
+            seven.is_some_and(|n| !n.shards.is_empty()) && settled
+        })
+        .await;
     })
     .await;
     // Settled some more: node 7 keeps its replicas, and each holds the data.

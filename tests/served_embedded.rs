@@ -17,11 +17,11 @@ async fn cli(args: Vec<String>) -> std::process::Output {
         .expect("cli task")
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_embedded_cluster_served_over_grpc_answers_the_rust_client_the_cli_and_plain_stubs() {
+/// Three nodes with `shards` shards, every group led.
+async fn three_nodes_led(shards: usize) -> EmbeddedCluster {
     let cluster = EmbeddedCluster::start(ClusterOptions {
         nodes: 3,
-        shards: 4,
+        shards,
         ..Default::default()
     })
     .await
@@ -30,6 +30,12 @@ async fn an_embedded_cluster_served_over_grpc_answers_the_rust_client_the_cli_an
         .wait_for_all_leaders(Duration::from_secs(30))
         .await
         .expect("leaders");
+    cluster
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_embedded_cluster_served_over_grpc_answers_the_rust_client_the_cli_and_plain_stubs() {
+    let cluster = three_nodes_led(4).await;
     let served = scalestore_server::serve_embedded(&cluster, "127.0.0.1")
         .await
         .expect("serve");
@@ -115,17 +121,7 @@ async fn peer_messages_for_one_node_are_refused_by_another_at_its_old_address() 
     use scalestore::types::Vote;
     use scalestore::Error;
 
-    let cluster = EmbeddedCluster::start(ClusterOptions {
-        nodes: 3,
-        shards: 1,
-        ..Default::default()
-    })
-    .await
-    .expect("start");
-    cluster
-        .wait_for_all_leaders(Duration::from_secs(30))
-        .await
-        .expect("leaders");
+    let cluster = three_nodes_led(1).await;
     let served = scalestore_server::serve_embedded(&cluster, "127.0.0.1")
         .await
         .expect("serve");
@@ -188,21 +184,7 @@ async fn peer_messages_for_one_node_are_refused_by_another_at_its_old_address() 
 /// gets an error naming the clusters, and nothing is written into B.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_of_one_cluster_never_writes_into_another_at_a_reused_address() {
-    let start = || async {
-        let cluster = EmbeddedCluster::start(ClusterOptions {
-            nodes: 3,
-            shards: 2,
-            ..Default::default()
-        })
-        .await
-        .expect("start");
-        cluster
-            .wait_for_all_leaders(Duration::from_secs(30))
-            .await
-            .expect("leaders");
-        cluster
-    };
-    let (a, b) = (start().await, start().await);
+    let (a, b) = (three_nodes_led(2).await, three_nodes_led(2).await);
     // Three consecutive free ports, served by A, then taken over by B.
     let first = (20_000u16..60_000)
         .step_by(7)
@@ -256,13 +238,7 @@ async fn a_client_of_one_cluster_never_writes_into_another_at_a_reused_address()
 async fn a_peer_call_waits_as_long_as_its_caller_allows_not_a_fixed_five_seconds() {
     use scalestore::network::{AdminReply, AdminRequest, PeerRequest, PeerResponse, PeerTransport};
 
-    let cluster = EmbeddedCluster::start(ClusterOptions {
-        nodes: 3,
-        shards: 1,
-        ..Default::default()
-    })
-    .await
-    .expect("start");
+    let cluster = three_nodes_led(1).await;
     let leader = cluster
         .wait_for_leader(0, Duration::from_secs(30))
         .await

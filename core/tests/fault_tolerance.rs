@@ -569,6 +569,25 @@ async fn snapshot_install_that_fails_makes_the_group_restart_itself_and_catch_up
     cluster.shutdown().await.expect("shutdown");
 }
 
+/// A follower of shard 0 (and its node) that has applied a first write of `client`'s.
+async fn a_follower_that_applied_a_write(
+    cluster: &EmbeddedCluster,
+    client: &Client,
+) -> (NodeId, Arc<scalestore::node::Node>) {
+    client.put("warm", "up").await.expect("put");
+    let leader = cluster.wait_for_leader(0, WAIT).await.expect("leader");
+    let follower = (1..=3).find(|n| *n != leader).expect("a follower");
+    let deadline = std::time::Instant::now() + WAIT;
+    while stale_value(cluster, follower, "warm").is_none() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "follower never applied"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    (follower, cluster.node(follower).expect("node"))
+}
+
 /// A group destroyed while its state machine is inside an apply stops completely: the late
 /// apply writes nothing back into the deleted range, and the group started again on that node
 /// is empty (no applied id that would make openraft skip the entries it never saw).
@@ -576,19 +595,7 @@ async fn snapshot_install_that_fails_makes_the_group_restart_itself_and_catch_up
 async fn a_group_destroyed_during_an_apply_stops_completely_and_starts_again_empty() {
     let cluster = start_with(3, |_| {}).await;
     let client = cluster.client();
-    client.put("warm", "up").await.expect("put");
-    let leader = cluster.wait_for_leader(0, WAIT).await.expect("leader");
-    let follower = (1..=3).find(|n| *n != leader).expect("a follower");
-    let node = cluster.node(follower).expect("node");
-    // The follower has applied the first write.
-    let deadline = std::time::Instant::now() + WAIT;
-    while stale_value(&cluster, follower, "warm").is_none() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "follower never applied"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let (follower, node) = a_follower_that_applied_a_write(&cluster, &client).await;
     cluster
         .failpoints()
         .slow_applies_on(follower, Duration::from_millis(1500));
@@ -631,18 +638,7 @@ async fn a_group_destroyed_during_an_apply_stops_completely_and_starts_again_emp
 async fn a_group_restarted_while_applies_are_queued_applies_each_entry_once() {
     let cluster = start_with(3, |_| {}).await;
     let client = cluster.client();
-    client.put("warm", "up").await.expect("put");
-    let leader = cluster.wait_for_leader(0, WAIT).await.expect("leader");
-    let follower = (1..=3).find(|n| *n != leader).expect("a follower");
-    let node = cluster.node(follower).expect("node");
-    let deadline = std::time::Instant::now() + WAIT;
-    while stale_value(&cluster, follower, "warm").is_none() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "follower never applied"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let (follower, node) = a_follower_that_applied_a_write(&cluster, &client).await;
     cluster
         .failpoints()
         .slow_applies_on(follower, Duration::from_millis(700));

@@ -546,29 +546,16 @@ impl Internal for InternalService {
         let call = request.into_inner();
         let started = Instant::now();
         let mut op = None;
-        let me = self.node.id();
-        let result: Result<ClientResponse> = match decode::<ClientRequest>(&call.request) {
-            Ok(_) if call.node.is_some_and(|asked| asked != me) => {
-                let asked = call.node.unwrap_or_default();
-                tracing::warn!(
-                    node = me,
-                    asked,
-                    "refused a client call meant for another node"
-                );
-                Err(Error::WrongNode {
-                    asked,
-                    answered: me,
-                })
+        let served = async {
+            let request = decode::<ClientRequest>(&call.request)?;
+            let node = self.node.current()?;
+            if let Some(to) = call.node {
+                node.check_addressed(to)?;
             }
-            Ok(r) => {
-                op = r.kv_op();
-                match self.node.current() {
-                    Ok(node) => node.serve_client(r, call.forward).await,
-                    Err(e) => Err(e),
-                }
-            }
-            Err(e) => Err(e),
+            op = request.kv_op();
+            node.serve_client(request, call.forward).await
         };
+        let result: Result<ClientResponse> = served.await;
         if let (Some(metrics), Some(op)) = (&self.metrics, op) {
             let outcome = result.as_ref().map_or_else(Error::kind, |_| "ok");
             metrics.observe(op, outcome, started.elapsed());
@@ -576,7 +563,7 @@ impl Internal for InternalService {
         Ok(Response::new(ClientReply {
             result: encode(&result),
             cluster: self.cluster_id.clone(),
-            node: me,
+            node: self.node.id(),
         }))
     }
 }

@@ -257,16 +257,31 @@ impl Processes {
 
     /// Waits until node `via` reports a leader for every shard.
     pub async fn wait_led(&self, via: u64) -> proto::StatusResponse {
-        let deadline = Instant::now() + WAIT;
+        self.wait_for_status(via, WAIT, "a leader for every shard", |s| {
+            !s.shards.is_empty() && s.shards.iter().all(|h| h.leader.is_some())
+        })
+        .await
+    }
+
+    /// Waits up to `timeout` until node `via` reports a status for which `done` holds (`what`
+    /// says what was awaited, with the node's log, if it never does).
+    pub async fn wait_for_status(
+        &self,
+        via: u64,
+        timeout: Duration,
+        what: &str,
+        done: impl Fn(&proto::StatusResponse) -> bool,
+    ) -> proto::StatusResponse {
+        let deadline = Instant::now() + timeout;
         loop {
             if let Some(s) = self.status(via).await {
-                if !s.shards.is_empty() && s.shards.iter().all(|h| h.leader.is_some()) {
+                if done(&s) {
                     return s;
                 }
             }
             assert!(
                 Instant::now() < deadline,
-                "no leader for every shard; log: {}",
+                "node {via} never reported {what}; log: {}",
                 self.log(via)
             );
             tokio::time::sleep(Duration::from_millis(200)).await;

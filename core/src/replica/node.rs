@@ -986,18 +986,25 @@ impl Node {
     /// Serves a request from a peer node that names the node it is for: one meant for another
     /// node (sent to an address this node now holds) is refused unread with `WrongNode`.
     pub async fn handle_peer_for(&self, to: NodeId, request: PeerRequest) -> Result<PeerResponse> {
-        if to != self.id() {
-            tracing::warn!(
-                node = self.id(),
-                asked = to,
-                "refused a peer message meant for another node"
-            );
-            return Err(Error::WrongNode {
-                asked: to,
-                answered: self.id(),
-            });
-        }
+        self.check_addressed(to)?;
         self.handle_peer(request).await
+    }
+
+    /// Refuses (and logs) a message or call that names another node as its target: it was sent
+    /// to an address this node now holds, and serving it would answer for that node.
+    pub fn check_addressed(&self, to: NodeId) -> Result<()> {
+        if to == self.id() {
+            return Ok(());
+        }
+        tracing::warn!(
+            node = self.id(),
+            asked = to,
+            "refused a message meant for another node"
+        );
+        Err(Error::WrongNode {
+            asked: to,
+            answered: self.id(),
+        })
     }
 
     /// Serves a request from a peer node.

@@ -105,7 +105,9 @@ impl Receiver {
             };
             if entry.next_offset != offset {
                 let expected = entry.next_offset;
-                if let Some(gone) = incoming.remove(&(group, transfer)) {
+                let gone = incoming.remove(&(group, transfer));
+                drop(incoming);
+                if let Some(gone) = gone {
                     remove_quietly(gone.path).await;
                 }
                 return Err(Error::Unavailable(format!(

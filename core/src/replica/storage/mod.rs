@@ -301,21 +301,30 @@ impl NodeStore {
         }
     }
 
+    /// Runs `read` unless a snapshot install of `group` runs, and keeps its result only if no
+    /// install began meanwhile: refused retryably otherwise, never answered from a state
+    /// half deleted or half ingested.
+    fn outside_installs<T>(&self, group: GroupId, read: impl FnOnce() -> Result<T>) -> Result<T> {
+        let before = self.install_generation(group);
+        if !before.is_multiple_of(2) {
+            return Err(installing(group));
+        }
+        let value = read()?;
+        if self.install_generation(group) != before {
+            return Err(installing(group));
+        }
+        Ok(value)
+    }
+
     /// Runs `read` against one RocksDB snapshot, so every key it reads comes from the same
-    /// point in the apply order (a batch write of the group is seen whole or not at all).
-    /// Refuses, retryably, while a snapshot install of the group runs or if one ran while the
-    /// snapshot was taken.
+    /// point in the apply order (a batch write of the group is seen whole or not at all), and
+    /// outside snapshot installs of the group.
     fn reads<T>(
         &self,
         group: GroupId,
         read: impl FnOnce(&rocksdb::SnapshotWithThreadMode<'_, DB>) -> Result<T>,
     ) -> Result<T> {
-        let before = self.install_generation(group);
-        let snapshot = self.db.snapshot();
-        if before % 2 == 1 || self.install_generation(group) != before {
-            return Err(installing(group));
-        }
-        read(&snapshot)
+        self.outside_installs(group, || read(&self.db.snapshot()))
     }
 
     /// The error that made this store stop persisting (a full disk, say), if one did. A failed
@@ -360,18 +369,12 @@ impl NodeStore {
 
     /// Reads a user key of `group` from the local state machine, whatever this replica's role.
     pub fn get(&self, group: GroupId, key: &[u8]) -> Result<Option<Vec<u8>>> {
-        // One key needs no RocksDB snapshot (a point read is atomic): only that no install
-        // began or ran while it was read.
-        let before = self.install_generation(group);
-        if before.is_multiple_of(2) {
-            let value = self
+        // One key needs no RocksDB snapshot: a point read is atomic.
+        self.outside_installs(group, || {
+            Ok(self
                 .db
-                .get_cf(self.cf(keys::CF_SM), keys::data_key(group, key))?;
-            if self.install_generation(group) == before {
-                return Ok(value);
-            }
-        }
-        Err(installing(group))
+                .get_cf(self.cf(keys::CF_SM), keys::data_key(group, key))?)
+        })
     }
 
     /// Reads many user keys of `group` from one RocksDB snapshot, in the order given.
