@@ -267,6 +267,17 @@ impl Hosts {
     fn restore(&self, host: u64) {
         run("ip", &["link", "set", &self.outer(host), "up"]).expect("restore");
     }
+
+    /// Everything sent to `host` crosses a link of `rate` (tc's units, say `64mbit`), with a
+    /// queue of about 50 ms at that rate, as a congested link has.
+    fn throttle(&self, host: u64, rate: &str) {
+        let outer = self.outer(host);
+        let args = [
+            "qdisc", "add", "dev", &outer, "root", "tbf", "rate", rate, "burst", "64kb", "latency",
+            "50ms",
+        ];
+        run("tc", &args).expect("throttle");
+    }
 }
 
 impl Drop for Hosts {
@@ -318,5 +329,115 @@ async fn hosts_cut_off_and_restored_one_after_another_lose_no_acknowledged_write
         wait_for_value_on(&p, h, "after", "the cuts").await;
     }
     // Kill the servers before their namespaces go.
+    drop(p);
+}
+
+/// Large appends catching one follower up over a throttled link do not hold up the heartbeats
+/// of the other groups crossing the same link (each peer link has a lane of its own for votes
+/// and heartbeats, and an append carries at most about 1 MiB): the follower never goes looking
+/// for a leader (with pre-vote on, a late heartbeat shows as a pre-vote request) while it
+/// catches up, and no shard changes leader but by a hand-off to the follower (the manager
+/// evening out leaders, which needs no pre-vote).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_catch_up_over_a_throttled_link_leaves_the_other_groups_leaders_alone() {
+    let hosts = match Hosts::create(3) {
+        Ok(h) => h,
+        Err(why) if skip(&format!("cannot create network namespaces: {why}")) => return,
+        Err(_) => unreachable!(),
+    };
+    let p = Processes::prepare_on(
+        hosts.addresses(7000),
+        hosts.addresses(7100),
+        hosts.launchers(),
+        4,
+        &[],
+    );
+    for h in 1..=3 {
+        p.restart(h);
+    }
+    p.wait_all_led().await;
+    // A node leading two shards (four shards on three nodes: one leads two); every shard has a
+    // replica on each node.
+    let status = p.wait_led(1).await;
+    let mut led: BTreeMap<u64, Vec<u64>> = BTreeMap::new();
+    for shard in &status.shards {
+        led.entry(shard.leader.expect("led"))
+            .or_default()
+            .push(shard.id);
+    }
+    let (leader, shards) = led
+        .into_iter()
+        .find(|(_, s)| s.len() >= 2)
+        .expect("a node leading two shards");
+    let (a, follower) = (shards[0], if leader == 1 { 2 } else { 1 });
+    // Shard A grows by 96 MiB while the follower is down.
+    p.kill9(follower);
+    let client = p.client().await;
+    let value = vec![b'v'; 1024 * 1024];
+    let mut written = Vec::new();
+    let mut i = 0;
+    while written.len() < 96 {
+        let key = format!("big-{i}");
+        if client.shard_of(&key).await.expect("shard") == a {
+            client.put(&key, &value).await.expect("put");
+            written.push(key);
+        }
+        i += 1;
+    }
+    // Back, behind a 64 Mbit/s link: the catch-up takes about 12 s.
+    hosts.throttle(follower, "64mbit");
+    p.restart(follower);
+    p.wait_led(follower).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let pre_votes = |p: &Processes| {
+        let (_, scrape) = p.http_get(follower, "/metrics");
+        let name = "scalestore_pre_vote_requests_total";
+        sample(&scrape, name).unwrap_or_else(|| panic!("{name} in {scrape}"))
+    };
+    let before = pre_votes(&p);
+    let leaders =
+        |s: &scalestore_server::proto::StatusResponse| -> BTreeMap<u64, (Option<u64>, u64)> {
+            s.shards
+                .iter()
+                .map(|h| (h.id, (h.leader, h.term)))
+                .collect()
+        };
+    let mut seen = leaders(&p.wait_led(leader).await);
+    let pinned = client.pinned_to(follower).expect("pin");
+    let last = written.last().expect("written").clone();
+    let caught_up = |got: scalestore::Result<Option<Vec<u8>>>| got.ok().flatten().is_some();
+    assert!(
+        !caught_up(
+            pinned
+                .get_with(&last, scalestore::ReadConsistency::Stale)
+                .await
+        ),
+        "the follower caught up before the check began: make shard A larger"
+    );
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let got = pinned
+            .get_with(&last, scalestore::ReadConsistency::Stale)
+            .await;
+        if caught_up(got) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "node {follower} never caught up");
+        if let Some(now) = p.status(leader).await {
+            for (shard, now) in leaders(&now) {
+                let before = seen.insert(shard, now);
+                assert!(
+                    before == Some(now) || now.0 == Some(follower),
+                    "shard {shard} went from {before:?} to {now:?} during the catch-up"
+                );
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(
+        pre_votes(&p),
+        before,
+        "node {follower} asked for pre-votes while it caught up: a group's heartbeats were late"
+    );
     drop(p);
 }

@@ -119,7 +119,7 @@ struct NodeCollector {
     descs: Vec<Desc>,
 }
 
-const FAMILIES: [(&str, &str); 16] = [
+const FAMILIES: [(&str, &str); 18] = [
     ("scalestore_shard_term", "Raft term of each hosted group"),
     (
         "scalestore_shard_commit_index",
@@ -158,6 +158,14 @@ const FAMILIES: [(&str, &str); 16] = [
     (
         "scalestore_peer_stream_connects_total",
         "Peer streams opened (reconnects included)",
+    ),
+    (
+        "scalestore_pre_vote_requests_total",
+        "Pre-vote requests sent (per peer asked): this node heard from no leader in time",
+    ),
+    (
+        "scalestore_vote_requests_total",
+        "Vote requests sent (per peer asked): elections this node started",
     ),
     (
         "scalestore_storage_failing",
@@ -354,6 +362,16 @@ impl Collector for NodeCollector {
                 "scalestore_peer_stream_connects_total",
                 MetricType::COUNTER,
                 vec![counter(connects)],
+            ),
+            family(
+                "scalestore_pre_vote_requests_total",
+                MetricType::COUNTER,
+                vec![counter(load(&stats.pre_vote_requests_sent))],
+            ),
+            family(
+                "scalestore_vote_requests_total",
+                MetricType::COUNTER,
+                vec![counter(load(&stats.vote_requests_sent))],
             ),
             family(
                 "scalestore_storage_failing",

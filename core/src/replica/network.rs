@@ -148,6 +148,11 @@ pub const SNAPSHOT_CHUNK_TIMEOUT: Duration = Duration::from_secs(60);
 /// slow install is waited for, not answered with a timeout that makes the leader send the
 /// whole snapshot again.
 pub const SNAPSHOT_INSTALL_TIMEOUT: Duration = Duration::from_secs(600);
+/// Entry bytes (keys and values) one append carries at most; it always carries its first entry.
+/// A catch-up of large entries goes in pieces, each of which crosses a slow link well within an
+/// election timeout (openraft bounds an append by entry count only: 300 entries of 16 MiB would
+/// be one 4.8 GiB message).
+pub const APPEND_BYTES: usize = 1024 * 1024;
 
 /// Delivers requests between nodes. Implementations decide what the "wire" is.
 #[async_trait]
@@ -222,6 +227,48 @@ impl GroupNetwork {
     }
 }
 
+/// The bytes an entry carries (keys and values; the fixed part of an entry is small).
+fn entry_bytes(entry: &crate::types::Entry) -> usize {
+    match &entry.payload {
+        openraft::EntryPayload::Normal(proposal) => match &proposal.body {
+            crate::types::ProposalBody::Write { command, .. } => command
+                .keys()
+                .into_iter()
+                .chain(command.values())
+                .map(<[u8]>::len)
+                .sum(),
+            crate::types::ProposalBody::OpenSession => 0,
+        },
+        _ => 0,
+    }
+}
+
+/// `rpc` cut to the entries that fit in `max_bytes` (its first entry always does). When it was
+/// cut, also the id of the last entry kept: the follower's success then means only that much
+/// was replicated. The cut request's commit index goes no further than its last entry, so a
+/// follower never commits an entry it was not sent.
+fn capped(
+    mut rpc: AppendEntriesRequest<TypeConfig>,
+    max_bytes: usize,
+) -> (AppendEntriesRequest<TypeConfig>, Option<LogId>) {
+    let mut bytes = 0;
+    let keep = rpc
+        .entries
+        .iter()
+        .position(|e| {
+            bytes += entry_bytes(e);
+            bytes > max_bytes
+        })
+        .map_or(rpc.entries.len(), |over| over.max(1));
+    if keep == rpc.entries.len() {
+        return (rpc, None);
+    }
+    rpc.entries.truncate(keep);
+    let last = rpc.entries.last().map(|e| e.log_id);
+    rpc.leader_commit = std::cmp::min(rpc.leader_commit, last);
+    (rpc, last)
+}
+
 fn unreachable(e: impl std::fmt::Display) -> RPCError<TypeConfig> {
     Unreachable::<TypeConfig>::from_string(e).into()
 }
@@ -242,7 +289,11 @@ impl RaftNetworkV2<TypeConfig> for GroupNetwork {
         rpc: AppendEntriesRequest<TypeConfig>,
         _option: RPCOption,
     ) -> Result<AppendEntriesResponse<TypeConfig>, RPCError<TypeConfig>> {
+        let (rpc, sent_up_to) = capped(rpc, APPEND_BYTES);
         match self.call(RaftRpc::Append(rpc)).await.map_err(unreachable)? {
+            RaftReply::Append(AppendEntriesResponse::Success) if sent_up_to.is_some() => {
+                Ok(AppendEntriesResponse::PartialSuccess(sent_up_to))
+            }
             RaftReply::Append(r) => Ok(r),
             _ => Err(mismatch("append")),
         }
@@ -253,6 +304,7 @@ impl RaftNetworkV2<TypeConfig> for GroupNetwork {
         rpc: VoteRequest<TypeConfig>,
         _option: RPCOption,
     ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
+        count(&self.stats.vote_requests_sent, 1);
         match self.call(RaftRpc::Vote(rpc)).await.map_err(unreachable)? {
             RaftReply::Vote(r) => Ok(r),
             _ => Err(mismatch("vote")),
@@ -264,6 +316,7 @@ impl RaftNetworkV2<TypeConfig> for GroupNetwork {
         rpc: VoteRequest<TypeConfig>,
         _option: RPCOption,
     ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
+        count(&self.stats.pre_vote_requests_sent, 1);
         match self
             .call(RaftRpc::PreVote(rpc))
             .await

@@ -58,6 +58,10 @@ pub struct StorageStats {
     pub snapshot_bytes_sent: AtomicU64,
     /// Snapshot bytes received from other nodes (chunks stored).
     pub snapshot_bytes_received: AtomicU64,
+    /// Vote and pre-vote requests sent (one per peer asked): each round is an election this
+    /// node started, or considered starting, because it heard from no leader in time.
+    pub vote_requests_sent: AtomicU64,
+    pub pre_vote_requests_sent: AtomicU64,
     /// How long each WAL fsync took.
     pub fsync_latency: LatencyHistogram,
     /// Writes and WAL syncs that failed (a full disk, say): each one left the store failing.
