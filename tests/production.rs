@@ -171,8 +171,8 @@ async fn a_full_disk_stops_a_node_acknowledging_and_it_serves_again_once_space_r
 }
 
 /// Hosts on one bridge: a network namespace per host, joined to a bridge in the test's own
-/// namespace by a veth pair, addresses `10.201.N.host/24` (N from the test's process id, so
-/// runs do not collide). Cutting a host takes its bridge end down: it loses every peer and
+/// namespace by a veth pair, addresses `10.S.N.host/24` (S for each set of the run, N from the
+/// test's process id, so runs do not collide). Cutting a host takes its bridge end down: it loses every peer and
 /// every client at once, as a pulled cable would. Removed when dropped.
 struct Hosts {
     tag: String,
@@ -182,10 +182,13 @@ struct Hosts {
 
 impl Hosts {
     fn create(count: u64) -> Result<Hosts, String> {
+        // Tests of one run share the process id: each set of hosts takes a number of its own.
+        static SETS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let set = SETS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         let pid = std::process::id();
         let hosts = Hosts {
-            tag: format!("ss{}", pid % 100_000),
-            subnet: format!("10.201.{}", pid % 250),
+            tag: format!("ss{}{set}", pid % 100_000),
+            subnet: format!("10.{}.{}", 201 + set, pid % 250),
             count,
         };
         let bridge = hosts.bridge();

@@ -547,6 +547,34 @@ async fn snapshot_transfer_cut_mid_way_is_sent_again_and_the_follower_catches_up
     cluster.shutdown().await.expect("shutdown");
 }
 
+/// An install slower than the sender's wait is waited for again, not sent again: the sender
+/// asks again with the last chunk, and the receiver, already installing that transfer, answers
+/// once the install is done. (Before, a slow install was answered with a timeout and the whole
+/// snapshot was sent again, and again, however complete the first transfer had been.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_snapshot_install_slower_than_its_wait_is_waited_for_again_not_sent_again() {
+    // About 4 MB of data: a transfer of several 1 MiB chunks.
+    let (cluster, leader, follower) = follower_needing_a_snapshot(60, 64 * 1024).await;
+    cluster
+        .failpoints()
+        .slow_snapshot_installs_on(follower, Duration::from_secs(3));
+    // Asked three or four times (of the six a sender asks before it gives up).
+    cluster
+        .failpoints()
+        .snapshot_install_wait(Duration::from_secs(1));
+    cluster.restart_node(follower).await.expect("restart");
+    assert_follower_caught_up_by_snapshot(&cluster, leader, follower).await;
+    let stats = cluster.storage_stats(follower).expect("stats");
+    let received = stats.snapshot_bytes_received.load(Ordering::SeqCst);
+    let data = 60 * 64 * 1024;
+    assert!(
+        received < data * 3 / 2,
+        "the snapshot crossed once ({received} bytes received for {data} bytes of data)"
+    );
+    assert_eq!(stats.snapshots_installed.load(Ordering::SeqCst), 1);
+    cluster.shutdown().await.expect("shutdown");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn snapshot_install_that_fails_makes_the_group_restart_itself_and_catch_up() {
     let (cluster, leader, follower) = follower_needing_a_snapshot(60, 16 * 1024).await;

@@ -493,7 +493,7 @@ impl Internal for InternalService {
             .node
             .current()
             .map_err(|e| Status::unavailable(e.to_string()))?;
-        let mut inbound = request.into_inner();
+        let inbound = request.into_inner();
         let (out_tx, out_rx) = mpsc::channel::<std::result::Result<Frames, Status>>(256);
         let (reply_tx, mut reply_rx) = mpsc::unbounded_channel::<Frame>();
         // Replies ready together leave together.
@@ -505,36 +505,7 @@ impl Internal for InternalService {
                 }
             }
         });
-        tokio::spawn(async move {
-            while let Ok(Some(batch)) = inbound.message().await {
-                for frame in batch.frames {
-                    let (node, reply_tx) = (node.clone(), reply_tx.clone());
-                    tokio::spawn(async move {
-                        let result = match decode::<PeerRequest>(&frame.payload) {
-                            Ok(request) => {
-                                // The sender gives up after its own timeout; so does the work.
-                                let limit = Duration::from_millis(frame.timeout_ms);
-                                tokio::time::timeout(limit, node.handle_peer_for(frame.to, request))
-                                    .await
-                                    .unwrap_or_else(|_| {
-                                        Err(Error::Unavailable(format!(
-                                            "not handled within {} ms",
-                                            limit.as_millis()
-                                        )))
-                                    })
-                            }
-                            Err(e) => Err(e),
-                        };
-                        let _ = reply_tx.send(Frame {
-                            id: frame.id,
-                            payload: encode(&result),
-                            to: 0,
-                            timeout_ms: 0,
-                        });
-                    });
-                }
-            }
-        });
+        tokio::spawn(serve_frames(node, inbound, reply_tx));
         Ok(Response::new(Box::pin(ReceiverStream::new(out_rx))))
     }
 
@@ -566,6 +537,115 @@ impl Internal for InternalService {
             node: self.node.id(),
         }))
     }
+}
+
+type Handled = Pin<Box<dyn std::future::Future<Output = (u64, Result<PeerResponse>)> + Send>>;
+
+/// Serves one peer stream's frames. Raft messages (appends, heartbeats, votes: the hot path)
+/// are worked on inside this one task, concurrently, with one timer for the whole stream that
+/// cuts each at its sender's deadline; the rest (admin requests, forwarded client requests,
+/// snapshot chunks, any of which may do blocking work) get a task of their own.
+async fn serve_frames(
+    node: Arc<scalestore::node::Node>,
+    mut inbound: Streaming<Frames>,
+    replies: mpsc::UnboundedSender<Frame>,
+) {
+    use futures::stream::{AbortHandle, Abortable, FuturesUnordered};
+    use futures::StreamExt;
+    use std::cmp::Reverse;
+    use std::collections::BinaryHeap;
+
+    let reply = |id: u64, result: Result<PeerResponse>| {
+        let _ = replies.send(Frame {
+            id,
+            payload: encode(&result),
+            to: 0,
+            timeout_ms: 0,
+        });
+    };
+    let mut working = FuturesUnordered::<Handled>::new();
+    // Work in progress by id, and the deadlines to cut it at (stale entries skipped).
+    let mut aborts: HashMap<u64, AbortHandle> = HashMap::new();
+    let mut deadlines: BinaryHeap<Reverse<(tokio::time::Instant, u64)>> = BinaryHeap::new();
+    let timer = tokio::time::sleep(Duration::ZERO);
+    tokio::pin!(timer);
+    loop {
+        while let Some(Reverse((at, id))) = deadlines.peek().copied() {
+            if !aborts.contains_key(&id) {
+                deadlines.pop();
+            } else {
+                if timer.deadline() != at {
+                    timer.as_mut().reset(at);
+                }
+                break;
+            }
+        }
+        tokio::select! {
+            batch = inbound.message() => {
+                let Ok(Some(batch)) = batch else { break };
+                for frame in batch.frames {
+                    let limit = Duration::from_millis(frame.timeout_ms);
+                    let request = match decode::<PeerRequest>(&frame.payload) {
+                        Ok(request) => request,
+                        Err(e) => {
+                            reply(frame.id, Err(e));
+                            continue;
+                        }
+                    };
+                    let (id, to) = (frame.id, frame.to);
+                    if matches!(&request, PeerRequest::Raft { rpc, .. } if !matches!(rpc, RaftRpc::SnapshotChunk { .. })) {
+                        let (abort, registration) = AbortHandle::new_pair();
+                        let node = node.clone();
+                        let work = Abortable::new(
+                            async move { node.handle_peer_for(to, request).await },
+                            registration,
+                        );
+                        working.push(Box::pin(async move {
+                            let result = work.await.unwrap_or_else(|_| Err(not_within(limit)));
+                            (id, result)
+                        }));
+                        aborts.insert(id, abort);
+                        deadlines.push(Reverse((tokio::time::Instant::now() + limit, id)));
+                    } else {
+                        let (node, replies) = (node.clone(), replies.clone());
+                        tokio::spawn(async move {
+                            let result =
+                                tokio::time::timeout(limit, node.handle_peer_for(to, request))
+                                    .await
+                                    .unwrap_or_else(|_| Err(not_within(limit)));
+                            let _ = replies.send(Frame {
+                                id,
+                                payload: encode(&result),
+                                to: 0,
+                                timeout_ms: 0,
+                            });
+                        });
+                    }
+                }
+            }
+            Some((id, result)) = working.next(), if !working.is_empty() => {
+                aborts.remove(&id);
+                reply(id, result);
+            }
+            () = &mut timer, if !aborts.is_empty() => {
+                let now = tokio::time::Instant::now();
+                while let Some(Reverse((at, id))) = deadlines.peek().copied() {
+                    if at > now {
+                        break;
+                    }
+                    deadlines.pop();
+                    if let Some(abort) = aborts.remove(&id) {
+                        abort.abort();
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The error of work its sender's deadline cut.
+fn not_within(limit: Duration) -> Error {
+    Error::Unavailable(format!("not handled within {} ms", limit.as_millis()))
 }
 
 #[cfg(test)]

@@ -131,19 +131,26 @@ impl InProcNetwork {
 
 #[async_trait]
 impl PeerTransport for InProcNetwork {
-    /// In process the receiver's work runs inside the caller's future, so the caller's own
-    /// deadline (dropping the future) bounds it: `_timeout` needs no carrying.
+    /// In process the receiver's work runs inside the caller's future: the deadline cuts both,
+    /// as it does over gRPC (work the receiver spawns, such as a snapshot's install, goes on).
     async fn send(
         &self,
         from: NodeId,
         to: NodeId,
         request: PeerRequest,
-        _timeout: std::time::Duration,
+        timeout: std::time::Duration,
     ) -> Result<PeerResponse> {
-        self.deliver(Some(from), to, |node| async move {
+        let delivered = self.deliver(Some(from), to, |node| async move {
             node.handle_peer(request).await
-        })
-        .await
+        });
+        tokio::time::timeout(timeout, delivered)
+            .await
+            .unwrap_or_else(|_| {
+                Err(Error::Unavailable(format!(
+                    "node {to} did not answer within {} ms",
+                    timeout.as_millis()
+                )))
+            })
     }
 }
 

@@ -28,6 +28,12 @@ pub struct Failpoints {
     /// Node whose state machine sleeps in every apply (0: none), and for how long (ms).
     slow_applies_node: AtomicU64,
     slow_applies_ms: AtomicU64,
+    /// Node whose snapshot installs sleep first (0: none), and for how long (ms).
+    slow_installs_node: AtomicU64,
+    slow_installs_ms: AtomicU64,
+    /// How long a sender waits for its last chunk's answer before it asks again (ms; 0: the
+    /// default).
+    install_wait_ms: AtomicU64,
 }
 
 impl Failpoints {
@@ -80,6 +86,37 @@ impl Failpoints {
         }
         let ms = self.slow_applies_ms.load(Ordering::SeqCst);
         (ms > 0).then(|| std::time::Duration::from_millis(ms))
+    }
+
+    /// Every snapshot install on `node` sleeps `delay` first (a big snapshot's ingest on a slow
+    /// disk). `Duration::ZERO` turns it off.
+    pub fn slow_snapshot_installs_on(&self, node: NodeId, delay: std::time::Duration) {
+        self.slow_installs_ms
+            .store(delay.as_millis() as u64, Ordering::SeqCst);
+        self.slow_installs_node.store(node, Ordering::SeqCst);
+    }
+
+    /// Senders wait `wait` for the answer to a transfer's last chunk (its install included)
+    /// before they ask again, instead of a chunk's transfer time plus
+    /// [`SNAPSHOT_INSTALL_TIMEOUT`](crate::network::SNAPSHOT_INSTALL_TIMEOUT).
+    pub fn snapshot_install_wait(&self, wait: std::time::Duration) {
+        self.install_wait_ms
+            .store(wait.as_millis() as u64, Ordering::SeqCst);
+    }
+
+    pub(crate) fn install_delay(&self, node: NodeId) -> Option<std::time::Duration> {
+        if self.slow_installs_node.load(Ordering::Relaxed) != node {
+            return None;
+        }
+        let ms = self.slow_installs_ms.load(Ordering::SeqCst);
+        (ms > 0).then(|| std::time::Duration::from_millis(ms))
+    }
+
+    pub(crate) fn last_chunk_wait(&self) -> std::time::Duration {
+        match self.install_wait_ms.load(Ordering::Relaxed) {
+            0 => crate::network::SNAPSHOT_CHUNK_TIMEOUT + crate::network::SNAPSHOT_INSTALL_TIMEOUT,
+            ms => std::time::Duration::from_millis(ms),
+        }
     }
 
     pub(crate) fn take_fail_snapshot_install(&self) -> bool {

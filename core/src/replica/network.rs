@@ -148,6 +148,10 @@ pub const SNAPSHOT_CHUNK_TIMEOUT: Duration = Duration::from_secs(60);
 /// slow install is waited for, not answered with a timeout that makes the leader send the
 /// whole snapshot again.
 pub const SNAPSHOT_INSTALL_TIMEOUT: Duration = Duration::from_secs(600);
+/// How many times a sender waits out [`SNAPSHOT_INSTALL_TIMEOUT`] for one install before it gives
+/// the transfer up: the receiver keeps installing a complete transfer, and a sender that asks
+/// again (with its last chunk) waits for that install instead of sending the snapshot again.
+pub const SNAPSHOT_INSTALL_ASKS: u32 = 6;
 /// Entry bytes (keys and values) one append carries at most; it always carries its first entry.
 /// A catch-up of large entries goes in pieces, each of which crosses a slow link well within an
 /// election timeout (openraft bounds an append by entry count only: 300 entries of 16 MiB would
@@ -206,9 +210,7 @@ impl RaftNetworkFactory<TypeConfig> for GroupNetworkFactory {
 impl GroupNetwork {
     async fn call(&self, rpc: RaftRpc) -> Result<RaftReply> {
         let timeout = match &rpc {
-            RaftRpc::SnapshotChunk { last: Some(_), .. } => {
-                SNAPSHOT_CHUNK_TIMEOUT + SNAPSHOT_INSTALL_TIMEOUT
-            }
+            RaftRpc::SnapshotChunk { last: Some(_), .. } => self.failpoints.last_chunk_wait(),
             RaftRpc::SnapshotChunk { .. } => SNAPSHOT_CHUNK_TIMEOUT,
             _ => PEER_TIMEOUT,
         };
@@ -267,6 +269,38 @@ fn capped(
     let last = rpc.entries.last().map(|e| e.log_id);
     rpc.leader_commit = std::cmp::min(rpc.leader_commit, last);
     (rpc, last)
+}
+
+impl GroupNetwork {
+    /// Sends a transfer's last chunk, which the receiver answers once it has installed the
+    /// snapshot. A slow install outlives the wait: the chunk is sent again (the receiver may
+    /// never have had it), and a receiver already installing that transfer just waits on.
+    async fn last_chunk(
+        &self,
+        transfer: u64,
+        offset: u64,
+        data: Vec<u8>,
+        meta: Box<(Vote, SnapshotMeta)>,
+    ) -> Result<RaftReply> {
+        let mut asks = 0;
+        loop {
+            asks += 1;
+            let rpc = RaftRpc::SnapshotChunk {
+                transfer,
+                offset,
+                data: data.clone(),
+                last: Some(meta.clone()),
+            };
+            let started = std::time::Instant::now();
+            match self.call(rpc).await {
+                // Only a wait that ran out is asked again: any other error ends the transfer.
+                Err(_)
+                    if asks < SNAPSHOT_INSTALL_ASKS
+                        && started.elapsed() >= self.failpoints.last_chunk_wait() => {}
+                other => return other,
+            }
+        }
+    }
 }
 
 fn unreachable(e: impl std::fmt::Display) -> RPCError<TypeConfig> {
@@ -355,13 +389,19 @@ impl RaftNetworkV2<TypeConfig> for GroupNetwork {
                 file = f;
                 let last = data.len() < CHUNK_BYTES;
                 let len = data.len() as u64;
-                let rpc = RaftRpc::SnapshotChunk {
-                    transfer,
-                    offset,
-                    data,
-                    last: if last { last_meta.take() } else { None },
-                };
-                let reply = self.call(rpc).await.map_err(unreachable_streaming)?;
+                let reply = match if last { last_meta.take() } else { None } {
+                    Some(meta) => self.last_chunk(transfer, offset, data, meta).await,
+                    None => {
+                        let rpc = RaftRpc::SnapshotChunk {
+                            transfer,
+                            offset,
+                            data,
+                            last: None,
+                        };
+                        self.call(rpc).await
+                    }
+                }
+                .map_err(unreachable_streaming)?;
                 offset += len;
                 count(&self.stats.snapshot_bytes_sent, len);
                 match reply {
@@ -396,5 +436,60 @@ impl RaftNetworkV2<TypeConfig> for GroupNetwork {
             RaftReply::TransferLeader(r) => Ok(r),
             _ => Err(mismatch("transfer_leader")),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::types::{Command, Entry, Proposal, ProposalBody};
+
+    fn put(index: u64, bytes: usize) -> Entry {
+        let mut entry = openraft::testing::blank_ent::<TypeConfig>(1, 1, index);
+        entry.payload = openraft::EntryPayload::Normal(Proposal {
+            time_ms: 0,
+            body: ProposalBody::Write {
+                session: None,
+                command: Command::Put {
+                    key: b"k".to_vec(),
+                    value: vec![0; bytes - 1],
+                },
+            },
+        });
+        entry
+    }
+
+    fn append(entries: Vec<Entry>, commit: u64) -> AppendEntriesRequest<TypeConfig> {
+        AppendEntriesRequest {
+            vote: Vote::new(1, 1),
+            prev_log_id: None,
+            leader_commit: Some(openraft::testing::log_id::<TypeConfig>(1, 1, commit)),
+            entries,
+        }
+    }
+
+    #[test]
+    fn an_append_over_its_byte_cap_is_cut_after_its_last_whole_entry_and_commits_no_further() {
+        let rpc = append((1..=5).map(|i| put(i, 400)).collect(), 5);
+        let (cut, up_to) = capped(rpc, 1000);
+        assert_eq!(
+            cut.entries.len(),
+            2,
+            "two 400-byte entries fit in 1000 bytes"
+        );
+        assert_eq!(
+            up_to,
+            Some(openraft::testing::log_id::<TypeConfig>(1, 1, 2))
+        );
+        assert_eq!(
+            cut.leader_commit, up_to,
+            "the commit index stops at the last entry sent"
+        );
+        // An entry larger than the cap still goes, alone; a request within it goes whole.
+        let (alone, up_to) = capped(append(vec![put(1, 5000), put(2, 10)], 1), 1000);
+        assert_eq!((alone.entries.len(), up_to.map(|l| l.index)), (1, Some(1)));
+        let (whole, up_to) = capped(append(vec![put(1, 10), put(2, 10)], 2), 1000);
+        assert_eq!((whole.entries.len(), up_to), (2, None));
+        assert_eq!(whole.leader_commit.map(|l| l.index), Some(2));
     }
 }

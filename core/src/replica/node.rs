@@ -26,7 +26,7 @@ use crate::replica::storage::{count, GroupInstance, NodeStore, SnapshotFile, Sto
 use crate::routing::sharding::{ShardMap, META_GROUP};
 use crate::types::{
     ClientRequest, ClientResponse, CommandResult, GroupId, LogId, NodeId, Proposal, ProposalBody,
-    Raft, ReadConsistency, TypeConfig,
+    Raft, ReadConsistency, SnapshotMeta, TypeConfig, Vote,
 };
 
 /// Everything a node needs to start.
@@ -118,9 +118,22 @@ pub struct Node {
     starting: tokio::sync::Mutex<()>,
     /// Snapshots arriving in chunks.
     snapshots_in: snapshot_transfer::Receiver,
+    /// Per group, the transfer whose snapshot is being (or was last) installed, and the install's
+    /// outcome: a sender that asks again after its wait ran out waits for this install.
+    installs_in: std::sync::Mutex<HashMap<GroupId, (u64, Installing)>>,
     /// Background tasks of this node (the shard manager); aborted at shutdown.
     tasks: std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
+
+/// A snapshot install's outcome, for every sender waiting on it.
+type Installing = futures::future::Shared<
+    std::pin::Pin<
+        Box<
+            dyn std::future::Future<Output = Result<openraft::raft::SnapshotResponse<TypeConfig>>>
+                + Send,
+        >,
+    >,
+>;
 
 impl Node {
     /// Opens the node's data dir (refusing a foreign one) and its store. Groups are added after.
@@ -158,6 +171,7 @@ impl Node {
             leader_clocks: std::sync::Mutex::new(HashMap::new()),
             starting: tokio::sync::Mutex::new(()),
             snapshots_in: snapshot_transfer::Receiver::default(),
+            installs_in: std::sync::Mutex::new(HashMap::new()),
             tasks: std::sync::Mutex::new(Vec::new()),
         }))
     }
@@ -1007,6 +1021,26 @@ impl Node {
         })
     }
 
+    /// The install of `group`'s transfer `transfer`, when this chunk asks for it again (its last
+    /// chunk, sent again after the sender's wait ran out). A transfer starting over (a chunk at
+    /// offset 0) forgets the group's last install.
+    fn installing(
+        &self,
+        group: GroupId,
+        transfer: u64,
+        offset: u64,
+        last: &Option<Box<(Vote, SnapshotMeta)>>,
+    ) -> Option<Installing> {
+        let mut installs = self.installs_in.lock().ok()?;
+        if offset == 0 {
+            installs.remove(&group);
+        }
+        match installs.get(&group) {
+            Some((t, installing)) if *t == transfer && last.is_some() => Some(installing.clone()),
+            _ => None,
+        }
+    }
+
     /// Serves a request from a peer node.
     pub async fn handle_peer(&self, request: PeerRequest) -> Result<PeerResponse> {
         self.check_running()?;
@@ -1018,7 +1052,7 @@ impl Node {
             PeerRequest::Admin(req) => self.handle_admin(req).await.map(PeerResponse::Admin),
             PeerRequest::Raft { group, rpc } => {
                 let raft = self.raft_or_wrong_shard(group)?;
-                let fatal = |e: &dyn std::fmt::Display| Error::Fatal {
+                let fatal = move |e: &dyn std::fmt::Display| Error::Fatal {
                     group,
                     message: e.to_string(),
                 };
@@ -1036,6 +1070,12 @@ impl Node {
                         data,
                         last,
                     } => {
+                        if let Some(installing) = self.installing(group, transfer, offset, &last) {
+                            // Asked again while (or after) installing this very transfer.
+                            return installing
+                                .await
+                                .map(|r| PeerResponse::Raft(RaftReply::Snapshot(r)));
+                        }
                         let dir = self.dir.clone();
                         count(&self.stats.snapshot_bytes_received, data.len() as u64);
                         let complete = self
@@ -1054,11 +1094,27 @@ impl Node {
                                     meta,
                                     snapshot: SnapshotFile { path },
                                 };
-                                RaftReply::Snapshot(
+                                let delay = self.config.failpoints.install_delay(self.id());
+                                // Its own task: a sender whose wait runs out does not cut it.
+                                let task = tokio::spawn(async move {
+                                    if let Some(delay) = delay {
+                                        tokio::time::sleep(delay).await;
+                                    }
                                     raft.install_full_snapshot(vote, snapshot)
                                         .await
-                                        .map_err(|e| fatal(&e))?,
-                                )
+                                        .map_err(|e| fatal(&e))
+                                });
+                                let installing: Installing =
+                                    futures::FutureExt::shared(Box::pin(async move {
+                                        task.await.map_err(|e| Error::Fatal {
+                                            group,
+                                            message: format!("snapshot install task: {e}"),
+                                        })?
+                                    }));
+                                if let Ok(mut installs) = self.installs_in.lock() {
+                                    installs.insert(group, (transfer, installing.clone()));
+                                }
+                                RaftReply::Snapshot(installing.await?)
                             }
                             _ => RaftReply::SnapshotChunkStored,
                         }
