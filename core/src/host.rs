@@ -104,6 +104,7 @@ pub async fn start_node(
         services.events.clone(),
     ));
     node.spawn_task(watch::spawn(&node, services.events.clone()));
+    node.spawn_task(crate::replica::hibernation::spawn(&node));
     Ok(node)
 }
 

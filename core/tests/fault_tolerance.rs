@@ -707,3 +707,71 @@ async fn a_group_restarted_while_applies_are_queued_applies_each_entry_once() {
     }
     cluster.shutdown().await.expect("shutdown");
 }
+
+/// Every group of an idle cluster stops its Raft timers on every replica (hibernation); a write
+/// wakes its group and reaches every replica; a killed leader's sleeping groups elect new
+/// leaders among the rest, and writes go on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_groups_sleep_on_every_replica_and_wake_for_a_write_or_a_dead_leader() {
+    let cluster = start_with(3, |o| o.shards = 4).await;
+    cluster.wait_for_all_leaders(WAIT).await.expect("leaders");
+    let client = cluster.client();
+    client.put("k", "1").await.expect("put");
+    let all_asleep = |cluster: &EmbeddedCluster| {
+        cluster.running_nodes().into_iter().all(|n| {
+            let node = cluster.node(n).expect("node");
+            node.asleep_groups() == node.groups()
+        })
+    };
+    let wait_all_asleep = |what: &'static str| {
+        let cluster = &cluster;
+        async move {
+            let deadline = std::time::Instant::now() + WAIT;
+            while !all_asleep(cluster) {
+                assert!(std::time::Instant::now() < deadline, "never all asleep {what}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    };
+    wait_all_asleep("at first").await;
+    // A write wakes its shard; every replica applies it.
+    client.put("k", "2").await.expect("put");
+    let shard = cluster.shard_of(b"k");
+    for n in cluster.node_ids() {
+        let pinned = cluster.client_pinned(n).expect("pinned");
+        let deadline = std::time::Instant::now() + WAIT;
+        loop {
+            let got = pinned.get_with("k", ReadConsistency::Stale).await.ok().flatten();
+            if got.as_deref() == Some(b"2".as_slice()) {
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline, "node {n} never applied k = 2");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    assert_eq!(client.get("k").await.expect("get"), Some(b"2".to_vec()));
+    // Asleep again; then the shard's leader dies: the others notice its node is silent, wake,
+    // and elect a leader for each group it led.
+    wait_all_asleep("after the write").await;
+    let leader = cluster.wait_for_leader(shard, WAIT).await.expect("leader");
+    let led: Vec<u64> = cluster
+        .groups()
+        .into_iter()
+        .filter(|g| cluster.leader_of(*g).ok().flatten() == Some(leader))
+        .collect();
+    cluster.crash_node(leader).await.expect("crash");
+    for group in led {
+        let deadline = std::time::Instant::now() + WAIT;
+        loop {
+            let now = cluster.leader_of(group).ok().flatten();
+            if now.is_some_and(|l| l != leader) {
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline, "group {group} never failed over");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    client.put("k", "3").await.expect("put after failover");
+    assert_eq!(client.get("k").await.expect("get"), Some(b"3".to_vec()));
+    cluster.shutdown().await.expect("shutdown");
+}

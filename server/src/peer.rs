@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use futures::Stream;
-use scalestore::network::{PeerRequest, PeerResponse, PeerTransport, RaftRpc};
+use scalestore::network::{AdminRequest, PeerRequest, PeerResponse, PeerTransport, RaftRpc};
 use scalestore::types::{ClientRequest, ClientResponse};
 use scalestore::{Error, NodeId, Result};
 use tokio::sync::{mpsc, oneshot};
@@ -35,7 +35,7 @@ pub const NODE_HEADER: &str = "scalestore-node";
 pub const PROTOCOL_HEADER: &str = "scalestore-protocol";
 /// This build's internal protocol version: nodes and clients of another version are refused
 /// rather than misread.
-pub const PROTOCOL: &str = "2";
+pub const PROTOCOL: &str = "3";
 
 /// Frames sent together at most.
 const BATCH: usize = 256;
@@ -105,6 +105,8 @@ impl Lane {
                 RaftRpc::Append(_) => Lane::Messages,
                 RaftRpc::SnapshotChunk { .. } => Lane::Snapshots,
             },
+            // The liveness exchange stands in for the heartbeats of sleeping groups.
+            PeerRequest::Admin(AdminRequest::Liveness { .. }) => Lane::Control,
             PeerRequest::Client(_) | PeerRequest::Admin(_) => Lane::Messages,
         }
     }

@@ -2,6 +2,7 @@
 //! node-to-node network seam, and the storage every group on the node shares.
 
 pub mod failpoints;
+pub mod hibernation;
 pub mod network;
 pub mod node;
 pub mod snapshot_transfer;

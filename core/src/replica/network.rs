@@ -106,11 +106,22 @@ pub enum AdminRequest {
     },
     /// The new cluster map.
     SetMap(Box<ShardMap>),
+    /// The liveness exchange of hibernation (one per node pair per interval): the groups the
+    /// sender leads that are asleep.
+    Liveness {
+        from: NodeId,
+        asleep: Vec<crate::replica::hibernation::Asleep>,
+    },
 }
 
 #[derive(Debug, Serialize, Deserialize)]
 pub enum AdminReply {
     Done,
+    /// The answer to `Liveness`: the groups the answering node leads that are asleep.
+    Liveness {
+        node: NodeId,
+        asleep: Vec<crate::replica::hibernation::Asleep>,
+    },
     Status(Box<GroupStatus>),
     /// The groups a node runs (the answer to `Ping`), and the id of the node answering: the
     /// manager ignores an answer from another node than the one it pinged.

@@ -16,6 +16,7 @@ use openraft::{BasicNode, ChangeMembers, EntryPayload, Membership, ReadPolicy};
 use crate::config::{Limits, RaftTiming, StorageOptions, TestSwitches, WallClock};
 use crate::error::{Error, Result};
 use crate::replica::failpoints::Failpoints;
+use crate::replica::hibernation::Hibernation;
 use crate::replica::network::{AdminReply, AdminRequest};
 use crate::replica::network::{
     GroupNetworkFactory, PeerRequest, PeerResponse, PeerTransport, RaftReply, RaftRpc, PEER_TIMEOUT,
@@ -121,6 +122,8 @@ pub struct Node {
     /// Per group, the transfer whose snapshot is being (or was last) installed, and the install's
     /// outcome: a sender that asks again after its wait ran out waits for this install.
     installs_in: std::sync::Mutex<HashMap<GroupId, (u64, Installing)>>,
+    /// Which groups sleep (see [`hibernation`](crate::replica::hibernation)).
+    hibernation: Hibernation,
     /// Background tasks of this node (the shard manager); aborted at shutdown.
     tasks: std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
@@ -172,6 +175,7 @@ impl Node {
             starting: tokio::sync::Mutex::new(()),
             snapshots_in: snapshot_transfer::Receiver::default(),
             installs_in: std::sync::Mutex::new(HashMap::new()),
+            hibernation: Hibernation::new(&config.timing),
             tasks: std::sync::Mutex::new(Vec::new()),
         }))
     }
@@ -347,6 +351,7 @@ impl Node {
             .write()
             .map_err(|_| Error::Unavailable("node state poisoned".into()))?
             .insert(group, raft.clone());
+        self.hibernation.forget(group);
         Ok(raft)
     }
 
@@ -368,6 +373,23 @@ impl Node {
             group,
             message: e.to_string(),
         })
+    }
+
+    pub(crate) fn hibernation(&self) -> &Hibernation {
+        &self.hibernation
+    }
+
+    /// The groups whose Raft timers this node has stopped because they are idle.
+    pub fn asleep_groups(&self) -> Vec<GroupId> {
+        self.hibernation.asleep()
+    }
+
+    /// How many times a group on this node fell asleep, and woke.
+    pub fn hibernation_counts(&self) -> (u64, u64) {
+        (
+            self.hibernation.sleeps.load(Ordering::Relaxed),
+            self.hibernation.wakes.load(Ordering::Relaxed),
+        )
     }
 
     pub fn raft(&self, group: GroupId) -> Option<Raft> {
@@ -552,6 +574,13 @@ impl Node {
                 node: self.id(),
                 groups: self.groups(),
             }),
+            AdminRequest::Liveness { from, asleep } => {
+                self.hibernation.heard(from, asleep);
+                Ok(AdminReply::Liveness {
+                    node: self.id(),
+                    asleep: self.hibernation.claims(),
+                })
+            }
             AdminRequest::StartGroup { group } => {
                 self.start_group(group).await?;
                 Ok(AdminReply::Done)
@@ -572,6 +601,7 @@ impl Node {
             }
             AdminRequest::AddLearner { group, node } => {
                 let raft = self.raft_or_wrong_shard(group)?;
+                self.hibernation.active(group, &raft);
                 raft.add_learner(
                     node,
                     BasicNode {
@@ -601,6 +631,7 @@ impl Node {
             }
             AdminRequest::TransferLeader { group, to } => {
                 let raft = self.raft_or_wrong_shard(group)?;
+                self.hibernation.active(group, &raft);
                 raft.trigger()
                     .transfer_leader(to)
                     .await
@@ -635,6 +666,7 @@ impl Node {
         fence: Option<LogId>,
     ) -> Result<()> {
         let raft = self.raft_or_wrong_shard(group)?;
+        self.hibernation.active(group, &raft);
         let failpoints = &self.config.failpoints;
         if !failpoints.held(self.id()).await && failpoints.take_fail() {
             return Err(Error::Unavailable(format!(
@@ -670,6 +702,7 @@ impl Node {
         fence: Option<LogId>,
     ) -> Result<()> {
         let raft = self.raft_or_wrong_shard(group)?;
+        self.hibernation.active(group, &raft);
         let unavailable =
             |e: &dyn std::fmt::Display| Error::Unavailable(format!("group {group}: {e}"));
         let voters: BTreeSet<NodeId> = voters.into_iter().collect();
@@ -756,6 +789,7 @@ impl Node {
     /// of the old instance after it.
     pub async fn stop_group(&self, group: GroupId) {
         let raft = self.groups.write().ok().and_then(|mut g| g.remove(&group));
+        self.hibernation.forget(group);
         let instance = self
             .instances
             .lock()
@@ -884,6 +918,7 @@ impl Node {
         body: ProposalBody,
     ) -> Result<CommandResult> {
         let raft = self.raft_or_wrong_shard(group)?;
+        self.hibernation.active(group, &raft);
         // Replicas judge session expiry by the log time stamped here alone.
         let time_ms = self.log_time(group, &raft)?;
         match raft.client_write(Proposal { time_ms, body }).await {
@@ -966,6 +1001,13 @@ impl Node {
             }
             ReadConsistency::Linearizable => ReadPolicy::ReadIndex,
             ReadConsistency::Lease => ReadPolicy::LeaseRead,
+        };
+        let leading = raft.metrics().borrow_watched().state == openraft::ServerState::Leader;
+        // A leader that slept has let its lease run out: its first read confirms leadership
+        // by a heartbeat round (and a follower's read is forwarded: it wakes nothing).
+        let policy = match leading && self.hibernation.active(group, &raft) {
+            true => ReadPolicy::ReadIndex,
+            false => policy,
         };
         match raft.ensure_linearizable(policy).await {
             Ok(_) => Ok(()),
@@ -1052,6 +1094,7 @@ impl Node {
             PeerRequest::Admin(req) => self.handle_admin(req).await.map(PeerResponse::Admin),
             PeerRequest::Raft { group, rpc } => {
                 let raft = self.raft_or_wrong_shard(group)?;
+                self.hibernation.message(group, &raft, &rpc);
                 let fatal = move |e: &dyn std::fmt::Display| Error::Fatal {
                     group,
                     message: e.to_string(),
