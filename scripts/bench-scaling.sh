@@ -2,16 +2,23 @@
 # Shard scaling: write throughput, CPU per write and fsyncs per write at 1, 2, 4, 8 and 16
 # shards, for an embedded cluster (3 nodes in this process) and for 3 `scalestore-server`
 # processes on 127.0.0.1 (R=3, fsync on, 64 writers, 100 B values, same total concurrency at
-# every point). Writes docs/scaling.json and plots docs/scaling.png. Not part of CI.
+# every point). Writes docs/scaling.json and plots docs/scaling.png. Then the idle cost: 3
+# server processes with 8, 64 and 256 shards and no requests at all, CPU (% of one core, all
+# three processes together) and RSS per process over --idle-seconds, once groups have had
+# time to fall asleep. Not part of CI.
 #
 #   scripts/bench-scaling.sh [--duration S] [--shards "1 2 4 8 16"]
+#                            [--idle-shards "8 64 256"] [--idle-seconds 30] [--idle-only]
 set -euo pipefail
 cd "$(dirname "$0")/.."
-duration=8 shard_counts="1 2 4 8 16"
+duration=8 shard_counts="1 2 4 8 16" idle_counts="8 64 256" idle_seconds=30 idle_only=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --duration) duration=$2; shift 2 ;;
     --shards) shard_counts=$2; shift 2 ;;
+    --idle-shards) idle_counts=$2; shift 2 ;;
+    --idle-seconds) idle_seconds=$2; shift 2 ;;
+    --idle-only) idle_only=1; shift ;;
     *) echo "bench-scaling: unknown flag $1" >&2; exit 64 ;;
   esac
 done
@@ -27,6 +34,41 @@ stop_servers() {
   pids=()
 }
 trap 'stop_servers; rm -rf "$dir"' EXIT
+# CPU ticks (user + system) of the given processes, summed.
+cpu_ticks() {
+  local total=0 pid
+  for pid in "$@"; do
+    total=$(( total + $(awk '{print $14 + $15}' "/proc/$pid/stat") ))
+  done
+  echo "$total"
+}
+idle() {
+  local n=$1 i members=1=127.0.0.1:7321,2=127.0.0.1:7322,3=127.0.0.1:7323
+  for i in 1 2 3; do
+    "$bin/scalestore-server" --id "$i" --listen "127.0.0.1:732$i" --data-dir "$dir/idle-$n-$i" \
+      --initial-cluster "$members" --shards "$n" 2> "$dir/idle-$n-$i.log" &
+    pids+=($!)
+  done
+  wait_until_serving "$bin" 127.0.0.1:7321,127.0.0.1:7322,127.0.0.1:7323
+  # Elections, the first map and leader balancing settle; idle groups fall asleep.
+  sleep 15
+  local hz before after rss
+  hz=$(getconf CLK_TCK)
+  before=$(cpu_ticks "${pids[@]}")
+  sleep "$idle_seconds"
+  after=$(cpu_ticks "${pids[@]}")
+  rss=$(for i in "${pids[@]}"; do awk '/VmRSS/ {printf "%d ", $2 / 1024}' "/proc/$i/status"; done)
+  printf '%8s %14s %22s\n' "$n" \
+    "$(awk -v t=$(( after - before )) -v hz="$hz" -v s="$idle_seconds" 'BEGIN {printf "%.1f", 100 * t / hz / s}')" \
+    "$rss"
+  stop_servers
+  rm -rf "$dir/idle-$n-"*
+}
+if [ "$idle_only" = 1 ]; then
+  echo "  shards  cpu % of 1 core  rss MiB (per process)"
+  for n in $idle_counts; do idle "$n"; done
+  exit 0
+fi
 common=(--workload write --concurrency 64 --clients 3 --duration "$duration" --warmup 2 --json --quiet)
 for n in $shard_counts; do
   echo "[bench-scaling] embedded, $n shards" >&2
@@ -47,3 +89,6 @@ for n in $shard_counts; do
   rm -rf "$dir/node-$n-"*
 done
 "$SCALESTORE_VENV/bin/python" scripts/plot_scaling.py "$dir" docs/scaling.json docs/scaling.png
+echo "idle: 3 server processes, no requests, ${idle_seconds} s"
+echo "  shards  cpu % of 1 core  rss MiB (per process)"
+for n in $idle_counts; do idle "$n"; done
