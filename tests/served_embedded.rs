@@ -162,7 +162,7 @@ async fn peer_messages_for_one_node_are_refused_by_another_at_its_old_address() 
         );
     }
     match peers.send(1, 2, ping(), PEER_TIMEOUT).await {
-        Ok(PeerResponse::Admin(AdminReply::Groups { node, groups })) => {
+        Ok(PeerResponse::Admin(AdminReply::Groups { node, groups, .. })) => {
             assert_eq!(node, 2, "a ping answer names the node answering");
             assert_eq!(
                 groups.len(),

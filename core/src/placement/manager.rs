@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
 use crate::placement::events::EventLog;
-use crate::replica::network::{AdminReply, AdminRequest, PeerRequest, PeerResponse};
+use crate::replica::network::{AdminReply, AdminRequest, Led, PeerRequest, PeerResponse};
 use crate::replica::node::{GroupStatus, Node};
 use crate::routing::sharding::{NodeState, PendingMove, ShardMap, META_GROUP};
 use crate::types::{
@@ -402,6 +402,7 @@ async fn reconcile(
         )
     });
     let mut hosted: BTreeMap<NodeId, Vec<GroupId>> = BTreeMap::new();
+    let mut leading: Vec<(NodeId, Led)> = Vec::new();
     for (n, reply) in futures::future::join_all(pings).await {
         // An answer from another node (one now at `n`'s old address) says nothing of `n`.
         let reply = match reply {
@@ -426,8 +427,12 @@ async fn reconcile(
         }
         if let Ok(reply) = reply {
             *seen = now;
-            if let AdminReply::Groups { groups, .. } = reply {
+            if let AdminReply::Groups {
+                groups, leading: l, ..
+            } = reply
+            {
                 hosted.insert(n, groups);
+                leading.extend(l.into_iter().map(|l| (n, l)));
             }
             if st.down.remove(&n) {
                 events.record("node_up", format!("node {n} is reachable again"));
@@ -483,7 +488,7 @@ async fn reconcile(
         }
         return Ok(());
     }
-    balance_leaders(node, &map, events, st).await
+    balance_leaders(node, &map, &leading, events, st).await
 }
 
 fn describe(mv: &PendingMove) -> String {
@@ -916,13 +921,26 @@ pub fn leader_transfer(
 }
 
 /// Settles a joint config left without a move, else makes one leader transfer that evens out
-/// leaders per node (leader changes are recorded by `placement::watch`).
+/// leaders per node (leader changes are recorded by `placement::watch`). `leading`: what each
+/// node's answer to this tick's ping says it leads, so a tick asks nothing per group unless a
+/// group's membership is joint.
 async fn balance_leaders(
     node: &Node,
     map: &ShardMap,
+    leading: &[(NodeId, Led)],
     events: &EventLog,
     st: &mut ManagerState,
 ) -> Result<()> {
+    // Per group, the claimant of the highest term.
+    let mut claimed: BTreeMap<GroupId, (NodeId, Led)> = BTreeMap::new();
+    for (n, led) in leading {
+        if claimed
+            .get(&led.group)
+            .is_none_or(|(_, c)| c.term < led.term)
+        {
+            claimed.insert(led.group, (*n, *led));
+        }
+    }
     let mut leader_of = BTreeMap::new();
     let groups = map
         .shards
@@ -930,10 +948,16 @@ async fn balance_leaders(
         .map(|s| (s.id, &s.replicas))
         .chain([(META_GROUP, &map.meta_replicas)]);
     for (group, replicas) in groups {
-        let Ok((leader, status)) = find_leader(node, group, replicas).await else {
+        let Some((leader, led)) = claimed.get(&group).copied() else {
             continue;
         };
-        if status.is_joint() {
+        if led.joint {
+            let Ok((leader, status)) = find_leader(node, group, replicas).await else {
+                continue;
+            };
+            if !status.is_joint() {
+                continue;
+            }
             // A voter change cut between its steps with no move left to finish it (say, by an
             // older version): settle it on the map's replicas.
             still_manager(node)?;

@@ -154,7 +154,12 @@ impl Hibernation {
         let mut asleep: Vec<GroupId> = self
             .groups
             .lock()
-            .map(|g| g.iter().filter(|(_, s)| s.stopped).map(|(g, _)| *g).collect())
+            .map(|g| {
+                g.iter()
+                    .filter(|(_, s)| s.stopped)
+                    .map(|(g, _)| *g)
+                    .collect()
+            })
             .unwrap_or_default();
         asleep.sort();
         asleep
@@ -185,12 +190,17 @@ impl Hibernation {
             });
             let metrics = raft.metrics().borrow_watched().clone();
             let last = metrics.last_log_index;
-            let committed = metrics.committed.as_ref().map(|l| l.index);
+            let committed = metrics.local_committed.as_ref().map(|l| l.index);
             let term = metrics.current_term;
             match metrics.state {
                 ServerState::Leader => {
                     let settled = committed == last
-                        && metrics.membership_config.membership().get_joint_config().len() == 1
+                        && metrics
+                            .membership_config
+                            .membership()
+                            .get_joint_config()
+                            .len()
+                            == 1
                         && metrics.replication.as_ref().is_some_and(|r| {
                             r.values().all(|m| m.as_ref().map(|l| l.index) == last)
                         });
@@ -314,7 +324,10 @@ async fn exchange(weak: Weak<Node>, peer: NodeId, timeout: Duration) {
             node.hibernation().heard(peer, asleep);
         }
     }
-    if let Ok(mut asking) = node.hibernation().asking.lock() {
-        asking.remove(&peer);
-    }
+    let asked = node
+        .hibernation()
+        .asking
+        .lock()
+        .map(|mut a| a.remove(&peer));
+    drop(asked);
 }

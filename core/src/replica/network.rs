@@ -128,8 +128,20 @@ pub enum AdminReply {
     Groups {
         node: NodeId,
         groups: Vec<GroupId>,
+        /// The groups it leads: what the manager balances leaders by, with no question per
+        /// group.
+        leading: Vec<Led>,
     },
     Size(u64),
+}
+
+/// A group a node leads, as its answer to a ping says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Led {
+    pub group: GroupId,
+    pub term: u64,
+    /// Its membership is joint (a voter change between its two steps).
+    pub joint: bool,
 }
 
 /// What one node sends another.

@@ -160,6 +160,7 @@ impl Node {
         let identity = Identity::new(&config.cluster_id, config.id);
         let config_id = config.id;
         let store = NodeStore::open(dir, &identity, config.storage)?;
+        let hibernation = Hibernation::new(&config.timing);
         Ok(Arc::new(Node {
             stopping: AtomicBool::new(false),
             config,
@@ -175,7 +176,7 @@ impl Node {
             starting: tokio::sync::Mutex::new(()),
             snapshots_in: snapshot_transfer::Receiver::default(),
             installs_in: std::sync::Mutex::new(HashMap::new()),
-            hibernation: Hibernation::new(&config.timing),
+            hibernation,
             tasks: std::sync::Mutex::new(Vec::new()),
         }))
     }
@@ -406,6 +407,26 @@ impl Node {
         g
     }
 
+    /// The groups this node leads, from their metrics (no message sent, nothing woken).
+    pub fn leading(&self) -> Vec<crate::replica::network::Led> {
+        let rafts: Vec<(GroupId, Raft)> = self
+            .groups
+            .read()
+            .map(|g| g.iter().map(|(id, r)| (*id, r.clone())).collect())
+            .unwrap_or_default();
+        rafts
+            .into_iter()
+            .filter_map(|(group, raft)| {
+                let m = raft.metrics().borrow_watched().clone();
+                (m.state == openraft::ServerState::Leader).then(|| crate::replica::network::Led {
+                    group,
+                    term: m.current_term,
+                    joint: m.membership_config.membership().get_joint_config().len() > 1,
+                })
+            })
+            .collect()
+    }
+
     fn raft_or_wrong_shard(&self, group: GroupId) -> Result<Raft> {
         self.raft(group).ok_or(Error::GroupNotHosted {
             group,
@@ -573,6 +594,7 @@ impl Node {
             AdminRequest::Ping => Ok(AdminReply::Groups {
                 node: self.id(),
                 groups: self.groups(),
+                leading: self.leading(),
             }),
             AdminRequest::Liveness { from, asleep } => {
                 self.hibernation.heard(from, asleep);
