@@ -119,7 +119,7 @@ struct NodeCollector {
     descs: Vec<Desc>,
 }
 
-const FAMILIES: [(&str, &str); 18] = [
+const FAMILIES: [(&str, &str); 19] = [
     ("scalestore_shard_term", "Raft term of each hosted group"),
     (
         "scalestore_shard_commit_index",
@@ -158,6 +158,10 @@ const FAMILIES: [(&str, &str); 18] = [
     (
         "scalestore_peer_stream_connects_total",
         "Peer streams opened (reconnects included)",
+    ),
+    (
+        "scalestore_groups_asleep",
+        "Groups on this node whose Raft timers are stopped because they are idle (hibernation)",
     ),
     (
         "scalestore_pre_vote_requests_total",
@@ -362,6 +366,11 @@ impl Collector for NodeCollector {
                 "scalestore_peer_stream_connects_total",
                 MetricType::COUNTER,
                 vec![counter(connects)],
+            ),
+            family(
+                "scalestore_groups_asleep",
+                MetricType::GAUGE,
+                vec![gauge(node.asleep_groups().len() as f64, &[])],
             ),
             family(
                 "scalestore_pre_vote_requests_total",

@@ -623,7 +623,7 @@ impl Node {
             }
             AdminRequest::AddLearner { group, node } => {
                 let raft = self.raft_or_wrong_shard(group)?;
-                self.hibernation.active(group, &raft);
+                self.awake(group, &raft).await;
                 raft.add_learner(
                     node,
                     BasicNode {
@@ -653,7 +653,7 @@ impl Node {
             }
             AdminRequest::TransferLeader { group, to } => {
                 let raft = self.raft_or_wrong_shard(group)?;
-                self.hibernation.active(group, &raft);
+                self.awake(group, &raft).await;
                 raft.trigger()
                     .transfer_leader(to)
                     .await
@@ -688,7 +688,6 @@ impl Node {
         fence: Option<LogId>,
     ) -> Result<()> {
         let raft = self.raft_or_wrong_shard(group)?;
-        self.hibernation.active(group, &raft);
         let failpoints = &self.config.failpoints;
         if !failpoints.held(self.id()).await && failpoints.take_fail() {
             return Err(Error::Unavailable(format!(
@@ -707,6 +706,7 @@ impl Node {
         if moves_voters && failpoints.take_interrupt() {
             return self.stop_after_joint_step(&raft, group, voters).await;
         }
+        self.awake(group, &raft).await;
         raft.change_membership_if(ChangeMembers::ReplaceAllVoters(voters), false, fence)
             .await
             .map_err(|e| Error::Unavailable(format!("group {group}: {e}")))?;
@@ -724,7 +724,7 @@ impl Node {
         fence: Option<LogId>,
     ) -> Result<()> {
         let raft = self.raft_or_wrong_shard(group)?;
-        self.hibernation.active(group, &raft);
+        self.awake(group, &raft).await;
         let unavailable =
             |e: &dyn std::fmt::Display| Error::Unavailable(format!("group {group}: {e}"));
         let voters: BTreeSet<NodeId> = voters.into_iter().collect();
@@ -940,10 +940,20 @@ impl Node {
         body: ProposalBody,
     ) -> Result<CommandResult> {
         let raft = self.raft_or_wrong_shard(group)?;
-        self.hibernation.active(group, &raft);
+        self.awake(group, &raft).await;
         // Replicas judge session expiry by the log time stamped here alone.
         let time_ms = self.log_time(group, &raft)?;
-        match raft.client_write(Proposal { time_ms, body }).await {
+        let proposal = Proposal { time_ms, body };
+        let mut written = raft.client_write(proposal.clone()).await;
+        if matches!(&written, Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) if f.leader_id.is_none())
+            && raft.metrics().borrow_watched().state == openraft::ServerState::Leader
+        {
+            // Still leader, but its lease ran out while the group slept (a write that raced
+            // the one that woke it): one heartbeat round renews it.
+            let _ = raft.ensure_linearizable(ReadPolicy::ReadIndex).await;
+            written = raft.client_write(proposal).await;
+        }
+        match written {
             Ok(resp) => match resp.data {
                 CommandResult::SessionExpired { session } => {
                     Err(Error::SessionExpired { group, session })
@@ -955,6 +965,17 @@ impl Node {
                 ClientWriteError::ForwardToLeader(f) => Some(f.leader_id),
                 _ => None,
             })),
+        }
+    }
+
+    /// Wakes `group` on this node (see [`hibernation`](crate::replica::hibernation)). A leader
+    /// that slept has let its lease run out, and openraft takes no write without one: its
+    /// first heartbeat round after waking renews it before the caller goes on.
+    async fn awake(&self, group: GroupId, raft: &Raft) {
+        let was_asleep = self.hibernation.active(group, raft);
+        let leading = raft.metrics().borrow_watched().state == openraft::ServerState::Leader;
+        if was_asleep && leading {
+            let _ = raft.ensure_linearizable(ReadPolicy::ReadIndex).await;
         }
     }
 
