@@ -18,11 +18,24 @@ pub const SERVER: &str = env!("CARGO_BIN_EXE_scalestore-server");
 pub const CLI: &str = env!("CARGO_BIN_EXE_scalestore");
 pub const WAIT: Duration = Duration::from_secs(60);
 
+/// A port no other test of this run uses and nothing listens on now. Taken below the kernel's
+/// ephemeral range (32768 and up): a port the kernel handed out for the asking (bind to port 0)
+/// could go to an outgoing connection, or to another test, before the server binds it (seen
+/// once: "Address already in use"). Each test process starts at its own offset.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
+    use std::sync::atomic::AtomicU32;
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    const FIRST: u32 = 20_000;
+    const SPAN: u32 = 12_000;
+    let offset = (std::process::id() % 400) * 30;
+    loop {
+        let n = NEXT.fetch_add(1, Ordering::SeqCst);
+        assert!(n < SPAN, "no free port left for this test process");
+        let port = (FIRST + (offset + n) % SPAN) as u16;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
 }
 
 /// A cluster of server processes, each started with a command line it can be restarted with.
