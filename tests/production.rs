@@ -283,21 +283,12 @@ impl Hosts {
     }
 }
 
-impl Drop for Hosts {
-    fn drop(&mut self) {
-        for h in 1..=self.count {
-            let _ = run("ip", &["link", "del", &self.outer(h)]);
-            let _ = run("ip", &["netns", "del", &self.namespace(h)]);
-        }
-        let _ = run("ip", &["link", "del", &self.bridge()]);
-    }
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn hosts_cut_off_and_restored_one_after_another_lose_no_acknowledged_write() {
+/// Three hosts (see [`Hosts`]) each running a server, four shards, every shard led; `None` where
+/// namespaces cannot be made and the test may skip.
+async fn three_hosts_serving_four_shards() -> Option<(Hosts, Processes)> {
     let hosts = match Hosts::create(3) {
         Ok(h) => h,
-        Err(why) if skip(&format!("cannot create network namespaces: {why}")) => return,
+        Err(why) if skip(&format!("cannot create network namespaces: {why}")) => return None,
         Err(_) => unreachable!(),
     };
     let p = Processes::prepare_on(
@@ -311,6 +302,24 @@ async fn hosts_cut_off_and_restored_one_after_another_lose_no_acknowledged_write
         p.restart(h);
     }
     p.wait_all_led().await;
+    Some((hosts, p))
+}
+
+impl Drop for Hosts {
+    fn drop(&mut self) {
+        for h in 1..=self.count {
+            let _ = run("ip", &["link", "del", &self.outer(h)]);
+            let _ = run("ip", &["netns", "del", &self.namespace(h)]);
+        }
+        let _ = run("ip", &["link", "del", &self.bridge()]);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hosts_cut_off_and_restored_one_after_another_lose_no_acknowledged_write() {
+    let Some((hosts, p)) = three_hosts_serving_four_shards().await else {
+        return;
+    };
     writers_survive(&p, async {
         // Each cut outlasts an election (the cut host's groups fail over to the other two),
         // and each restored host catches up before the next is cut.
@@ -343,22 +352,9 @@ async fn hosts_cut_off_and_restored_one_after_another_lose_no_acknowledged_write
 /// evening out leaders, which needs no pre-vote).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_catch_up_over_a_throttled_link_leaves_the_other_groups_leaders_alone() {
-    let hosts = match Hosts::create(3) {
-        Ok(h) => h,
-        Err(why) if skip(&format!("cannot create network namespaces: {why}")) => return,
-        Err(_) => unreachable!(),
+    let Some((hosts, p)) = three_hosts_serving_four_shards().await else {
+        return;
     };
-    let p = Processes::prepare_on(
-        hosts.addresses(7000),
-        hosts.addresses(7100),
-        hosts.launchers(),
-        4,
-        &[],
-    );
-    for h in 1..=3 {
-        p.restart(h);
-    }
-    p.wait_all_led().await;
     // A node leading two shards (four shards on three nodes: one leads two); every shard has a
     // replica on each node.
     let status = p.wait_led(1).await;
