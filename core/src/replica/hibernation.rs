@@ -188,22 +188,28 @@ impl Hibernation {
                 stopped: false,
                 claim: None,
             });
-            let metrics = raft.metrics().borrow_watched().clone();
-            let last = metrics.last_log_index;
-            let committed = metrics.local_committed.as_ref().map(|l| l.index);
-            let term = metrics.current_term;
-            match metrics.state {
+            // Read under the metrics borrow, not cloned: this runs for every group every round.
+            let (role, last, committed, term, leader, settled) = {
+                let watched = raft.metrics();
+                let m = watched.borrow_watched();
+                let last = m.last_log_index;
+                let committed = m.local_committed.as_ref().map(|l| l.index);
+                let settled = committed == last
+                    && m.membership_config.membership().get_joint_config().len() == 1
+                    && m.replication
+                        .as_ref()
+                        .is_some_and(|r| r.values().all(|l| l.as_ref().map(|l| l.index) == last));
+                (
+                    m.state,
+                    last,
+                    committed,
+                    m.current_term,
+                    m.current_leader,
+                    settled,
+                )
+            };
+            match role {
                 ServerState::Leader => {
-                    let settled = committed == last
-                        && metrics
-                            .membership_config
-                            .membership()
-                            .get_joint_config()
-                            .len()
-                            == 1
-                        && metrics.replication.as_ref().is_some_and(|r| {
-                            r.values().all(|m| m.as_ref().map(|l| l.index) == last)
-                        });
                     let idle = now.duration_since(state.last_active) >= self.idle_after;
                     if idle && settled {
                         let claim = Asleep {
@@ -229,7 +235,7 @@ impl Hibernation {
                 }
                 ServerState::Follower | ServerState::Learner => {
                     state.claim = None;
-                    let claimed = metrics.current_leader.and_then(|leader| {
+                    let claimed = leader.and_then(|leader| {
                         fresh.get(&leader).and_then(|asleep| asleep.get(&group))
                     });
                     let matches = claimed.is_some_and(|c| {

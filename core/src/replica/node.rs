@@ -417,7 +417,8 @@ impl Node {
         rafts
             .into_iter()
             .filter_map(|(group, raft)| {
-                let m = raft.metrics().borrow_watched().clone();
+                let watched = raft.metrics();
+                let m = watched.borrow_watched();
                 (m.state == openraft::ServerState::Leader).then(|| crate::replica::network::Led {
                     group,
                     term: m.current_term,
