@@ -3,7 +3,7 @@
 //! wrote (every key of the key space, read back through another client), the figures it
 //! reports, and that bad flags are refused with a usage error before anything runs.
 
-mod support;
+use crate::support;
 
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};

@@ -3,7 +3,7 @@
 //! SIGCONT, SIGTERM; every test checks the data, and the fault tests check the recorded history
 //! with the linearizability checker.
 
-mod support;
+use crate::support;
 
 use std::process::Command;
 use std::time::{Duration, Instant};
