@@ -185,12 +185,27 @@ impl RaftTiming {
             // make a replica a voter before it had received its snapshot, whenever the shard's
             // log was shorter than that, however much data it held.
             replication_lag_threshold: REPLICATION_LAG_THRESHOLD,
+            // A group under writes needs no heartbeats: a follower that acknowledged an append
+            // within the last interval is not sent one (replication doubles as heartbeat, and
+            // its answers renew the leader's lease). Heartbeats resume once writes stop.
+            heartbeat_min_interval: Some(self.heartbeat_min_interval_ms()),
             ..Default::default()
         };
         let config = config
             .validate()
             .map_err(|e| Error::InvalidArgument(format!("raft timing: {e}")))?;
         Ok(Arc::new(config))
+    }
+
+    /// One heartbeat interval, or less where the election timeout leaves less room: a
+    /// suppressed heartbeat goes out at the first tick (`heartbeat * 13 / 64`) after
+    /// `heartbeat + min_interval`, which must stay before any follower's election timeout.
+    fn heartbeat_min_interval_ms(&self) -> u64 {
+        let tick = self.heartbeat_ms * 13 / 64;
+        let room = self
+            .election_timeout_min_ms
+            .saturating_sub(self.heartbeat_ms + tick + 1);
+        self.heartbeat_ms.min(room)
     }
 
     pub fn election_timeout(&self) -> Duration {
@@ -259,5 +274,32 @@ impl WallClock {
     /// Back to the system clock.
     pub fn reset(&self) {
         self.offset_ms.store(0, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn active_groups_skip_heartbeats_for_one_interval_and_never_past_an_election_timeout() {
+        let default = RaftTiming::default();
+        let config = default.to_openraft().expect("default timing");
+        assert_eq!(config.heartbeat_min_interval, Some(default.heartbeat_ms));
+        // Tight timings (the tests' fast clusters) get what fits, and openraft accepts it.
+        for (heartbeat_ms, min, max) in [(50, 150, 300), (20, 60, 120), (100, 150, 300)] {
+            let timing = RaftTiming {
+                heartbeat_ms,
+                election_timeout_min_ms: min,
+                election_timeout_max_ms: max,
+                ..RaftTiming::default()
+            };
+            let config = timing.to_openraft().expect("valid timing");
+            let suppressed = config.heartbeat_min_interval.unwrap_or(0);
+            assert!(suppressed <= heartbeat_ms);
+            if suppressed > 0 {
+                assert!(heartbeat_ms + suppressed + heartbeat_ms * 13 / 64 < min);
+            }
+        }
     }
 }

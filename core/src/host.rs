@@ -17,7 +17,7 @@ use crate::placement::manager::{self, ManagerOptions};
 use crate::placement::watch;
 use crate::replica::network::{AdminReply, AdminRequest, PeerTransport};
 use crate::replica::node::{GroupStatus, Node, NodeConfig};
-use crate::routing::sharding::{NodeState, RingRange, ShardInfo, ShardMap, META_GROUP};
+use crate::sharding::{NodeState, RingRange, ShardInfo, ShardMap, META_GROUP};
 use crate::types::{GroupId, NodeId};
 
 /// One shard as the cluster sees it.

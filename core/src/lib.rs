@@ -4,9 +4,10 @@
 //! through a [`Transport`]. See ARCHITECTURE.md for the map.
 
 // Layers, one folder each (see ARCHITECTURE.md): replica (node, peer network, storage), routing
-// (cluster map, client, transport), placement (shard manager, events), embedded (in-process
-// cluster and faults), proof (histories, checker, fault suite); host is one node's life in a
-// process, shared by the embedded cluster and the server. Shared vocabulary stays here.
+// (client, transport), placement (shard manager, events), embedded (in-process cluster and
+// faults), proof (histories, checker, fault suite); host is one node's life in a process,
+// shared by the embedded cluster and the server. Shared vocabulary stays here, at the base:
+// types, config, error, and sharding (the ring and the cluster map every layer reads).
 pub mod config;
 pub mod embedded;
 pub mod error;
@@ -16,6 +17,7 @@ pub mod placement;
 pub mod proof;
 pub mod replica;
 pub mod routing;
+pub mod sharding;
 pub mod types;
 
 // The modules' earlier paths (`scalestore::suite`, `scalestore::storage`, ...) stay valid.
@@ -23,7 +25,7 @@ pub use embedded::{cluster, faults, inproc};
 pub use placement::{events, manager};
 pub use proof::{checker, history, suite};
 pub use replica::{network, node, storage};
-pub use routing::{client, sharding, transport};
+pub use routing::{client, transport};
 
 pub use checker::{check, check_from, CheckOptions, Verdict};
 pub use client::{CasOutcome, Client, ClientOptions, ScanOptions, ScanPage};

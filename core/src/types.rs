@@ -275,5 +275,5 @@ pub enum ClientResponse {
         more: bool,
     },
     GroupStatus(crate::replica::node::GroupStatus),
-    ShardMap(crate::routing::sharding::ShardMap),
+    ShardMap(crate::sharding::ShardMap),
 }

@@ -23,8 +23,8 @@ use crate::replica::node::{GroupStatus, Node, NodeConfig};
 use crate::replica::storage::identity::write_synced;
 use crate::replica::storage::{lose_unsynced_writes, StorageStats};
 use crate::routing::client::{Client, ClientOptions};
-use crate::routing::sharding::{NodeState, ShardMap, META_GROUP};
 use crate::routing::transport::Transport;
+use crate::sharding::{NodeState, ShardMap, META_GROUP};
 use crate::types::{GroupId, NodeId};
 
 const CLUSTER_FILE: &str = "scalestore-cluster.json";

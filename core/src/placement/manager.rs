@@ -14,7 +14,7 @@ use crate::error::{Error, Result};
 use crate::placement::events::EventLog;
 use crate::replica::network::{AdminReply, AdminRequest, Led, PeerRequest, PeerResponse};
 use crate::replica::node::{GroupStatus, Node};
-use crate::routing::sharding::{NodeState, PendingMove, ShardMap, META_GROUP};
+use crate::sharding::{NodeState, PendingMove, ShardMap, META_GROUP};
 use crate::types::{
     ClientRequest, ClientResponse, Command, CommandResult, GroupId, LogId, NodeId, ReadConsistency,
 };

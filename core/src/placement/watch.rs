@@ -20,7 +20,7 @@ use openraft::async_runtime::watch::WatchReceiver;
 
 use crate::placement::events::EventLog;
 use crate::replica::node::Node;
-use crate::routing::sharding::META_GROUP;
+use crate::sharding::META_GROUP;
 use crate::types::{GroupId, NodeId};
 
 /// How often a node looks at its groups' leaders.

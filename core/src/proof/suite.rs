@@ -24,7 +24,7 @@ use crate::placement::manager::ManagerOptions;
 use crate::proof::checker::{check, CheckOptions, Verdict};
 use crate::proof::history::History;
 use crate::routing::client::{Client, ClientOptions};
-use crate::routing::sharding::META_GROUP;
+use crate::sharding::META_GROUP;
 use crate::types::{NodeId, ReadConsistency};
 
 /// The kind of fault a run injects.

@@ -22,7 +22,7 @@ use crate::replica::failpoints::Failpoints;
 use crate::replica::node::GroupStatus;
 use crate::replica::snapshot_transfer::{read_chunk, CHUNK_BYTES};
 use crate::replica::storage::{count, SnapshotFile, StorageStats};
-use crate::routing::sharding::ShardMap;
+use crate::sharding::ShardMap;
 use crate::types::{
     ClientRequest, ClientResponse, GroupId, LogId, NodeId, SnapshotMeta, TypeConfig, Vote,
 };

@@ -24,7 +24,7 @@ use crate::replica::network::{
 use crate::replica::snapshot_transfer;
 use crate::replica::storage::identity::Identity;
 use crate::replica::storage::{count, GroupInstance, NodeStore, SnapshotFile, StorageStats};
-use crate::routing::sharding::{ShardMap, META_GROUP};
+use crate::sharding::{ShardMap, META_GROUP};
 use crate::types::{
     ClientRequest, ClientResponse, CommandResult, GroupId, LogId, NodeId, Proposal, ProposalBody,
     Raft, ReadConsistency, SnapshotMeta, TypeConfig, Vote,

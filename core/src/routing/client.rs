@@ -19,8 +19,8 @@ use crate::host::ClusterStatus;
 use crate::placement::events::Event;
 use crate::proof::history::{output_of_error, History, OpInput, OpOutput, Operation, RecordSwitch};
 use crate::replica::node::GroupStatus;
-use crate::routing::sharding::ShardMap;
 use crate::routing::transport::Transport;
+use crate::sharding::ShardMap;
 use crate::types::{
     ClientRequest, ClientResponse, Command, CommandResult, GroupId, NodeId, ReadConsistency,
     SessionRef,

@@ -1,6 +1,8 @@
-//! Getting a request to the right replica: the cluster map (keys to shards, shards to nodes),
-//! the client that routes by it, and the transport seam the client talks through.
+//! Getting a request to the right replica: the client that routes by the cluster map
+//! (`crate::sharding`), and the transport seam the client talks through.
 
 pub mod client;
-pub mod sharding;
 pub mod transport;
+
+// The map's earlier path (`scalestore::routing::sharding`) stays valid.
+pub use crate::sharding;
