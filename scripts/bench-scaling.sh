@@ -5,7 +5,8 @@
 # every point). Writes docs/scaling.json and plots docs/scaling.png. Then the idle cost: 3
 # server processes with 8, 64 and 256 shards and no requests at all, CPU (% of one core, all
 # three processes together) and RSS per process over --idle-seconds, once groups have had
-# time to fall asleep. Not part of CI.
+# time to fall asleep, and what waking costs: the first write to each sleeping shard against a
+# write to it awake (server/examples/wake_latency.rs). Not part of CI.
 #
 #   scripts/bench-scaling.sh [--duration S] [--shards "1 2 4 8 16"]
 #                            [--idle-shards "8 64 256"] [--idle-seconds 30] [--idle-only]
@@ -24,7 +25,7 @@ while [ $# -gt 0 ]; do
 done
 scripts/setup.sh --python
 . scripts/env.sh
-[ -n "${BENCH_BIN:-}" ] || cargo build --quiet --bins
+[ -n "${BENCH_BIN:-}" ] || cargo build --quiet --bins --examples
 bin="${BENCH_BIN:-$CARGO_TARGET_DIR/debug}"
 dir=$(mktemp -d)
 pids=()
@@ -61,6 +62,9 @@ idle() {
   printf '%8s %14s %22s\n' "$n" \
     "$(awk -v t=$(( after - before )) -v hz="$hz" -v s="$idle_seconds" 'BEGIN {printf "%.1f", 100 * t / hz / s}')" \
     "$rss"
+  # The first write to each (sleeping) shard against one to the same shard awake.
+  "$bin/examples/wake_latency" --endpoints 127.0.0.1:7321,127.0.0.1:7322,127.0.0.1:7323 \
+    --settle-seconds 5 | sed 's/^/    /'
   stop_servers
   rm -rf "$dir/idle-$n-"*
 }

@@ -604,7 +604,7 @@ async fn a_plain_grpc_client_on_a_follower_gets_correct_answers_for_every_kv_cal
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_input_gets_clear_errors_and_loses_nothing() {
     use prost::Message as _;
-    use scalestore::types::{ClientRequest, ClientResponse};
+    use scalestore::protocol::{ClientRequest, ClientResponse};
     let p = Processes::start(3, 2).await;
     let client = p.client().await;
     client.put("keep", "me").await.expect("put");

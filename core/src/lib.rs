@@ -7,7 +7,8 @@
 // (client, transport), placement (shard manager, events), embedded (in-process cluster and
 // faults), proof (histories, checker, fault suite); host is one node's life in a process,
 // shared by the embedded cluster and the server. Shared vocabulary stays here, at the base:
-// types, config, error, and sharding (the ring and the cluster map every layer reads).
+// types, config, error, sharding (the ring and the cluster map every layer reads) and
+// protocol (what clients and nodes say to each other).
 pub mod config;
 pub mod embedded;
 pub mod error;
@@ -15,6 +16,7 @@ pub mod host;
 pub mod load;
 pub mod placement;
 pub mod proof;
+pub mod protocol;
 pub mod replica;
 pub mod routing;
 pub mod sharding;

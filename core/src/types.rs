@@ -19,7 +19,6 @@ openraft::declare_raft_types!(
         Node = openraft::BasicNode,
 );
 
-pub type Raft = openraft::Raft<TypeConfig, crate::replica::storage::StateMachine>;
 pub type LogId = openraft::type_config::alias::LogIdOf<TypeConfig>;
 pub type Entry = <TypeConfig as openraft::RaftTypeConfig>::Entry;
 pub type Vote = <TypeConfig as openraft::RaftTypeConfig>::Vote;
@@ -190,90 +189,4 @@ pub enum ReadConsistency {
     Lease,
     /// The replica asked answers from its own state whatever its role; may be behind.
     Stale,
-}
-
-/// A request entering a node from a client.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub enum ClientRequest {
-    Write {
-        group: GroupId,
-        command: Command,
-        session: Option<SessionRef>,
-    },
-    OpenSession {
-        group: GroupId,
-    },
-    ReadMany {
-        group: GroupId,
-        keys: Vec<Vec<u8>>,
-        consistency: ReadConsistency,
-    },
-    /// Up to `limit` pairs of the group with `start <= key < end` (`end` None: no bound).
-    Scan {
-        group: GroupId,
-        start: Vec<u8>,
-        end: Option<Vec<u8>>,
-        limit: usize,
-        consistency: ReadConsistency,
-    },
-    /// The group's status as the node asked sees it.
-    GroupStatus {
-        group: GroupId,
-    },
-    /// The cluster map as the node asked knows it.
-    GetShardMap,
-    Read {
-        group: GroupId,
-        key: Vec<u8>,
-        consistency: ReadConsistency,
-    },
-}
-
-impl ClientRequest {
-    pub fn group(&self) -> Option<GroupId> {
-        match self {
-            ClientRequest::Write { group, .. }
-            | ClientRequest::Read { group, .. }
-            | ClientRequest::OpenSession { group }
-            | ClientRequest::ReadMany { group, .. }
-            | ClientRequest::Scan { group, .. }
-            | ClientRequest::GroupStatus { group } => Some(*group),
-            ClientRequest::GetShardMap => None,
-        }
-    }
-
-    /// The KV operation this request carries, named as the public KV service names it (the
-    /// `op` label of the request metrics); `None` for requests that are not KV operations.
-    pub fn kv_op(&self) -> Option<&'static str> {
-        match self {
-            ClientRequest::Write { command, .. } => Some(match command {
-                Command::Put { .. } => "put",
-                Command::Delete { .. } => "delete",
-                Command::Append { .. } => "append",
-                Command::Cas { .. } => "compare_and_swap",
-                Command::PutMany { .. } => "batch_put",
-            }),
-            ClientRequest::Read { .. } => Some("get"),
-            ClientRequest::ReadMany { .. } => Some("batch_get"),
-            ClientRequest::Scan { .. } => Some("scan"),
-            ClientRequest::OpenSession { .. }
-            | ClientRequest::GroupStatus { .. }
-            | ClientRequest::GetShardMap => None,
-        }
-    }
-}
-
-/// A node's answer to a [`ClientRequest`].
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub enum ClientResponse {
-    Write(CommandResult),
-    Read(Option<Vec<u8>>),
-    Values(Vec<Option<Vec<u8>>>),
-    /// Pairs in key order; `more` when the limit cut the range short.
-    Scan {
-        items: Vec<(Vec<u8>, Vec<u8>)>,
-        more: bool,
-    },
-    GroupStatus(crate::replica::node::GroupStatus),
-    ShardMap(crate::sharding::ShardMap),
 }

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use futures::Stream;
 use scalestore::network::{AdminRequest, PeerRequest, PeerResponse, PeerTransport, RaftRpc};
-use scalestore::types::{ClientRequest, ClientResponse};
+use scalestore::protocol::{ClientRequest, ClientResponse};
 use scalestore::{Error, NodeId, Result};
 use tokio::sync::{mpsc, oneshot};
 use tokio_stream::wrappers::ReceiverStream;

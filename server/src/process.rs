@@ -12,8 +12,8 @@ use scalestore::config::WallClock;
 use scalestore::host::{self, HostServices};
 use scalestore::network::{PeerRequest, PeerResponse};
 use scalestore::node::NodeConfig;
+use scalestore::protocol::{ClientRequest, ClientResponse};
 use scalestore::replica::failpoints::Failpoints;
-use scalestore::types::{ClientRequest, ClientResponse};
 use scalestore::{
     Client, ClientOptions, EventLog, Limits, ManagerOptions, Node, NodeId, ShardMap,
     StorageOptions, TestSwitches,

@@ -10,7 +10,7 @@ use std::time::Duration;
 use crate::tls::ServingTls;
 use scalestore::inproc::InProcNetwork;
 use scalestore::network::{PeerRequest, PeerResponse};
-use scalestore::types::{ClientRequest, ClientResponse};
+use scalestore::protocol::{ClientRequest, ClientResponse};
 use scalestore::{
     Client, ClientOptions, EmbeddedCluster, Error, EventLog, Node, NodeId, Result, ShardMap,
     Transport,

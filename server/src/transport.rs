@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use scalestore::types::{ClientRequest, ClientResponse};
+use scalestore::protocol::{ClientRequest, ClientResponse};
 use scalestore::{Client, ClientOptions, Error, NodeId, Result, ShardMap, Transport};
 use tonic::transport::{Channel, ClientTlsConfig};
 

@@ -10,10 +10,11 @@ use crate::embedded::faults::Faults;
 use crate::error::{Error, Result};
 use crate::host::{self, ClusterStatus};
 use crate::placement::events::{Event, EventLog};
+use crate::protocol::{ClientRequest, ClientResponse};
 use crate::replica::network::{PeerRequest, PeerResponse, PeerTransport};
 use crate::replica::node::Node;
 use crate::routing::transport::Transport;
-use crate::types::{ClientRequest, ClientResponse, NodeId};
+use crate::types::NodeId;
 
 pub struct InProcNetwork {
     /// Nodes that are up. A stopped node is absent: messages to it fail as unreachable.

@@ -12,12 +12,11 @@ use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
 use crate::placement::events::EventLog;
+use crate::protocol::{ClientRequest, ClientResponse};
 use crate::replica::network::{AdminReply, AdminRequest, Led, PeerRequest, PeerResponse};
 use crate::replica::node::{GroupStatus, Node};
 use crate::sharding::{NodeState, PendingMove, ShardMap, META_GROUP};
-use crate::types::{
-    ClientRequest, ClientResponse, Command, CommandResult, GroupId, LogId, NodeId, ReadConsistency,
-};
+use crate::types::{Command, CommandResult, GroupId, LogId, NodeId, ReadConsistency};
 
 /// The key of the cluster map in the manager's group.
 pub const MAP_KEY: &[u8] = b"cluster-map";

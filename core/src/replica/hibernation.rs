@@ -36,7 +36,8 @@ use serde::{Deserialize, Serialize};
 use crate::config::RaftTiming;
 use crate::replica::network::{AdminReply, AdminRequest, PeerRequest, PeerResponse, RaftRpc};
 use crate::replica::node::Node;
-use crate::types::{GroupId, NodeId, Raft};
+use crate::replica::Raft;
+use crate::types::{GroupId, NodeId};
 
 /// A group its leader has put to sleep, as the leader's node tells its peers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -7,3 +7,6 @@ pub mod network;
 pub mod node;
 pub mod snapshot_transfer;
 pub mod storage;
+
+/// One group's running Raft on this node (openraft over the node's shared storage).
+pub type Raft = openraft::Raft<crate::types::TypeConfig, storage::StateMachine>;

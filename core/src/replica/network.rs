@@ -18,14 +18,13 @@ use openraft::BasicNode;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+use crate::protocol::GroupStatus;
+use crate::protocol::{ClientRequest, ClientResponse};
 use crate::replica::failpoints::Failpoints;
-use crate::replica::node::GroupStatus;
 use crate::replica::snapshot_transfer::{read_chunk, CHUNK_BYTES};
 use crate::replica::storage::{count, SnapshotFile, StorageStats};
 use crate::sharding::ShardMap;
-use crate::types::{
-    ClientRequest, ClientResponse, GroupId, LogId, NodeId, SnapshotMeta, TypeConfig, Vote,
-};
+use crate::types::{GroupId, LogId, NodeId, SnapshotMeta, TypeConfig, Vote};
 
 /// A Raft RPC of one group.
 #[derive(Debug, Serialize, Deserialize)]

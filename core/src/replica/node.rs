@@ -24,10 +24,14 @@ use crate::replica::network::{
 use crate::replica::snapshot_transfer;
 use crate::replica::storage::identity::Identity;
 use crate::replica::storage::{count, GroupInstance, NodeStore, SnapshotFile, StorageStats};
+use crate::replica::Raft;
 use crate::sharding::{ShardMap, META_GROUP};
+// Where the status type lived before it moved to the shared vocabulary.
+pub use crate::protocol::GroupStatus;
+use crate::protocol::{ClientRequest, ClientResponse};
 use crate::types::{
-    ClientRequest, ClientResponse, CommandResult, GroupId, LogId, NodeId, Proposal, ProposalBody,
-    Raft, ReadConsistency, SnapshotMeta, TypeConfig, Vote,
+    CommandResult, GroupId, LogId, NodeId, Proposal, ProposalBody, ReadConsistency, SnapshotMeta,
+    TypeConfig, Vote,
 };
 
 /// Everything a node needs to start.
@@ -44,49 +48,6 @@ pub struct NodeConfig {
     /// This node's wall clock: every wall-clock reading a node makes goes through it, so the
     /// clock-jump fault reaches it. Log time does not read it (see `Node::log_time`).
     pub clock: Arc<WallClock>,
-}
-
-/// Role and progress of one group on one node.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct GroupStatus {
-    pub group: GroupId,
-    pub node: NodeId,
-    pub is_leader: bool,
-    pub leader: Option<NodeId>,
-    pub term: u64,
-    pub last_log_index: Option<u64>,
-    pub committed_index: Option<u64>,
-    pub applied_index: Option<u64>,
-    /// Every voter, of both halves while the config is joint.
-    pub voters: Vec<NodeId>,
-    pub snapshot_index: Option<u64>,
-    pub purged_index: Option<u64>,
-    /// The voter sets of the effective membership: one when uniform, two while joint.
-    #[serde(default)]
-    pub voter_sets: Vec<Vec<NodeId>>,
-    #[serde(default)]
-    pub learners: Vec<NodeId>,
-    /// Log id of the effective membership (what a fenced voter change names).
-    #[serde(default)]
-    pub membership_log_id: Option<LogId>,
-    /// Voters and learners of the membership this node knows to be committed.
-    #[serde(default)]
-    pub committed_members: Vec<NodeId>,
-}
-
-impl GroupStatus {
-    /// Whether the membership is joint: a voter change stopped between its two steps.
-    pub fn is_joint(&self) -> bool {
-        self.voter_sets.len() > 1
-    }
-
-    /// The voters, if the membership is uniform.
-    pub fn uniform_voters(&self) -> Option<Vec<NodeId>> {
-        match &self.voter_sets[..] {
-            [only] => Some(only.clone()),
-            _ => None,
-        }
-    }
 }
 
 /// A leader's log clock: the group's log time when this node's term began, and the monotonic

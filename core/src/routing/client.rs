@@ -18,13 +18,11 @@ use crate::error::{Error, Result};
 use crate::host::ClusterStatus;
 use crate::placement::events::Event;
 use crate::proof::history::{output_of_error, History, OpInput, OpOutput, Operation, RecordSwitch};
-use crate::replica::node::GroupStatus;
+use crate::protocol::GroupStatus;
+use crate::protocol::{ClientRequest, ClientResponse};
 use crate::routing::transport::Transport;
 use crate::sharding::ShardMap;
-use crate::types::{
-    ClientRequest, ClientResponse, Command, CommandResult, GroupId, NodeId, ReadConsistency,
-    SessionRef,
-};
+use crate::types::{Command, CommandResult, GroupId, NodeId, ReadConsistency, SessionRef};
 
 #[derive(Debug, Clone, Copy)]
 pub struct ClientOptions {

@@ -6,7 +6,8 @@ use async_trait::async_trait;
 use crate::error::{Error, Result};
 use crate::host::ClusterStatus;
 use crate::placement::events::Event;
-use crate::types::{ClientRequest, ClientResponse, NodeId};
+use crate::protocol::{ClientRequest, ClientResponse};
+use crate::types::NodeId;
 
 #[async_trait]
 pub trait Transport: Send + Sync + 'static {

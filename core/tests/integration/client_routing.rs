@@ -184,7 +184,7 @@ async fn a_leaderless_shard_does_not_stall_a_fresh_clients_writes_to_other_shard
 /// client uses, is refused and the map is untouched. Reading its status stays allowed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn client_requests_aimed_at_the_managers_group_are_refused_and_change_nothing() {
-    use scalestore::types::{ClientRequest, ClientResponse};
+    use scalestore::protocol::{ClientRequest, ClientResponse};
     use scalestore::{Command, Error, META_GROUP};
 
     let cluster = EmbeddedCluster::start(ClusterOptions {

@@ -4,7 +4,8 @@
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use scalestore::types::{ClientRequest, Command, SessionRef};
+use scalestore::protocol::ClientRequest;
+use scalestore::types::{Command, SessionRef};
 use scalestore::{
     Client, ClientOptions, ClusterOptions, EmbeddedCluster, Error, NetworkFaults, RaftTiming,
 };

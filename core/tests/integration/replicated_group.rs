@@ -3,7 +3,8 @@
 
 use std::time::Duration;
 
-use scalestore::types::{ClientRequest, Command};
+use scalestore::protocol::ClientRequest;
+use scalestore::types::Command;
 use scalestore::{ClusterOptions, EmbeddedCluster, Error, Limits, ReadConsistency};
 
 const WAIT: Duration = Duration::from_secs(20);
@@ -246,7 +247,7 @@ impl scalestore::Transport for OnlyNode {
         node: u64,
         request: ClientRequest,
         forward: bool,
-    ) -> scalestore::Result<scalestore::types::ClientResponse> {
+    ) -> scalestore::Result<scalestore::protocol::ClientResponse> {
         if node != self.0.id() {
             return Err(Error::UnknownNode(node));
         }

@@ -4,7 +4,8 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use scalestore::types::{ClientRequest, Command};
+use scalestore::protocol::ClientRequest;
+use scalestore::types::Command;
 use scalestore::{
     ring_position, Client, ClientOptions, ClusterOptions, EmbeddedCluster, Error, ReadConsistency,
     ScanOptions, ShardMap,
