@@ -5,8 +5,9 @@
 # every point). Writes docs/scaling.json and plots docs/scaling.png. Then the idle cost: 3
 # server processes with 8, 64 and 256 shards and no requests at all, CPU (% of one core, all
 # three processes together) and RSS per process over --idle-seconds, once groups have had
-# time to fall asleep, and what waking costs: the first write to each sleeping shard against a
-# write to it awake (server/examples/wake_latency.rs). Not part of CI.
+# time to fall asleep, what waking costs (the first write to each sleeping shard against a
+# write to it awake: server/examples/wake_latency.rs), and failover while asleep (kill -9 of a
+# node: time until the other two lead every group). Not part of CI.
 #
 #   scripts/bench-scaling.sh [--duration S] [--shards "1 2 4 8 16"]
 #                            [--idle-shards "8 64 256"] [--idle-seconds 30] [--idle-only]
@@ -43,11 +44,38 @@ cpu_ticks() {
   done
   echo "$total"
 }
+# A metric of one idle-cluster node (its Prometheus endpoint), 0 when it does not answer.
+metric() {
+  curl -s -m 1 "127.0.0.1:752$1/metrics" | awk -v m="$2" '$1 == m {v = $2} END {print v + 0}'
+}
+# Failover while idle: once every group is asleep again, kill -9 node 1 and time until nodes 2
+# and 3 lead every group between them (their scalestore_leaders_held, polled every 20 ms).
+failover() {
+  sleep 5
+  local total moved started now led
+  moved=$(metric 1 scalestore_leaders_held)
+  total=$(( moved + $(metric 2 scalestore_leaders_held) + $(metric 3 scalestore_leaders_held) ))
+  kill -9 "${pids[0]}"
+  started=$(date +%s%N)
+  while :; do
+    led=$(( $(metric 2 scalestore_leaders_held) + $(metric 3 scalestore_leaders_held) ))
+    now=$(date +%s%N)
+    [ "$led" -ge "$total" ] && break
+    if [ $(( now - started )) -gt 30000000000 ]; then
+      echo "    failover: only $led of $total groups led by nodes 2 and 3 after 30 s"
+      return
+    fi
+    sleep 0.02
+  done
+  echo "    failover: kill -9 of node 1 (leading $moved of $total groups, asleep):" \
+    "all led by nodes 2 and 3 after $(( (now - started) / 1000000 )) ms"
+}
 idle() {
   local n=$1 i members=1=127.0.0.1:7321,2=127.0.0.1:7322,3=127.0.0.1:7323
   for i in 1 2 3; do
     "$bin/scalestore-server" --id "$i" --listen "127.0.0.1:732$i" --data-dir "$dir/idle-$n-$i" \
-      --initial-cluster "$members" --shards "$n" 2> "$dir/idle-$n-$i.log" &
+      --initial-cluster "$members" --shards "$n" --metrics-listen "127.0.0.1:752$i" \
+      2> "$dir/idle-$n-$i.log" &
     pids+=($!)
   done
   wait_until_serving "$bin" 127.0.0.1:7321,127.0.0.1:7322,127.0.0.1:7323
@@ -65,6 +93,7 @@ idle() {
   # The first write to each (sleeping) shard against one to the same shard awake.
   "$bin/examples/wake_latency" --endpoints 127.0.0.1:7321,127.0.0.1:7322,127.0.0.1:7323 \
     --settle-seconds 5 | sed 's/^/    /'
+  failover
   stop_servers
   rm -rf "$dir/idle-$n-"*
 }
