@@ -57,6 +57,7 @@ failover() {
   total=$(( moved + $(metric 2 scalestore_leaders_held) + $(metric 3 scalestore_leaders_held) ))
   kill -9 "${pids[0]}"
   started=$(date +%s%N)
+  wait "${pids[0]}" 2> /dev/null || true
   while :; do
     led=$(( $(metric 2 scalestore_leaders_held) + $(metric 3 scalestore_leaders_held) ))
     now=$(date +%s%N)
