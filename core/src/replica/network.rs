@@ -18,8 +18,7 @@ use openraft::BasicNode;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::protocol::GroupStatus;
-use crate::protocol::{ClientRequest, ClientResponse};
+use crate::protocol::{ClientRequest, ClientResponse, GroupStatus};
 use crate::replica::failpoints::Failpoints;
 use crate::replica::snapshot_transfer::{read_chunk, CHUNK_BYTES};
 use crate::replica::storage::{count, SnapshotFile, StorageStats};

@@ -934,9 +934,9 @@ impl Node {
     /// that slept has let its lease run out, and openraft takes no write without one: its
     /// first heartbeat round after waking renews it before the caller goes on.
     async fn awake(&self, group: GroupId, raft: &Raft) {
+        // Only a wake reads the role: this runs before every write and read.
         let was_asleep = self.hibernation.active(group, raft);
-        let leading = raft.metrics().borrow_watched().state == openraft::ServerState::Leader;
-        if was_asleep && leading {
+        if was_asleep && raft.metrics().borrow_watched().state == openraft::ServerState::Leader {
             let _ = raft.ensure_linearizable(ReadPolicy::ReadIndex).await;
         }
     }
