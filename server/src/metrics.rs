@@ -119,7 +119,7 @@ struct NodeCollector {
     descs: Vec<Desc>,
 }
 
-const FAMILIES: [(&str, &str); 19] = [
+const FAMILIES: [(&str, &str); 20] = [
     ("scalestore_shard_term", "Raft term of each hosted group"),
     (
         "scalestore_shard_commit_index",
@@ -137,6 +137,10 @@ const FAMILIES: [(&str, &str); 19] = [
     (
         "scalestore_log_fsyncs_total",
         "WAL fsyncs (one covers appends of many groups)",
+    ),
+    (
+        "scalestore_log_writes_total",
+        "RocksDB writes of the node's log writer (one carries the log changes of many groups)",
     ),
     ("scalestore_fsync_duration_seconds", "WAL fsync latency"),
     (
@@ -336,6 +340,11 @@ impl Collector for NodeCollector {
                 "scalestore_log_fsyncs_total",
                 MetricType::COUNTER,
                 vec![counter(load(&stats.log_syncs))],
+            ),
+            family(
+                "scalestore_log_writes_total",
+                MetricType::COUNTER,
+                vec![counter(load(&stats.log_writes))],
             ),
             family(
                 "scalestore_fsync_duration_seconds",

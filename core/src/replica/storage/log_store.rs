@@ -1,4 +1,7 @@
-//! openraft's log storage for one group, inside the node's shared RocksDB.
+//! openraft's log storage for one group, inside the node's shared RocksDB. Every change goes
+//! through the node's log writer (one queue for every group of the node), so `append` returns
+//! as soon as its entries are queued and readable here: they stay pinned in the group's cache
+//! of recent entries until the writer has put them in RocksDB.
 
 use std::collections::VecDeque;
 use std::fmt::Debug;
@@ -9,10 +12,10 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use openraft::entry::RaftEntry;
 use openraft::storage::{IOFlushed, LogState, RaftLogReader, RaftLogStorage};
 use openraft::OptionalSend;
-use rocksdb::{Direction, IteratorMode, ReadOptions, WriteBatch};
+use rocksdb::{Direction, IteratorMode, ReadOptions};
 
 use super::keys::{self, CF_LOG, CF_RAFT};
-use super::syncer::SyncRequest;
+use super::writer::{Done, Op, Request};
 use super::{encode, io_err, NodeStore};
 use crate::types::{Entry, GroupId, LogId, TypeConfig, Vote};
 
@@ -25,45 +28,81 @@ pub struct LogStore {
     recent: Arc<Mutex<RecentEntries>>,
 }
 
-/// Bytes of encoded entries the cache of one group holds at most.
+/// Bytes of encoded entries the cache of one group holds at most, beyond entries not yet
+/// written (those stay whatever their size).
 const RECENT_BYTES: usize = 4 << 20;
 
 /// The newest entries of the log, contiguous, as appended: the leader replicates and applies
 /// what it just wrote, and a follower applies what it just received, without a RocksDB read
-/// and a decode each time. Every change to the log changes it under its lock, together with
-/// the RocksDB write, so it only ever holds entries that are in RocksDB.
+/// and a decode each time. Every change to the log is numbered here (`queued`) and queued to
+/// the log writer under this lock, so queue order is number order; the writer reports each
+/// number written (`written`). An entry pushed after the last written number is pinned: it
+/// may not be in RocksDB yet, so it is never evicted.
 #[derive(Default)]
 struct RecentEntries {
-    entries: VecDeque<(Entry, usize)>,
+    /// Entries, their encoded size, and the number of the change that pushed them.
+    entries: VecDeque<(Entry, usize, u64)>,
     bytes: usize,
+    /// Number of the last change queued to the writer, and of the last one it wrote.
+    queued: u64,
+    written: u64,
 }
 
 impl RecentEntries {
     fn first_index(&self) -> Option<u64> {
-        self.entries.front().map(|(e, _)| e.index())
+        self.entries.front().map(|(e, _, _)| e.index())
     }
 
-    fn push(&mut self, entry: Entry, size: usize) {
+    /// Numbers the next change to the log.
+    fn next_change(&mut self) -> u64 {
+        self.queued += 1;
+        self.queued
+    }
+
+    /// Whether a change queued to the writer may not be in RocksDB yet.
+    fn pending(&self) -> bool {
+        self.written < self.queued
+    }
+
+    fn push(&mut self, entry: Entry, size: usize, change: u64) {
         let follows = self
             .entries
             .back()
-            .is_none_or(|(last, _)| last.index() + 1 == entry.index());
+            .is_none_or(|(last, _, _)| last.index() + 1 == entry.index());
         if !follows {
             self.clear();
         }
         self.bytes += size;
-        self.entries.push_back((entry, size));
+        self.entries.push_back((entry, size, change));
+        self.evict();
+    }
+
+    /// Drops the oldest written entries while over budget.
+    fn evict(&mut self) {
         while self.bytes > RECENT_BYTES {
-            match self.entries.pop_front() {
-                Some((_, size)) => self.bytes -= size,
-                None => break,
+            match self.entries.front() {
+                Some((_, size, change)) if *change <= self.written => {
+                    self.bytes -= *size;
+                    self.entries.pop_front();
+                }
+                _ => break,
             }
         }
     }
 
+    /// The writer wrote change `change` (and every one before it), or failed to.
+    fn written(&mut self, change: u64, ok: bool) {
+        if !ok {
+            // The store failed: it is reopened and its groups restarted, which start over.
+            self.clear();
+        }
+        self.written = self.written.max(change);
+        self.evict();
+    }
+
     /// Keeps the entries up to `last` (inclusive; `None`: none).
     fn truncate_after(&mut self, last: Option<u64>) {
-        while let Some((entry, size)) = self.entries.back() {
+        while let Some((entry, size, _)) = self.entries.back() {
             if last.is_some_and(|l| entry.index() <= l) {
                 break;
             }
@@ -74,7 +113,7 @@ impl RecentEntries {
 
     /// Drops the entries up to `upto` (inclusive).
     fn purge(&mut self, upto: u64) {
-        while let Some((entry, size)) = self.entries.front() {
+        while let Some((entry, size, _)) = self.entries.front() {
             if entry.index() > upto {
                 break;
             }
@@ -100,7 +139,7 @@ impl RecentEntries {
         Some(
             self.entries
                 .range(from..to)
-                .map(|(e, _)| e.clone())
+                .map(|(e, _, _)| e.clone())
                 .collect(),
         )
     }
@@ -111,7 +150,12 @@ impl LogStore {
         LogStore {
             group,
             store,
-            recent: Arc::default(),
+            // Change 1 is queued before anything else is read: a group restarted in a running
+            // process reads only once the writes of its previous instance are in RocksDB.
+            recent: Arc::new(Mutex::new(RecentEntries {
+                queued: 1,
+                ..Default::default()
+            })),
         }
     }
 
@@ -119,6 +163,42 @@ impl LogStore {
         self.recent
             .lock()
             .map_err(|_| io::Error::other("log cache lock poisoned"))
+    }
+
+    /// Queues `ops` to the node's log writer as the next change of this group, with
+    /// `push` run on the cache under the same lock (queue order is change order).
+    fn queue(
+        &self,
+        ops: Vec<Op>,
+        done: Done,
+        push: impl FnOnce(&mut RecentEntries, u64),
+    ) -> io::Result<()> {
+        self.store.check_not_frozen()?;
+        let mut recent = self.recent()?;
+        let change = recent.next_change();
+        push(&mut recent, change);
+        let cache = self.recent.clone();
+        let after_write = Box::new(move |ok: bool| {
+            if let Ok(mut recent) = cache.lock() {
+                recent.written(change, ok);
+            }
+        });
+        self.store.submit(Request {
+            ops,
+            after_write: Some(after_write),
+            done,
+        });
+        Ok(())
+    }
+
+    /// Returns once every change of this group queued so far is in RocksDB (readable there).
+    async fn written(&self) -> io::Result<()> {
+        if !self.recent()?.pending() {
+            return Ok(());
+        }
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.queue(Vec::new(), Done::Written(tx), |_, _| {})?;
+        rx.await.map_err(io_err)?.map_err(io_err)
     }
 
     fn last_log_id(&self) -> io::Result<Option<LogId>> {
@@ -137,6 +217,14 @@ impl LogStore {
                 let entry: Entry = postcard::from_bytes(&v).map_err(io_err)?;
                 Ok(Some(entry.log_id()))
             }
+        }
+    }
+
+    fn put_raft(&self, tag: u8, value: Vec<u8>) -> Op {
+        Op::Put {
+            cf: CF_RAFT,
+            key: keys::raft_key(self.group, tag).to_vec(),
+            value,
         }
     }
 }
@@ -161,6 +249,8 @@ impl RaftLogReader<TypeConfig> for LogStore {
                 return Ok(hit);
             }
         }
+        // Not all in the cache: from RocksDB, once it holds every change queued so far.
+        self.written().await?;
         let mut ro = ReadOptions::default();
         match end {
             Some(end) => ro.set_iterate_upper_bound(keys::log_key(self.group, end).to_vec()),
@@ -181,6 +271,7 @@ impl RaftLogReader<TypeConfig> for LogStore {
     }
 
     async fn read_vote(&mut self) -> io::Result<Option<Vote>> {
+        self.written().await?;
         self.store
             .get_value(CF_RAFT, &keys::raft_key(self.group, keys::RAFT_VOTE))
     }
@@ -190,6 +281,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     type LogReader = Self;
 
     async fn get_log_state(&mut self) -> io::Result<LogState<TypeConfig>> {
+        self.written().await?;
         let last_purged_log_id: Option<LogId> = self
             .store
             .get_value(CF_RAFT, &keys::raft_key(self.group, keys::RAFT_PURGED))?;
@@ -205,29 +297,20 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn save_vote(&mut self, vote: &Vote) -> io::Result<()> {
-        let mut batch = WriteBatch::default();
-        let cf = self.store.cf(CF_RAFT);
-        batch.put_cf(
-            cf,
-            keys::raft_key(self.group, keys::RAFT_VOTE),
-            encode(vote)?,
-        );
+        let op = self.put_raft(keys::RAFT_VOTE, encode(vote)?);
         // Durability first: a vote must never be forgotten once granted.
-        self.store.write_durable(batch).await
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.queue(vec![op], Done::Durable(tx), |_, _| {})?;
+        rx.await.map_err(io_err)?.map_err(io_err)
     }
 
     async fn save_committed(&mut self, committed: Option<LogId>) -> io::Result<()> {
-        let mut batch = WriteBatch::default();
-        let cf = self.store.cf(CF_RAFT);
-        batch.put_cf(
-            cf,
-            keys::raft_key(self.group, keys::RAFT_COMMITTED),
-            encode(&committed)?,
-        );
-        self.store.write(batch)
+        let op = self.put_raft(keys::RAFT_COMMITTED, encode(&committed)?);
+        self.queue(vec![op], Done::Nothing, |_, _| {})
     }
 
     async fn read_committed(&mut self) -> io::Result<Option<LogId>> {
+        self.written().await?;
         Ok(self
             .store
             .get_value::<Option<LogId>>(CF_RAFT, &keys::raft_key(self.group, keys::RAFT_COMMITTED))?
@@ -239,57 +322,48 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I: IntoIterator<Item = Entry> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
-        let mut batch = WriteBatch::default();
-        let cf = self.store.cf(CF_LOG);
+        let mut ops = Vec::new();
         let mut appended = Vec::new();
         for entry in entries {
             let bytes = encode(&entry)?;
-            batch.put_cf(cf, keys::log_key(self.group, entry.index()), &bytes);
             appended.push((entry, bytes.len()));
+            ops.push(Op::Put {
+                cf: CF_LOG,
+                key: keys::log_key(self.group, appended[appended.len() - 1].0.index()).to_vec(),
+                value: bytes,
+            });
         }
-        // Visible to readers now; durable (and acknowledged) after the shared WAL fsync.
-        {
-            let mut recent = self.recent()?;
-            if let Err(e) = self.store.write(batch) {
-                recent.clear();
-                return Err(e);
-            }
+        // Readable from the cache now; in RocksDB after the writer's next round, and
+        // acknowledged to Raft once that round's WAL fsync is done.
+        self.queue(ops, Done::Raft(callback), |recent, change| {
             for (entry, size) in appended {
-                recent.push(entry, size);
+                recent.push(entry, size, change);
             }
-        }
-        self.store.syncer.request(SyncRequest::Raft(callback));
-        Ok(())
+        })
     }
 
     async fn truncate_after(&mut self, last_log_id: Option<LogId>) -> io::Result<()> {
         let from = last_log_id.map(|l| l.index() + 1).unwrap_or(0);
-        let mut batch = WriteBatch::default();
-        batch.delete_range_cf(
-            self.store.cf(CF_LOG),
-            keys::log_key(self.group, from).to_vec(),
-            keys::group_end(self.group),
-        );
-        let mut recent = self.recent()?;
-        recent.truncate_after(last_log_id.map(|l| l.index()));
-        self.store.write(batch)
+        let op = Op::DeleteRange {
+            cf: CF_LOG,
+            from: keys::log_key(self.group, from).to_vec(),
+            to: keys::group_end(self.group),
+        };
+        self.queue(vec![op], Done::Nothing, |recent, _| {
+            recent.truncate_after(last_log_id.map(|l| l.index()))
+        })
     }
 
     async fn purge(&mut self, log_id: LogId) -> io::Result<()> {
-        let mut batch = WriteBatch::default();
-        batch.put_cf(
-            self.store.cf(CF_RAFT),
-            keys::raft_key(self.group, keys::RAFT_PURGED),
-            encode(&log_id)?,
-        );
-        batch.delete_range_cf(
-            self.store.cf(CF_LOG),
-            keys::log_key(self.group, 0),
-            keys::log_key(self.group, log_id.index() + 1),
-        );
-        let mut recent = self.recent()?;
-        recent.purge(log_id.index());
-        self.store.write(batch)
+        let ops = vec![
+            self.put_raft(keys::RAFT_PURGED, encode(&log_id)?),
+            Op::DeleteRange {
+                cf: CF_LOG,
+                from: keys::log_key(self.group, 0).to_vec(),
+                to: keys::log_key(self.group, log_id.index() + 1).to_vec(),
+            },
+        ];
+        self.queue(ops, Done::Nothing, |recent, _| recent.purge(log_id.index()))
     }
 }
 
@@ -310,7 +384,7 @@ mod tests {
     fn the_cache_answers_only_ranges_it_holds_whole_and_follows_truncate_and_purge() {
         let mut recent = RecentEntries::default();
         for i in 5..=9 {
-            recent.push(entry(i), 10);
+            recent.push(entry(i), 10, 0);
         }
         assert_eq!(indexes(recent.get(6, 9)), Some(vec![6, 7, 8]));
         assert_eq!(indexes(recent.get(4, 7)), None, "5 is the first held");
@@ -322,7 +396,7 @@ mod tests {
         assert_eq!(indexes(recent.get(5, 6)), None, "5 was purged");
         assert_eq!(recent.bytes, 20);
         // A gap (say, after a snapshot) starts the cache over.
-        recent.push(entry(20), 10);
+        recent.push(entry(20), 10, 0);
         assert_eq!(indexes(recent.get(6, 7)), None);
         assert_eq!(indexes(recent.get(20, 21)), Some(vec![20]));
         recent.truncate_after(None);
@@ -334,10 +408,42 @@ mod tests {
         let mut recent = RecentEntries::default();
         let size = RECENT_BYTES / 4;
         for i in 1..=6 {
-            recent.push(entry(i), size);
+            recent.push(entry(i), size, 0);
         }
         assert_eq!(recent.bytes, 4 * size);
         assert_eq!(recent.first_index(), Some(3));
         assert_eq!(indexes(recent.get(3, 7)), Some(vec![3, 4, 5, 6]));
+    }
+
+    #[test]
+    fn entries_not_yet_written_stay_pinned_past_the_budget_until_the_writer_reports_them() {
+        let mut recent = RecentEntries::default();
+        let size = RECENT_BYTES / 4;
+        for i in 1..=6 {
+            let change = recent.next_change();
+            recent.push(entry(i), size, change);
+        }
+        assert!(recent.pending());
+        assert_eq!(
+            recent.first_index(),
+            Some(1),
+            "nothing written: nothing evicted"
+        );
+        assert_eq!(indexes(recent.get(1, 7)), Some(vec![1, 2, 3, 4, 5, 6]));
+        recent.written(3, true);
+        assert!(recent.pending());
+        assert_eq!(
+            recent.first_index(),
+            Some(3),
+            "1 and 2 written and over budget"
+        );
+        recent.written(6, true);
+        assert!(!recent.pending());
+        assert_eq!(recent.first_index(), Some(3), "within budget again");
+        // A failed write drops the cache: the store is reopened and the group restarted.
+        let change = recent.next_change();
+        recent.push(entry(7), 10, change);
+        recent.written(change, false);
+        assert_eq!((recent.entries.len(), recent.bytes), (0, 0));
     }
 }

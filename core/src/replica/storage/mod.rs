@@ -6,7 +6,7 @@ pub mod keys;
 mod log_store;
 pub(crate) mod snapshot;
 mod state_machine;
-mod syncer;
+mod writer;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -20,13 +20,13 @@ use serde::Serialize;
 pub use log_store::LogStore;
 pub use snapshot::SnapshotFile;
 pub use state_machine::StateMachine;
-pub use syncer::{lose_unsynced_writes, SyncedWal};
+pub use writer::{lose_unsynced_writes, SyncedWal};
 
 use crate::config::StorageOptions;
 use crate::error::{Error, Result};
 use crate::types::GroupId;
 use identity::Identity;
-use syncer::Syncer;
+use writer::{Done, Op, Request, Writer};
 
 /// A user key and its value.
 pub type KeyValue = (Vec<u8>, Vec<u8>);
@@ -41,6 +41,9 @@ pub struct StorageStats {
     pub log_syncs: AtomicU64,
     /// Log append calls acknowledged to Raft.
     pub log_appends: AtomicU64,
+    /// RocksDB writes of the log writer: one per round, carrying every group's queued log
+    /// changes (appends / writes is the batching across groups).
+    pub log_writes: AtomicU64,
     /// Entries applied to state machines.
     pub entries_applied: AtomicU64,
     /// Retried writes answered from the session table instead of being applied again.
@@ -126,12 +129,11 @@ impl LatencyHistogram {
     }
 }
 
-/// The per-node store: one RocksDB shared by all groups, one WAL syncer.
+/// The per-node store: one RocksDB shared by all groups, one log writer.
 pub struct NodeStore {
     db: Arc<DB>,
     dir: PathBuf,
-    options: StorageOptions,
-    syncer: Syncer,
+    writer: Writer,
     stats: Arc<StorageStats>,
     failure: Failure,
     /// Per group, how many times a snapshot install began or ended: odd while one runs (its
@@ -217,7 +219,7 @@ impl NodeStore {
         db_opts.create_if_missing(true);
         db_opts.create_missing_column_families(true);
         db_opts.set_compression_type(rocksdb::DBCompressionType::Lz4);
-        // The WAL is written to its file by the syncer, once per group commit, instead of by
+        // The WAL is written to its file by the log writer, once per round, instead of by
         // every write: one write(2) for many groups' appends and applies. What was not synced
         // could be lost in a crash either way. In the crash-simulation mode every write still
         // goes to the file at once, so the synced WAL lengths the simulation cuts back to keep
@@ -230,10 +232,10 @@ impl NodeStore {
         let db = Arc::new(db);
         let failure = Failure::default();
         let frozen = Arc::new(AtomicBool::new(false));
-        let syncer = Syncer::spawn(
+        let writer = Writer::spawn(
             db.clone(),
             dir.join("db"),
-            syncer::SyncMode {
+            writer::SyncMode {
                 fsync: options.sync,
                 track_synced: options.lose_unsynced_on_crash,
             },
@@ -245,8 +247,7 @@ impl NodeStore {
         Ok(Arc::new(NodeStore {
             db,
             dir: dir.to_path_buf(),
-            options,
-            syncer,
+            writer,
             stats,
             failure,
             installs: Mutex::new(HashMap::new()),
@@ -261,7 +262,7 @@ impl NodeStore {
     pub fn freeze_for_crash(&self, into: &Path) -> Result<()> {
         self.frozen.store(true, Ordering::SeqCst);
         // A flush or write already past its check finishes before the copy starts.
-        self.syncer.drain();
+        self.writer.drain();
         self.db.cancel_all_background_work(true);
         std::fs::create_dir_all(into)?;
         for entry in std::fs::read_dir(self.dir.join("db"))? {
@@ -501,15 +502,16 @@ impl NodeStore {
     /// Deletes everything `group` has on this node (log, Raft state, state machine, snapshots),
     /// durably. The group must be stopped first.
     pub async fn delete_group(&self, group: GroupId) -> Result<()> {
-        let mut batch = WriteBatch::default();
-        for cf in keys::ALL_CFS {
-            batch.delete_range_cf(
-                self.cf(cf),
-                keys::group_prefix(group).to_vec(),
-                keys::group_end(group),
-            );
-        }
-        self.write_durable(batch).await?;
+        // Through the log writer: behind any write of the group still queued there.
+        let ops = keys::ALL_CFS
+            .iter()
+            .map(|cf| Op::DeleteRange {
+                cf,
+                from: keys::group_prefix(group).to_vec(),
+                to: keys::group_end(group),
+            })
+            .collect();
+        self.write_durable(ops).await?;
         // Compaction and directory removal block for a while: not on an async worker thread.
         let db = self.db.clone();
         let dir = snapshot::group_dir(&self.dir, group);
@@ -561,7 +563,8 @@ impl NodeStore {
         }
     }
 
-    /// Writes `batch` (visible at once, durable at the next WAL fsync).
+    /// Writes `batch` at once, outside the log writer's queue (visible at once, durable at the
+    /// next sync): for state machine writes, which no queued write of the log touches.
     fn write(&self, batch: WriteBatch) -> std::io::Result<()> {
         self.check_not_frozen()?;
         self.db
@@ -572,37 +575,35 @@ impl NodeStore {
             })
     }
 
-    /// Writes `batch` and returns once it is on disk (unless sync is switched off).
-    async fn write_durable(&self, batch: WriteBatch) -> std::io::Result<()> {
-        self.write(batch)?;
-        self.sync().await
+    /// Queues `request` to the log writer, behind everything queued before it.
+    pub(crate) fn submit(&self, request: Request) {
+        self.writer.submit(request)
     }
 
-    /// Returns once everything written so far is on disk (with sync switched off: once it is
-    /// handed to the OS, so a killed process keeps it).
-    pub async fn sync(&self) -> std::io::Result<()> {
+    /// Queues `ops` to the log writer and returns once they are on disk (unless sync is
+    /// switched off).
+    async fn write_durable(&self, ops: Vec<Op>) -> std::io::Result<()> {
         self.check_not_frozen()?;
-        if !self.options.sync {
-            // The WAL is buffered in RocksDB until a flush (manual WAL flush).
-            return self.db.flush_wal(false).map_err(|e| {
-                record_failure(&self.failure, &self.stats, e.as_ref());
-                io_err(e)
-            });
-        }
         let (tx, rx) = tokio::sync::oneshot::channel();
-        self.syncer.request(syncer::SyncRequest::Wait(tx));
+        self.submit(Request::new(ops, Done::Durable(tx)));
         rx.await.map_err(io_err)?.map_err(io_err)
+    }
+
+    /// Returns once everything written or queued so far is on disk (with sync switched off:
+    /// once it is handed to the OS, so a killed process keeps it).
+    pub async fn sync(&self) -> std::io::Result<()> {
+        self.write_durable(Vec::new()).await
     }
 
     /// How much of each WAL file is known to be on disk (for crash simulation).
     pub fn synced_wal(&self) -> SyncedWal {
-        self.syncer.synced()
+        self.writer.synced()
     }
 }
 
 impl Drop for NodeStore {
     fn drop(&mut self) {
-        self.syncer.stop();
+        self.writer.stop();
         // A closing store hands what RocksDB still buffers of its WAL to the OS.
         let _ = self.db.flush_wal(false);
     }

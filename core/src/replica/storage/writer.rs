@@ -1,0 +1,444 @@
+//! The node's log writer. Every group's log appends, votes, truncations, purges and committed
+//! marks, and every other write that must be ordered with them or made durable, are queued here
+//! in the order they are made. One writer takes whatever is queued, of any group, writes it as
+//! one RocksDB `WriteBatch` (one write, operations in queue order, so each group's order holds),
+//! makes it durable with one WAL flush and fsync when anyone in the round waits for that, and
+//! only then fires the callbacks. A failed write or sync fails every request of the round.
+//!
+//! A round ([`Worker::round`]) is plain synchronous code: here it runs on its own thread, and it
+//! can as well run as a task of a single-threaded runtime. Every durable write of the node goes
+//! through here, so the writer also knows how much of each WAL file is on disk: what survives a
+//! crash in the lose-unsynced test mode.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc, Mutex};
+use std::thread::JoinHandle;
+
+use openraft::storage::IOFlushed;
+use rocksdb::{WriteBatch, WriteOptions, DB};
+
+use super::{count, record_failure, Failure, StorageStats};
+use crate::error::Result;
+use crate::types::TypeConfig;
+
+/// Bytes of each WAL file known to be on disk.
+pub type SyncedWal = Arc<Mutex<BTreeMap<PathBuf, u64>>>;
+
+/// One change of a queued write, in a column family named by its constant (see `keys`).
+pub(crate) enum Op {
+    Put {
+        cf: &'static str,
+        key: Vec<u8>,
+        value: Vec<u8>,
+    },
+    DeleteRange {
+        cf: &'static str,
+        from: Vec<u8>,
+        to: Vec<u8>,
+    },
+}
+
+/// Who is told, and when, that a queued write is done.
+pub(crate) enum Done {
+    /// openraft's log flush callback: once the write is on disk.
+    Raft(IOFlushed<TypeConfig>),
+    /// Anyone waiting for durability: once everything queued before is on disk.
+    Durable(tokio::sync::oneshot::Sender<std::result::Result<(), String>>),
+    /// Anyone waiting until RocksDB holds the write (readable, not yet durable).
+    Written(tokio::sync::oneshot::Sender<std::result::Result<(), String>>),
+    /// Nobody: the write becomes durable with the next sync.
+    Nothing,
+}
+
+impl Done {
+    fn needs_sync(&self) -> bool {
+        matches!(self, Done::Raft(_) | Done::Durable(_))
+    }
+
+    fn complete(self, result: std::result::Result<(), String>) {
+        match self {
+            Done::Raft(cb) => cb.io_completed(result.map_err(std::io::Error::other)),
+            Done::Durable(tx) | Done::Written(tx) => {
+                let _ = tx.send(result);
+            }
+            Done::Nothing => {}
+        }
+    }
+}
+
+/// Told, right after the round's write, whether it reached RocksDB (a log store unpins what it
+/// had held in its cache until then).
+pub(crate) type AfterWrite = Box<dyn FnOnce(bool) + Send>;
+
+/// One queued write.
+pub(crate) struct Request {
+    pub(crate) ops: Vec<Op>,
+    pub(crate) after_write: Option<AfterWrite>,
+    pub(crate) done: Done,
+}
+
+impl Request {
+    pub(crate) fn new(ops: Vec<Op>, done: Done) -> Self {
+        Request {
+            ops,
+            after_write: None,
+            done,
+        }
+    }
+
+    fn fail(self, error: String) {
+        if let Some(after) = self.after_write {
+            after(false);
+        }
+        self.done.complete(Err(error));
+    }
+}
+
+/// How the writer makes writes durable.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct SyncMode {
+    /// fsync the WAL (off: acknowledge once written to the OS).
+    pub fsync: bool,
+    /// Record the WAL's synced length at every sync (for the crash simulation).
+    pub track_synced: bool,
+}
+
+pub(crate) struct Writer {
+    tx: Option<mpsc::Sender<Request>>,
+    handle: Option<JoinHandle<()>>,
+    synced: SyncedWal,
+    /// Held while a round writes and syncs: a simulated crash waits for a round under way.
+    gate: Arc<Mutex<()>>,
+}
+
+impl Writer {
+    pub(crate) fn spawn(
+        db: Arc<DB>,
+        wal_dir: PathBuf,
+        mode: SyncMode,
+        stats: Arc<StorageStats>,
+        failure: Failure,
+        frozen: Arc<AtomicBool>,
+    ) -> Result<Self> {
+        let synced: SyncedWal = Arc::new(Mutex::new(wal_sizes(&wal_dir)));
+        let (tx, rx) = mpsc::channel::<Request>();
+        let gate = Arc::new(Mutex::new(()));
+        let worker = Worker {
+            db,
+            wal_dir,
+            mode,
+            stats,
+            synced: synced.clone(),
+            failure,
+            frozen,
+            gate: gate.clone(),
+        };
+        let handle = std::thread::Builder::new()
+            .name("scalestore-log-writer".into())
+            .spawn(move || {
+                while let Ok(first) = rx.recv() {
+                    let mut round = vec![first];
+                    round.extend(rx.try_iter());
+                    worker.round(round);
+                }
+            })?;
+        Ok(Writer {
+            tx: Some(tx),
+            handle: Some(handle),
+            synced,
+            gate,
+        })
+    }
+
+    /// Returns once no round is under way (one that starts later sees the store frozen).
+    pub(crate) fn drain(&self) {
+        drop(self.gate.lock());
+    }
+
+    /// Queues `request` behind everything queued before it.
+    pub(crate) fn submit(&self, request: Request) {
+        match &self.tx {
+            Some(tx) => {
+                if let Err(mpsc::SendError(r)) = tx.send(request) {
+                    r.fail("the log writer stopped".into());
+                }
+            }
+            None => request.fail("the log writer stopped".into()),
+        }
+    }
+
+    pub(crate) fn synced(&self) -> SyncedWal {
+        self.synced.clone()
+    }
+
+    /// Finishes what is queued, then stops.
+    pub(crate) fn stop(&mut self) {
+        self.tx.take();
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
+    }
+}
+
+/// What the writer owns.
+struct Worker {
+    db: Arc<DB>,
+    wal_dir: PathBuf,
+    mode: SyncMode,
+    stats: Arc<StorageStats>,
+    synced: SyncedWal,
+    failure: Failure,
+    /// A simulated crash froze the store: nothing more is written.
+    frozen: Arc<AtomicBool>,
+    gate: Arc<Mutex<()>>,
+}
+
+impl Worker {
+    /// One round: every queued request written in one batch, synced once if anyone waits for
+    /// durability, then every callback fired.
+    fn round(&self, requests: Vec<Request>) {
+        let needs_sync = requests.iter().any(|r| r.done.needs_sync());
+        let (written, synced) = {
+            let _writing = self.gate.lock();
+            let written = self.write(&requests);
+            let synced = match &written {
+                Ok(()) if needs_sync => self.sync(),
+                other => other.clone(),
+            };
+            (written, synced)
+        };
+        let mut requests = requests;
+        for r in requests.iter_mut() {
+            if let Some(after) = r.after_write.take() {
+                after(written.is_ok());
+            }
+        }
+        if let Err(e) = &synced {
+            if !self.frozen.load(Ordering::SeqCst) {
+                record_failure(&self.failure, &self.stats, e);
+            }
+        }
+        let raft = requests
+            .iter()
+            .filter(|r| matches!(r.done, Done::Raft(_)))
+            .count();
+        count(&self.stats.log_appends, raft as u64);
+        for r in requests {
+            r.done.complete(synced.clone());
+        }
+    }
+
+    /// Writes every request's changes as one batch (visible at once; with manual WAL flush the
+    /// WAL record waits in RocksDB's buffer for the sync).
+    fn write(&self, requests: &[Request]) -> std::result::Result<(), String> {
+        if self.frozen.load(Ordering::SeqCst) {
+            return Err("the node crashed (simulated): nothing more is written".into());
+        }
+        let mut batch = WriteBatch::default();
+        for op in requests.iter().flat_map(|r| &r.ops) {
+            let cf = |name: &str| {
+                self.db
+                    .cf_handle(name)
+                    .ok_or_else(|| format!("column family {name} missing"))
+            };
+            match op {
+                Op::Put {
+                    cf: name,
+                    key,
+                    value,
+                } => batch.put_cf(cf(name)?, key, value),
+                Op::DeleteRange { cf: name, from, to } => {
+                    batch.delete_range_cf(cf(name)?, from, to)
+                }
+            }
+        }
+        if batch.is_empty() {
+            return Ok(());
+        }
+        count(&self.stats.log_writes, 1);
+        self.db
+            .write_opt(batch, &WriteOptions::default())
+            .map_err(|e| e.into_string())
+    }
+
+    /// Writes the WAL buffered in RocksDB to its file and fsyncs it (with fsync off: hands it
+    /// to the OS).
+    fn sync(&self) -> std::result::Result<(), String> {
+        if self.frozen.load(Ordering::SeqCst) {
+            return Err("the node crashed (simulated): nothing more is written".into());
+        }
+        // Sizes taken before the fsync are covered by it; bytes written meanwhile by direct
+        // writes wait for the next one.
+        let sizes = self.mode.track_synced.then(|| wal_sizes(&self.wal_dir));
+        let started = std::time::Instant::now();
+        let result = self
+            .db
+            .flush_wal(self.mode.fsync)
+            .map_err(|e| e.into_string());
+        if self.mode.fsync {
+            count(&self.stats.log_syncs, 1);
+            self.stats.fsync_latency.record(started.elapsed());
+            if let (Ok(()), Some(sizes), Ok(mut s)) = (&result, sizes, self.synced.lock()) {
+                *s = sizes;
+            }
+        }
+        result
+    }
+}
+
+fn wal_sizes(dir: &Path) -> BTreeMap<PathBuf, u64> {
+    let mut out = BTreeMap::new();
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for e in entries.flatten() {
+            let p = e.path();
+            if p.extension().is_some_and(|x| x == "log") {
+                if let Ok(m) = e.metadata() {
+                    out.insert(p, m.len());
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Cuts every WAL file in `dir` back to its synced length (files never synced: to nothing), as
+/// a power loss would. Call only while the DB is closed.
+pub fn lose_unsynced_writes(dir: &Path, synced: &BTreeMap<PathBuf, u64>) -> std::io::Result<u64> {
+    let mut lost = 0;
+    for (path, len) in wal_sizes(dir) {
+        let keep = synced.get(&path).copied().unwrap_or(0).min(len);
+        if keep < len {
+            std::fs::OpenOptions::new()
+                .write(true)
+                .open(&path)?
+                .set_len(keep)?;
+            lost += len - keep;
+        }
+    }
+    Ok(lost)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::replica::storage::keys::{ALL_CFS, CF_LOG, CF_RAFT};
+    use tokio::sync::oneshot;
+
+    type Reply = oneshot::Receiver<std::result::Result<(), String>>;
+
+    fn worker(dir: &Path) -> Worker {
+        let mut opts = rocksdb::Options::default();
+        opts.create_if_missing(true);
+        opts.create_missing_column_families(true);
+        opts.set_manual_wal_flush(true);
+        let db = DB::open_cf(&opts, dir.join("db"), ALL_CFS).expect("open");
+        Worker {
+            db: Arc::new(db),
+            wal_dir: dir.join("db"),
+            mode: SyncMode {
+                fsync: true,
+                track_synced: false,
+            },
+            stats: Arc::default(),
+            synced: SyncedWal::default(),
+            failure: Failure::default(),
+            frozen: Arc::default(),
+            gate: Arc::default(),
+        }
+    }
+
+    fn put(cf: &'static str, key: &[u8], value: &[u8]) -> Op {
+        Op::Put {
+            cf,
+            key: key.to_vec(),
+            value: value.to_vec(),
+        }
+    }
+
+    fn durable(ops: Vec<Op>) -> (Request, Reply) {
+        let (tx, rx) = oneshot::channel();
+        (Request::new(ops, Done::Durable(tx)), rx)
+    }
+
+    /// A request that records whether its write reached RocksDB.
+    fn watched(ops: Vec<Op>, seen: &Arc<Mutex<Vec<bool>>>) -> (Request, Reply) {
+        let (tx, rx) = oneshot::channel();
+        let seen = seen.clone();
+        let mut request = Request::new(ops, Done::Written(tx));
+        request.after_write = Some(Box::new(move |ok| seen.lock().expect("lock").push(ok)));
+        (request, rx)
+    }
+
+    fn get(w: &Worker, cf: &str, key: &[u8]) -> Option<Vec<u8>> {
+        let handle = w.db.cf_handle(cf).expect("cf");
+        w.db.get_cf(handle, key).expect("get")
+    }
+
+    #[test]
+    fn one_round_writes_every_groups_changes_in_one_write_and_one_fsync_in_queue_order() {
+        let dir = tempfile::tempdir().expect("dir");
+        let w = worker(dir.path());
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        // Group 1 appends, truncates and appends again; group 2 saves a vote between.
+        let (a, ra) = durable(vec![put(CF_LOG, b"1-5", b"old")]);
+        let (b, rb) = durable(vec![put(CF_RAFT, b"2-vote", b"v")]);
+        let (c, rc) = watched(
+            vec![Op::DeleteRange {
+                cf: CF_LOG,
+                from: b"1-5".to_vec(),
+                to: b"1-~".to_vec(),
+            }],
+            &seen,
+        );
+        let (d, rd) = durable(vec![put(CF_LOG, b"1-5", b"new")]);
+        w.round(vec![a, b, c, Request::new(Vec::new(), Done::Nothing), d]);
+        for mut r in [ra, rb, rc, rd] {
+            assert_eq!(r.try_recv().expect("completed"), Ok(()));
+        }
+        assert_eq!(*seen.lock().expect("lock"), vec![true]);
+        assert_eq!(get(&w, CF_LOG, b"1-5"), Some(b"new".to_vec()));
+        assert_eq!(get(&w, CF_RAFT, b"2-vote"), Some(b"v".to_vec()));
+        assert_eq!(w.stats.log_writes.load(Ordering::Relaxed), 1);
+        assert_eq!(w.stats.log_syncs.load(Ordering::Relaxed), 1);
+    }
+
+    #[test]
+    fn a_round_that_nobody_waits_on_for_durability_is_written_but_not_synced() {
+        let dir = tempfile::tempdir().expect("dir");
+        let w = worker(dir.path());
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let (a, mut ra) = watched(vec![put(CF_RAFT, b"1-committed", b"9")], &seen);
+        w.round(vec![a]);
+        assert_eq!(ra.try_recv().expect("completed"), Ok(()));
+        assert_eq!(get(&w, CF_RAFT, b"1-committed"), Some(b"9".to_vec()));
+        assert_eq!(w.stats.log_syncs.load(Ordering::Relaxed), 0);
+        // The next durable round covers it.
+        let (b, mut rb) = durable(Vec::new());
+        w.round(vec![b]);
+        assert_eq!(rb.try_recv().expect("completed"), Ok(()));
+        assert_eq!(w.stats.log_syncs.load(Ordering::Relaxed), 1);
+        assert_eq!(
+            w.stats.log_writes.load(Ordering::Relaxed),
+            1,
+            "nothing to write"
+        );
+    }
+
+    #[test]
+    fn a_failed_round_fails_every_waiter_and_writes_nothing() {
+        let dir = tempfile::tempdir().expect("dir");
+        let w = worker(dir.path());
+        w.frozen.store(true, Ordering::SeqCst);
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let (a, mut ra) = durable(vec![put(CF_LOG, b"1-1", b"x")]);
+        let (b, mut rb) = watched(vec![put(CF_LOG, b"2-1", b"y")], &seen);
+        w.round(vec![a, b]);
+        assert!(ra.try_recv().expect("completed").is_err());
+        assert!(rb.try_recv().expect("completed").is_err());
+        assert_eq!(*seen.lock().expect("lock"), vec![false]);
+        assert_eq!(get(&w, CF_LOG, b"1-1"), None);
+        assert_eq!(get(&w, CF_LOG, b"2-1"), None);
+    }
+}
