@@ -796,11 +796,12 @@ impl EmbeddedCluster {
         let kept = dir.join("db.at-crash");
         let (synced, store) = {
             let store = node.store()?;
-            if self.options.storage.lose_unflushed_on_crash
-                && !self.options.storage.lose_unsynced_on_crash
-            {
-                // The files as a killed process leaves them; RocksDB's close below would
-                // write out the WAL buffer.
+            let storage = self.options.storage;
+            if storage.lose_unflushed_on_crash || storage.lose_unsynced_on_crash {
+                // The files as a killed process leaves them: RocksDB's close below would write
+                // out the WAL buffer and flush the applies it holds only in memtables (they
+                // are written without the WAL). The power-loss mode then cuts the WAL back to
+                // what was synced, at restart.
                 let (frozen, into) = (store.clone(), kept.clone());
                 tokio::task::spawn_blocking(move || frozen.freeze_for_crash(&into))
                     .await

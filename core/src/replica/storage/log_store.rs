@@ -354,6 +354,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         })
     }
 
+    /// openraft purges only behind a snapshot, and a snapshot becomes current only once the
+    /// applies it covers are flushed (they are written without the WAL): so the entries a
+    /// crashed node applies again at its next start are never purged.
     async fn purge(&mut self, log_id: LogId) -> io::Result<()> {
         let ops = vec![
             self.put_raft(keys::RAFT_PURGED, encode(&log_id)?),

@@ -44,6 +44,9 @@ pub struct StorageStats {
     /// RocksDB writes of the log writer: one per round, carrying every group's queued log
     /// changes (appends / writes is the batching across groups).
     pub log_writes: AtomicU64,
+    /// Flushes of the state machines' memtable (applies are written without the WAL, and are
+    /// on disk once flushed).
+    pub applied_flushes: AtomicU64,
     /// Entries applied to state machines.
     pub entries_applied: AtomicU64,
     /// Retried writes answered from the session table instead of being applied again.
@@ -144,6 +147,9 @@ pub struct NodeStore {
     ///
     /// [`freeze_for_crash`]: NodeStore::freeze_for_crash
     frozen: Arc<AtomicBool>,
+    /// Held (shared) by a flush of the applies while it runs, and (alone) by a crash simulation
+    /// while it copies the files: a copy never sees a flush half done.
+    files: Arc<std::sync::RwLock<()>>,
 }
 
 /// One running instance of a group's state machine, shared by every clone of it (openraft's
@@ -252,6 +258,7 @@ impl NodeStore {
             failure,
             installs: Mutex::new(HashMap::new()),
             frozen,
+            files: Arc::default(),
         }))
     }
 
@@ -261,16 +268,35 @@ impl NodeStore {
     /// lost). The caller puts the copy in place of the live files once the store is closed.
     pub fn freeze_for_crash(&self, into: &Path) -> Result<()> {
         self.frozen.store(true, Ordering::SeqCst);
-        // A flush or write already past its check finishes before the copy starts.
+        // A flush, round or write already past its check finishes before the copy starts.
+        let _files = self.files.write().unwrap_or_else(|e| e.into_inner());
         self.writer.drain();
-        self.db.cancel_all_background_work(true);
+        // Flushes and compactions under way finish (no write starts new ones now), so the
+        // files copied are one consistent state; memtables are not flushed: what they hold
+        // only (applies are written without the WAL) dies with the process. Stopping RocksDB
+        // first would flush them (it does, when a store has writes without the WAL).
+        for cf in keys::ALL_CFS {
+            self.db
+                .set_options_cf(self.cf(cf), &[("disable_auto_compactions", "true")])?;
+        }
+        let mut settle = rocksdb::WaitForCompactOptions::default();
+        settle.set_flush(false);
+        settle.set_timeout(30_000_000);
+        self.db.wait_for_compact(&settle)?;
         std::fs::create_dir_all(into)?;
         for entry in std::fs::read_dir(self.dir.join("db"))? {
             let entry = entry?;
             if entry.file_type()?.is_file() {
-                std::fs::copy(entry.path(), into.join(entry.file_name()))?;
+                match std::fs::copy(entry.path(), into.join(entry.file_name())) {
+                    // Deleted since listed: obsolete, as RocksDB deletes only such files.
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    other => {
+                        other?;
+                    }
+                }
             }
         }
+        self.db.cancel_all_background_work(true);
         Ok(())
     }
 
@@ -513,9 +539,13 @@ impl NodeStore {
             .collect();
         self.write_durable(ops).await?;
         // Compaction and directory removal block for a while: not on an async worker thread.
-        let db = self.db.clone();
+        let (db, files, frozen) = (self.db.clone(), self.files.clone(), self.frozen.clone());
         let dir = snapshot::group_dir(&self.dir, group);
         tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+            let _files = files.read().unwrap_or_else(|e| e.into_inner());
+            if frozen.load(Ordering::SeqCst) {
+                return Ok(());
+            }
             let (start, end) = (keys::group_prefix(group).to_vec(), keys::group_end(group));
             for cf in keys::ALL_CFS {
                 if let Some(handle) = db.cf_handle(cf) {
@@ -564,11 +594,55 @@ impl NodeStore {
     }
 
     /// Writes `batch` at once, outside the log writer's queue (visible at once, durable at the
-    /// next sync): for state machine writes, which no queued write of the log touches.
+    /// next sync): for state machine writes outside `apply` (install marker and data, snapshot
+    /// record), which no queued write of the log touches.
     fn write(&self, batch: WriteBatch) -> std::io::Result<()> {
+        // Not while the writer takes the WAL's synced length (a record half written then would
+        // be cut in half by the crash simulation), nor once a crash simulation has drained.
+        let _wal = self.writer.hold();
         self.check_not_frozen()?;
         self.db
             .write_opt(batch, &WriteOptions::default())
+            .map_err(|e| {
+                record_failure(&self.failure, &self.stats, e.as_ref());
+                io_err(e)
+            })
+    }
+
+    /// Writes `batch` of applied changes at once without the WAL: they are in RocksDB's
+    /// memtable only, until [`flush_applied`](Self::flush_applied) (or RocksDB's own flush, or a
+    /// clean close) writes them to disk. A crash before that loses them, and the applied index
+    /// written in the same batch with them: the group applies those entries again from its log
+    /// at its next start. The log is purged only behind a snapshot, which becomes current only
+    /// once its index is flushed, so the entries to apply again are always there.
+    fn write_unlogged(&self, batch: WriteBatch) -> std::io::Result<()> {
+        self.check_not_frozen()?;
+        let mut options = WriteOptions::default();
+        options.disable_wal(true);
+        self.db.write_opt(batch, &options).map_err(|e| {
+            record_failure(&self.failure, &self.stats, e.as_ref());
+            io_err(e)
+        })
+    }
+
+    /// Keeps a crash simulation from copying the files while held: for RocksDB calls that
+    /// make or drop files (flush, ingest, manual compaction). Check the store is not frozen
+    /// after taking it.
+    fn files_stay(&self) -> std::sync::RwLockReadGuard<'_, ()> {
+        self.files.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Writes every group's applied changes to disk (one flush of the state machine's column
+    /// family serves them all) and returns once they are there. Blocks: call on a blocking
+    /// thread.
+    fn flush_applied(&self) -> std::io::Result<()> {
+        let _files = self.files_stay();
+        self.check_not_frozen()?;
+        let mut options = rocksdb::FlushOptions::default();
+        options.set_wait(true);
+        count(&self.stats.applied_flushes, 1);
+        self.db
+            .flush_cf_opt(self.cf(keys::CF_SM), &options)
             .map_err(|e| {
                 record_failure(&self.failure, &self.stats, e.as_ref());
                 io_err(e)

@@ -157,6 +157,11 @@ impl Writer {
         drop(self.gate.lock());
     }
 
+    /// Keeps rounds out while held: a write made meanwhile sees no round take the WAL's length.
+    pub(crate) fn hold(&self) -> std::sync::MutexGuard<'_, ()> {
+        self.gate.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// Queues `request` behind everything queued before it.
     pub(crate) fn submit(&self, request: Request) {
         match &self.tx {
