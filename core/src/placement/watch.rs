@@ -75,46 +75,54 @@ async fn run(weak: Weak<Node>, events: Arc<EventLog>) {
             }
             None => failed = None,
         }
-        let groups = node.groups();
-        seen.retain(|g, _| groups.contains(g));
-        for group in groups {
-            let Some(raft) = node.raft(group) else {
-                continue;
-            };
-            let (leader, term, fatal) = {
-                let m = raft.metrics().borrow_watched().clone();
-                let fatal = m.running_state.as_ref().err().map(|e| e.to_string());
-                (m.current_leader, m.current_term, fatal)
-            };
-            let s = seen.entry(group).or_default();
-            if let Some(error) = fatal {
-                let wait = s.backoff.unwrap_or(FIRST_BACKOFF);
-                let since = *s.fatal_since.get_or_insert_with(Instant::now);
-                if since.elapsed() >= wait {
-                    s.fatal_since = None;
-                    s.backoff = Some((wait * 2).min(MAX_BACKOFF));
-                    node.stop_group(group).await;
-                    let outcome = match node.start_group(group).await {
-                        Ok(_) => "restarted".to_string(),
-                        Err(e) => format!("restart failed: {e}"),
-                    };
-                    events.record(
-                        "group_restarted",
-                        format!(
-                            "{} on node {me} was Fatal ({error}): {outcome}",
-                            name(group)
-                        ),
-                    );
-                }
-                continue;
+        // One pass over the group table, metrics read in place (a clone of each group's
+        // metrics and handle per tick was the larger part of an idle node's own work); Fatal
+        // groups are restarted after it.
+        let mut present = Vec::new();
+        let mut fatal = Vec::new();
+        node.each_group(|group, raft| {
+            present.push(group);
+            let metrics = raft.metrics();
+            let m = metrics.borrow_watched();
+            if let Err(e) = &m.running_state {
+                fatal.push((group, e.to_string()));
+                return;
             }
-            match leader {
-                Some(l) if l == me && s.recorded_term != Some(term) => {
-                    s.recorded_term = Some(term);
-                    events.record("leader_changed", describe(group, s.previous, me, term));
+            let s = seen.entry(group).or_default();
+            match m.current_leader {
+                Some(l) if l == me && s.recorded_term != Some(m.current_term) => {
+                    s.recorded_term = Some(m.current_term);
+                    events.record(
+                        "leader_changed",
+                        describe(group, s.previous, me, m.current_term),
+                    );
                 }
                 Some(l) if l != me => s.previous = Some(l),
                 _ => {}
+            }
+        });
+        present.sort_unstable();
+        seen.retain(|g, _| present.binary_search(g).is_ok());
+        fatal.sort_unstable();
+        for (group, error) in fatal {
+            let s = seen.entry(group).or_default();
+            let wait = s.backoff.unwrap_or(FIRST_BACKOFF);
+            let since = *s.fatal_since.get_or_insert_with(Instant::now);
+            if since.elapsed() >= wait {
+                s.fatal_since = None;
+                s.backoff = Some((wait * 2).min(MAX_BACKOFF));
+                node.stop_group(group).await;
+                let outcome = match node.start_group(group).await {
+                    Ok(_) => "restarted".to_string(),
+                    Err(e) => format!("restart failed: {e}"),
+                };
+                events.record(
+                    "group_restarted",
+                    format!(
+                        "{} on node {me} was Fatal ({error}): {outcome}",
+                        name(group)
+                    ),
+                );
             }
         }
     }

@@ -358,6 +358,16 @@ impl Node {
         self.groups.read().ok()?.get(&group).cloned()
     }
 
+    /// Calls `f` with every group this node runs, under one look at the group table (no
+    /// handle cloned): for loops that visit every group often.
+    pub fn each_group(&self, mut f: impl FnMut(GroupId, &Raft)) {
+        if let Ok(groups) = self.groups.read() {
+            for (group, raft) in groups.iter() {
+                f(*group, raft);
+            }
+        }
+    }
+
     pub fn groups(&self) -> Vec<GroupId> {
         let mut g: Vec<_> = self
             .groups
