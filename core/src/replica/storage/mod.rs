@@ -132,6 +132,21 @@ impl LatencyHistogram {
     }
 }
 
+/// The process whose RocksDB background threads this process has: RocksDB keeps one set per
+/// process (its default Env), started by the first store opened. A forked child inherits the
+/// bookkeeping of that set but none of its threads, so no flush ever runs there.
+static ROCKSDB_THREADS_OF: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+
+/// Whether this process is a forked child of one that had opened a store (see
+/// [`ROCKSDB_THREADS_OF`]).
+fn forked_after_rocksdb() -> bool {
+    let me = std::process::id();
+    match ROCKSDB_THREADS_OF.compare_exchange(0, me, Ordering::SeqCst, Ordering::SeqCst) {
+        Ok(_) => false,
+        Err(owner) => owner != me,
+    }
+}
+
 /// The per-node store: one RocksDB shared by all groups, one log writer.
 pub struct NodeStore {
     db: Arc<DB>,
@@ -150,6 +165,10 @@ pub struct NodeStore {
     /// Held (shared) by a flush of the applies while it runs, and (alone) by a crash simulation
     /// while it copies the files: a copy never sees a flush half done.
     files: Arc<std::sync::RwLock<()>>,
+    /// Applies are written without the WAL (see [`write_unlogged`](Self::write_unlogged)).
+    /// Off in a forked child of a process that had opened a store: there RocksDB has no
+    /// background thread to flush them, and a close would wait for one forever.
+    unlogged_applies: bool,
 }
 
 /// One running instance of a group's state machine, shared by every clone of it (openraft's
@@ -234,6 +253,13 @@ impl NodeStore {
         let cfs = keys::ALL_CFS
             .iter()
             .map(|name| ColumnFamilyDescriptor::new(*name, Options::default()));
+        let unlogged_applies = !forked_after_rocksdb();
+        if !unlogged_applies {
+            tracing::warn!(
+                "a forked child of a process that used RocksDB: this store writes its applies \
+                 through the WAL (RocksDB's background threads stayed in the parent)"
+            );
+        }
         let db = DB::open_cf_descriptors(&db_opts, dir.join("db"), cfs)?;
         let db = Arc::new(db);
         let failure = Failure::default();
@@ -259,6 +285,7 @@ impl NodeStore {
             installs: Mutex::new(HashMap::new()),
             frozen,
             files: Arc::default(),
+            unlogged_applies,
         }))
     }
 
@@ -616,6 +643,9 @@ impl NodeStore {
     /// at its next start. The log is purged only behind a snapshot, which becomes current only
     /// once its index is flushed, so the entries to apply again are always there.
     fn write_unlogged(&self, batch: WriteBatch) -> std::io::Result<()> {
+        if !self.unlogged_applies {
+            return self.write(batch);
+        }
         self.check_not_frozen()?;
         let mut options = WriteOptions::default();
         options.disable_wal(true);
@@ -636,6 +666,10 @@ impl NodeStore {
     /// family serves them all) and returns once they are there. Blocks: call on a blocking
     /// thread.
     fn flush_applied(&self) -> std::io::Result<()> {
+        if !self.unlogged_applies {
+            // Applies went through the WAL: the next sync makes them durable.
+            return Ok(());
+        }
         let _files = self.files_stay();
         self.check_not_frozen()?;
         let mut options = rocksdb::FlushOptions::default();
