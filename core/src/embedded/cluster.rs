@@ -807,14 +807,14 @@ impl EmbeddedCluster {
                     .await
                     .map_err(|e| Error::Storage(format!("crash copy: {e}")))??;
             }
-            (store.synced_wal(), Arc::downgrade(&store))
+            (store.synced_wal(), store.closed())
         };
         node.shutdown().await;
         drop(node);
         // Nothing may touch the files after the "crash": wait until the RocksDB handle is gone
-        // (calls that were inside the node when it stopped finish promptly).
+        // and closed (calls that were inside the node when it stopped finish promptly).
         let deadline = Instant::now() + Duration::from_secs(10);
-        while store.strong_count() > 0 {
+        while !store.load(std::sync::atomic::Ordering::SeqCst) {
             if Instant::now() >= deadline {
                 return Err(Error::Unavailable(format!(
                     "node {id} did not release its store"

@@ -219,9 +219,9 @@ impl Node {
             if let Ok(mut slot) = self.store.write() {
                 slot.take();
             }
-            let closed = Arc::downgrade(&old);
+            let closed = old.closed();
             drop(old);
-            while closed.strong_count() > 0 {
+            while !closed.load(std::sync::atomic::Ordering::SeqCst) {
                 if Instant::now() > deadline {
                     return Err(Error::Unavailable(
                         "the failed store is still closing; retrying later".into(),

@@ -169,6 +169,18 @@ pub struct NodeStore {
     /// Off in a forked child of a process that had opened a store: there RocksDB has no
     /// background thread to flush them, and a close would wait for one forever.
     unlogged_applies: bool,
+    /// Set once this store is dropped and its RocksDB closed (the last field: fields drop in
+    /// order, `db` first). A weak count at zero is not enough: the destructor may still run.
+    closed: ClosedOnDrop,
+}
+
+/// Sets its flag when dropped.
+struct ClosedOnDrop(Arc<AtomicBool>);
+
+impl Drop for ClosedOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
 }
 
 /// One running instance of a group's state machine, shared by every clone of it (openraft's
@@ -286,6 +298,7 @@ impl NodeStore {
             frozen,
             files: Arc::default(),
             unlogged_applies,
+            closed: ClosedOnDrop(Arc::default()),
         }))
     }
 
@@ -701,6 +714,12 @@ impl NodeStore {
     /// once it is handed to the OS, so a killed process keeps it).
     pub async fn sync(&self) -> std::io::Result<()> {
         self.write_durable(Vec::new()).await
+    }
+
+    /// Becomes true once this store is dropped and its files closed (for crash simulation,
+    /// which then replaces them).
+    pub fn closed(&self) -> Arc<AtomicBool> {
+        self.closed.0.clone()
     }
 
     /// How much of each WAL file is known to be on disk (for crash simulation).
