@@ -326,10 +326,11 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         let mut appended = Vec::new();
         for entry in entries {
             let bytes = encode(&entry)?;
+            let key = keys::log_key(self.group, entry.index()).to_vec();
             appended.push((entry, bytes.len()));
             ops.push(Op::Put {
                 cf: CF_LOG,
-                key: keys::log_key(self.group, appended[appended.len() - 1].0.index()).to_vec(),
+                key,
                 value: bytes,
             });
         }

@@ -154,7 +154,7 @@ impl Writer {
 
     /// Returns once no round is under way (one that starts later sees the store frozen).
     pub(crate) fn drain(&self) {
-        drop(self.gate.lock());
+        drop(self.hold());
     }
 
     /// Keeps rounds out while held: a write made meanwhile sees no round take the WAL's length.
@@ -215,7 +215,7 @@ impl Worker {
             (written, synced)
         };
         let mut requests = requests;
-        for r in requests.iter_mut() {
+        for r in &mut requests {
             if let Some(after) = r.after_write.take() {
                 after(written.is_ok());
             }
