@@ -58,11 +58,15 @@ async fn snapshot_of_a_200_mb_shard_installs_on_a_new_replica_in_bounded_memory(
         next += 8;
     }
     // The log behind the newest snapshot is purged: a new replica can only start from it.
+    // Where a snapshot falls depends on how applies were batched (one every 50 entries or
+    // more), so small writes follow until the next snapshot is due (50 entries past the last
+    // one), then none while it is built and the log is purged.
     let leader = cluster
         .wait_for_leader(0, Duration::from_secs(10))
         .await
         .expect("leader");
     let deadline = Instant::now() + Duration::from_secs(60);
+    let mut filler = 0;
     loop {
         let status = cluster
             .node(leader)
@@ -76,6 +80,14 @@ async fn snapshot_of_a_200_mb_shard_installs_on_a_new_replica_in_bounded_memory(
             Instant::now() < deadline,
             "no snapshot purged the log: {status:?}"
         );
+        let applied = status.applied_index.unwrap_or(0);
+        if applied < status.snapshot_index.unwrap_or(0) + 50 {
+            client
+                .put(format!("filler-{filler:03}"), b"f".as_slice())
+                .await
+                .expect("filler put");
+            filler += 1;
+        }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 
@@ -124,7 +136,11 @@ async fn snapshot_of_a_200_mb_shard_installs_on_a_new_replica_in_bounded_memory(
         .expect("store")
         .scan_group(0)
         .expect("scan");
-    assert_eq!(rows.len(), 210, "every value reached the new replica");
+    assert_eq!(
+        rows.len(),
+        210 + filler,
+        "every value reached the new replica"
+    );
     let growth = peak.load(Ordering::SeqCst).saturating_sub(baseline);
     println!(
         "200 MB shard installed on node {new_node} in {took:?}: VmRSS {} MB before, peak {} MB, growth {} MB",
