@@ -2,7 +2,7 @@
 
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
@@ -245,6 +245,11 @@ impl Default for StorageOptions {
 pub struct TestSwitches {
     /// Answer `Linearizable` reads from the local replica without ReadIndex (any role).
     pub unsafe_local_linearizable_reads: bool,
+    /// Every in-process message draws from the OS's randomness instead of the run's: a
+    /// deterministic run twice with the same seed no longer agrees (proves the replay check
+    /// bites).
+    #[serde(default)]
+    pub stray_random: bool,
 }
 
 /// A node's wall clock: the system clock plus an offset that a fault can set, so tests can make
@@ -257,10 +262,7 @@ pub struct WallClock {
 impl WallClock {
     /// Milliseconds since the Unix epoch, as this node's clock reads them.
     pub fn now_ms(&self) -> u64 {
-        let system = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_millis() as i64)
-            .unwrap_or(0);
+        let system = crate::sim::unix_ms() as i64;
         system
             .saturating_add(self.offset_ms.load(Ordering::Relaxed))
             .max(0) as u64

@@ -20,6 +20,7 @@ pub mod protocol;
 pub mod replica;
 pub mod routing;
 pub mod sharding;
+pub mod sim;
 pub mod types;
 
 // The modules' earlier paths (`scalestore::suite`, `scalestore::storage`, ...) stay valid.

@@ -318,6 +318,7 @@ impl Loop {
                 }
             };
             let outcome = tokio::select! {
+                biased;
                 r = op => r,
                 _ = stopped.changed() => break,
             };

@@ -17,6 +17,7 @@ openraft::declare_raft_types!(
         R = CommandResult,
         NodeId = NodeId,
         Node = openraft::BasicNode,
+        AsyncRuntime = crate::sim::SimRuntime,
 );
 
 pub type LogId = openraft::type_config::alias::LogIdOf<TypeConfig>;

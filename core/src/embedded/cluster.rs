@@ -2,10 +2,11 @@
 //! The root dir is temporary (removed on shutdown) unless one is given; a given dir is kept and
 //! reopened with its stored configuration, and arguments that contradict it are refused.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+use tokio::time::Instant;
 
 use serde::{Deserialize, Serialize};
 
@@ -184,7 +185,7 @@ pub struct EmbeddedCluster {
     network: Arc<InProcNetwork>,
     nodes: Mutex<BTreeMap<NodeId, Arc<Node>>>,
     /// WAL lengths on disk of crashed nodes, cut back at restart in lose-unsynced mode.
-    crashed: Mutex<HashMap<NodeId, BTreeMap<PathBuf, u64>>>,
+    crashed: Mutex<BTreeMap<NodeId, BTreeMap<PathBuf, u64>>>,
     /// Faults inside voter changes, shared by every node of this cluster.
     failpoints: Arc<Failpoints>,
     /// Snapshots installed by node incarnations that have since stopped.
@@ -230,8 +231,9 @@ impl EmbeddedCluster {
             stored.node_ids = (1..=stored.nodes as NodeId).collect();
         }
         let ids = stored.node_ids.clone();
-        let seed = options.seed.unwrap_or_else(rand::random);
+        let seed = options.seed.unwrap_or_else(crate::sim::random_u64);
         let network = InProcNetwork::new(ids.clone(), Arc::new(Faults::new(seed)));
+        network.set_stray_random(options.testing.stray_random);
         let events = Arc::new(EventLog::default());
         network.set_event_log(events.clone());
         let cluster = EmbeddedCluster {
@@ -242,7 +244,7 @@ impl EmbeddedCluster {
             options,
             network,
             nodes: Mutex::new(BTreeMap::new()),
-            crashed: Mutex::new(HashMap::new()),
+            crashed: Mutex::new(BTreeMap::new()),
             failpoints: Arc::new(Failpoints::default()),
             snapshots_installed_before: std::sync::atomic::AtomicU64::new(0),
             recording: RecordSwitch::default(),
@@ -803,7 +805,7 @@ impl EmbeddedCluster {
                 // are written without the WAL). The power-loss mode then cuts the WAL back to
                 // what was synced, at restart.
                 let (frozen, into) = (store.clone(), kept.clone());
-                tokio::task::spawn_blocking(move || frozen.freeze_for_crash(&into))
+                crate::sim::blocking(move || frozen.freeze_for_crash(&into))
                     .await
                     .map_err(|e| Error::Storage(format!("crash copy: {e}")))??;
             }
@@ -1097,5 +1099,9 @@ impl Drop for EmbeddedCluster {
 }
 
 fn new_cluster_id() -> String {
-    format!("{:032x}", rand::random::<u128>())
+    format!(
+        "{:016x}{:016x}",
+        crate::sim::random_u64(),
+        crate::sim::random_u64()
+    )
 }

@@ -4,7 +4,7 @@
 //! drop/delay decisions. It does not make a run deterministic: which message meets which
 //! decision depends on how the multi-threaded runtime interleaves tasks.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
@@ -79,7 +79,7 @@ impl Fate {
 struct State {
     network: NetworkFaults,
     /// Side of each node; nodes on different sides cannot talk. `None`: fully connected.
-    sides: Option<HashMap<NodeId, u64>>,
+    sides: Option<BTreeMap<NodeId, u64>>,
     /// Whether nodes missing from `sides` share one side (after `isolate`) or are each alone
     /// (after `partition`).
     unlisted_together: bool,
@@ -95,7 +95,7 @@ pub struct Faults {
     rng: Mutex<StdRng>,
     state: RwLock<State>,
     /// Each node's wall clock (created on first use), which `jump_clock` moves.
-    clocks: Mutex<HashMap<NodeId, Arc<WallClock>>>,
+    clocks: Mutex<BTreeMap<NodeId, Arc<WallClock>>>,
 }
 
 impl Faults {
@@ -103,7 +103,7 @@ impl Faults {
         Faults {
             seed,
             rng: Mutex::new(StdRng::seed_from_u64(seed)),
-            clocks: Mutex::new(HashMap::new()),
+            clocks: Mutex::new(BTreeMap::new()),
             state: RwLock::new(State::default()),
         }
     }
@@ -133,7 +133,7 @@ impl Faults {
                 s.unlisted_together = true;
             }
             s.sides
-                .get_or_insert_with(HashMap::new)
+                .get_or_insert_with(BTreeMap::new)
                 .insert(node, ALONE + node);
         }
     }

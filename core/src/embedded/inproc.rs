@@ -2,6 +2,7 @@
 //! requests between nodes living in one process. Each cluster owns its own (no global state).
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 
 use async_trait::async_trait;
@@ -14,6 +15,7 @@ use crate::protocol::{ClientRequest, ClientResponse};
 use crate::replica::network::{PeerRequest, PeerResponse, PeerTransport};
 use crate::replica::node::Node;
 use crate::routing::transport::Transport;
+use crate::sim::Cost;
 use crate::types::NodeId;
 
 pub struct InProcNetwork {
@@ -24,6 +26,9 @@ pub struct InProcNetwork {
     faults: Arc<Faults>,
     /// The cluster's event log, reported to clients that ask for events.
     events: RwLock<Option<Arc<EventLog>>>,
+    /// Each message waits an extra time drawn from the OS's randomness, not the run's (see
+    /// [`TestSwitches::stray_random`](crate::config::TestSwitches::stray_random)).
+    stray_random: AtomicBool,
 }
 
 impl InProcNetwork {
@@ -33,7 +38,13 @@ impl InProcNetwork {
             members: RwLock::new(members),
             faults,
             events: RwLock::new(None),
+            stray_random: AtomicBool::new(false),
         })
+    }
+
+    /// Switches the stray random draw of every message on or off (a test of the replay check).
+    pub fn set_stray_random(&self, on: bool) {
+        self.stray_random.store(on, Ordering::Relaxed);
     }
 
     /// The event log clients are shown (the embedded cluster's own).
@@ -119,10 +130,17 @@ impl InProcNetwork {
         if !fate.delay.is_zero() {
             tokio::time::sleep(fate.delay).await;
         }
+        // In a deterministic run a message takes a seeded virtual time each way.
+        crate::sim::pause(Cost::Message).await;
+        if self.stray_random.load(Ordering::Relaxed) {
+            let us = rand::random::<u64>() % 100;
+            tokio::time::sleep(std::time::Duration::from_micros(us)).await;
+        }
         if fate.drop_request || cut() {
             return Err(Error::Unavailable(format!("message {link} lost")));
         }
         let response = handle(self.lookup(to)?).await;
+        crate::sim::pause(Cost::Message).await;
         if fate.drop_response || cut() {
             return Err(Error::Unavailable(format!("reply to {link} lost")));
         }

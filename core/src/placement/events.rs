@@ -2,7 +2,6 @@
 
 use std::collections::VecDeque;
 use std::sync::Mutex;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
@@ -42,10 +41,7 @@ impl EventLog {
     }
 
     pub fn record(&self, kind: &str, detail: impl Into<String>) {
-        let time_ms = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_millis() as u64)
-            .unwrap_or(0);
+        let time_ms = crate::sim::unix_ms();
         let event = Event {
             time_ms,
             kind: kind.to_string(),

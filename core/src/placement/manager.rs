@@ -6,9 +6,10 @@
 //! finally even out leaders. A move is recorded in the map before it starts (add learner, catch
 //! up, change voters, drop the old replica's data), so a new manager leader completes it.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Weak};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+use tokio::time::Instant;
 
 use crate::error::{Error, Result};
 use crate::placement::events::EventLog;
@@ -351,7 +352,7 @@ pub fn plan(map: &ShardMap, down: &BTreeSet<NodeId>) -> Option<PendingMove> {
 /// What the manager remembers between ticks (reset when leadership moves).
 #[derive(Default)]
 struct ManagerState {
-    last_seen: HashMap<NodeId, Instant>,
+    last_seen: BTreeMap<NodeId, Instant>,
     down: BTreeSet<NodeId>,
     /// Nodes whose last ping went unanswered (down or not yet): no leadership goes to them.
     unanswered: BTreeSet<NodeId>,

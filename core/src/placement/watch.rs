@@ -12,9 +12,10 @@
 //! write passes, reopens its store and restarts the groups (`storage_recovered`), which catch up
 //! from their leaders.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::sync::{Arc, Weak};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+use tokio::time::Instant;
 
 use openraft::async_runtime::watch::WatchReceiver;
 
@@ -59,7 +60,7 @@ pub fn spawn(node: &Arc<Node>, events: Arc<EventLog>) -> tokio::task::JoinHandle
 }
 
 async fn run(weak: Weak<Node>, events: Arc<EventLog>) {
-    let mut seen: HashMap<GroupId, Seen> = HashMap::new();
+    let mut seen: BTreeMap<GroupId, Seen> = BTreeMap::new();
     let mut failed: Option<FailedStore> = None;
     loop {
         tokio::time::sleep(TICK).await;

@@ -4,13 +4,16 @@
 //! acknowledged append is lost or doubled, and every shard has a leader and serves within a
 //! bound stated in election timeouts. `Stale` reads are measured (how far behind, in log entries
 //! and milliseconds). A failing run reports its seed; re-running with it replays the fault
-//! schedule (not the runtime's interleaving).
+//! schedule (not the runtime's interleaving). [`run_deterministic`] runs it on one thread in
+//! virtual time with one seeded random source (see `crate::sim`): there the seed replays the
+//! whole run, and a digest of it shows that it did.
 
 use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+use tokio::time::Instant;
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -20,6 +23,7 @@ use crate::config::{RaftTiming, StorageOptions, TestSwitches};
 use crate::embedded::cluster::{ClusterOptions, EmbeddedCluster};
 use crate::embedded::faults::NetworkFaults;
 use crate::error::{Error, Result};
+use crate::placement::events::Event;
 use crate::placement::manager::ManagerOptions;
 use crate::proof::checker::{check, CheckOptions, Verdict};
 use crate::proof::history::History;
@@ -196,6 +200,8 @@ pub struct RunReport {
     /// [`EmbeddedCluster::placement_problems`]); empty when they agree.
     pub placement_problems: Vec<String>,
     pub history: History,
+    /// The cluster's event log at the end of the run (elections, moves, nodes up and down).
+    pub events: Vec<Event>,
 }
 
 impl RunReport {
@@ -491,7 +497,7 @@ pub async fn run(options: RunOptions) -> Result<RunReport> {
         .fold(f64::INFINITY, f64::min);
     let mean_key_ops_per_second =
         per_key(acked_in_run.values().sum()) / acked_in_run.len().max(1) as f64;
-    let verdict = tokio::task::spawn_blocking({
+    let verdict = crate::sim::blocking({
         let ops = ops.clone();
         move || check(&ops, options.check)
     })
@@ -522,12 +528,60 @@ pub async fn run(options: RunOptions) -> Result<RunReport> {
         definite_failures,
         placement_problems,
         history,
+        events: cluster.events(),
     };
     match Arc::try_unwrap(cluster) {
         Ok(c) => c.shutdown().await?,
         Err(c) => drop(c),
     }
     Ok(report)
+}
+
+/// A deterministic run (see [`run_deterministic`]): the report, the random draws it made, and a
+/// digest of its history, event log and draw count; the same seed gives the same digest.
+#[derive(Debug, Clone)]
+pub struct DeterministicRun {
+    pub report: RunReport,
+    pub draws: u64,
+    /// 128 bits in hex.
+    pub digest: String,
+}
+
+/// Runs `nemesis` with `seed` deterministically: one thread, virtual time, every random draw
+/// from the seed (see `crate::sim`). Needs a thread of its own (not inside a runtime).
+pub fn run_deterministic(nemesis: Nemesis, seed: u64) -> Result<DeterministicRun> {
+    run_deterministic_with(RunOptions {
+        nemesis,
+        seed,
+        ..Default::default()
+    })
+}
+
+/// [`run_deterministic`] with every option of [`run`].
+pub fn run_deterministic_with(options: RunOptions) -> Result<DeterministicRun> {
+    let seed = options.seed;
+    let finished = crate::sim::run(seed, run(options))?;
+    let report = finished.output?;
+    let digest = digest_of(&report, finished.draws);
+    Ok(DeterministicRun {
+        report,
+        draws: finished.draws,
+        digest,
+    })
+}
+
+/// A digest of what a run did: its history (invocations, results, virtual times), its event
+/// log, and how many random draws it made.
+fn digest_of(report: &RunReport, draws: u64) -> String {
+    let mut text = report.history.to_jsonl();
+    text.push_str(&serde_json::to_string(&report.events).unwrap_or_default());
+    text.push_str(&format!("\ndraws {draws}\n"));
+    let bytes = text.as_bytes();
+    format!(
+        "{:016x}{:016x}",
+        xxhash_rust::xxh64::xxh64(bytes, 0),
+        xxhash_rust::xxh64::xxh64(bytes, 0x5ca1_e570)
+    )
 }
 
 /// How many of the keys (the first ones) only ever get appends and reads.
@@ -561,7 +615,7 @@ fn audit_appends(
             .get(key)
             .map(|v| String::from_utf8_lossy(v).into_owned())
             .unwrap_or_default();
-        let mut seen = std::collections::HashSet::new();
+        let mut seen = std::collections::BTreeSet::new();
         for token in value.split_inclusive('>') {
             if !seen.insert(token) {
                 duplicated.push(format!("{key}: {token}"));
@@ -952,6 +1006,7 @@ mod tests {
             definite_failures: failures.iter().map(|(k, n)| (k.to_string(), *n)).collect(),
             placement_problems: vec![],
             history: History::new(),
+            events: vec![],
         }
     }
 

@@ -24,10 +24,11 @@
 //! Safety does not rest on any of this: Raft's votes and terms decide leadership whatever the
 //! tickers do. Hibernation only decides when a replica's timers run.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+use tokio::time::Instant;
 
 use openraft::async_runtime::watch::WatchReceiver;
 use openraft::ServerState;
@@ -60,15 +61,15 @@ struct GroupState {
 /// What a peer node said last, and when.
 struct Heard {
     at: Instant,
-    asleep: HashMap<GroupId, Asleep>,
+    asleep: BTreeMap<GroupId, Asleep>,
 }
 
 /// The hibernation of every group on one node.
 pub(crate) struct Hibernation {
-    groups: Mutex<HashMap<GroupId, GroupState>>,
-    heard: Mutex<HashMap<NodeId, Heard>>,
+    groups: Mutex<BTreeMap<GroupId, GroupState>>,
+    heard: Mutex<BTreeMap<NodeId, Heard>>,
     /// Peers with a liveness exchange in flight (one at a time per peer).
-    asking: Mutex<HashSet<NodeId>>,
+    asking: Mutex<BTreeSet<NodeId>>,
     interval: Duration,
     idle_after: Duration,
     /// A peer not heard from for this long is taken for dead: its sleeping groups wake.
@@ -82,9 +83,9 @@ impl Hibernation {
     pub(crate) fn new(timing: &RaftTiming) -> Hibernation {
         let heartbeat = Duration::from_millis(timing.heartbeat_ms.max(1));
         Hibernation {
-            groups: Mutex::new(HashMap::new()),
-            heard: Mutex::new(HashMap::new()),
-            asking: Mutex::new(HashSet::new()),
+            groups: Mutex::new(BTreeMap::new()),
+            heard: Mutex::new(BTreeMap::new()),
+            asking: Mutex::new(BTreeSet::new()),
             interval: heartbeat * 2,
             idle_after: heartbeat * 10,
             silent_after: Duration::from_millis(timing.election_timeout_max_ms).max(heartbeat * 6),
@@ -169,7 +170,7 @@ impl Hibernation {
     /// Looks at every group once: puts idle ones to sleep, wakes those whose leader is gone.
     fn round(&self, groups: Vec<(GroupId, Raft)>) {
         let now = Instant::now();
-        let fresh: HashMap<NodeId, HashMap<GroupId, Asleep>> = self
+        let fresh: BTreeMap<NodeId, BTreeMap<GroupId, Asleep>> = self
             .heard
             .lock()
             .map(|heard| {

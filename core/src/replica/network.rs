@@ -312,7 +312,7 @@ impl GroupNetwork {
                 data: data.clone(),
                 last: Some(meta.clone()),
             };
-            let started = std::time::Instant::now();
+            let started = tokio::time::Instant::now();
             match self.call(rpc).await {
                 // Only a wait that ran out is asked again: any other error ends the transfer.
                 Err(_)
@@ -402,7 +402,7 @@ impl RaftNetworkV2<TypeConfig> for GroupNetwork {
             if self.failpoints.take_delete_sent_snapshot() {
                 let _ = std::fs::remove_file(&path);
             }
-            let transfer: u64 = rand::random();
+            let transfer: u64 = crate::sim::random_u64();
             let mut offset = 0u64;
             let mut last_meta = Some(Box::new((vote, snapshot.meta)));
             loop {
@@ -439,6 +439,7 @@ impl RaftNetworkV2<TypeConfig> for GroupNetwork {
             }
         };
         tokio::select! {
+            biased;
             closed = cancel => Err(StreamingError::Closed(closed)),
             result = stream => result,
         }

@@ -1,11 +1,12 @@
 //! A node: one RocksDB, one peer transport, and the Raft groups it hosts. It answers client
 //! requests (forwarding to the leader when asked to) and Raft RPCs from its peers.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+use tokio::time::Instant;
 
 use openraft::async_runtime::watch::WatchReceiver;
 use openraft::errors::{ClientWriteError, LinearizableReadError, RaftError};
@@ -70,19 +71,19 @@ pub struct Node {
     /// Groups stopped because the store failed, started again once it is reopened.
     fenced: std::sync::Mutex<Vec<GroupId>>,
     peers: Arc<dyn PeerTransport>,
-    groups: RwLock<HashMap<GroupId, Raft>>,
+    groups: RwLock<BTreeMap<GroupId, Raft>>,
     /// The running state machine instance of each started group (see [`GroupInstance`]).
-    instances: std::sync::Mutex<HashMap<GroupId, Arc<GroupInstance>>>,
+    instances: std::sync::Mutex<BTreeMap<GroupId, Arc<GroupInstance>>>,
     shard_map: RwLock<Arc<ShardMap>>,
     /// Per group this node leads: where its log clock stood when the term began, and when.
-    leader_clocks: std::sync::Mutex<HashMap<GroupId, LeaderClock>>,
+    leader_clocks: std::sync::Mutex<BTreeMap<GroupId, LeaderClock>>,
     /// Held while a group starts (see `start_group`).
     starting: tokio::sync::Mutex<()>,
     /// Snapshots arriving in chunks.
     snapshots_in: snapshot_transfer::Receiver,
     /// Per group, the transfer whose snapshot is being (or was last) installed, and the install's
     /// outcome: a sender that asks again after its wait ran out waits for this install.
-    installs_in: std::sync::Mutex<HashMap<GroupId, (u64, Installing)>>,
+    installs_in: std::sync::Mutex<BTreeMap<GroupId, (u64, Installing)>>,
     /// Which groups sleep (see [`hibernation`](crate::replica::hibernation)).
     hibernation: Hibernation,
     /// Background tasks of this node (the shard manager); aborted at shutdown.
@@ -130,13 +131,13 @@ impl Node {
             dir: dir.to_path_buf(),
             fenced: std::sync::Mutex::new(Vec::new()),
             peers,
-            groups: RwLock::new(HashMap::new()),
-            instances: std::sync::Mutex::new(HashMap::new()),
+            groups: RwLock::new(BTreeMap::new()),
+            instances: std::sync::Mutex::new(BTreeMap::new()),
             shard_map: RwLock::new(Arc::new(ShardMap::uniform(1, &[config_id], 1)?)),
-            leader_clocks: std::sync::Mutex::new(HashMap::new()),
+            leader_clocks: std::sync::Mutex::new(BTreeMap::new()),
             starting: tokio::sync::Mutex::new(()),
             snapshots_in: snapshot_transfer::Receiver::default(),
-            installs_in: std::sync::Mutex::new(HashMap::new()),
+            installs_in: std::sync::Mutex::new(BTreeMap::new()),
             hibernation,
             tasks: std::sync::Mutex::new(Vec::new()),
         }))
@@ -198,7 +199,7 @@ impl Node {
     pub async fn reopen_failed_store(&self) -> Result<Vec<GroupId>> {
         let _starting = self.starting.lock().await;
         let dir = self.dir.clone();
-        tokio::task::spawn_blocking(move || crate::replica::storage::probe_space(&dir))
+        crate::sim::blocking(move || crate::replica::storage::probe_space(&dir))
             .await
             .map_err(|e| Error::Storage(format!("space probe: {e}")))?
             .map_err(|e| Error::Storage(format!("no room in {}: {e}", self.dir.display())))?;
@@ -232,7 +233,7 @@ impl Node {
         }
         let identity = Identity::new(&self.config.cluster_id, self.config.id);
         let (dir, options, stats) = (self.dir.clone(), self.config.storage, self.stats.clone());
-        let store = tokio::task::spawn_blocking(move || {
+        let store = crate::sim::blocking(move || {
             NodeStore::open_with_stats(&dir, &identity, options, stats)
         })
         .await
@@ -291,7 +292,7 @@ impl Node {
         let instance = GroupInstance::new(self.id(), self.config.failpoints.clone());
         let opened = instance.clone();
         let state_machine =
-            tokio::task::spawn_blocking(move || opening.state_machine_of(group, ttl, opened))
+            crate::sim::blocking(move || opening.state_machine_of(group, ttl, opened))
                 .await
                 .map_err(|e| Error::Storage(format!("opening group {group}: {e}")))??;
         let raft = Raft::new(
@@ -635,7 +636,7 @@ impl Node {
             AdminRequest::Status { group } => Ok(AdminReply::Status(Box::new(self.status(group)?))),
             AdminRequest::Size { group } => {
                 let store = self.store()?;
-                let size = tokio::task::spawn_blocking(move || store.approximate_size(group))
+                let size = crate::sim::blocking(move || store.approximate_size(group))
                     .await
                     .map_err(|e| Error::Storage(format!("size of group {group}: {e}")))??;
                 Ok(AdminReply::Size(size))
@@ -1209,14 +1210,14 @@ impl Node {
             let _ = t.await;
         }
         if let Ok(mut instances) = self.instances.lock() {
-            for (_, instance) in instances.drain() {
+            for (_, instance) in std::mem::take(&mut *instances) {
                 instance.stop();
             }
         }
         let rafts: Vec<Raft> = self
             .groups
             .write()
-            .map(|mut g| g.drain().map(|(_, r)| r).collect())
+            .map(|mut g| std::mem::take(&mut *g).into_values().collect())
             .unwrap_or_default();
         for raft in rafts {
             let _ = raft.shutdown().await;

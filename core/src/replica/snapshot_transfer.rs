@@ -5,7 +5,7 @@
 //! whose checksum verifies is handed to `install_full_snapshot`. A cut transfer leaves nothing
 //! behind that the next one cannot replace: the sender starts again from the first chunk.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -20,7 +20,7 @@ pub const CHUNK_BYTES: usize = 1024 * 1024;
 /// Reads the next chunk of `file` on a blocking thread. Returns the file back, with the chunk
 /// (empty at the end).
 pub(crate) async fn read_chunk(mut file: File) -> Result<(File, Vec<u8>)> {
-    tokio::task::spawn_blocking(move || {
+    crate::sim::blocking(move || {
         let mut buf = vec![0u8; CHUNK_BYTES];
         let mut filled = 0;
         while filled < buf.len() {
@@ -45,7 +45,7 @@ struct Incoming {
 /// A node's snapshots being received, by group and transfer id.
 #[derive(Default)]
 pub(crate) struct Receiver {
-    incoming: tokio::sync::Mutex<HashMap<(GroupId, u64), Incoming>>,
+    incoming: tokio::sync::Mutex<BTreeMap<(GroupId, u64), Incoming>>,
 }
 
 impl Receiver {
@@ -179,12 +179,12 @@ impl Receiver {
 async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> std::io::Result<T> + Send + 'static,
 ) -> Result<T> {
-    tokio::task::spawn_blocking(f)
+    crate::sim::blocking(f)
         .await
         .map_err(|e| Error::Storage(format!("snapshot file task: {e}")))?
         .map_err(Error::from)
 }
 
 async fn remove_quietly(path: PathBuf) {
-    let _ = tokio::task::spawn_blocking(move || std::fs::remove_file(path)).await;
+    let _ = crate::sim::blocking(move || std::fs::remove_file(path)).await;
 }

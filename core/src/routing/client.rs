@@ -8,10 +8,11 @@
 //! shards (a failed batch may have been applied on some shards); scans read each shard at its own
 //! point in time.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+use tokio::time::Instant;
 
 use crate::config::Limits;
 use crate::error::{Error, Result};
@@ -126,15 +127,15 @@ type SessionSlot = Arc<tokio::sync::Mutex<Option<GroupSession>>>;
 struct Shared {
     transport: Arc<dyn Transport>,
     options: ClientOptions,
-    leader_hints: Mutex<HashMap<GroupId, NodeId>>,
+    leader_hints: Mutex<BTreeMap<GroupId, NodeId>>,
     map: RwLock<Option<Arc<ShardMap>>>,
     map_refreshes: AtomicU64,
     /// (group, node) pairs whose last attempt timed out, until when: an old leader cut off from
     /// its group keeps a request until the attempt timeout, and its side keeps naming it.
-    suspects: Mutex<HashMap<(GroupId, NodeId), Instant>>,
+    suspects: Mutex<BTreeMap<(GroupId, NodeId), Instant>>,
     /// One slot per group, each behind its own lock: opening a session with one group (a round
     /// trip that may wait out a leaderless shard) holds up no other group's writes.
-    sessions: Mutex<HashMap<GroupId, SessionSlot>>,
+    sessions: Mutex<BTreeMap<GroupId, SessionSlot>>,
     closed: AtomicBool,
     rotate: AtomicUsize,
     /// A switch that makes every handle of this client record while it is on (the embedded
@@ -161,11 +162,11 @@ impl Client {
             shared: Arc::new(Shared {
                 transport,
                 options,
-                leader_hints: Mutex::new(HashMap::new()),
+                leader_hints: Mutex::new(BTreeMap::new()),
                 map: RwLock::new(None),
                 map_refreshes: AtomicU64::new(0),
-                suspects: Mutex::new(HashMap::new()),
-                sessions: Mutex::new(HashMap::new()),
+                suspects: Mutex::new(BTreeMap::new()),
+                sessions: Mutex::new(BTreeMap::new()),
                 closed: AtomicBool::new(false),
                 rotate: AtomicUsize::new(0),
                 switch: None,

@@ -8,7 +8,7 @@ pub(crate) mod snapshot;
 mod state_machine;
 mod writer;
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -157,7 +157,7 @@ pub struct NodeStore {
     /// Per group, how many times a snapshot install began or ended: odd while one runs (its
     /// state machine range is deleted, then filled). Reads check it around their RocksDB
     /// snapshot and never answer from a partial state.
-    installs: Mutex<HashMap<GroupId, u64>>,
+    installs: Mutex<BTreeMap<GroupId, u64>>,
     /// Set by a simulated crash: nothing more reaches the files (see [`freeze_for_crash`]).
     ///
     /// [`freeze_for_crash`]: NodeStore::freeze_for_crash
@@ -294,7 +294,7 @@ impl NodeStore {
             writer,
             stats,
             failure,
-            installs: Mutex::new(HashMap::new()),
+            installs: Mutex::new(BTreeMap::new()),
             frozen,
             files: Arc::default(),
             unlogged_applies,
@@ -581,7 +581,7 @@ impl NodeStore {
         // Compaction and directory removal block for a while: not on an async worker thread.
         let (db, files, frozen) = (self.db.clone(), self.files.clone(), self.frozen.clone());
         let dir = snapshot::group_dir(&self.dir, group);
-        tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+        crate::sim::blocking(move || -> std::io::Result<()> {
             let _files = files.read().unwrap_or_else(|e| e.into_inner());
             if frozen.load(Ordering::SeqCst) {
                 return Ok(());
@@ -714,6 +714,15 @@ impl NodeStore {
     /// once it is handed to the OS, so a killed process keeps it).
     pub async fn sync(&self) -> std::io::Result<()> {
         self.write_durable(Vec::new()).await
+    }
+
+    /// [`sync`](Self::sync) from blocking code: on a thread of the blocking pool it waits for
+    /// the writer's thread; in a deterministic run (one thread) it runs the round itself.
+    pub(crate) fn sync_blocking(&self) -> std::io::Result<()> {
+        match self.writer.round_inline() {
+            Some(result) => result.map_err(std::io::Error::other),
+            None => tokio::runtime::Handle::current().block_on(self.sync()),
+        }
     }
 
     /// Becomes true once this store is dropped and its files closed (for crash simulation,

@@ -121,7 +121,7 @@ impl StateMachine {
     /// The record is made durable first: in a power loss, a record write that had not reached
     /// the disk came back naming a file this had already deleted (found by the snapshot storm).
     fn remove_stale_snapshots(&self, _recording: &std::sync::MutexGuard<'_, ()>) -> io::Result<()> {
-        tokio::runtime::Handle::current().block_on(self.store.sync())?;
+        self.store.sync_blocking()?;
         let installing: Option<SnapshotRecord> = self
             .store
             .get_value(CF_SM, &keys::sm_meta_key(self.group, keys::SM_INSTALLING))?;
@@ -393,6 +393,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         if let Some(delay) = self.instance.apply_delay() {
             tokio::time::sleep(delay).await;
         }
+        crate::sim::pause(crate::sim::Cost::Apply).await;
         let clock_key = keys::replicated_meta_key(self.group, keys::SM_CLOCK);
         let clock_ms = self.store.get_value::<u64>(CF_SM, &clock_key)?.unwrap_or(0);
         let mut view = BatchView {
@@ -498,7 +499,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let _installing = self.store.begin_installing(group);
         let (this, marked, from) = (self.clone(), record.clone(), snapshot.path.clone());
         let to = own_path.clone();
-        tokio::task::spawn_blocking(move || -> io::Result<()> {
+        crate::sim::blocking(move || -> io::Result<()> {
             // The file moves in and the marker names it under the record lock, so no removal
             // can take it in between.
             let _recording = this.record_lock.lock().map_err(io_err)?;
@@ -518,15 +519,13 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         self.store.sync().await?;
         let (store, lock) = (self.store.clone(), self.record_lock.clone());
         let (installing, path) = (record.clone(), own_path.clone());
-        tokio::task::spawn_blocking(move || {
-            finish_install(&store, group, &installing, &path, &lock)
-        })
-        .await
-        .map_err(io_err)??;
+        crate::sim::blocking(move || finish_install(&store, group, &installing, &path, &lock))
+            .await
+            .map_err(io_err)??;
         self.store.sync().await?;
         count(&self.store.stats.snapshots_installed, 1);
         let this = self.clone();
-        tokio::task::spawn_blocking(move || -> io::Result<()> {
+        crate::sim::blocking(move || -> io::Result<()> {
             let recording = this.record_lock.lock().map_err(io_err)?;
             this.remove_stale_snapshots(&recording)
         })
@@ -560,7 +559,7 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
     async fn build_snapshot(&mut self) -> io::Result<SnapshotOf> {
         let this = self.clone();
         let seq = self.snapshot_seq.fetch_add(1, Ordering::Relaxed);
-        let record = tokio::task::spawn_blocking(move || -> io::Result<SnapshotRecord> {
+        let record = crate::sim::blocking(move || -> io::Result<SnapshotRecord> {
             let store = &this.store;
             let group = this.group;
             let cf = store.cf(CF_SM);

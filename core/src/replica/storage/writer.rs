@@ -5,8 +5,8 @@
 //! makes it durable with one WAL flush and fsync when anyone in the round waits for that, and
 //! only then fires the callbacks. A failed write or sync fails every request of the round.
 //!
-//! A round ([`Worker::round`]) is plain synchronous code: here it runs on its own thread, and it
-//! can as well run as a task of a single-threaded runtime. Every durable write of the node goes
+//! A round ([`Worker::round`]) is plain synchronous code: it runs on the writer's own thread,
+//! or, in a deterministic run (`crate::sim`), in a task of the run's one thread. Every durable write of the node goes
 //! through here, so the writer also knows how much of each WAL file is on disk: what survives a
 //! crash in the lose-unsynced test mode.
 
@@ -106,11 +106,26 @@ pub(crate) struct SyncMode {
 }
 
 pub(crate) struct Writer {
-    tx: Option<mpsc::Sender<Request>>,
-    handle: Option<JoinHandle<()>>,
+    runner: Runner,
     synced: SyncedWal,
     /// Held while a round writes and syncs: a simulated crash waits for a round under way.
     gate: Arc<Mutex<()>>,
+}
+
+/// Where rounds run: a thread of their own, or (in a deterministic run, see `crate::sim`) a
+/// task of the run's one thread, each round taking a seeded virtual time.
+enum Runner {
+    Thread {
+        tx: Option<mpsc::Sender<Request>>,
+        handle: Option<JoinHandle<()>>,
+    },
+    Task {
+        queue: Arc<Mutex<Vec<Request>>>,
+        wake: Arc<tokio::sync::Notify>,
+        /// The task holds it weakly: the store's RocksDB closes with the store.
+        worker: Option<Arc<Worker>>,
+        task: tokio::task::JoinHandle<()>,
+    },
 }
 
 impl Writer {
@@ -123,7 +138,6 @@ impl Writer {
         frozen: Arc<AtomicBool>,
     ) -> Result<Self> {
         let synced: SyncedWal = Arc::new(Mutex::new(wal_sizes(&wal_dir)));
-        let (tx, rx) = mpsc::channel::<Request>();
         let gate = Arc::new(Mutex::new(()));
         let worker = Worker {
             db,
@@ -135,21 +149,60 @@ impl Writer {
             frozen,
             gate: gate.clone(),
         };
-        let handle = std::thread::Builder::new()
-            .name("scalestore-log-writer".into())
-            .spawn(move || {
-                while let Ok(first) = rx.recv() {
-                    let mut round = vec![first];
-                    round.extend(rx.try_iter());
-                    worker.round(round);
-                }
-            })?;
+        let runner = if crate::sim::is_deterministic() {
+            Self::task(worker)
+        } else {
+            let (tx, rx) = mpsc::channel::<Request>();
+            let handle = std::thread::Builder::new()
+                .name("scalestore-log-writer".into())
+                .spawn(move || {
+                    while let Ok(first) = rx.recv() {
+                        let mut round = vec![first];
+                        round.extend(rx.try_iter());
+                        worker.round(round);
+                    }
+                })?;
+            Runner::Thread {
+                tx: Some(tx),
+                handle: Some(handle),
+            }
+        };
         Ok(Writer {
-            tx: Some(tx),
-            handle: Some(handle),
+            runner,
             synced,
             gate,
         })
+    }
+
+    fn task(worker: Worker) -> Runner {
+        let worker = Arc::new(worker);
+        let queue: Arc<Mutex<Vec<Request>>> = Arc::default();
+        let wake = Arc::new(tokio::sync::Notify::new());
+        let task = tokio::spawn({
+            let (queue, wake, worker) = (queue.clone(), wake.clone(), Arc::downgrade(&worker));
+            async move {
+                loop {
+                    wake.notified().await;
+                    crate::sim::pause(crate::sim::Cost::LogRound).await;
+                    let round =
+                        std::mem::take(&mut *queue.lock().unwrap_or_else(|e| e.into_inner()));
+                    match worker.upgrade() {
+                        Some(w) if !round.is_empty() => w.round(round),
+                        Some(_) => {}
+                        None => {
+                            round.into_iter().for_each(|r| r.fail(STOPPED.into()));
+                            return;
+                        }
+                    }
+                }
+            }
+        });
+        Runner::Task {
+            queue,
+            wake,
+            worker: Some(worker),
+            task,
+        }
     }
 
     /// Returns once no round is under way (one that starts later sees the store frozen).
@@ -164,14 +217,47 @@ impl Writer {
 
     /// Queues `request` behind everything queued before it.
     pub(crate) fn submit(&self, request: Request) {
-        match &self.tx {
-            Some(tx) => {
+        match &self.runner {
+            Runner::Thread { tx: Some(tx), .. } => {
                 if let Err(mpsc::SendError(r)) = tx.send(request) {
-                    r.fail("the log writer stopped".into());
+                    r.fail(STOPPED.into());
                 }
             }
-            None => request.fail("the log writer stopped".into()),
+            Runner::Task {
+                queue,
+                wake,
+                worker: Some(_),
+                ..
+            } => {
+                queue
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push(request);
+                wake.notify_one();
+            }
+            _ => request.fail(STOPPED.into()),
         }
+    }
+
+    /// Where rounds run as a task (a deterministic run), runs one now, on the caller's thread,
+    /// with everything queued and a sync; `None` where they run on the writer's thread.
+    pub(crate) fn round_inline(&self) -> Option<std::result::Result<(), String>> {
+        let Runner::Task {
+            queue,
+            worker: Some(worker),
+            ..
+        } = &self.runner
+        else {
+            return None;
+        };
+        let mut round = std::mem::take(&mut *queue.lock().unwrap_or_else(|e| e.into_inner()));
+        let (tx, mut rx) = tokio::sync::oneshot::channel();
+        round.push(Request::new(Vec::new(), Done::Durable(tx)));
+        worker.round(round);
+        Some(
+            rx.try_recv()
+                .unwrap_or_else(|_| Err("the log writer stopped".into())),
+        )
     }
 
     pub(crate) fn synced(&self) -> SyncedWal {
@@ -180,12 +266,32 @@ impl Writer {
 
     /// Finishes what is queued, then stops.
     pub(crate) fn stop(&mut self) {
-        self.tx.take();
-        if let Some(h) = self.handle.take() {
-            let _ = h.join();
+        match &mut self.runner {
+            Runner::Thread { tx, handle } => {
+                tx.take();
+                if let Some(h) = handle.take() {
+                    let _ = h.join();
+                }
+            }
+            Runner::Task {
+                queue,
+                worker,
+                task,
+                ..
+            } => {
+                task.abort();
+                let round = std::mem::take(&mut *queue.lock().unwrap_or_else(|e| e.into_inner()));
+                if let Some(w) = worker.take() {
+                    if !round.is_empty() {
+                        w.round(round);
+                    }
+                }
+            }
         }
     }
 }
+
+const STOPPED: &str = "the log writer stopped";
 
 /// What the writer owns.
 struct Worker {
