@@ -54,6 +54,59 @@ fn parse() -> Result<Args, Box<dyn std::error::Error>> {
     Ok(args)
 }
 
+/// Writes traces with every monotonic-clock reading (`Instant { tv_sec: .., tv_nsec: .. }`,
+/// which starts anywhere in each process) as virtual time since the run began, and every
+/// wall-clock rendering of an instant (`hh:mm:ss.micros`, the real clock minus virtual time)
+/// masked.
+struct VirtualTimeWriter<W>(W);
+
+fn instant_regex() -> &'static regex::Regex {
+    static RE: std::sync::OnceLock<regex::Regex> = std::sync::OnceLock::new();
+    RE.get_or_init(|| {
+        regex::Regex::new(r"Instant \{ tv_sec: (\d+), tv_nsec: (\d+) \}").expect("regex")
+    })
+}
+
+fn clock_regex() -> &'static regex::Regex {
+    static RE: std::sync::OnceLock<regex::Regex> = std::sync::OnceLock::new();
+    RE.get_or_init(|| regex::Regex::new(r"\b\d\d:\d\d:\d\d\.\d{6}\b").expect("regex"))
+}
+
+/// Nanoseconds of a printed monotonic reading.
+fn reading_ns(sec: &str, nsec: &str) -> Option<i128> {
+    Some(sec.parse::<i128>().ok()? * 1_000_000_000 + nsec.parse::<i128>().ok()?)
+}
+
+fn virtual_times(text: &str) -> String {
+    let origin = scalestore::sim::origin()
+        .map(|o| format!("{o:?}"))
+        .and_then(|o| {
+            let c = instant_regex().captures(&o)?;
+            reading_ns(&c[1], &c[2])
+        });
+    let text = instant_regex().replace_all(text, |c: &regex::Captures<'_>| {
+        match (origin, reading_ns(&c[1], &c[2])) {
+            (Some(origin), Some(at)) => format!("Instant(+{}ns)", at - origin),
+            _ => "Instant(?)".to_string(),
+        }
+    });
+    clock_regex()
+        .replace_all(&text, "--:--:--.------")
+        .into_owned()
+}
+
+impl<W: std::io::Write> std::io::Write for VirtualTimeWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let text = String::from_utf8_lossy(buf);
+        self.0.write_all(virtual_times(&text).as_bytes())?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.0.flush()
+    }
+}
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args = parse()?;
     if std::env::var("RUST_LOG").is_ok() {
@@ -62,8 +115,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             .with_writer(std::io::stderr)
             .with_ansi(false);
         if args.deterministic {
-            // Two replays of one seed give the same traces: no wall-clock times in them.
-            traces.without_time().init();
+            // Two replays of one seed give the same traces: no wall-clock times in them, and
+            // the instants openraft prints are rewritten as the run's virtual time.
+            traces
+                .without_time()
+                .with_writer(|| VirtualTimeWriter(std::io::stderr()))
+                .init();
         } else {
             traces.init();
         }

@@ -197,7 +197,7 @@ fn run_in_fresh_process(nemesis: Nemesis, seed: u64, stray: bool) -> (String, St
     let line = |prefix: &str| {
         stdout
             .lines()
-            .find_map(|l| l.strip_prefix(prefix))
+            .find_map(|l| l.split_once(prefix).map(|(_, rest)| rest))
             .unwrap_or_else(|| panic!("no {prefix:?} in {stdout}"))
             .to_string()
     };

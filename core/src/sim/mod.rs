@@ -84,7 +84,10 @@ pub fn run<F: Future>(seed: u64, future: F) -> io::Result<Finished<F::Output>> {
         })
     });
     let _installed = Installed;
-    let output = runtime.block_on(future);
+    let output = runtime.block_on(async {
+        wall_ms(); // the run's clock starts here
+        future.await
+    });
     // Tasks still alive are dropped here, with the run's state in place.
     drop(runtime);
     Ok(Finished {
@@ -169,6 +172,13 @@ pub(crate) fn wall_ms() -> Option<u64> {
         let started = *sim.started.get_or_insert(now);
         Some(SIM_EPOCH_MS + now.duration_since(started).as_millis() as u64)
     })
+}
+
+/// Where a deterministic run's clock started, as the process's monotonic clock reads it (the
+/// paused clock's instants are that plus virtual time); `None` outside a run.
+pub fn origin() -> Option<std::time::Instant> {
+    SIM.with(|s| s.borrow().as_ref().and_then(|sim| sim.started))
+        .map(tokio::time::Instant::into_std)
 }
 
 /// Milliseconds since the Unix epoch: the system clock, or a deterministic run's virtual one.
