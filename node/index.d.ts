@@ -1,5 +1,6 @@
 // ScaleStore for Node.js: the public API. Keys and values are strings (UTF-8), Buffers or
-// Uint8Arrays; values come back as Buffers. Every method that returns a Promise reports every
+// Uint8Arrays; values come back as Buffers, or as strings from a client made with an
+// `encoding` (`connect(..., { encoding: 'utf8' })`, `cluster.client({ encoding: 'utf8' })`). Every method that returns a Promise reports every
 // failure as its rejection: a TypeError for an argument of the wrong type, else a
 // ScaleStoreError with a `code`.
 
@@ -18,16 +19,31 @@ export type ErrorCode =
 
 export declare class ScaleStoreError extends Error {
   readonly code: ErrorCode
+  /** The core's stable label: 'not_leader', 'unknown_node', 'timeout', 'invalid_argument', ... (as Python's `.kind`). */
+  readonly kind: string
   static readonly CODES: readonly ErrorCode[]
-  constructor(code: ErrorCode, message: string, options?: { cause?: unknown })
+  constructor(code: ErrorCode, message: string, options?: { cause?: unknown, kind?: string })
 }
 
 export interface CallOptions {
   /** Milliseconds; default: the client's (10 s, or connect's timeoutMs). */
   timeoutMs?: number
 }
-export interface ReadOptions extends CallOptions {
+export interface DecodeOptions {
+  /** This call's values (and scanned keys) as strings in this encoding; null: Buffers. Default: the client's. */
+  encoding?: BufferEncoding | null
+}
+export interface ReadOptions extends CallOptions, DecodeOptions {
   consistency?: Consistency
+}
+export interface CasOptions extends CallOptions, DecodeOptions {
+  /** Resolve { success, current } instead of a boolean. */
+  returnCurrent?: boolean
+}
+export interface CasOutcome<V> {
+  success: boolean
+  /** The value after the operation: `next` on success, the value that did not match otherwise. */
+  current: V | null
 }
 export interface ScanOptions extends ReadOptions {
   start?: Bytes
@@ -95,18 +111,24 @@ export interface CheckResult {
   counterexample: string | null
 }
 
-export declare class Client {
+/** V: what values and scanned keys come back as (Buffer, or string for a client with an encoding). */
+export declare class Client<V extends Buffer | string = Buffer> {
+  /** What values and scanned keys are decoded with (null: Buffers). */
+  readonly encoding: BufferEncoding | null
   put(key: Bytes, value: Bytes, options?: CallOptions): Promise<void>
-  get(key: Bytes, options?: ReadOptions): Promise<Buffer | null>
+  get(key: Bytes, options?: ReadOptions): Promise<V | null>
   /** true if the key existed. */
   delete(key: Bytes, options?: CallOptions): Promise<boolean>
+  /** Deletes every key starting with `prefix` ('': every key); resolves how many. Atomic per shard, not across shards. */
+  deletePrefix(prefix: Bytes, options?: CallOptions): Promise<number>
   /** The new length in bytes. */
   append(key: Bytes, value: Bytes, options?: CallOptions): Promise<number>
   /** expected null: the key must be absent. */
-  cas(key: Bytes, expected: Bytes | null, next: Bytes, options?: CallOptions): Promise<boolean>
-  scan(options?: ScanOptions): Promise<Array<[Buffer, Buffer]>>
-  scanIter(options?: ScanIterOptions): AsyncGenerator<[Buffer, Buffer], void, undefined>
-  getMany(keys: Bytes[], options?: ReadOptions): Promise<Array<Buffer | null>>
+  cas(key: Bytes, expected: Bytes | null, next: Bytes, options?: CasOptions & { returnCurrent?: false }): Promise<boolean>
+  cas(key: Bytes, expected: Bytes | null, next: Bytes, options: CasOptions & { returnCurrent: true }): Promise<CasOutcome<V>>
+  scan(options?: ScanOptions): Promise<Array<[V, V]>>
+  scanIter(options?: ScanIterOptions): AsyncGenerator<[V, V], void, undefined>
+  getMany(keys: Bytes[], options?: ReadOptions): Promise<Array<V | null>>
   putMany(
     entries: Record<string, Bytes> | Map<Bytes, Bytes> | Iterable<[Bytes, Bytes]>,
     options?: CallOptions,
@@ -166,6 +188,7 @@ export declare class LoadRun {
 export declare class Cluster {
   static start(options?: ClusterOptions): Promise<Cluster>
   client(options?: { node?: number }): Client
+  client(options: { node?: number; encoding: BufferEncoding }): Client<string>
   readonly nodeIds: number[]
   readonly dataDir: string | null
   readonly seed: number
@@ -198,9 +221,17 @@ export interface TlsOptions {
   key?: string | Buffer
 }
 export interface ConnectOptions extends CallOptions {
+  /** How long fetching the map from the endpoints may take; default: timeoutMs. */
+  connectTimeoutMs?: number
+  /** Longest wait for one attempt before another node is tried (default 2000). */
+  attemptTimeoutMs?: number
   tls?: TlsOptions
+  /** Values and scanned keys as strings in this encoding (default: Buffers). */
+  encoding?: BufferEncoding | null
 }
-export declare function connect(endpoints: string | string[], options?: ConnectOptions): Promise<Client>
+/** endpoints undefined or null: $SCALESTORE_ENDPOINTS. */
+export declare function connect(endpoints?: string | string[] | null, options?: ConnectOptions & { encoding?: null }): Promise<Client>
+export declare function connect(endpoints: string | string[] | null | undefined, options: ConnectOptions & { encoding: BufferEncoding }): Promise<Client<string>>
 
 export declare function checkLinearizable(history: History): Promise<CheckResult>
 

@@ -13,6 +13,7 @@ echo "== Python package"
 SCALESTORE_SERVER_BIN="$CARGO_TARGET_DIR/debug/scalestore-server" \
   "$SCALESTORE_VENV/bin/python" -m pytest -q -p no:cacheprovider python/tests
 "$SCALESTORE_VENV/bin/python" -m mypy.stubtest scalestore._scalestore
+"$SCALESTORE_VENV/bin/python" -m mypy --strict python/tests/typecheck_consumer.py
 "$SCALESTORE_VENV/bin/python" examples/run_notebook.py examples/python-experiment.ipynb
 
 echo "== Node package"
@@ -57,4 +58,6 @@ history_file=$(mktemp --suffix=.jsonl)
 SOAK_DUMP="$history_file" scripts/soak.sh --nemesis CrashAll --seed 1 --seconds 0 --run-seconds 1
 cargo run --quiet --example check_history -- "$history_file"
 rm -f "$history_file"
+digest=$(scripts/soak.sh --deterministic --nemesis CrashAll --seed 7 --run-seconds 1 2>/dev/null | tail -1)
+case "$digest" in digest:\ *) ;; *) echo "soak --deterministic must end with its digest, not: $digest" >&2; exit 1 ;; esac
 echo "README commands: ok"

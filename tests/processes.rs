@@ -1049,6 +1049,7 @@ async fn tls_refuses_plaintext_and_other_cas_and_serves_a_configured_cli() {
         &[p.addresses[&1].clone()],
         ClientOptions {
             timeout: Duration::from_secs(2),
+            connect_timeout: Duration::from_secs(2),
             ..Default::default()
         }
     )
@@ -1195,4 +1196,87 @@ async fn with_client_certificates_required_only_certified_clients_and_peers_get_
         p.client().await.get("in").await.expect("get"),
         Some(b"ok".to_vec())
     );
+}
+
+/// Three consecutive free ports (`scalestore dev` puts node N on first + N - 1).
+fn three_ports() -> u16 {
+    loop {
+        let first = free_port();
+        if free_port() == first + 1 && free_port() == first + 2 {
+            return first;
+        }
+    }
+}
+
+/// Runs `scalestore dev` on `data_dir` until it prints its endpoints; returns it and them.
+fn start_dev(data_dir: &std::path::Path, first_port: u16) -> (std::process::Child, String) {
+    use std::io::BufRead;
+    let mut dev = Command::new(CLI)
+        .args(["dev", "--nodes", "3", "--shards", "2"])
+        .arg("--data-dir")
+        .arg(data_dir)
+        .args(["--first-port", &first_port.to_string()])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("dev");
+    let mut lines = std::io::BufReader::new(dev.stdout.take().expect("stdout")).lines();
+    for line in lines.by_ref() {
+        let line = line.expect("line");
+        if let Some(endpoints) = line.strip_prefix("endpoints: ") {
+            // The rest is read too, so the supervisor never writes into a closed pipe.
+            std::thread::spawn(move || lines.for_each(drop));
+            return (dev, endpoints.to_string());
+        }
+    }
+    let failed = dev.wait_with_output().expect("dev exits");
+    panic!(
+        "scalestore dev exited before printing its endpoints: {}",
+        String::from_utf8_lossy(&failed.stderr)
+    );
+}
+
+#[test]
+fn ctrl_c_stops_a_whole_dev_cluster_at_once_without_hand_off_and_keeps_every_write() {
+    let dir = tempfile::tempdir().expect("dir");
+    let first = three_ports();
+    let (dev, endpoints) = start_dev(dir.path(), first);
+    let run = |args: &[&str]| {
+        let mut all = vec!["--endpoints", endpoints.as_str()];
+        all.extend_from_slice(args);
+        cli(&all)
+    };
+    for i in 0..20 {
+        let put = run(&["put", &format!("dev-{i}"), &format!("v{i}")]);
+        assert!(put.status.success(), "{put:?}");
+    }
+    // Ctrl-C in a terminal: SIGINT to the supervisor (its nodes are in their own group).
+    let interrupt = Command::new("kill")
+        .args(["-INT", &dev.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(interrupt.success());
+    let out = dev.wait_with_output().expect("dev exits");
+    let said = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(
+        said.contains("stopping 3 nodes together") && said.contains("stopped in"),
+        "says what it does: {said}"
+    );
+    let logs: String = (1..=3)
+        .map(|n| {
+            std::fs::read_to_string(dir.path().join(format!("node-{n}.log"))).unwrap_or_default()
+        })
+        .collect();
+    assert!(logs.contains("stopping now"), "no node handed off: {logs}");
+    assert!(!logs.contains("handing leaderships off"));
+    // Every acknowledged write is there when the cluster comes back.
+    let (mut again, endpoints) = start_dev(dir.path(), first);
+    for i in 0..20 {
+        let get = cli(&["--endpoints", &endpoints, "get", &format!("dev-{i}")]);
+        assert_eq!(stdout(&get), format!("v{i}\n"), "{get:?}");
+    }
+    let _ = Command::new("kill")
+        .args(["-TERM", &again.id().to_string()])
+        .status();
+    let _ = again.wait();
 }

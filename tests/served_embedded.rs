@@ -43,6 +43,7 @@ async fn an_embedded_cluster_served_over_grpc_answers_the_rust_client_the_cli_an
     assert_eq!(endpoints.len(), 3, "one port per node");
     let options = ClientOptions {
         timeout: Duration::from_secs(20),
+        connect_timeout: Duration::from_secs(20),
         ..Default::default()
     };
     let remote = scalestore_server::connect(&endpoints[..1], options)
@@ -195,6 +196,7 @@ async fn a_client_of_one_cluster_never_writes_into_another_at_a_reused_address()
         .expect("serve a");
     let options = ClientOptions {
         timeout: Duration::from_secs(5),
+        connect_timeout: Duration::from_secs(5),
         ..Default::default()
     };
     let client = scalestore_server::connect(&served_a.endpoints()[..1], options)

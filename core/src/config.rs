@@ -109,6 +109,17 @@ impl Limits {
     }
 
     pub fn check_command(&self, command: &Command) -> Result<()> {
+        if let Command::DeletePrefix { prefix } = command {
+            // An empty prefix is every key (as `etcdctl del "" --prefix`).
+            if prefix.len() > self.max_key_bytes {
+                return Err(Error::InvalidArgument(format!(
+                    "prefix is {} bytes, limit is {}",
+                    prefix.len(),
+                    self.max_key_bytes
+                )));
+            }
+            return Ok(());
+        }
         let keys = command.keys();
         if keys.is_empty() {
             return Err(Error::InvalidArgument(

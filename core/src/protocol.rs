@@ -66,6 +66,7 @@ impl ClientRequest {
                 Command::Append { .. } => "append",
                 Command::Cas { .. } => "compare_and_swap",
                 Command::PutMany { .. } => "batch_put",
+                Command::DeletePrefix { .. } => "delete_prefix",
             }),
             ClientRequest::Read { .. } => Some("get"),
             ClientRequest::ReadMany { .. } => Some("batch_get"),

@@ -43,6 +43,10 @@ pub enum Command {
     },
     /// Set every pair, atomically within one shard (all keys must belong to it).
     PutMany { pairs: Vec<(Vec<u8>, Vec<u8>)> },
+    /// Delete every key of the shard it is sent to that starts with `prefix` (empty: every
+    /// key), atomically within that shard; the result counts them. A client sends it to every
+    /// shard: not atomic across shards.
+    DeletePrefix { prefix: Vec<u8> },
 }
 
 impl Command {
@@ -54,6 +58,8 @@ impl Command {
             | Command::Append { key, .. }
             | Command::Cas { key, .. } => vec![key],
             Command::PutMany { pairs } => pairs.iter().map(|(k, _)| k.as_slice()).collect(),
+            // Keys of whichever shard it is sent to, none named.
+            Command::DeletePrefix { .. } => vec![],
         }
     }
 
@@ -61,7 +67,7 @@ impl Command {
     pub fn values(&self) -> Vec<&[u8]> {
         match self {
             Command::Put { value, .. } | Command::Append { value, .. } => vec![value],
-            Command::Delete { .. } => vec![],
+            Command::Delete { .. } | Command::DeletePrefix { .. } => vec![],
             Command::Cas { expected, new, .. } => expected
                 .as_deref()
                 .into_iter()
@@ -93,6 +99,7 @@ impl fmt::Display for Command {
                 new.len()
             ),
             Command::PutMany { pairs } => write!(f, "put_many({} pairs)", pairs.len()),
+            Command::DeletePrefix { prefix } => write!(f, "delete_prefix({})", k(prefix)),
         }
     }
 }
@@ -177,6 +184,10 @@ pub enum CommandResult {
     /// The write was refused by the state machine and not applied.
     Rejected {
         reason: String,
+    },
+    /// How many keys a `DeletePrefix` deleted on its shard.
+    DeletePrefix {
+        count: u64,
     },
 }
 

@@ -176,3 +176,66 @@ test('a client records its own operations into a history that checks linearizabl
   assert.equal(result.counterexample, null)
   await assert.rejects(scalestore.checkLinearizable('not a history'), TypeError)
 })
+
+test('a client with an encoding returns strings for values and scanned keys; null stays null', async () => {
+  const text = cluster.client({ encoding: 'utf8' })
+  assert.equal(text.encoding, 'utf8')
+  await text.put('enc-a', 'héllo')
+  await text.put(Buffer.from('enc-b'), Buffer.from('wörld'))
+  assert.equal(await text.get('enc-a'), 'héllo')
+  assert.equal(await text.get('enc-missing'), null)
+  assert.deepEqual(await text.getMany(['enc-a', 'enc-missing', 'enc-b']), ['héllo', null, 'wörld'])
+  assert.deepEqual(await text.scan({ prefix: 'enc-' }), [['enc-a', 'héllo'], ['enc-b', 'wörld']])
+  const paged = []
+  for await (const pair of text.scanIter({ prefix: 'enc-', pageSize: 1 })) paged.push(pair)
+  assert.deepEqual(paged, [['enc-a', 'héllo'], ['enc-b', 'wörld']])
+  // Per call: an encoding for one read, or Buffers from a client that decodes.
+  assert.deepEqual(await text.get('enc-a', { encoding: null }), Buffer.from('héllo'))
+  assert.equal(await kv.get('enc-a', { encoding: 'hex' }), Buffer.from('héllo').toString('hex'))
+  assert.deepEqual(await kv.get('enc-a'), Buffer.from('héllo'), 'Buffers stay the default')
+  assert.equal(kv.encoding, null)
+  assert.throws(() => cluster.client({ encoding: 'klingon' }), (e) => e instanceof ScaleStoreError && e.code === 'INVALID_ARGUMENT')
+  await assert.rejects(kv.get('enc-a', { encoding: 7 }), TypeError)
+})
+
+test('cas can resolve the current value, so a read-modify-write loop needs no get', async () => {
+  await kv.put('rmw', '1')
+  assert.deepEqual(await kv.cas('rmw', '0', '5', { returnCurrent: true }), { success: false, current: Buffer.from('1') })
+  assert.deepEqual(await kv.cas('rmw-absent', 'x', '5', { returnCurrent: true }), { success: false, current: null })
+  const text = cluster.client({ encoding: 'utf8' })
+  let seen = null
+  for (let i = 0; i < 3; i++) {
+    const { success, current } = await text.cas('rmw', seen, String(Number(seen ?? '0') + 1), { returnCurrent: true })
+    if (success) break
+    seen = current
+  }
+  assert.equal(await text.get('rmw'), '2')
+  assert.equal(await kv.cas('rmw', '2', '3'), true)
+  await assert.rejects(kv.cas('rmw', '3', '4', { returnCurrent: 'yes' }), TypeError)
+  assert.equal(await text.get('rmw'), '3', 'a bad option writes nothing')
+})
+
+test('new Client() fails at once and points to connect', () => {
+  assert.throws(() => new scalestore.Client(), /connect/)
+})
+
+test('deletePrefix deletes every matching key and resolves how many', async () => {
+  await kv.putMany(Object.fromEntries(Array.from({ length: 120 }, (_, i) => [`dp/${String(i).padStart(3, '0')}`, 'x'])))
+  await kv.put('dp-kept', 'y')
+  assert.equal(await kv.deletePrefix('dp/'), 120)
+  assert.deepEqual(await kv.scan({ prefix: 'dp/' }), [])
+  assert.deepEqual(await kv.get('dp-kept'), Buffer.from('y'))
+  assert.equal(await kv.deletePrefix(Buffer.from('dp/')), 0)
+  await assert.rejects(kv.deletePrefix(3), TypeError)
+  await assert.rejects(kv.deletePrefix('p'.repeat(100_000)), (e) => e instanceof ScaleStoreError && e.code === 'INVALID_ARGUMENT')
+  assert.deepEqual(await kv.get('dp-kept'), Buffer.from('y'), 'bad input deletes nothing')
+})
+
+test('errors keep the core kind beside the code, as Python does', async () => {
+  await assert.rejects(cluster.stopNode(99), (e) => e instanceof ScaleStoreError && e.code === 'INVALID_ARGUMENT' && e.kind === 'unknown_node')
+  await assert.rejects(kv.put('', 'x'), (e) => e.code === 'INVALID_ARGUMENT' && e.kind === 'invalid_argument')
+  const closedClient = cluster.client()
+  await closedClient.close()
+  await assert.rejects(closedClient.get('k'), (e) => e.code === 'CLOSED' && e.kind === 'closed')
+  assert.equal(new ScaleStoreError('TIMEOUT', 'made here').kind, 'timeout')
+})

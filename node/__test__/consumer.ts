@@ -25,6 +25,15 @@ async function everything (): Promise<void> {
   const status: Status = await kv.status()
   const events: ClusterEvent[] = await kv.events()
   const mine: History = await kv.record(async () => { await kv.get('k') })
+  const deleted: number = await kv.deletePrefix('k', { timeoutMs: 1000 })
+  const outcome: { success: boolean, current: Buffer | null } = await kv.cas('k', 'a', 'b', { returnCurrent: true })
+  const text: Client<string> = cluster.client({ encoding: 'utf8' })
+  const s: string | null = await text.get('k')
+  const textPairs: Array<[string, string]> = await text.scan({ prefix: 'k' })
+  const textOutcome: { success: boolean, current: string | null } = await text.cas('k', null, 'v', { returnCurrent: true })
+  const encoding: BufferEncoding | null = text.encoding
+  const remoteText: Client<string> = await connect('127.0.0.1:7001', { encoding: 'utf8' })
+  console.log(deleted, outcome, s, textPairs, textOutcome, encoding, remoteText)
   await kv.close()
 
   const ids: number[] = cluster.nodeIds

@@ -58,3 +58,29 @@ test('an unreachable endpoint rejects with UNAVAILABLE; bad endpoints and TLS op
   await assert.rejects(connect('127.0.0.1:1', { tls: { ca: 42 } }), TypeError)
   await assert.rejects(connect('not an address'), (e) => e.code === 'INVALID_ARGUMENT')
 })
+
+test('connect() reads SCALESTORE_ENDPOINTS and refuses a tls.ca that is not PEM at once', async () => {
+  const saved = process.env.SCALESTORE_ENDPOINTS
+  try {
+    delete process.env.SCALESTORE_ENDPOINTS
+    await assert.rejects(connect(), (e) => e.code === 'INVALID_ARGUMENT' && e.message.includes('SCALESTORE_ENDPOINTS'))
+    const port = await freePort()
+    process.env.SCALESTORE_ENDPOINTS = `127.0.0.1:${port}`
+    await assert.rejects(connect(undefined, { timeoutMs: 500 }), (e) => e.code === 'UNAVAILABLE' && e.message.includes(String(port)))
+  } finally {
+    if (saved === undefined) delete process.env.SCALESTORE_ENDPOINTS
+    else process.env.SCALESTORE_ENDPOINTS = saved
+  }
+  // Refused before any dial: the message is the argument check's, not a transport error.
+  await assert.rejects(connect('127.0.0.1:1', { timeoutMs: 10_000, tls: { ca: '/etc/scalestore/ca.pem' } }),
+    (e) => e.code === 'INVALID_ARGUMENT' && e.message.includes('not PEM'))
+})
+
+test('dialing has its own timeout apart from the calls', async () => {
+  const port = await freePort()
+  const started = Date.now()
+  await assert.rejects(connect(`127.0.0.1:${port}`, { timeoutMs: 60_000, connectTimeoutMs: 500 }), (e) => e.code === 'UNAVAILABLE')
+  assert.ok(Date.now() - started < 30_000, 'the dial gave up at connectTimeoutMs, not at timeoutMs')
+  await assert.rejects(connect('127.0.0.1:1', { connectTimeoutMs: '1' }), TypeError)
+  await assert.rejects(connect('127.0.0.1:1', { attemptTimeoutMs: -1 }), (e) => e.code === 'INVALID_ARGUMENT')
+})

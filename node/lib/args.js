@@ -75,6 +75,15 @@ function nodeId (v, what = 'node id') {
   return count(v, what, 0)
 }
 
+/** An encoding for values and scanned keys: undefined or null (Buffers) or one Node knows. */
+function encoding (v, what = 'encoding') {
+  if (v === undefined || v === null) return v
+  if (typeof v !== 'string') throw new TypeError(`${what} must be a string such as 'utf8', not ${typeName(v)}`)
+  if (!Buffer.isEncoding(v)) throw invalid(`unknown ${what} '${v}'`)
+  return v
+}
+
 module.exports = {
+  encoding,
   bytes, optionalBytes, options, optionalNumber, optionalCount, count, timeout, consistency, nodeId, typeName,
 }

@@ -9,8 +9,14 @@ const { recording } = require('./history')
 
 const PAGE = 1000
 
-function pairs (page) {
-  return page.keys.map((k, i) => [k, page.values[i]])
+function pairs (page, enc) {
+  return page.keys.map((k, i) => [decode(k, enc), decode(page.values[i], enc)])
+}
+
+/** A value as the caller asked for it: a Buffer, or a string in `enc`; null stays null. */
+function decode (v, enc) {
+  if (v === undefined || v === null) return null
+  return enc ? v.toString(enc) : v
 }
 
 /** { nodes: [...], shards: [...] } with camelCase keys and null for "none". */
@@ -62,9 +68,26 @@ function scanArgs (o) {
 }
 
 class Client {
-  /** @param {any} inner a native client */
-  constructor (inner) {
+  /**
+   * @param {any} inner a native client
+   * @param {string} [encoding] values and scanned keys come back as strings in it
+   */
+  constructor (inner, encoding) {
+    if (inner === undefined || inner === null || typeof inner !== 'object') {
+      throw new TypeError("a Client is made by connect(endpoints) or cluster.client(), not new Client()")
+    }
     this._inner = inner
+    this._encoding = args.encoding(encoding) ?? null
+  }
+
+  /** What values and scanned keys are decoded with (null: they come back as Buffers). */
+  get encoding () {
+    return this._encoding
+  }
+
+  /** The encoding of one call: its own `encoding` option (null: Buffers), else the client's. */
+  _enc (o) {
+    return o.encoding === undefined ? this._encoding : args.encoding(o.encoding)
   }
 
   async put (key, value, opts) {
@@ -79,13 +102,21 @@ class Client {
     const o = args.options(opts)
     const c = args.consistency(o)
     const t = args.timeout(o)
-    return (await native(() => this._inner.get(k, c, t))) ?? null
+    const enc = this._enc(o)
+    return decode(await native(() => this._inner.get(k, c, t)), enc)
   }
 
   async delete (key, opts) {
     const k = args.bytes(key, 'key')
     const t = args.timeout(args.options(opts))
     return native(() => this._inner.delete(k, t))
+  }
+
+  /** Deletes every key starting with `prefix` ('' : every key); resolves how many. Atomic per shard, not across shards. */
+  async deletePrefix (prefix, opts) {
+    const p = args.bytes(prefix, 'prefix')
+    const t = args.timeout(args.options(opts))
+    return native(() => this._inner.deletePrefix(p, t))
   }
 
   async append (key, value, opts) {
@@ -100,8 +131,13 @@ class Client {
     if (expected === undefined) throw new TypeError('expected must be a string, Buffer or Uint8Array, or null for "absent"')
     const e = args.optionalBytes(expected, 'expected')
     const n = args.bytes(next, 'next')
-    const t = args.timeout(args.options(opts))
-    return native(() => this._inner.cas(k, e, n, t))
+    const o = args.options(opts)
+    const t = args.timeout(o)
+    const enc = this._enc(o)
+    const current = o.returnCurrent ?? false
+    if (typeof current !== 'boolean') throw new TypeError(`returnCurrent must be a boolean, not ${args.typeName(current)}`)
+    const outcome = await native(() => this._inner.cas(k, e, n, t))
+    return current ? { success: outcome.success, current: decode(outcome.current, enc) } : outcome.success
   }
 
   /** Key order, `end` exclusive; `limit` undefined returns every match. */
@@ -110,7 +146,8 @@ class Client {
     const a = scanArgs(o)
     a.limit = args.optionalCount(o.limit, 'limit')
     const t = args.timeout(o)
-    return pairs(await native(() => this._inner.scan(a, t)))
+    const enc = this._enc(o)
+    return pairs(await native(() => this._inner.scan(a, t)), enc)
   }
 
   /** Every match, fetched page by page as the loop asks for more. */
@@ -119,9 +156,10 @@ class Client {
     const a = scanArgs(o)
     a.pageSize = args.optionalCount(o.pageSize, 'pageSize', 1) ?? PAGE
     const t = args.timeout(o)
+    const enc = this._enc(o)
     for (;;) {
       const page = await native(() => this._inner.scan(a, t))
-      yield * pairs(page)
+      yield * pairs(page, enc)
       if (page.cursor === undefined || page.cursor === null) return
       a.cursor = page.cursor
     }
@@ -133,8 +171,9 @@ class Client {
     const o = args.options(opts)
     const c = args.consistency(o)
     const t = args.timeout(o)
+    const enc = this._enc(o)
     const values = await native(() => this._inner.getMany(ks, c, t))
-    return values.map((v) => v ?? null)
+    return values.map((v) => decode(v, enc))
   }
 
   /** Every pair is checked before anything is written; the core splits the batch by its caps. */

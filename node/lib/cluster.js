@@ -60,11 +60,12 @@ class Cluster {
     return new Cluster(inner, temporaryDir)
   }
 
-  /** A client of this cluster; `{ node }` pins it to one node. */
+  /** A client of this cluster; `{ node }` pins it to one node, `{ encoding: 'utf8' }` returns strings. */
   client (opts) {
     const o = args.options(opts)
     const node = args.optionalCount(o.node, 'node')
-    return new Client(now(() => this._inner.client(node)))
+    const encoding = args.encoding(o.encoding)
+    return new Client(now(() => this._inner.client(node)), encoding)
   }
 
   /** Every member, stopped ones included (removed ones not). */

@@ -1,8 +1,8 @@
 'use strict'
 // The one place native errors become JavaScript ones. The addon (bindings/node/src/error.rs)
-// prefixes each message with its code, `[UNAVAILABLE] ...`; `native()` turns those into a
-// `ScaleStoreError` with `.code`, and every public method runs through it, so every failure
-// is a rejection of the Promise the method returned.
+// prefixes each message with its code and the core's kind, `[UNAVAILABLE:not_leader] ...`;
+// `native()` turns those into a `ScaleStoreError` with `.code` and `.kind`, and every public
+// method runs through it, so every failure is a rejection of the Promise the method returned.
 
 const CODES = Object.freeze([
   'UNAVAILABLE', 'TIMEOUT', 'INVALID_ARGUMENT', 'CLOSED', 'SESSION_EXPIRED', 'STORAGE', 'DATA_DIR',
@@ -12,23 +12,25 @@ class ScaleStoreError extends Error {
   /**
    * @param {string} code one of ScaleStoreError.CODES
    * @param {string} message what failed, with its causes
-   * @param {{ cause?: unknown }} [options]
+   * @param {{ cause?: unknown, kind?: string }} [options] kind: the core's stable label
+   *   (`not_leader`, `unknown_node`, `timeout`, ...; default: the code in lower case)
    */
   constructor (code, message, options) {
     super(message, options)
     this.name = 'ScaleStoreError'
     this.code = code
+    this.kind = options?.kind ?? code.toLowerCase()
   }
 }
 ScaleStoreError.CODES = CODES
 
-const CODED = /^\[([A-Z_]+)\] ([\s\S]*)$/
+const CODED = /^\[([A-Z_]+)(?::([a-z_]+))?\] ([\s\S]*)$/
 
 /** A native error as a ScaleStoreError (others pass through unchanged). */
 function translate (error) {
   if (error instanceof ScaleStoreError || !(error instanceof Error)) return error
   const m = CODED.exec(error.message)
-  if (m && CODES.includes(m[1])) return new ScaleStoreError(m[1], m[2])
+  if (m && CODES.includes(m[1])) return new ScaleStoreError(m[1], m[3], { kind: m[2] })
   return error
 }
 

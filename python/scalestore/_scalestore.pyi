@@ -2,12 +2,13 @@
 package's API; these are its building blocks."""
 
 import os
-from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, Iterator, List, Literal, Optional, Sequence, Tuple, Union
 
 from typing_extensions import final
 
 _Bytesish = Union[bytes, bytearray, str]
 _Callback = Optional[Callable[[bool, Any], None]]
+_Consistency = Literal["linearizable", "lease", "stale"]
 
 __version__: str
 __all__ = [
@@ -42,17 +43,18 @@ class LoadRun:
 @final
 class Client:
     def put(self, key: _Bytesish, value: _Bytesish, timeout: Optional[float] = None, callback: _Callback = None) -> Any: ...
-    def get(self, key: _Bytesish, consistency: str = "linearizable", timeout: Optional[float] = None, callback: _Callback = None) -> Any: ...
+    def get(self, key: _Bytesish, consistency: _Consistency = "linearizable", timeout: Optional[float] = None, callback: _Callback = None) -> Any: ...
     def delete(self, key: _Bytesish, timeout: Optional[float] = None, callback: _Callback = None) -> Any: ...
+    def delete_prefix(self, prefix: _Bytesish, timeout: Optional[float] = None, callback: _Callback = None) -> Any: ...
     def append(self, key: _Bytesish, value: _Bytesish, timeout: Optional[float] = None, callback: _Callback = None) -> Any: ...
-    def cas(self, key: _Bytesish, expected: Optional[_Bytesish], new: _Bytesish, timeout: Optional[float] = None, callback: _Callback = None) -> Any: ...
+    def cas(self, key: _Bytesish, expected: Optional[_Bytesish], new: _Bytesish, timeout: Optional[float] = None, callback: _Callback = None) -> Any: ...  # (success, current)
     def scan(
         self,
         start: Optional[_Bytesish] = None,
         end: Optional[_Bytesish] = None,
         prefix: Optional[_Bytesish] = None,
         limit: Optional[int] = None,
-        consistency: str = "linearizable",
+        consistency: _Consistency = "linearizable",
         timeout: Optional[float] = None,
         callback: _Callback = None,
     ) -> Any: ...
@@ -61,13 +63,13 @@ class Client:
         start: Optional[_Bytesish] = None,
         end: Optional[_Bytesish] = None,
         prefix: Optional[_Bytesish] = None,
-        consistency: str = "linearizable",
+        consistency: _Consistency = "linearizable",
         cursor: Optional[_Bytesish] = None,
         page: int = 1000,
         timeout: Optional[float] = None,
         callback: _Callback = None,
     ) -> Any: ...
-    def get_many(self, keys: Any, consistency: str = "linearizable", timeout: Optional[float] = None, callback: _Callback = None) -> Any: ...
+    def get_many(self, keys: Any, consistency: _Consistency = "linearizable", timeout: Optional[float] = None, callback: _Callback = None) -> Any: ...
     def check_pairs(self, pairs: Any) -> List[Tuple[bytes, bytes]]: ...
     def put_many(self, pairs: Any, timeout: Optional[float] = None, callback: _Callback = None) -> Any: ...
     def status(self, timeout: Optional[float] = None, callback: _Callback = None) -> Any: ...
@@ -123,7 +125,7 @@ class Cluster:
         self,
         writers: int = 16,
         read_ratio: float = 0.0,
-        consistency: str = "linearizable",
+        consistency: _Consistency = "linearizable",
         keys: int = 10000,
         value_size: int = 100,
         seed: int = 1,
@@ -133,9 +135,11 @@ class Cluster:
 def connect(
     endpoints: Sequence[str],
     timeout: float = 10.0,
-    ca: Optional[str] = None,
-    cert: Optional[str] = None,
-    key: Optional[str] = None,
+    ca: Optional[bytes] = None,
+    cert: Optional[bytes] = None,
+    key: Optional[bytes] = None,
+    connect_timeout: Optional[float] = None,
+    attempt_timeout: Optional[float] = None,
 ) -> Client: ...
 def check_history(history: History) -> Tuple[str, Optional[str]]: ...
 def run_suite(nemesis: str, seed: int = 1, seconds: float = 5.0) -> Dict[str, Any]: ...

@@ -1,10 +1,13 @@
 """Clients: :class:`Client` (blocking, thread-safe) and :class:`AsyncClient` (asyncio), one type
 each for embedded and remote clusters. Keys and values are ``bytes`` or ``str`` (UTF-8); values
-come back as ``bytes``. Every call takes ``timeout=`` (seconds; ``None``: the client's default)."""
+and scanned keys come back as ``bytes``, or as ``str`` decoded with ``encoding`` when the client
+was made with one (``connect(..., encoding="utf-8")``, like redis-py's ``decode_responses``).
+Every call takes ``timeout=`` (seconds; ``None``: the client's default)."""
 
 from __future__ import annotations
 
 import asyncio
+import codecs
 import contextlib
 import functools
 import os
@@ -14,14 +17,18 @@ from typing import (
     AsyncIterator,
     Callable,
     Dict,
+    Generic,
     Iterable,
     Iterator,
     List,
+    Literal,
     Mapping,
     Optional,
     Sequence,
     Tuple,
+    TypeVar,
     Union,
+    overload,
 )
 
 from . import _scalestore as _native
@@ -33,6 +40,10 @@ Key = Union[bytes, str]
 Value = Union[bytes, str]
 Pairs = Union[Mapping[Key, Value], Iterable[Tuple[Key, Value]]]
 Endpoints = Union[str, Sequence[str]]
+# What values and scanned keys come back as: bytes, or str for a client with an encoding.
+V = TypeVar("V", bytes, str)
+# How fresh a read must be: "linearizable" (default), "lease" or "stale".
+Consistency = Literal["linearizable", "lease", "stale"]
 
 # put_many sends at most this many pairs per call into Rust (each split further under the
 # store's byte caps), so a progress bar can move and Ctrl-C is honoured between chunks.
@@ -49,12 +60,34 @@ class Status(dict):  # type: ignore[type-arg]
 
 @dataclass(frozen=True)
 class TLS:
-    """Files for a TLS connection: the CA that signed the nodes' certificates and, when the
-    cluster asks for one, this client's certificate and key (PEM file paths)."""
+    """A TLS connection's settings: the CA that signed the nodes' certificates and, when the
+    cluster asks for one, this client's certificate and key. Each is a PEM file's path or its
+    contents (``bytes``, or a ``str`` starting with ``-----BEGIN``)."""
 
-    ca: Union[str, "os.PathLike[str]"]
-    cert: Optional[Union[str, "os.PathLike[str]"]] = None
-    key: Optional[Union[str, "os.PathLike[str]"]] = None
+    ca: Union[str, bytes, "os.PathLike[str]"]
+    cert: Optional[Union[str, bytes, "os.PathLike[str]"]] = None
+    key: Optional[Union[str, bytes, "os.PathLike[str]"]] = None
+
+
+def _pem(value: Any, what: str) -> Optional[bytes]:
+    """PEM contents from contents or a path; a path that cannot be read is refused at once."""
+    if value is None:
+        return None
+    if isinstance(value, (bytes, bytearray)):
+        data = bytes(value)
+    elif isinstance(value, str) and value.lstrip().startswith("-----BEGIN"):
+        data = value.encode()
+    elif isinstance(value, (str, os.PathLike)):
+        try:
+            with open(os.fspath(value), "rb") as f:
+                data = f.read()
+        except OSError as e:
+            raise InvalidArgument(f"tls.{what}: cannot read {os.fspath(value)!r}: {e.strerror}") from None
+    else:
+        raise InvalidType(f"tls.{what} must be a path, bytes or a PEM str, not {type(value).__name__}")
+    if b"-----BEGIN" not in data:
+        raise InvalidArgument(f"tls.{what} is not PEM (no -----BEGIN line)")
+    return data
 
 
 def _pairs(items: Pairs) -> List[Tuple[Any, Any]]:
@@ -107,7 +140,17 @@ def _progress(total: int, what: str) -> Any:
     return tqdm(total=total, desc=what, unit="pairs", leave=False)
 
 
-def _endpoints(endpoints: Endpoints) -> List[str]:
+def _flag(value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise InvalidType(f"return_current must be a bool, not {type(value).__name__}")
+    return value
+
+
+def _endpoints(endpoints: Optional[Endpoints]) -> List[str]:
+    if endpoints is None:
+        endpoints = os.environ.get("SCALESTORE_ENDPOINTS", "")
+        if not endpoints.strip():
+            raise InvalidArgument("no endpoints: pass them, or set SCALESTORE_ENDPOINTS (as the CLI reads it)")
     if isinstance(endpoints, str):
         found = [e.strip() for e in endpoints.split(",") if e.strip()]
     elif isinstance(endpoints, (list, tuple)):
@@ -121,33 +164,130 @@ def _endpoints(endpoints: Endpoints) -> List[str]:
     return found
 
 
-class Client:
-    """A blocking client. Safe to share across threads; calls release the GIL and honour
-    Ctrl-C. Use as a context manager or call :meth:`close`."""
+def _native_client(inner: Any, how: str) -> None:
+    """Refuses anything but a native client at once (``Client("host:port")`` would otherwise
+    break on its first call)."""
+    if not isinstance(inner, _native.Client):
+        raise InvalidType(
+            f"clients are made by {how} or Cluster.client(), not from {type(inner).__name__}"
+        )
 
-    def __init__(self, inner: Any, owner: Any = None) -> None:
+
+def _encoding(encoding: Optional[str]) -> Optional[str]:
+    """``encoding`` checked: None (bytes) or a codec Python knows."""
+    if encoding is None:
+        return None
+    if not isinstance(encoding, str):
+        raise InvalidType(f"encoding must be a str or None, not {type(encoding).__name__}")
+    try:
+        codecs.lookup(encoding)
+    except LookupError:
+        raise InvalidArgument(f"unknown encoding {encoding!r}") from None
+    return encoding
+
+
+class _Decoder:
+    """Turns what the store returns (bytes) into what the caller asked for."""
+
+    __slots__ = ("encoding",)
+
+    def __init__(self, encoding: Optional[str]) -> None:
+        self.encoding = _encoding(encoding)
+
+    def one(self, value: Optional[bytes]) -> Any:
+        if value is None or self.encoding is None:
+            return value
+        return value.decode(self.encoding)
+
+    def many(self, values: List[Optional[bytes]]) -> List[Any]:
+        if self.encoding is None:
+            return values
+        return [self.one(v) for v in values]
+
+    def pairs(self, pairs: List[Tuple[bytes, bytes]]) -> List[Tuple[Any, Any]]:
+        if self.encoding is None:
+            return pairs
+        return [(k.decode(self.encoding), v.decode(self.encoding)) for k, v in pairs]
+
+    def cas(self, outcome: Tuple[bool, Optional[bytes]], return_current: bool) -> Any:
+        success, current = outcome
+        return (success, self.one(current)) if return_current else success
+
+
+class Client(Generic[V]):
+    """A blocking client. Safe to share across threads; calls release the GIL and honour
+    Ctrl-C. Use as a context manager or call :meth:`close`. Values and scanned keys come back
+    as ``bytes`` (``Client[bytes]``), or as ``str`` for a client made with an ``encoding``
+    (``Client[str]``)."""
+
+    def __init__(self, inner: Any, owner: Any = None, encoding: Optional[str] = None) -> None:
+        _native_client(inner, "scalestore.connect(endpoints)")
+        self._decode = _Decoder(encoding)
         self._inner = _Checked(inner)
         self._owner = owner  # keeps an embedded cluster's wrapper alive while its clients are
+
+    @property
+    def encoding(self) -> Optional[str]:
+        """What values and scanned keys are decoded with (None: they come back as bytes)."""
+        return self._decode.encoding
 
     def put(self, key: Key, value: Value, timeout: Optional[float] = None) -> None:
         self._inner.put(key, value, timeout)
 
-    def get(self, key: Key, consistency: str = "linearizable", timeout: Optional[float] = None) -> Optional[bytes]:
+    def get(self, key: Key, consistency: Consistency = "linearizable", timeout: Optional[float] = None) -> Optional[V]:
         """The value, or None if absent. ``consistency``: "linearizable" (default), "lease"
         (the leader's lease, no round trip) or "stale" (any replica, may be behind)."""
-        return self._inner.get(key, consistency, timeout)  # type: ignore[no-any-return]
+        return self._decode.one(self._inner.get(key, consistency, timeout))  # type: ignore[no-any-return]
 
     def delete(self, key: Key, timeout: Optional[float] = None) -> bool:
         """True if the key existed."""
         return self._inner.delete(key, timeout)  # type: ignore[no-any-return]
 
+    def delete_prefix(self, prefix: Key, timeout: Optional[float] = None) -> int:
+        """Deletes every key starting with ``prefix`` (``""``: every key); returns how many.
+        Atomic within each shard, not across shards: every shard deletes its keys in one write,
+        and a failure midway (a timeout, say) can leave some shards done."""
+        return self._inner.delete_prefix(prefix, timeout)  # type: ignore[no-any-return]
+
     def append(self, key: Key, value: Value, timeout: Optional[float] = None) -> int:
         """Appends to the value (absent = empty); returns the new length in bytes."""
         return self._inner.append(key, value, timeout)  # type: ignore[no-any-return]
 
-    def cas(self, key: Key, expected: Optional[Value], new: Value, timeout: Optional[float] = None) -> bool:
-        """Sets ``key`` to ``new`` if its value is ``expected`` (None: absent)."""
-        return self._inner.cas(key, expected, new, timeout)  # type: ignore[no-any-return]
+    @overload
+    def cas(
+        self,
+        key: Key,
+        expected: Optional[Value],
+        new: Value,
+        timeout: Optional[float] = None,
+        return_current: Literal[False] = False,
+    ) -> bool: ...
+
+    @overload
+    def cas(
+        self,
+        key: Key,
+        expected: Optional[Value],
+        new: Value,
+        timeout: Optional[float] = None,
+        *,
+        return_current: Literal[True],
+    ) -> Tuple[bool, Optional[V]]: ...
+
+    def cas(
+        self,
+        key: Key,
+        expected: Optional[Value],
+        new: Value,
+        timeout: Optional[float] = None,
+        return_current: bool = False,
+    ) -> Any:
+        """Sets ``key`` to ``new`` if its value is ``expected`` (None: absent); True if it did.
+        With ``return_current=True``: ``(success, current)``, where ``current`` is the value
+        after the operation (``new`` on success, the value that did not match otherwise), read
+        in the same step, so a read-modify-write loop needs no extra ``get``."""
+        flag = _flag(return_current)
+        return self._decode.cas(self._inner.cas(key, expected, new, timeout), flag)
 
     def scan(
         self,
@@ -155,37 +295,37 @@ class Client:
         end: Optional[Key] = None,
         prefix: Optional[Key] = None,
         limit: Optional[int] = None,
-        consistency: str = "linearizable",
+        consistency: Consistency = "linearizable",
         timeout: Optional[float] = None,
-    ) -> List[Tuple[bytes, bytes]]:
+    ) -> List[Tuple[V, V]]:
         """Pairs with ``start <= key < end`` starting with ``prefix``, in key order; at most
         ``limit`` (None: every match)."""
         if limit is not None and (not isinstance(limit, int) or isinstance(limit, bool)):
             raise InvalidType(f"limit must be an int or None, not {type(limit).__name__}")
-        return self._inner.scan(start, end, prefix, limit, consistency, timeout)  # type: ignore[no-any-return]
+        return self._decode.pairs(self._inner.scan(start, end, prefix, limit, consistency, timeout))
 
     def scan_iter(
         self,
         start: Optional[Key] = None,
         end: Optional[Key] = None,
         prefix: Optional[Key] = None,
-        consistency: str = "linearizable",
+        consistency: Consistency = "linearizable",
         timeout: Optional[float] = None,
         page_size: int = 1000,
-    ) -> Iterator[Tuple[bytes, bytes]]:
+    ) -> Iterator[Tuple[V, V]]:
         """Like :meth:`scan`, fetched page by page as you iterate."""
         cursor: Optional[bytes] = None
         while True:
             items, cursor = self._inner.scan_page(start, end, prefix, consistency, cursor, page_size, timeout)
-            yield from items
+            yield from self._decode.pairs(items)
             if cursor is None:
                 return
 
     def get_many(
-        self, keys: Iterable[Key], consistency: str = "linearizable", timeout: Optional[float] = None
-    ) -> List[Optional[bytes]]:
+        self, keys: Iterable[Key], consistency: Consistency = "linearizable", timeout: Optional[float] = None
+    ) -> List[Optional[V]]:
         """Values (None where absent) in the order of ``keys``."""
-        return self._inner.get_many(keys, consistency, timeout)  # type: ignore[no-any-return]
+        return self._decode.many(self._inner.get_many(keys, consistency, timeout))
 
     def put_many(self, items: Pairs, timeout: Optional[float] = None) -> None:
         """Writes a mapping or an iterable of pairs, in chunks under the store's caps. Every pair
@@ -234,7 +374,7 @@ class Client:
         """Later calls raise ClosedError. Safe to call twice."""
         self._inner.close()
 
-    def __enter__(self) -> "Client":
+    def __enter__(self) -> "Client[V]":
         return self
 
     def __exit__(self, *exc: Any) -> None:
@@ -268,32 +408,68 @@ async def _awaiting(method: Callable[..., Any], *args: Any) -> Any:
     return await future
 
 
-class AsyncClient:
+class AsyncClient(Generic[V]):
     """The asyncio client: the same methods as :class:`Client`, awaitable. It does not depend on
     any particular event loop: each call completes on the loop that awaits it."""
 
-    def __init__(self, inner: Any, owner: Any = None) -> None:
+    def __init__(self, inner: Any, owner: Any = None, encoding: Optional[str] = None) -> None:
+        _native_client(inner, "await scalestore.connect_async(endpoints)")
+        self._decode = _Decoder(encoding)
         self._inner = _Checked(inner)
         self._owner = owner
+
+    @property
+    def encoding(self) -> Optional[str]:
+        return self._decode.encoding
 
     async def put(self, key: Key, value: Value, timeout: Optional[float] = None) -> None:
         await _awaiting(self._inner.put, key, value, timeout)
 
     async def get(
-        self, key: Key, consistency: str = "linearizable", timeout: Optional[float] = None
-    ) -> Optional[bytes]:
-        return await _awaiting(self._inner.get, key, consistency, timeout)  # type: ignore[no-any-return]
+        self, key: Key, consistency: Consistency = "linearizable", timeout: Optional[float] = None
+    ) -> Optional[V]:
+        return self._decode.one(await _awaiting(self._inner.get, key, consistency, timeout))  # type: ignore[no-any-return]
 
     async def delete(self, key: Key, timeout: Optional[float] = None) -> bool:
         return await _awaiting(self._inner.delete, key, timeout)  # type: ignore[no-any-return]
 
+    async def delete_prefix(self, prefix: Key, timeout: Optional[float] = None) -> int:
+        return await _awaiting(self._inner.delete_prefix, prefix, timeout)  # type: ignore[no-any-return]
+
     async def append(self, key: Key, value: Value, timeout: Optional[float] = None) -> int:
         return await _awaiting(self._inner.append, key, value, timeout)  # type: ignore[no-any-return]
 
+    @overload
     async def cas(
-        self, key: Key, expected: Optional[Value], new: Value, timeout: Optional[float] = None
-    ) -> bool:
-        return await _awaiting(self._inner.cas, key, expected, new, timeout)  # type: ignore[no-any-return]
+        self,
+        key: Key,
+        expected: Optional[Value],
+        new: Value,
+        timeout: Optional[float] = None,
+        return_current: Literal[False] = False,
+    ) -> bool: ...
+
+    @overload
+    async def cas(
+        self,
+        key: Key,
+        expected: Optional[Value],
+        new: Value,
+        timeout: Optional[float] = None,
+        *,
+        return_current: Literal[True],
+    ) -> Tuple[bool, Optional[V]]: ...
+
+    async def cas(
+        self,
+        key: Key,
+        expected: Optional[Value],
+        new: Value,
+        timeout: Optional[float] = None,
+        return_current: bool = False,
+    ) -> Any:
+        flag = _flag(return_current)
+        return self._decode.cas(await _awaiting(self._inner.cas, key, expected, new, timeout), flag)
 
     async def scan(
         self,
@@ -301,36 +477,36 @@ class AsyncClient:
         end: Optional[Key] = None,
         prefix: Optional[Key] = None,
         limit: Optional[int] = None,
-        consistency: str = "linearizable",
+        consistency: Consistency = "linearizable",
         timeout: Optional[float] = None,
-    ) -> List[Tuple[bytes, bytes]]:
+    ) -> List[Tuple[V, V]]:
         if limit is not None and (not isinstance(limit, int) or isinstance(limit, bool)):
             raise InvalidType(f"limit must be an int or None, not {type(limit).__name__}")
-        return await _awaiting(self._inner.scan, start, end, prefix, limit, consistency, timeout)  # type: ignore[no-any-return]
+        return self._decode.pairs(await _awaiting(self._inner.scan, start, end, prefix, limit, consistency, timeout))
 
     async def scan_iter(
         self,
         start: Optional[Key] = None,
         end: Optional[Key] = None,
         prefix: Optional[Key] = None,
-        consistency: str = "linearizable",
+        consistency: Consistency = "linearizable",
         timeout: Optional[float] = None,
         page_size: int = 1000,
-    ) -> AsyncIterator[Tuple[bytes, bytes]]:
+    ) -> AsyncIterator[Tuple[V, V]]:
         cursor: Optional[bytes] = None
         while True:
             items, cursor = await _awaiting(
                 self._inner.scan_page, start, end, prefix, consistency, cursor, page_size, timeout
             )
-            for item in items:
+            for item in self._decode.pairs(items):
                 yield item
             if cursor is None:
                 return
 
     async def get_many(
-        self, keys: Iterable[Key], consistency: str = "linearizable", timeout: Optional[float] = None
-    ) -> List[Optional[bytes]]:
-        return await _awaiting(self._inner.get_many, keys, consistency, timeout)  # type: ignore[no-any-return]
+        self, keys: Iterable[Key], consistency: Consistency = "linearizable", timeout: Optional[float] = None
+    ) -> List[Optional[V]]:
+        return self._decode.many(await _awaiting(self._inner.get_many, keys, consistency, timeout))
 
     async def put_many(self, items: Pairs, timeout: Optional[float] = None) -> None:
         pairs = self._inner.check_pairs(_pairs(items))
@@ -370,7 +546,7 @@ class AsyncClient:
     async def close(self) -> None:
         self._inner.close()
 
-    async def __aenter__(self) -> "AsyncClient":
+    async def __aenter__(self) -> "AsyncClient[V]":
         return self
 
     async def __aexit__(self, *exc: Any) -> None:
@@ -380,30 +556,114 @@ class AsyncClient:
         return f"<scalestore.AsyncClient {'closed' if self.closed else 'open'}>"
 
 
-def _connect_native(endpoints: Endpoints, timeout: float, tls: Optional[TLS]) -> Any:
+def _seconds(value: Any, what: str) -> Optional[float]:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise InvalidType(f"{what} must be a number of seconds, not {type(value).__name__}")
+    return float(value)
+
+
+def _connect_native(
+    endpoints: Optional[Endpoints],
+    timeout: float,
+    tls: Optional[TLS],
+    connect_timeout: Optional[float] = None,
+    attempt_timeout: Optional[float] = None,
+) -> Any:
     if tls is not None and not isinstance(tls, TLS):
         raise InvalidType("tls must be a scalestore.TLS or None")
-    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
-        raise InvalidType(f"timeout must be a number of seconds, not {type(timeout).__name__}")
-    fs = (lambda p: None if p is None else os.fspath(p))
+    call_timeout = _seconds(timeout, "timeout")
     return _native.connect(
         _endpoints(endpoints),
-        float(timeout),
-        fs(tls.ca) if tls else None,
-        fs(tls.cert) if tls else None,
-        fs(tls.key) if tls else None,
+        call_timeout,
+        _pem(tls.ca, "ca") if tls else None,
+        _pem(tls.cert, "cert") if tls else None,
+        _pem(tls.key, "key") if tls else None,
+        _seconds(connect_timeout, "connect_timeout"),
+        _seconds(attempt_timeout, "attempt_timeout"),
     )
 
 
-def connect(endpoints: Endpoints, timeout: float = 5.0, tls: Optional[TLS] = None) -> Client:
+@overload
+def connect(
+    endpoints: Optional[Endpoints] = None,
+    timeout: float = 10.0,
+    tls: Optional[TLS] = None,
+    encoding: None = None,
+    connect_timeout: Optional[float] = None,
+    attempt_timeout: Optional[float] = None,
+) -> Client[bytes]: ...
+
+
+@overload
+def connect(
+    endpoints: Optional[Endpoints] = None,
+    timeout: float = 10.0,
+    tls: Optional[TLS] = None,
+    *,
+    encoding: str,
+    connect_timeout: Optional[float] = None,
+    attempt_timeout: Optional[float] = None,
+) -> Client[str]: ...
+
+
+def connect(
+    endpoints: Optional[Endpoints] = None,
+    timeout: float = 10.0,
+    tls: Optional[TLS] = None,
+    encoding: Optional[str] = None,
+    connect_timeout: Optional[float] = None,
+    attempt_timeout: Optional[float] = None,
+) -> Client[Any]:
     """A client of the cluster at ``endpoints`` (any of its nodes; a list or a comma-separated
-    string). Fetches the cluster map at once: raises Unavailable if no endpoint answers within
-    ``timeout``, which is also the default timeout of every call."""
-    return Client(_connect_native(endpoints, timeout, tls))
+    string; None: ``$SCALESTORE_ENDPOINTS``, as the CLI reads it). Fetches the cluster map at
+    once: raises Unavailable if no endpoint answers within ``connect_timeout`` (default:
+    ``timeout``). ``timeout`` (10 s, as the Rust and Node clients) is the default deadline of
+    every call, retries included, and ``attempt_timeout`` (default 2 s) that of each attempt
+    before the next node is tried. ``encoding`` (e.g.
+    ``"utf-8"``): values and scanned keys come back as ``str`` decoded with it (None stays None;
+    default: ``bytes``)."""
+    _encoding(encoding)
+    native = _connect_native(endpoints, timeout, tls, connect_timeout, attempt_timeout)
+    return Client(native, encoding=encoding)
 
 
-async def connect_async(endpoints: Endpoints, timeout: float = 5.0, tls: Optional[TLS] = None) -> AsyncClient:
+@overload
+async def connect_async(
+    endpoints: Optional[Endpoints] = None,
+    timeout: float = 10.0,
+    tls: Optional[TLS] = None,
+    encoding: None = None,
+    connect_timeout: Optional[float] = None,
+    attempt_timeout: Optional[float] = None,
+) -> AsyncClient[bytes]: ...
+
+
+@overload
+async def connect_async(
+    endpoints: Optional[Endpoints] = None,
+    timeout: float = 10.0,
+    tls: Optional[TLS] = None,
+    *,
+    encoding: str,
+    connect_timeout: Optional[float] = None,
+    attempt_timeout: Optional[float] = None,
+) -> AsyncClient[str]: ...
+
+
+async def connect_async(
+    endpoints: Optional[Endpoints] = None,
+    timeout: float = 10.0,
+    tls: Optional[TLS] = None,
+    encoding: Optional[str] = None,
+    connect_timeout: Optional[float] = None,
+    attempt_timeout: Optional[float] = None,
+) -> AsyncClient[Any]:
     """:func:`connect` for asyncio."""
+    _encoding(encoding)
     loop = asyncio.get_running_loop()
-    inner = await loop.run_in_executor(None, _connect_native, endpoints, timeout, tls)
-    return AsyncClient(inner)
+    inner = await loop.run_in_executor(
+        None, _connect_native, endpoints, timeout, tls, connect_timeout, attempt_timeout
+    )
+    return AsyncClient(inner, encoding=encoding)

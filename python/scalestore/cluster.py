@@ -12,7 +12,7 @@ from typing import Any, Dict, Iterator, List, Optional, Sequence, Union
 
 from . import _scalestore as _native
 from ._html import status_html
-from .client import AsyncClient, Client, Key, Status
+from .client import AsyncClient, Client, Consistency, Key, Status, _encoding
 from .errors import InvalidArgument, InvalidType, Timeout
 from .history import History
 from .load import LoadRun
@@ -83,13 +83,18 @@ class Cluster:
 
     # ----- clients -----
 
-    def client(self, node: Optional[int] = None) -> Client:
+    def client(self, node: Optional[int] = None, encoding: Optional[str] = None) -> Client[Any]:
         """A client; ``node=N`` pins it to node N (its requests enter there, and its "stale"
-        reads are answered there)."""
-        return Client(self._inner.client(None if node is None else _node(node)), owner=self)
+        reads are answered there). ``encoding`` (e.g. ``"utf-8"``): values and scanned keys
+        come back as ``str`` (default: ``bytes``)."""
+        _encoding(encoding)
+        return Client(self._inner.client(None if node is None else _node(node)), owner=self, encoding=encoding)
 
-    def async_client(self, node: Optional[int] = None) -> AsyncClient:
-        return AsyncClient(self._inner.client(None if node is None else _node(node)), owner=self)
+    def async_client(self, node: Optional[int] = None, encoding: Optional[str] = None) -> AsyncClient[Any]:
+        _encoding(encoding)
+        return AsyncClient(
+            self._inner.client(None if node is None else _node(node)), owner=self, encoding=encoding
+        )
 
     # ----- shape -----
 
@@ -234,7 +239,7 @@ class Cluster:
         self,
         writers: int = 16,
         read_ratio: float = 0.0,
-        consistency: str = "linearizable",
+        consistency: Consistency = "linearizable",
         keys: int = 10_000,
         value_size: int = 100,
     ) -> LoadRun:

@@ -106,3 +106,17 @@ def test_an_await_in_flight_when_its_cluster_closes_gets_closed_error_not_a_hang
             await asyncio.wait_for(pending, 10)
 
     asyncio.run(main())
+
+
+def test_the_async_client_decodes_with_its_encoding_and_returns_the_current_value_of_a_cas(cluster):
+    async def main():
+        text = cluster.async_client(encoding="utf-8")
+        await text.put("aenc-1", "ünï")
+        assert await text.get("aenc-1") == "ünï"
+        assert await text.get_many(["aenc-1", "aenc-none"]) == ["ünï", None]
+        assert await text.scan(prefix="aenc-") == [("aenc-1", "ünï")]
+        assert [p async for p in text.scan_iter(prefix="aenc-")] == [("aenc-1", "ünï")]
+        assert await text.cas("aenc-1", "other", "x", return_current=True) == (False, "ünï")
+        assert await text.cas("aenc-1", "ünï", "x") is True
+
+    asyncio.run(main())

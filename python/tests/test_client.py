@@ -226,3 +226,65 @@ def test_get_many_sees_a_put_many_of_one_shard_whole_or_not_at_all(cluster, kv):
     assert torn == [], f"batch reads saw half of a batch write: {torn[:3]}"
     final = kv.get_many([a, b])
     assert final[0] == final[1] and final[0] is not None
+
+
+def test_a_client_with_an_encoding_returns_str_values_and_keys_and_none_stays_none(cluster):
+    text = cluster.client(encoding="utf-8")
+    assert text.encoding == "utf-8"
+    text.put("enc-a", "héllo")
+    text.put(b"enc-b", b"w\xc3\xb6rld")
+    assert text.get("enc-a") == "héllo"
+    assert text.get("enc-missing") is None
+    assert text.get_many(["enc-a", "enc-missing", "enc-b"]) == ["héllo", None, "wörld"]
+    assert text.scan(prefix="enc-") == [("enc-a", "héllo"), ("enc-b", "wörld")]
+    assert list(text.scan_iter(prefix="enc-", page_size=1)) == [("enc-a", "héllo"), ("enc-b", "wörld")]
+    assert text.cas("enc-a", "héllo", "x", return_current=True) == (True, "x")
+    # Bytes stay the default.
+    raw = cluster.client()
+    assert raw.encoding is None
+    assert raw.get("enc-b") == b"w\xc3\xb6rld"
+    assert scalestore.Client is type(raw)
+    with pytest.raises(scalestore.InvalidArgument, match="unknown encoding"):
+        cluster.client(encoding="no-such-codec")
+    with pytest.raises(scalestore.InvalidType):
+        cluster.client(encoding=8)
+
+
+def test_cas_can_return_the_current_value_so_a_read_modify_write_loop_needs_no_get(kv):
+    kv.put("rmw", "1")
+    assert kv.cas("rmw", "0", "5", return_current=True) == (False, b"1")
+    assert kv.cas("rmw", None, "5", return_current=True) == (False, b"1")
+    assert kv.cas("rmw-absent", "x", "5", return_current=True) == (False, None)
+    # An increment loop that reads only through cas.
+    seen = None
+    for _ in range(3):
+        ok, current = kv.cas("rmw", seen, str(int(seen or b"0") + 1), return_current=True)
+        if ok:
+            break
+        seen = current
+    assert kv.get("rmw") == b"2"
+    assert kv.cas("rmw", "2", "3") is True
+    with pytest.raises(scalestore.InvalidType):
+        kv.cas("rmw", "3", "4", return_current="yes")
+    assert kv.get("rmw") == b"3", "a bad flag writes nothing"
+
+
+def test_a_client_made_from_an_address_fails_at_once_and_points_to_connect():
+    with pytest.raises(scalestore.InvalidType, match="connect"):
+        scalestore.Client("127.0.0.1:7001")
+    with pytest.raises(scalestore.InvalidType, match="connect_async"):
+        scalestore.AsyncClient("127.0.0.1:7001")
+
+
+def test_delete_prefix_deletes_every_matching_key_and_counts_them(kv):
+    kv.put_many({f"dp/{i:03}": "x" for i in range(120)})
+    kv.put("dp-kept", "y")
+    assert kv.delete_prefix("dp/") == 120
+    assert kv.scan(prefix="dp/") == []
+    assert kv.get("dp-kept") == b"y"
+    assert kv.delete_prefix(b"dp/") == 0
+    with pytest.raises(scalestore.InvalidType):
+        kv.delete_prefix(3)
+    with pytest.raises(scalestore.InvalidArgument):
+        kv.delete_prefix("p" * 100_000)
+    assert kv.get("dp-kept") == b"y", "bad input deletes nothing"

@@ -256,3 +256,32 @@ def test_connect_to_scalestore_server_processes(server_cluster):
     tls = scalestore.TLS(ca="/no/such/ca.pem")
     with pytest.raises(scalestore.InvalidArgument):
         scalestore.connect(server_cluster, timeout=2, tls=tls)
+
+
+def test_connect_reads_scalestore_endpoints_and_refuses_tls_that_is_not_pem_at_once(monkeypatch, tmp_path):
+    monkeypatch.delenv("SCALESTORE_ENDPOINTS", raising=False)
+    with pytest.raises(scalestore.InvalidArgument, match="SCALESTORE_ENDPOINTS"):
+        scalestore.connect(timeout=0.5)
+    monkeypatch.setenv("SCALESTORE_ENDPOINTS", "127.0.0.1:1")
+    with pytest.raises(scalestore.Unavailable):
+        scalestore.connect(timeout=0.5)
+    not_pem = tmp_path / "ca.txt"
+    not_pem.write_text("this is no certificate")
+    for ca in (b"not pem", str(not_pem), not_pem):
+        with pytest.raises(scalestore.InvalidArgument, match="not PEM"):
+            scalestore.connect("127.0.0.1:1", timeout=0.5, tls=scalestore.TLS(ca=ca))
+    with pytest.raises(scalestore.InvalidType):
+        scalestore.connect("127.0.0.1:1", timeout=0.5, tls=scalestore.TLS(ca=3))  # type: ignore[arg-type]
+
+
+def test_dialing_has_its_own_timeout_apart_from_the_calls():
+    import time
+
+    started = time.monotonic()
+    with pytest.raises(scalestore.Unavailable):
+        scalestore.connect(["127.0.0.1:1"], timeout=60, connect_timeout=0.5)
+    assert time.monotonic() - started < 30, "the dial gave up at connect_timeout, not at timeout"
+    with pytest.raises(scalestore.InvalidType):
+        scalestore.connect(["127.0.0.1:1"], connect_timeout="1")  # type: ignore[arg-type]
+    with pytest.raises(scalestore.InvalidArgument):
+        scalestore.connect(["127.0.0.1:1"], attempt_timeout=-1)

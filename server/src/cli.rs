@@ -251,12 +251,11 @@ fn client_options(cli: &Cli) -> ServerResult<ClientOptions> {
             cli.timeout
         )));
     }
-    let timeout = Duration::from_secs_f64(cli.timeout);
-    Ok(ClientOptions {
-        timeout,
-        attempt_timeout: timeout.min(Duration::from_secs(2)),
-        ..Default::default()
-    })
+    Ok(ClientOptions::for_connect(
+        Duration::from_secs_f64(cli.timeout),
+        None,
+        None,
+    ))
 }
 
 fn tls_files(cli: &Cli) -> ServerResult<Option<crate::tls::TlsFiles>> {

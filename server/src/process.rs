@@ -65,8 +65,30 @@ fn update(dir: &Path, record: &Record, change: impl FnOnce(&mut StoredServer)) -
     save(dir, &snapshot)
 }
 
+/// How a node stops once told to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stop {
+    /// Hands its leaderships to other voters first (stopping one node of a running cluster).
+    HandOff,
+    /// Stops at once: the whole cluster is going (a dev cluster torn down), so there is no one
+    /// to hand leaderships to; every acknowledged write is on disk either way.
+    Now,
+}
+
 /// Runs the node until `shutdown` completes, then stops it gracefully.
 pub async fn run(config: ServerConfig, shutdown: impl Future<Output = ()>) -> ServerResult<()> {
+    run_until(config, async {
+        shutdown.await;
+        Stop::HandOff
+    })
+    .await
+}
+
+/// [`run`], stopping as `shutdown` says.
+pub async fn run_until(
+    config: ServerConfig,
+    shutdown: impl Future<Output = Stop>,
+) -> ServerResult<()> {
     std::fs::create_dir_all(&config.data_dir)?;
     let stored = prepare(&config).await?;
     let listener = TcpListener::bind(&config.listen)
@@ -206,14 +228,30 @@ pub async fn run(config: ServerConfig, shutdown: impl Future<Output = ()>) -> Se
         config.advertise.clone(),
     )));
 
-    shutdown.await;
-    tracing::info!(node = config.id, "stopping: handing leaderships off");
-    host::hand_off_leaderships(&node, Duration::from_secs(5)).await;
+    let stop = shutdown.await;
+    match stop {
+        Stop::HandOff => {
+            tracing::info!(node = config.id, "stopping: handing leaderships off");
+            host::hand_off_leaderships(&node, Duration::from_secs(5)).await;
+        }
+        Stop::Now => {
+            tracing::info!(
+                node = config.id,
+                "stopping now (the whole cluster is stopping)"
+            );
+        }
+    }
     for task in background.into_iter().chain(metrics_server) {
         task.abort();
     }
     node.shutdown().await;
-    server.stop().await;
+    // Stopping with the whole cluster, no peer stream is worth waiting for.
+    server
+        .stop_within(match stop {
+            Stop::HandOff => Duration::from_secs(5),
+            Stop::Now => Duration::from_millis(200),
+        })
+        .await;
     events.record("node_stopped", format!("node {} stopped", config.id));
     Ok(())
 }

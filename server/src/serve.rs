@@ -136,11 +136,17 @@ pub struct NodeServer {
 
 impl NodeServer {
     /// Stops accepting calls and waits (briefly) for the server to finish.
-    pub async fn stop(mut self) {
+    pub async fn stop(self) {
+        self.stop_within(Duration::from_secs(5)).await
+    }
+
+    /// Stops accepting calls and gives calls under way (and peers' open streams) `grace` to
+    /// end before the server is dropped.
+    pub async fn stop_within(mut self, grace: Duration) {
         if let Some(s) = self.stop.take() {
             let _ = s.send(());
         }
-        let _ = tokio::time::timeout(Duration::from_secs(5), &mut self.task).await;
+        let _ = tokio::time::timeout(grace, &mut self.task).await;
         self.task.abort();
     }
 }

@@ -345,8 +345,10 @@ pub fn split_endpoints<S: AsRef<str>>(given: &[S]) -> Vec<String> {
         .collect()
 }
 
+/// A client of the cluster at `endpoints`: the map is fetched within `options.connect_timeout`,
+/// and each call then has `options.timeout`.
 pub async fn connect(endpoints: &[String], options: ClientOptions) -> ServerResult<Client> {
-    let transport = GrpcTransport::connect(endpoints, options.timeout).await?;
+    let transport = GrpcTransport::connect(endpoints, options.connect_timeout).await?;
     Ok(Client::new(transport, options))
 }
 
@@ -358,7 +360,8 @@ pub async fn connect_tls(
     tls: &crate::tls::TlsFiles,
 ) -> ServerResult<Client> {
     let config = crate::tls::client_config(tls)?;
-    let transport = GrpcTransport::connect_with(endpoints, options.timeout, Some(config)).await?;
+    let transport =
+        GrpcTransport::connect_with(endpoints, options.connect_timeout, Some(config)).await?;
     Ok(Client::new(transport, options))
 }
 
@@ -369,6 +372,7 @@ pub async fn connect_tls_pem(
     tls: &crate::tls::TlsPem,
 ) -> ServerResult<Client> {
     let config = crate::tls::client_config_pem(tls)?;
-    let transport = GrpcTransport::connect_with(endpoints, options.timeout, Some(config)).await?;
+    let transport =
+        GrpcTransport::connect_with(endpoints, options.connect_timeout, Some(config)).await?;
     Ok(Client::new(transport, options))
 }

@@ -311,6 +311,7 @@ impl Processes {
         let endpoints: Vec<String> = self.addresses.values().cloned().collect();
         let options = ClientOptions {
             timeout: Duration::from_secs(20),
+            connect_timeout: Duration::from_secs(20),
             attempt_timeout: Duration::from_secs(1),
             ..Default::default()
         };

@@ -28,6 +28,14 @@ pub struct PageJs {
     pub cursor: Option<Buffer>,
 }
 
+/// A cas's outcome: whether it wrote, and the value after it (`next` on success, the value
+/// that did not match otherwise; null: absent).
+#[napi(object)]
+pub struct CasJs {
+    pub success: bool,
+    pub current: Option<Buffer>,
+}
+
 #[napi(object)]
 pub struct ScanArgs {
     pub start: Option<Buffer>,
@@ -121,6 +129,18 @@ impl NativeClient {
         c.delete(key.to_vec()).await.map_err(to_js)
     }
 
+    /// Deletes every key starting with `prefix`; the count (per shard atomic).
+    #[napi]
+    pub async fn delete_prefix(
+        &self,
+        prefix: Buffer,
+        timeout_ms: Option<f64>,
+    ) -> napi::Result<f64> {
+        let c = self.handle(timeout_ms)?;
+        let count = c.delete_prefix(prefix.to_vec()).await.map_err(to_js)?;
+        Ok(count as f64)
+    }
+
     #[napi]
     pub async fn append(
         &self,
@@ -143,14 +163,17 @@ impl NativeClient {
         expected: Option<Buffer>,
         next: Buffer,
         timeout_ms: Option<f64>,
-    ) -> napi::Result<bool> {
+    ) -> napi::Result<CasJs> {
         let c = self.handle(timeout_ms)?;
         let expected = expected.map(|e| e.to_vec());
         let outcome = c
             .cas(key.to_vec(), expected.as_deref(), next.to_vec())
             .await
             .map_err(to_js)?;
-        Ok(outcome.success)
+        Ok(CasJs {
+            success: outcome.success,
+            current: outcome.current.map(buffer),
+        })
     }
 
     /// Every matching pair (up to `limit`) in key order, or one page when `pageSize` is given.

@@ -1,6 +1,7 @@
 //! The one place errors cross into JavaScript. Every core and server error becomes a napi
-//! error whose message starts with its code in brackets (`[UNAVAILABLE] no leader ...`); the
-//! JavaScript layer (node/lib/error.js) turns that into a `ScaleStoreError` with `.code`.
+//! error whose message starts with its code and the core's kind in brackets
+//! (`[UNAVAILABLE:not_leader] no leader ...`); the JavaScript layer (node/lib/error.js) turns
+//! that into a `ScaleStoreError` with `.code` and `.kind`.
 
 use napi::{Error, Status};
 use scalestore_server::ServerError;
@@ -19,23 +20,28 @@ fn code_of(e: &scalestore::Error) -> &'static str {
         E::Closed(_) => "CLOSED",
         E::DataDir { .. } => "DATA_DIR",
         E::SessionExpired { .. } => "SESSION_EXPIRED",
-        _ => "STORAGE",
+        E::Storage(_) => "STORAGE",
+        // A group stopped by an internal failure is restarted by its node: retry. A kind
+        // added to the core later is reported by its own `kind` until it gets a code here.
+        E::Fatal { .. } | _ => "UNAVAILABLE",
     }
 }
 
 pub fn to_js(e: scalestore::Error) -> Error {
-    coded(code_of(&e), with_causes(&e))
+    coded_kind(code_of(&e), e.kind(), with_causes(&e))
 }
 
 pub fn server_to_js(e: ServerError) -> Error {
-    let code = match &e {
-        ServerError::Core(core) => code_of(core),
-        ServerError::Unreachable { .. } | ServerError::Transport(_) => "UNAVAILABLE",
-        ServerError::Config(_) => "INVALID_ARGUMENT",
-        ServerError::DataDir { .. } => "DATA_DIR",
-        _ => "STORAGE",
+    let (code, kind) = match &e {
+        ServerError::Core(core) => (code_of(core), core.kind()),
+        ServerError::Unreachable { .. } => ("UNAVAILABLE", "unreachable"),
+        ServerError::Transport(_) => ("UNAVAILABLE", "transport"),
+        ServerError::Config(_) => ("INVALID_ARGUMENT", "config"),
+        ServerError::DataDir { .. } => ("DATA_DIR", "data_dir"),
+        ServerError::Io(_) => ("STORAGE", "io"),
+        _ => ("UNAVAILABLE", "server"),
     };
-    coded(code, with_causes(&e))
+    coded_kind(code, kind, with_causes(&e))
 }
 
 /// A blocking task that panicked or was cancelled (the runtime is shutting down).
@@ -72,4 +78,8 @@ fn with_causes(e: &dyn std::error::Error) -> String {
 
 fn coded(code: &str, message: String) -> Error {
     Error::new(Status::GenericFailure, format!("[{code}] {message}"))
+}
+
+fn coded_kind(code: &str, kind: &str, message: String) -> Error {
+    Error::new(Status::GenericFailure, format!("[{code}:{kind}] {message}"))
 }

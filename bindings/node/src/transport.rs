@@ -22,15 +22,19 @@ pub async fn connect(
     endpoints: Vec<String>,
     timeout_ms: f64,
     tls: Option<TlsJs>,
+    connect_timeout_ms: Option<f64>,
+    attempt_timeout_ms: Option<f64>,
 ) -> napi::Result<NativeClient> {
     let endpoints = scalestore_server::transport::split_endpoints(&endpoints);
     if endpoints.is_empty() {
         return Err(invalid("no endpoint given"));
     }
-    let options = ClientOptions {
-        timeout: millis(timeout_ms, "timeoutMs")?,
-        ..ClientOptions::default()
-    };
+    let optional = |t: Option<f64>, what| t.map(|t| millis(t, what)).transpose();
+    let options = ClientOptions::for_connect(
+        millis(timeout_ms, "timeoutMs")?,
+        optional(connect_timeout_ms, "connectTimeoutMs")?,
+        optional(attempt_timeout_ms, "attemptTimeoutMs")?,
+    );
     let client = match tls {
         None => scalestore_server::connect(&endpoints, options).await,
         Some(tls) => {

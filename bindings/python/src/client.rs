@@ -172,6 +172,25 @@ impl PyClient {
         )
     }
 
+    /// Deletes every key starting with `prefix`; the count (per shard atomic).
+    #[pyo3(signature = (prefix, timeout=None, callback=None))]
+    fn delete_prefix(
+        &self,
+        py: Python<'_>,
+        prefix: &Bound<'_, PyAny>,
+        timeout: Option<f64>,
+        callback: Option<PyObject>,
+    ) -> PyResult<PyObject> {
+        let prefix = bytes_of(prefix, "prefix")?;
+        let c = self.handle(timeout)?;
+        self.rt.run(
+            py,
+            callback,
+            async move { c.delete_prefix(prefix).await.map_err(Failure::from) },
+            Box::new(|py, count| Ok(count.into_pyobject(py)?.into_any().unbind())),
+        )
+    }
+
     #[pyo3(signature = (key, value, timeout=None, callback=None))]
     fn append(
         &self,
@@ -211,10 +230,15 @@ impl PyClient {
             async move {
                 c.cas(key, expected.as_deref(), new)
                     .await
-                    .map(|o| o.success)
                     .map_err(Failure::from)
             },
-            Box::new(|py, ok| Ok(PyBool::new(py, ok).to_owned().into_any().unbind())),
+            // (success, the value after the operation): the Python layer returns what the
+            // caller asked for (`return_current`).
+            Box::new(|py, outcome| {
+                let success = PyBool::new(py, outcome.success).to_owned().into_any();
+                let current = py_optional_bytes(py, outcome.current).into_bound(py);
+                Ok(PyTuple::new(py, [success, current])?.into_any().unbind())
+            }),
         )
     }
 

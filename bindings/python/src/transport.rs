@@ -1,26 +1,27 @@
 //! `connect` (the server crate's transport.rs): a `Client` of a remote cluster over gRPC, with
-//! a runtime of its own.
-
-use std::path::PathBuf;
+//! a runtime of its own. TLS settings come as PEM contents (the Python layer reads files).
 
 use pyo3::prelude::*;
 use scalestore::ClientOptions;
-use scalestore_server::TlsFiles;
+use scalestore_server::TlsPem;
 
-use crate::args::seconds;
+use crate::args::{optional_seconds, seconds};
 use crate::client::PyClient;
 use crate::error::{invalid, Failure};
 use crate::runtime::Runtime;
 
 #[pyfunction]
-#[pyo3(signature = (endpoints, timeout=10.0, ca=None, cert=None, key=None))]
+#[pyo3(signature = (endpoints, timeout=10.0, ca=None, cert=None, key=None, connect_timeout=None, attempt_timeout=None))]
+#[allow(clippy::too_many_arguments)]
 pub fn connect(
     py: Python<'_>,
     endpoints: Vec<String>,
     timeout: f64,
-    ca: Option<PathBuf>,
-    cert: Option<PathBuf>,
-    key: Option<PathBuf>,
+    ca: Option<Vec<u8>>,
+    cert: Option<Vec<u8>>,
+    key: Option<Vec<u8>>,
+    connect_timeout: Option<f64>,
+    attempt_timeout: Option<f64>,
 ) -> PyResult<PyClient> {
     let endpoints = scalestore_server::transport::split_endpoints(&endpoints);
     if endpoints.is_empty() {
@@ -36,15 +37,16 @@ pub fn connect(
             "a client certificate needs the cluster's CA (ca=...)",
         ));
     }
-    let options = ClientOptions {
-        timeout: seconds(timeout, "timeout")?,
-        ..ClientOptions::default()
-    };
+    let options = ClientOptions::for_connect(
+        seconds(timeout, "timeout")?,
+        optional_seconds(connect_timeout, "connect_timeout")?,
+        optional_seconds(attempt_timeout, "attempt_timeout")?,
+    );
     let rt = Runtime::new("client", 2)?;
-    let tls = ca.map(|ca| TlsFiles { ca, cert, key });
+    let tls = ca.map(|ca| TlsPem { ca, cert, key });
     let connected = rt.wait(py, async move {
         match tls {
-            Some(tls) => scalestore_server::connect_tls(&endpoints, options, &tls).await,
+            Some(tls) => scalestore_server::connect_tls_pem(&endpoints, options, &tls).await,
             None => scalestore_server::connect(&endpoints, options).await,
         }
         .map_err(Failure::from)

@@ -28,6 +28,9 @@ use crate::types::{Command, CommandResult, GroupId, NodeId, ReadConsistency, Ses
 pub struct ClientOptions {
     /// Deadline of one operation, retries included.
     pub timeout: Duration,
+    /// How long connecting to a remote cluster may take (asking the endpoints for the map),
+    /// apart from `timeout`, which bounds each call. Unused in process.
+    pub connect_timeout: Duration,
     /// Longest wait for one attempt before trying another node (within `timeout`).
     pub attempt_timeout: Duration,
     pub backoff_initial: Duration,
@@ -40,10 +43,30 @@ impl Default for ClientOptions {
     fn default() -> Self {
         ClientOptions {
             timeout: Duration::from_secs(10),
+            connect_timeout: Duration::from_secs(10),
             attempt_timeout: Duration::from_secs(2),
             backoff_initial: Duration::from_millis(5),
             backoff_max: Duration::from_millis(200),
             limits: Limits::default(),
+        }
+    }
+}
+
+impl ClientOptions {
+    /// The options a remote client is connected with (the SDKs' and the CLI's `connect`):
+    /// `timeout` for each call, the dial within `connect` (default: `timeout`), and each
+    /// attempt within `attempt` (default: 2 s, never more than `timeout`).
+    pub fn for_connect(
+        timeout: Duration,
+        connect: Option<Duration>,
+        attempt: Option<Duration>,
+    ) -> Self {
+        let defaults = ClientOptions::default();
+        ClientOptions {
+            timeout,
+            connect_timeout: connect.unwrap_or(timeout),
+            attempt_timeout: attempt.unwrap_or(defaults.attempt_timeout.min(timeout)),
+            ..defaults
         }
     }
 }
@@ -539,6 +562,29 @@ impl Client {
             current: c.current.clone(),
         })
         .await
+    }
+
+    /// Deletes every key starting with `prefix` (empty: every key) and returns how many. Each
+    /// shard deletes its keys in one write (atomic within the shard, exactly once like every
+    /// write), the shards in parallel: not atomic across shards, so a failure midway leaves some
+    /// shards done. Not recorded into a history (it names no key).
+    pub async fn delete_prefix(&self, prefix: impl AsRef<[u8]>) -> Result<u64> {
+        let command = Command::DeletePrefix {
+            prefix: prefix.as_ref().to_vec(),
+        };
+        self.shared.options.limits.check_command(&command)?;
+        let shards = self.shard_map().await?.shard_ids();
+        let writes = shards
+            .into_iter()
+            .map(|group| self.write_in(group, command.clone()));
+        let mut count = 0;
+        for result in futures::future::join_all(writes).await {
+            match result? {
+                CommandResult::DeletePrefix { count: n } => count += n,
+                other => return Err(unexpected_result(other)),
+            }
+        }
+        Ok(count)
     }
 
     /// Reads many keys, split per shard and read in parallel; values in the order of `keys`.

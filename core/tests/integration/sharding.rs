@@ -417,3 +417,59 @@ async fn batch_get_sees_a_batch_put_of_one_shard_whole_or_not_at_all() {
     );
     cluster.shutdown().await.expect("shutdown");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delete_prefix_deletes_every_matching_key_on_every_shard_once_and_counts_them() {
+    let cluster = start_16_shards(3).await;
+    let client = cluster.client();
+    let pairs: Vec<(String, String)> = (0..200)
+        .map(|i| (format!("doomed/{i:03}"), format!("v{i}")))
+        .chain((0..50).map(|i| (format!("kept/{i:03}"), format!("k{i}"))))
+        .collect();
+    client.batch_put(&pairs).await.expect("put");
+    client
+        .put("doomed", "the prefix itself")
+        .await
+        .expect("put");
+    client
+        .put("doome", "shorter: not matched")
+        .await
+        .expect("put");
+    let shards: BTreeSet<u64> = {
+        let map = client.shard_map().await.expect("map");
+        (0..200)
+            .map(|i| map.shard_of(format!("doomed/{i:03}").as_bytes()))
+            .collect()
+    };
+    assert!(shards.len() > 8, "the prefix spans many shards: {shards:?}");
+
+    assert_eq!(client.delete_prefix("doomed").await.expect("delete"), 201);
+    let left = client
+        .scan_all(&ScanOptions::default())
+        .await
+        .expect("scan");
+    let keys: Vec<String> = left
+        .iter()
+        .map(|(k, _)| String::from_utf8_lossy(k).into_owned())
+        .collect();
+    assert_eq!(keys.len(), 51, "{keys:?}");
+    assert!(keys.iter().all(|k| k.starts_with("kept/") || k == "doome"));
+    assert_eq!(
+        client.get("kept/007").await.expect("get"),
+        Some(b"k7".to_vec())
+    );
+    assert_eq!(client.delete_prefix("doomed").await.expect("again"), 0);
+    let long = vec![b'p'; 100_000];
+    assert!(matches!(
+        client.delete_prefix(&long).await,
+        Err(Error::InvalidArgument(_))
+    ));
+    // An empty prefix is every key.
+    assert_eq!(client.delete_prefix("").await.expect("all"), 51);
+    assert!(client
+        .scan_all(&ScanOptions::default())
+        .await
+        .expect("scan")
+        .is_empty());
+    cluster.shutdown().await.expect("shutdown");
+}

@@ -5,6 +5,7 @@
 
 use clap::Parser;
 use scalestore_server::config::{ServerArgs, ServerConfig};
+use scalestore_server::process::Stop;
 use tokio::signal::unix::{signal, SignalKind};
 
 #[tokio::main]
@@ -37,20 +38,27 @@ async fn main() {
     } else {
         logs.init();
     }
+    // SIGTERM or Ctrl-C: hand leaderships off, then stop. SIGUSR1: stop at once (what
+    // `scalestore dev` sends when it tears its whole cluster down).
     let shutdown = async {
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
+        match (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::user_defined1()),
+        ) {
+            (Ok(mut term), Ok(mut now)) => {
                 tokio::select! {
-                    _ = term.recv() => {}
-                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => Stop::HandOff,
+                    _ = tokio::signal::ctrl_c() => Stop::HandOff,
+                    _ = now.recv() => Stop::Now,
                 }
             }
-            Err(_) => {
+            _ => {
                 let _ = tokio::signal::ctrl_c().await;
+                Stop::HandOff
             }
         }
     };
-    if let Err(e) = scalestore_server::process::run(config, shutdown).await {
+    if let Err(e) = scalestore_server::process::run_until(config, shutdown).await {
         eprintln!("error: {e}");
         std::process::exit(e.exit_code());
     }

@@ -194,6 +194,33 @@ impl BatchView<'_> {
         self.pending.insert(key.to_vec(), None);
     }
 
+    /// Every key of the group starting with `prefix`, as this batch sees it (stored keys not
+    /// deleted earlier in the batch, and keys the batch put).
+    fn keys_with_prefix(&self, prefix: &[u8]) -> io::Result<Vec<Vec<u8>>> {
+        let cf = self.store.cf(CF_SM);
+        let from = keys::data_key(self.group, prefix);
+        let mut found = std::collections::BTreeSet::new();
+        for item in self.store.db.iterator_cf(
+            cf,
+            rocksdb::IteratorMode::From(&from, rocksdb::Direction::Forward),
+        ) {
+            let (stored, _) = item.map_err(io_err)?;
+            if !stored.starts_with(&from) {
+                break;
+            }
+            let key = stored[from.len() - prefix.len()..].to_vec();
+            if !matches!(self.pending.get(&key), Some(None)) {
+                found.insert(key);
+            }
+        }
+        for (key, value) in &self.pending {
+            if value.is_some() && key.starts_with(prefix) {
+                found.insert(key.clone());
+            }
+        }
+        Ok(found.into_iter().collect())
+    }
+
     fn session(&self, id: u64) -> io::Result<Option<SessionState>> {
         if let Some(s) = self.sessions.get(&id) {
             return Ok(s.clone());
@@ -306,6 +333,15 @@ impl BatchView<'_> {
                     self.put(&k, v);
                 }
                 CommandResult::PutMany { count }
+            }
+            Command::DeletePrefix { prefix } => {
+                let doomed = self.keys_with_prefix(&prefix)?;
+                for key in &doomed {
+                    self.delete(key);
+                }
+                CommandResult::DeletePrefix {
+                    count: doomed.len() as u64,
+                }
             }
             Command::Cas { key, expected, new } => {
                 let current = self.get(&key)?;
