@@ -1187,7 +1187,30 @@ fn unexpected_result(r: CommandResult) -> Error {
 
 #[cfg(test)]
 mod tests {
-    use super::prefix_successor;
+    use super::{prefix_successor, ClientOptions};
+    use std::time::Duration;
+
+    #[test]
+    fn a_connected_client_dials_within_its_call_timeout_unless_told_and_attempts_stay_within_it() {
+        let s = Duration::from_secs;
+        let defaults = ClientOptions::for_connect(s(10), None, None);
+        assert_eq!(
+            (
+                defaults.timeout,
+                defaults.connect_timeout,
+                defaults.attempt_timeout
+            ),
+            (s(10), s(10), s(2))
+        );
+        let short = ClientOptions::for_connect(Duration::from_millis(500), None, None);
+        assert_eq!(short.connect_timeout, Duration::from_millis(500));
+        assert_eq!(short.attempt_timeout, Duration::from_millis(500));
+        let given = ClientOptions::for_connect(s(60), Some(s(1)), Some(s(3)));
+        assert_eq!(
+            (given.timeout, given.connect_timeout, given.attempt_timeout),
+            (s(60), s(1), s(3))
+        );
+    }
 
     #[test]
     fn prefix_successor_bounds_every_key_with_the_prefix() {
