@@ -200,6 +200,14 @@ impl RaftTiming {
             // within the last interval is not sent one (replication doubles as heartbeat, and
             // its answers renew the leader's lease). Heartbeats resume once writes stop.
             heartbeat_min_interval: Some(self.heartbeat_min_interval_ms()),
+            // A replication stream that failed once waits before it tries that follower
+            // again. openraft's default starts at 200 ms and doubles to 1 s, so two lost
+            // messages in a row stalled a follower for 600 ms, and with both followers stalled
+            // a shard stopped committing for over a second on a lossy link (the fault suite's
+            // per-key floor failed on it in CI; a deterministic replay showed why). Starting
+            // small keeps a lost message cheap; a node that stays down is still asked only
+            // every 500 ms once the delays have grown.
+            backoff: "10ms 20ms ...500ms".into(),
             ..Default::default()
         };
         let config = config

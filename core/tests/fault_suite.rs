@@ -239,22 +239,28 @@ fn a_stray_random_draw_in_the_message_path_makes_one_seed_replay_differently() {
 #[test]
 fn the_deterministic_mode_catches_linearizable_reads_answered_without_read_index() {
     let _alone = ONE_RUN_AT_A_TIME.blocking_lock();
-    let run = run_deterministic_with(RunOptions {
-        nemesis: Nemesis::MovingPartitions,
-        seed: BROKEN_READS_SEED,
-        testing: TestSwitches {
-            unsafe_local_linearizable_reads: true,
+    // Fixed seeds tried in order: a deterministic run is the same run every time, but a change
+    // to the schedule (a timing, a backoff) moves where a fault shows, so one seed alone would
+    // pin the test to today's code. Across seeds 1-12 the fault showed on 10.
+    let mut runs = Vec::new();
+    for seed in BROKEN_READS_SEEDS {
+        let run = run_deterministic_with(RunOptions {
+            nemesis: Nemesis::MovingPartitions,
+            seed,
+            testing: TestSwitches {
+                unsafe_local_linearizable_reads: true,
+                ..Default::default()
+            },
             ..Default::default()
-        },
-        ..Default::default()
-    })
-    .expect("run");
-    println!("{}", run.report);
-    assert!(
-        !run.report.verdict.is_linearizable(),
-        "local reads without ReadIndex went unnoticed: {}",
-        run.report
-    );
+        })
+        .expect("run");
+        println!("{}", run.report);
+        if !run.report.verdict.is_linearizable() {
+            return;
+        }
+        runs.push(run.report.to_string());
+    }
+    panic!("local reads without ReadIndex went unnoticed: {runs:#?}");
 }
 
 #[test]
@@ -277,5 +283,5 @@ fn the_deterministic_mode_catches_acknowledged_writes_lost_without_log_sync() {
 
 /// Fixed seeds on which the bite tests' faults show (a deterministic run is the same run on
 /// every machine and every time).
-const BROKEN_READS_SEED: u64 = 1;
+const BROKEN_READS_SEEDS: [u64; 5] = [1, 2, 3, 4, 5];
 const SKIPPED_SYNC_SEED: u64 = 1;

@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 use tokio::time::Instant;
 
@@ -993,26 +993,65 @@ impl EmbeddedCluster {
 
     /// Stops every node and, for a temporary root, removes it. Data in a given root is kept.
     pub async fn shutdown(mut self) -> Result<()> {
-        self.stop_all().await;
+        let stopped = self.stop_all().await;
         if let Some(Root::Temp(t)) = self.root.take() {
-            t.close()?;
+            remove_once_released(t.keep(), &stopped).await?;
         }
         Ok(())
     }
 
-    async fn stop_all(&self) {
+    /// Stops every node; returns handles that tell when each node is gone (its RocksDB closes
+    /// when the last call still holding the node ends).
+    async fn stop_all(&self) -> Vec<Weak<Node>> {
         let nodes: Vec<Arc<Node>> = match self.nodes.lock() {
             Ok(mut n) => std::mem::take(&mut *n).into_values().collect(),
-            Err(_) => return,
+            Err(_) => return Vec::new(),
         };
         for node in &nodes {
             self.network.unregister(node.id());
         }
+        let mut stopped = Vec::new();
         for node in nodes {
             node.shutdown().await;
+            stopped.push(Arc::downgrade(&node));
+        }
+        stopped
+    }
+}
+
+/// Removes a temporary root once no call holds a node of it any more. A call in flight when
+/// the nodes stopped keeps its node, and so its RocksDB, open; the store's close writes files
+/// (a flush, the manifest), so removing the directory under it fails with "directory not
+/// empty" (seen in CI). The removal is retried while a closing store may still be writing.
+async fn remove_once_released(path: PathBuf, nodes: &[Weak<Node>]) -> Result<()> {
+    let deadline = Instant::now() + RELEASE_WAIT;
+    while nodes.iter().any(|n| n.strong_count() > 0) && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let mut attempts = 0;
+    loop {
+        attempts += 1;
+        match crate::sim::blocking({
+            let path = path.clone();
+            move || std::fs::remove_dir_all(&path)
+        })
+        .await
+        .and_then(|removed| removed)
+        {
+            Ok(()) => return Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(_) if attempts < 50 => tokio::time::sleep(Duration::from_millis(20)).await,
+            Err(e) => {
+                return Err(Error::Storage(format!(
+                    "could not remove the temporary data dir {path:?}: {e}"
+                )))
+            }
         }
     }
 }
+
+/// How long a shutdown waits for calls in flight to let go of the nodes they reached.
+const RELEASE_WAIT: Duration = Duration::from_secs(5);
 
 fn load_or_create(root: &Path, options: &ClusterOptions) -> Result<StoredCluster> {
     let path = root.join(CLUSTER_FILE);

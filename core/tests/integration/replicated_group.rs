@@ -401,6 +401,40 @@ async fn temporary_root_is_removed_on_shutdown() {
     assert!(!root.exists(), "temporary root removed");
 }
 
+/// A call in flight when the nodes stop keeps its node, and so its RocksDB, open; the store's
+/// close writes files. Removing the temporary root under it failed in CI ("directory not
+/// empty"): shutdown now removes the root only after every node is released.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_removes_the_temporary_root_only_after_calls_in_flight_release_their_nodes() {
+    let cluster = start(1).await;
+    for i in 0..200 {
+        cluster
+            .client()
+            .put(format!("k{i}"), vec![7u8; 1000])
+            .await
+            .expect("put");
+    }
+    let root = cluster.root_dir().expect("root").to_path_buf();
+    // Stands for a call that reached node 1 and has not returned yet.
+    let held = cluster.node(1).expect("node 1");
+    let released = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let releaser = tokio::spawn({
+        let released = released.clone();
+        async move {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            released.store(true, std::sync::atomic::Ordering::SeqCst);
+            drop(held);
+        }
+    });
+    cluster.shutdown().await.expect("shutdown");
+    assert!(
+        released.load(std::sync::atomic::Ordering::SeqCst),
+        "shutdown returned while a call still held a node (its store open)"
+    );
+    assert!(!root.exists(), "temporary root removed");
+    releaser.await.expect("releaser");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn foreign_data_dirs_are_refused_untouched() {
     // A non-empty dir that is not a ScaleStore cluster.
