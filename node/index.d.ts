@@ -219,6 +219,8 @@ export interface TlsOptions {
   ca: string | Buffer
   cert?: string | Buffer
   key?: string | Buffer
+  /** The name the nodes' certificates are checked against instead of the host dialed. */
+  serverName?: string
 }
 export interface ConnectOptions extends CallOptions {
   /** How long fetching the map from the endpoints may take; default: timeoutMs. */
@@ -228,6 +230,14 @@ export interface ConnectOptions extends CallOptions {
   tls?: TlsOptions
   /** Values and scanned keys as strings in this encoding (default: Buffers). */
   encoding?: BufferEncoding | null
+  /**
+   * Advertised address -> the address this client reaches that node at ('host:port' each),
+   * for nodes behind NAT, Docker or Kubernetes port mapping; default: $SCALESTORE_ADDRESS_MAP.
+   */
+  addressMap?: Record<string, string> | Map<string, string>
+  /** Pause after a failed attempt (default 5), doubled up to backoffMaxMs (default 200). */
+  backoffInitialMs?: number
+  backoffMaxMs?: number
 }
 /** endpoints undefined or null: $SCALESTORE_ENDPOINTS. */
 export declare function connect(endpoints?: string | string[] | null, options?: ConnectOptions & { encoding?: null }): Promise<Client>

@@ -1280,3 +1280,162 @@ fn ctrl_c_stops_a_whole_dev_cluster_at_once_without_hand_off_and_keeps_every_wri
         .status();
     let _ = again.wait();
 }
+
+/// One node that listens at one port and advertises another nobody listens on, as a node
+/// behind NAT or Docker's port mapping does: (the cluster, the address it is reached at, the
+/// address it advertises).
+async fn start_behind_nat(extra: &[&str]) -> (Processes, String, String) {
+    let advertised = format!("127.0.0.1:{}", free_port());
+    let reachable = format!("127.0.0.1:{}", free_port());
+    let mut p = Processes::prepare_on(
+        [(1, advertised.clone())].into(),
+        [(1, format!("127.0.0.1:{}", free_port()))].into(),
+        Default::default(),
+        2,
+        extra,
+    );
+    let mut args = p.args.lock().expect("lock")[&1].clone();
+    let listen = args.iter().position(|a| a == "--listen").expect("--listen") + 1;
+    args[listen] = reachable.clone();
+    args.extend(["--advertise".to_string(), advertised.clone()]);
+    p.addresses.insert(1, reachable.clone());
+    p.spawn(1, args);
+    p.wait_all_led().await;
+    (p, reachable, advertised)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_address_map_reaches_nodes_behind_nat_and_without_it_the_error_names_the_option() {
+    let (p, reachable, advertised) = start_behind_nat(&[]).await;
+    let options = ClientOptions::for_connect(Duration::from_secs(3), None, None);
+    let endpoints = [reachable.clone()];
+
+    // Without a map: the seed endpoint answers, every advertised address fails, and the error
+    // says so and names the option.
+    let lost = scalestore_server::connect(&endpoints, options)
+        .await
+        .expect("the seed endpoint answers");
+    let error = lost
+        .put("k", "v")
+        .await
+        .expect_err("advertised address unreachable");
+    let text = error.to_string();
+    for needed in [
+        reachable.as_str(),
+        advertised.as_str(),
+        "address_map",
+        "--address-map",
+    ] {
+        assert!(text.contains(needed), "{needed:?} missing from: {text}");
+    }
+
+    // With the map: every call reaches the node, and the data is there.
+    let dialing = scalestore_server::Dialing {
+        address_map: [(advertised.clone(), reachable.clone())].into(),
+        tls_server_name: None,
+    };
+    let client = scalestore_server::connect_with(&endpoints, options, None, &dialing)
+        .await
+        .expect("connect");
+    for i in 0..20 {
+        client
+            .put(format!("nat-{i}"), format!("v{i}"))
+            .await
+            .expect("put");
+    }
+    let scanned = client
+        .scan_all(&scalestore::ScanOptions {
+            prefix: Some(b"nat-".to_vec()),
+            ..Default::default()
+        })
+        .await
+        .expect("scan");
+    assert_eq!(scanned.len(), 20, "{scanned:?}");
+    assert_eq!(
+        client.get("nat-7").await.expect("get"),
+        Some(b"v7".to_vec())
+    );
+
+    // The CLI: --address-map, and SCALESTORE_ADDRESS_MAP in its place.
+    let map = format!("{advertised}={reachable}");
+    let base = ["--endpoints", reachable.as_str(), "--timeout", "3"];
+    let put = cli(&[&base[..], &["--address-map", &map, "put", "cli", "mapped"]].concat());
+    assert!(put.status.success(), "{put:?}");
+    let get = Command::new(CLI)
+        .args(base)
+        .args(["get", "cli"])
+        .env("SCALESTORE_ADDRESS_MAP", &map)
+        .output()
+        .expect("cli");
+    assert_eq!(stdout(&get), "mapped\n", "{get:?}");
+    let unmapped = cli(&[&base[..], &["get", "cli"]].concat());
+    assert!(!unmapped.status.success(), "{unmapped:?}");
+    let said = String::from_utf8_lossy(&unmapped.stderr);
+    assert!(said.contains("--address-map"), "{said}");
+    let bad = cli(&[
+        &base[..],
+        &["--address-map", "no-equals-sign", "get", "cli"],
+    ]
+    .concat());
+    assert!(!bad.status.success(), "{bad:?}");
+    let said = String::from_utf8_lossy(&bad.stderr);
+    assert!(said.contains("ADVERTISED=REACHABLE"), "{said}");
+    drop(p);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tls_server_name_is_what_the_certificates_are_checked_against() {
+    let pki = Pki::new();
+    let p = start_tls(&pki, &[]).await;
+    let options = ClientOptions::for_connect(Duration::from_secs(3), None, None);
+    let endpoints = [p.addresses[&1].clone()];
+    let tls = pki.client(None).load().expect("pem");
+    let with_name = |name: &str| scalestore_server::Dialing {
+        address_map: Default::default(),
+        tls_server_name: Some(name.to_string()),
+    };
+    // The certificates name 127.0.0.1 and localhost: checked against "localhost" while
+    // dialing 127.0.0.1, they pass; against another name, they are refused.
+    let client =
+        scalestore_server::connect_with(&endpoints, options, Some(&tls), &with_name("localhost"))
+            .await
+            .expect("connect with the certificates' name");
+    client.put("named", "yes").await.expect("put");
+    assert_eq!(
+        client.get("named").await.expect("get"),
+        Some(b"yes".to_vec())
+    );
+    let refused = scalestore_server::connect_with(
+        &endpoints,
+        options,
+        Some(&tls),
+        &with_name("db.example.com"),
+    )
+    .await;
+    assert!(
+        refused.is_err(),
+        "a name the certificates lack was accepted"
+    );
+    // The CLI's --tls-server-name.
+    let ca = pki.path("ca.pem");
+    let base = [
+        "--endpoints",
+        endpoints[0].as_str(),
+        "--timeout",
+        "3",
+        "--cacert",
+        ca.as_str(),
+    ];
+    let get = cli(&[
+        &base[..],
+        &["--tls-server-name", "localhost", "get", "named"],
+    ]
+    .concat());
+    assert_eq!(stdout(&get), "yes\n", "{get:?}");
+    let wrong = cli(&[
+        &base[..],
+        &["--tls-server-name", "db.example.com", "get", "named"],
+    ]
+    .concat());
+    assert!(!wrong.status.success(), "{wrong:?}");
+}

@@ -64,6 +64,13 @@ async function everything (): Promise<void> {
 
   const remote: Client = await connect(['127.0.0.1:7001'], { timeoutMs: 5000, tls: { ca: 'pem', cert: Buffer.from('pem'), key: 'pem' } })
   const remote2: Client = await connect('127.0.0.1:7001,127.0.0.1:7002')
+  const behindNat: Client<string> = await connect('127.0.0.1:17001', {
+    encoding: 'utf8',
+    addressMap: { '10.0.0.5:7001': '127.0.0.1:17001' },
+    tls: { ca: 'pem', serverName: 'db.internal' },
+    backoffInitialMs: 10,
+    backoffMaxMs: 1000
+  })
   try {
     await remote.get('k')
   } catch (e) {
@@ -73,6 +80,7 @@ async function everything (): Promise<void> {
     }
   }
   await remote2.close()
+  await behindNat.close()
   console.log(v, stale, existed, length, swapped, pairs, many, status, events, mine.length, ids, leader, s2, e2,
     address, ok, firstT, recovery, history.operations(), history.toJsonl(), [...history].length)
 }

@@ -25,6 +25,30 @@ export function serverBinary () {
   throw new Error('scalestore-server not found: build it (cargo build -p scalestore-server) or set SCALESTORE_SERVER_BIN')
 }
 
+/**
+ * One scalestore-server that listens at one port and advertises another nobody listens on, as
+ * a node behind NAT or Docker's port mapping; resolves { reachable, advertised, stop }.
+ */
+export async function startBehindNat () {
+  const binary = serverBinary()
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'scalestore-node-nat-'))
+  const reachable = `127.0.0.1:${await freePort()}`
+  const advertised = `127.0.0.1:${await freePort()}`
+  const log = fs.openSync(path.join(dir, 'node-1.log'), 'w')
+  const proc = spawn(binary, ['--id', '1', '--listen', reachable, '--advertise', advertised, '--data-dir', path.join(dir, 'node-1'),
+    '--initial-cluster', `1=${advertised}`, '--shards', '2'], { stdio: ['ignore', log, log] })
+  const stop = async () => {
+    await new Promise((resolve) => {
+      if (proc.exitCode !== null) return resolve()
+      const timer = setTimeout(() => proc.kill('SIGKILL'), 20_000)
+      proc.once('exit', () => { clearTimeout(timer); resolve() })
+      proc.kill('SIGTERM')
+    })
+    fs.rmSync(dir, { recursive: true, force: true })
+  }
+  return { reachable, advertised, stop }
+}
+
 /** Three scalestore-server processes on loopback; resolves { endpoints, stop }. */
 export async function startServers (shards = 4) {
   const binary = serverBinary()

@@ -2,7 +2,7 @@
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
 import scalestore from '../index.js'
-import { eventually, freePort, startServers } from './helpers.mjs'
+import { eventually, freePort, startBehindNat, startServers } from './helpers.mjs'
 
 const { Cluster, connect, ScaleStoreError } = scalestore
 
@@ -83,4 +83,40 @@ test('dialing has its own timeout apart from the calls', async () => {
   assert.ok(Date.now() - started < 30_000, 'the dial gave up at connectTimeoutMs, not at timeoutMs')
   await assert.rejects(connect('127.0.0.1:1', { connectTimeoutMs: '1' }), TypeError)
   await assert.rejects(connect('127.0.0.1:1', { attemptTimeoutMs: -1 }), (e) => e.code === 'INVALID_ARGUMENT')
+})
+
+test('an addressMap reaches nodes behind NAT, and without it the error names the option', async () => {
+  const nat = await startBehindNat()
+  const saved = process.env.SCALESTORE_ADDRESS_MAP
+  delete process.env.SCALESTORE_ADDRESS_MAP
+  try {
+    // The seed endpoint answers; the address the node advertises does not.
+    const lost = await eventually(() => connect(nat.reachable, { timeoutMs: 3000 }), 60_000)
+    await assert.rejects(lost.put('k', 'v'), (e) => e instanceof ScaleStoreError && e.message.includes('addressMap') && e.message.includes(nat.advertised))
+    await lost.close()
+    const kv = await connect(nat.reachable, { timeoutMs: 10_000, addressMap: { [nat.advertised]: nat.reachable }, encoding: 'utf8' })
+    await kv.putMany({ 'nat-1': 'a', 'nat-2': 'b' })
+    assert.equal(await kv.get('nat-2'), 'b')
+    assert.deepEqual((await kv.scan({ prefix: 'nat-' })).map(([k]) => k), ['nat-1', 'nat-2'])
+    await kv.close()
+    const viaMap = await connect(nat.reachable, { timeoutMs: 10_000, addressMap: new Map([[nat.advertised, nat.reachable]]) })
+    assert.deepEqual(await viaMap.get('nat-1'), Buffer.from('a'))
+    await viaMap.close()
+    process.env.SCALESTORE_ADDRESS_MAP = `${nat.advertised}=${nat.reachable}`
+    const viaEnv = await connect(nat.reachable, { timeoutMs: 10_000 })
+    assert.deepEqual(await viaEnv.get('nat-1'), Buffer.from('a'))
+    await viaEnv.close()
+  } finally {
+    if (saved === undefined) delete process.env.SCALESTORE_ADDRESS_MAP
+    else process.env.SCALESTORE_ADDRESS_MAP = saved
+    await nat.stop()
+  }
+})
+
+test('address maps, TLS server names and back-offs are checked at once', async () => {
+  await assert.rejects(connect('127.0.0.1:1', { timeoutMs: 500, addressMap: { 'no-port': '127.0.0.1:1' } }), (e) => e.code === 'INVALID_ARGUMENT')
+  await assert.rejects(connect('127.0.0.1:1', { timeoutMs: 500, addressMap: [['10.0.0.1:7001', '127.0.0.1:1']] }), TypeError)
+  await assert.rejects(connect('127.0.0.1:1', { timeoutMs: 500, addressMap: { '10.0.0.1:7001': 7001 } }), TypeError)
+  await assert.rejects(connect('127.0.0.1:1', { timeoutMs: 500, backoffInitialMs: 300, backoffMaxMs: 100 }), (e) => e.code === 'INVALID_ARGUMENT' && /back-off/.test(e.message))
+  await assert.rejects(connect('127.0.0.1:1', { timeoutMs: 500, tls: { ca: '-----BEGIN x', serverName: 3 } }), TypeError)
 })

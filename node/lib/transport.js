@@ -32,7 +32,10 @@ function positive (v, what) {
  * $SCALESTORE_ENDPOINTS). Fetches the map at
  * once (UNAVAILABLE if no endpoint answers within connectTimeoutMs, default: timeoutMs);
  * timeoutMs (10 s) is the default for every call, attemptTimeoutMs (2 s) for each attempt;
- * `encoding` (e.g. 'utf8'): values and scanned keys come back as strings (default: Buffers).
+ * `encoding` (e.g. 'utf8'): values and scanned keys come back as strings (default: Buffers);
+ * `addressMap` ({ 'advertised:port': 'reachable:port' }) says where to reach nodes whose
+ * advertised addresses this client cannot dial (NAT, Docker, Kubernetes port mapping);
+ * backoffInitialMs (5) is the pause after a failed attempt, doubled up to backoffMaxMs (200).
  */
 async function connect (endpoints, opts) {
   let list
@@ -53,10 +56,38 @@ async function connect (endpoints, opts) {
   let tls
   if (o.tls !== undefined && o.tls !== null) {
     const t = args.options(o.tls, 'tls')
-    tls = { ca: pem(t.ca, 'ca'), cert: pem(t.cert, 'cert'), key: pem(t.key, 'key') }
+    tls = { ca: pem(t.ca, 'ca'), cert: pem(t.cert, 'cert'), key: pem(t.key, 'key'), serverName: serverName(t.serverName) }
     if (!tls.ca) throw invalid('tls needs the cluster CA (tls.ca)')
   }
-  return new Client(await native(() => addon.connect(list, timeoutMs, tls, connectTimeoutMs, attemptTimeoutMs)), encoding)
+  const dial = {
+    addressMap: addressMap(o.addressMap),
+    backoffInitialMs: positive(o.backoffInitialMs, 'backoffInitialMs'),
+    backoffMaxMs: positive(o.backoffMaxMs, 'backoffMaxMs')
+  }
+  return new Client(await native(() => addon.connect(list, timeoutMs, tls, connectTimeoutMs, attemptTimeoutMs, dial)), encoding)
+}
+
+function serverName (v) {
+  if (v === undefined || v === null) return undefined
+  if (typeof v !== 'string') throw new TypeError(`tls.serverName must be a string, not ${args.typeName(v)}`)
+  return v
+}
+
+/**
+ * `ADVERTISED=REACHABLE` entries from an object or a Map of advertised -> reachable addresses
+ * (the addon checks them); undefined: $SCALESTORE_ADDRESS_MAP, as the CLI reads it.
+ */
+function addressMap (v) {
+  if (v === undefined || v === null) return [process.env.SCALESTORE_ADDRESS_MAP ?? '']
+  const pairs = v instanceof Map ? [...v.entries()] : (typeof v === 'object' && !Array.isArray(v) ? Object.entries(v) : null)
+  if (pairs === null) throw new TypeError(`addressMap must be an object or a Map of advertised -> reachable addresses, not ${args.typeName(v)}`)
+  return pairs.map(([advertised, reachable]) => {
+    if (typeof advertised !== 'string' || typeof reachable !== 'string') throw new TypeError('addressMap addresses must be strings ("host:port")')
+    if (advertised.includes('=') || advertised.includes(',') || reachable.includes(',')) {
+      throw invalid(`addressMap: ${advertised} -> ${reachable} is not host:port -> host:port`)
+    }
+    return `${advertised}=${reachable}`
+  })
 }
 
 module.exports = { connect }

@@ -140,6 +140,10 @@ def connect(
     key: Optional[bytes] = None,
     connect_timeout: Optional[float] = None,
     attempt_timeout: Optional[float] = None,
+    address_map: Optional[Sequence[str]] = None,
+    tls_server_name: Optional[str] = None,
+    backoff_initial: Optional[float] = None,
+    backoff_max: Optional[float] = None,
 ) -> Client: ...
 def check_history(history: History) -> Tuple[str, Optional[str]]: ...
 def run_suite(nemesis: str, seed: int = 1, seconds: float = 5.0) -> Dict[str, Any]: ...

@@ -62,11 +62,14 @@ class Status(dict):  # type: ignore[type-arg]
 class TLS:
     """A TLS connection's settings: the CA that signed the nodes' certificates and, when the
     cluster asks for one, this client's certificate and key. Each is a PEM file's path or its
-    contents (``bytes``, or a ``str`` starting with ``-----BEGIN``)."""
+    contents (``bytes``, or a ``str`` starting with ``-----BEGIN``). ``server_name``: the name
+    the nodes' certificates are checked against instead of the host dialed (behind NAT or port
+    mapping the host dialed is not the one the certificates name)."""
 
     ca: Union[str, bytes, "os.PathLike[str]"]
     cert: Optional[Union[str, bytes, "os.PathLike[str]"]] = None
     key: Optional[Union[str, bytes, "os.PathLike[str]"]] = None
+    server_name: Optional[str] = None
 
 
 def _pem(value: Any, what: str) -> Optional[bytes]:
@@ -162,6 +165,25 @@ def _endpoints(endpoints: Optional[Endpoints]) -> List[str]:
     else:
         raise InvalidType("endpoints must be a str or a list of str")
     return found
+
+
+def _address_map(address_map: Optional[Mapping[str, str]]) -> List[str]:
+    """``ADVERTISED=REACHABLE`` entries for the native layer (which checks them); None:
+    ``$SCALESTORE_ADDRESS_MAP``, as the CLI reads it."""
+    if address_map is None:
+        return [os.environ.get("SCALESTORE_ADDRESS_MAP", "")]
+    if not isinstance(address_map, Mapping):
+        raise InvalidType(
+            f"address_map must be a dict of advertised -> reachable addresses, not {type(address_map).__name__}"
+        )
+    entries = []
+    for advertised, reachable in address_map.items():
+        if not isinstance(advertised, str) or not isinstance(reachable, str):
+            raise InvalidType("address_map's addresses must be str (HOST:PORT)")
+        if "=" in advertised or "," in advertised or "," in reachable:
+            raise InvalidArgument(f"address_map: {advertised!r} -> {reachable!r} is not HOST:PORT -> HOST:PORT")
+        entries.append(f"{advertised}={reachable}")
+    return entries
 
 
 def _native_client(inner: Any, how: str) -> None:
@@ -570,9 +592,14 @@ def _connect_native(
     tls: Optional[TLS],
     connect_timeout: Optional[float] = None,
     attempt_timeout: Optional[float] = None,
+    address_map: Optional[Mapping[str, str]] = None,
+    backoff_initial: Optional[float] = None,
+    backoff_max: Optional[float] = None,
 ) -> Any:
     if tls is not None and not isinstance(tls, TLS):
         raise InvalidType("tls must be a scalestore.TLS or None")
+    if tls is not None and tls.server_name is not None and not isinstance(tls.server_name, str):
+        raise InvalidType("tls.server_name must be a str or None")
     call_timeout = _seconds(timeout, "timeout")
     return _native.connect(
         _endpoints(endpoints),
@@ -582,6 +609,10 @@ def _connect_native(
         _pem(tls.key, "key") if tls else None,
         _seconds(connect_timeout, "connect_timeout"),
         _seconds(attempt_timeout, "attempt_timeout"),
+        _address_map(address_map),
+        tls.server_name if tls else None,
+        _seconds(backoff_initial, "backoff_initial"),
+        _seconds(backoff_max, "backoff_max"),
     )
 
 
@@ -593,6 +624,9 @@ def connect(
     encoding: None = None,
     connect_timeout: Optional[float] = None,
     attempt_timeout: Optional[float] = None,
+    address_map: Optional[Mapping[str, str]] = None,
+    backoff_initial: Optional[float] = None,
+    backoff_max: Optional[float] = None,
 ) -> Client[bytes]: ...
 
 
@@ -605,6 +639,9 @@ def connect(
     encoding: str,
     connect_timeout: Optional[float] = None,
     attempt_timeout: Optional[float] = None,
+    address_map: Optional[Mapping[str, str]] = None,
+    backoff_initial: Optional[float] = None,
+    backoff_max: Optional[float] = None,
 ) -> Client[str]: ...
 
 
@@ -615,6 +652,9 @@ def connect(
     encoding: Optional[str] = None,
     connect_timeout: Optional[float] = None,
     attempt_timeout: Optional[float] = None,
+    address_map: Optional[Mapping[str, str]] = None,
+    backoff_initial: Optional[float] = None,
+    backoff_max: Optional[float] = None,
 ) -> Client[Any]:
     """A client of the cluster at ``endpoints`` (any of its nodes; a list or a comma-separated
     string; None: ``$SCALESTORE_ENDPOINTS``, as the CLI reads it). Fetches the cluster map at
@@ -623,9 +663,15 @@ def connect(
     every call, retries included, and ``attempt_timeout`` (default 2 s) that of each attempt
     before the next node is tried. ``encoding`` (e.g.
     ``"utf-8"``): values and scanned keys come back as ``str`` decoded with it (None stays None;
-    default: ``bytes``)."""
+    default: ``bytes``). ``address_map`` (``{"advertised:port": "reachable:port"}``; None:
+    ``$SCALESTORE_ADDRESS_MAP``, ``adv=reach`` comma-separated) says where to reach nodes whose
+    advertised addresses this client cannot dial (NAT, Docker, Kubernetes port mapping).
+    ``backoff_initial`` (default 0.005 s) is the pause after a failed attempt, doubled up to
+    ``backoff_max`` (default 0.2 s)."""
     _encoding(encoding)
-    native = _connect_native(endpoints, timeout, tls, connect_timeout, attempt_timeout)
+    native = _connect_native(
+        endpoints, timeout, tls, connect_timeout, attempt_timeout, address_map, backoff_initial, backoff_max
+    )
     return Client(native, encoding=encoding)
 
 
@@ -637,6 +683,9 @@ async def connect_async(
     encoding: None = None,
     connect_timeout: Optional[float] = None,
     attempt_timeout: Optional[float] = None,
+    address_map: Optional[Mapping[str, str]] = None,
+    backoff_initial: Optional[float] = None,
+    backoff_max: Optional[float] = None,
 ) -> AsyncClient[bytes]: ...
 
 
@@ -649,6 +698,9 @@ async def connect_async(
     encoding: str,
     connect_timeout: Optional[float] = None,
     attempt_timeout: Optional[float] = None,
+    address_map: Optional[Mapping[str, str]] = None,
+    backoff_initial: Optional[float] = None,
+    backoff_max: Optional[float] = None,
 ) -> AsyncClient[str]: ...
 
 
@@ -659,11 +711,23 @@ async def connect_async(
     encoding: Optional[str] = None,
     connect_timeout: Optional[float] = None,
     attempt_timeout: Optional[float] = None,
+    address_map: Optional[Mapping[str, str]] = None,
+    backoff_initial: Optional[float] = None,
+    backoff_max: Optional[float] = None,
 ) -> AsyncClient[Any]:
     """:func:`connect` for asyncio."""
     _encoding(encoding)
     loop = asyncio.get_running_loop()
     inner = await loop.run_in_executor(
-        None, _connect_native, endpoints, timeout, tls, connect_timeout, attempt_timeout
+        None,
+        _connect_native,
+        endpoints,
+        timeout,
+        tls,
+        connect_timeout,
+        attempt_timeout,
+        address_map,
+        backoff_initial,
+        backoff_max,
     )
     return AsyncClient(inner, encoding=encoding)

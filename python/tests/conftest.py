@@ -73,6 +73,28 @@ def server_cluster(tmp_path):
                 p.kill()
 
 
+@pytest.fixture
+def nat_server(tmp_path):
+    """One scalestore-server that listens at one port and advertises another nobody listens on,
+    as a node behind NAT or Docker's port mapping; yields (reachable, advertised)."""
+    binary = server_binary()
+    reachable, advertised = f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"
+    log = open(tmp_path / "node-1.log", "w")
+    proc = subprocess.Popen(
+        [binary, "--id", "1", "--listen", reachable, "--advertise", advertised,
+         "--data-dir", str(tmp_path / "node-1"), "--initial-cluster", f"1={advertised}", "--shards", "2"],
+        stdout=log, stderr=subprocess.STDOUT,
+    )
+    try:
+        yield reachable, advertised
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
 def eventually(check, timeout=20.0, interval=0.1):
     deadline = time.monotonic() + timeout
     while True:

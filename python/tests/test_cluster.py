@@ -285,3 +285,44 @@ def test_dialing_has_its_own_timeout_apart_from_the_calls():
         scalestore.connect(["127.0.0.1:1"], connect_timeout="1")  # type: ignore[arg-type]
     with pytest.raises(scalestore.InvalidArgument):
         scalestore.connect(["127.0.0.1:1"], attempt_timeout=-1)
+
+
+def test_an_address_map_reaches_nodes_behind_nat_and_without_it_the_error_names_the_option(nat_server, monkeypatch):
+    reachable, advertised = nat_server
+    monkeypatch.delenv("SCALESTORE_ADDRESS_MAP", raising=False)
+    # The seed endpoint answers; the address the node advertises does not.
+    lost = eventually(lambda: scalestore.connect(reachable, timeout=3), timeout=60)
+    try:
+        with pytest.raises(scalestore.Error) as raised:
+            lost.put("k", "v")
+        assert "address_map" in str(raised.value) and advertised in str(raised.value), raised.value
+    finally:
+        lost.close()
+    kv = scalestore.connect(reachable, timeout=10, address_map={advertised: reachable}, encoding="utf-8")
+    try:
+        kv.put_many({f"nat-{i}": f"v{i}" for i in range(10)})
+        assert kv.get("nat-3") == "v3"
+        assert len(kv.scan(prefix="nat-")) == 10
+    finally:
+        kv.close()
+    # SCALESTORE_ADDRESS_MAP in its place, as the CLI reads it.
+    monkeypatch.setenv("SCALESTORE_ADDRESS_MAP", f"{advertised}={reachable}")
+    with scalestore.connect(reachable, timeout=10) as env_kv:
+        assert env_kv.get("nat-9") == b"v9"
+
+
+def test_address_maps_tls_server_names_and_back_offs_are_checked_at_once():
+    for bad, error in (
+        ({"no-port": "127.0.0.1:1"}, scalestore.InvalidArgument),
+        ({"10.0.0.1:7001": "nowhere"}, scalestore.InvalidArgument),
+        ([("10.0.0.1:7001", "127.0.0.1:1")], scalestore.InvalidType),
+        ({"10.0.0.1:7001": 7001}, scalestore.InvalidType),
+    ):
+        with pytest.raises(error):
+            scalestore.connect("127.0.0.1:1", timeout=0.5, address_map=bad)  # type: ignore[arg-type]
+    with pytest.raises(scalestore.InvalidArgument, match="back-off"):
+        scalestore.connect("127.0.0.1:1", timeout=0.5, backoff_initial=2, backoff_max=1)
+    with pytest.raises(scalestore.InvalidArgument):
+        scalestore.connect("127.0.0.1:1", timeout=0.5, backoff_initial=0)
+    with pytest.raises(scalestore.InvalidType):
+        scalestore.connect("127.0.0.1:1", timeout=0.5, tls=scalestore.TLS(ca=b"-----BEGIN x", server_name=3))  # type: ignore[arg-type]

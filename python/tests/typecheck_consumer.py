@@ -17,8 +17,15 @@ def consumer() -> None:
     swapped: bool = raw.cas("k", None, "v")
     outcome: Tuple[bool, Optional[bytes]] = raw.cas("k", b"v", "w", return_current=True)
     deleted: int = raw.delete_prefix("k")
-    tls = scalestore.TLS(ca=b"-----BEGIN CERTIFICATE-----\n")
-    print(value, decoded, values, pairs, swapped, outcome, deleted, tls)
+    tls = scalestore.TLS(ca=b"-----BEGIN CERTIFICATE-----\n", server_name="db.internal")
+    behind_nat = scalestore.connect(
+        "127.0.0.1:17001",
+        tls=tls,
+        address_map={"10.0.0.5:7001": "127.0.0.1:17001"},
+        backoff_initial=0.01,
+        backoff_max=1.0,
+    )
+    print(value, decoded, values, pairs, swapped, outcome, deleted, tls, behind_nat)
     raw.get("k", consistency="fresh")  # type: ignore[arg-type]
     wrong: Optional[str] = raw.get("k")  # type: ignore[assignment]
     print(wrong)

@@ -49,6 +49,13 @@ pub struct Cli {
     /// TLS: the key of --cert.
     #[arg(long = "key", id = "tls_key", global = true, requires = "tls_cert")]
     pub key: Option<PathBuf>,
+    /// TLS: the name the nodes' certificates are checked against, instead of the host dialed.
+    #[arg(long, global = true, requires = "cacert")]
+    pub tls_server_name: Option<String>,
+    /// Where to reach a node that advertises another address (NAT, Docker, port mapping):
+    /// ADVERTISED=REACHABLE, HOST:PORT each; repeat it or separate entries with commas.
+    #[arg(long, global = true, env = "SCALESTORE_ADDRESS_MAP")]
+    pub address_map: Vec<String>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -238,10 +245,12 @@ fn value_of(value: &Option<String>, input: &ValueInput) -> ServerResult<Vec<u8>>
 
 async fn client(cli: &Cli) -> ServerResult<Client> {
     let options = client_options(cli)?;
-    match tls_files(cli)? {
-        Some(files) => crate::transport::connect_tls(&endpoints(cli), options, &files).await,
-        None => crate::transport::connect(&endpoints(cli), options).await,
-    }
+    let dialing = crate::transport::Dialing {
+        address_map: crate::transport::Dialing::parse_address_map(&cli.address_map)?,
+        tls_server_name: cli.tls_server_name.clone(),
+    };
+    let tls = tls_files(cli)?.map(|files| files.load()).transpose()?;
+    crate::transport::connect_with(&endpoints(cli), options, tls.as_ref(), &dialing).await
 }
 
 fn client_options(cli: &Cli) -> ServerResult<ClientOptions> {
@@ -276,7 +285,11 @@ fn tls_files(cli: &Cli) -> ServerResult<Option<crate::tls::TlsFiles>> {
 fn channel_to(cli: &Cli, address: &str) -> ServerResult<tonic::transport::Channel> {
     let tls = tls_files(cli)?
         .map(|f| crate::tls::client_config(&f))
-        .transpose()?;
+        .transpose()?
+        .map(|tls| match &cli.tls_server_name {
+            Some(name) => tls.domain_name(name.clone()),
+            None => tls,
+        });
     Ok(crate::peer::channel_with(address, tls.as_ref())?)
 }
 

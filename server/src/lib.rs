@@ -35,4 +35,4 @@ pub mod proto {
 pub use error::{ServerError, ServerResult};
 pub use serve::{serve_embedded, ServedCluster};
 pub use tls::{TlsFiles, TlsPem};
-pub use transport::{connect, connect_tls, connect_tls_pem, GrpcTransport};
+pub use transport::{connect, connect_tls, connect_tls_pem, connect_with, Dialing, GrpcTransport};

@@ -36,15 +36,22 @@ pub struct TlsPem {
     pub key: Option<Vec<u8>>,
 }
 
+impl TlsFiles {
+    /// The files' contents.
+    pub fn load(&self) -> ServerResult<TlsPem> {
+        let optional =
+            |path: &Option<PathBuf>, what| path.as_deref().map(|p| read(p, what)).transpose();
+        Ok(TlsPem {
+            ca: read(&self.ca, "CA")?,
+            cert: optional(&self.cert, "certificate")?,
+            key: optional(&self.key, "key")?,
+        })
+    }
+}
+
 /// The dialing side's TLS settings.
 pub fn client_config(files: &TlsFiles) -> ServerResult<ClientTlsConfig> {
-    let optional =
-        |path: &Option<PathBuf>, what| path.as_deref().map(|p| read(p, what)).transpose();
-    client_config_pem(&TlsPem {
-        ca: read(&files.ca, "CA")?,
-        cert: optional(&files.cert, "certificate")?,
-        key: optional(&files.key, "key")?,
-    })
+    client_config_pem(&files.load()?)
 }
 
 /// [`client_config`] from PEM contents.

@@ -24,22 +24,92 @@ pub struct GrpcTransport {
     /// is for), so a node of another cluster, or another node at a reused address, refuses
     /// the call instead of serving it.
     cluster: String,
+    /// Every node's address as the node advertises it (the cluster map's).
     addresses: RwLock<BTreeMap<NodeId, String>>,
     channels: Mutex<HashMap<String, Channel>>,
     tls: Option<ClientTlsConfig>,
+    address_map: BTreeMap<String, String>,
+    /// Set when, at connect, the seed endpoint answered but an advertised address did not:
+    /// added to the error of every failed dial (it names the option that fixes it).
+    unreachable_advertised: Option<String>,
+}
+
+/// How a client dials the nodes it learns of from the cluster map. The defaults suit a
+/// cluster whose advertised addresses the client can reach; behind NAT, Docker or
+/// Kubernetes port mapping they are not, and `address_map` says where each one is reached.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Dialing {
+    /// An advertised address (`HOST:PORT`, as the nodes' `--advertise`) -> the address this
+    /// client reaches that node at. Addresses not in it are dialed as advertised.
+    pub address_map: BTreeMap<String, String>,
+    /// The name the nodes' TLS certificates are checked against, instead of the host dialed
+    /// (needed when a certificate names the advertised host and the client dials another).
+    pub tls_server_name: Option<String>,
+}
+
+impl Dialing {
+    /// An address map from `ADVERTISED=REACHABLE` entries (each entry may hold several,
+    /// comma-separated): the CLI's `--address-map` and `SCALESTORE_ADDRESS_MAP`.
+    pub fn parse_address_map<S: AsRef<str>>(
+        entries: &[S],
+    ) -> ServerResult<BTreeMap<String, String>> {
+        let pairs = split_endpoints(entries)
+            .into_iter()
+            .map(|entry| match entry.split_once('=') {
+                Some((advertised, reachable)) => {
+                    Ok((advertised.trim().to_string(), reachable.trim().to_string()))
+                }
+                None => Err(ServerError::Config(format!(
+                    "address map entry {entry:?}: expected ADVERTISED=REACHABLE (HOST:PORT=HOST:PORT)"
+                ))),
+            })
+            .collect::<ServerResult<Vec<_>>>()?;
+        Self::address_map_of(pairs)
+    }
+
+    /// Checks an address map given as pairs (the SDKs' dict / object): both sides must be
+    /// `HOST:PORT`, and an advertised address may appear once.
+    pub fn address_map_of(
+        pairs: impl IntoIterator<Item = (String, String)>,
+    ) -> ServerResult<BTreeMap<String, String>> {
+        let mut map = BTreeMap::new();
+        for (advertised, reachable) in pairs {
+            // An advertised address need not resolve here (it may be a name only the nodes'
+            // network knows); the reachable one must.
+            let well_formed = advertised
+                .rsplit_once(':')
+                .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
+            if !well_formed {
+                return Err(ServerError::Config(format!(
+                    "address map: advertised address {advertised:?} is not HOST:PORT"
+                )));
+            }
+            crate::config::check_address(&reachable)
+                .map_err(|e| ServerError::Config(format!("address map: {e}")))?;
+            if let Some(earlier) = map.insert(advertised.clone(), reachable.clone()) {
+                if earlier != reachable {
+                    return Err(ServerError::Config(format!(
+                        "address map: {advertised} is mapped to both {earlier} and {reachable}"
+                    )));
+                }
+            }
+        }
+        Ok(map)
+    }
 }
 
 impl GrpcTransport {
     /// Asks each endpoint in turn for the cluster map until one answers within `timeout`.
     pub async fn connect(endpoints: &[String], timeout: Duration) -> ServerResult<Arc<Self>> {
-        Self::connect_with(endpoints, timeout, None).await
+        Self::connect_with(endpoints, timeout, None, &Dialing::default()).await
     }
 
-    /// [`connect`](Self::connect) over TLS when `tls` is given.
+    /// [`connect`](Self::connect) over TLS when `tls` is given, dialing as `dialing` says.
     pub async fn connect_with(
         endpoints: &[String],
         timeout: Duration,
         tls: Option<ClientTlsConfig>,
+        dialing: &Dialing,
     ) -> ServerResult<Arc<Self>> {
         if endpoints.is_empty() {
             return Err(ServerError::Config("no endpoint given".into()));
@@ -47,12 +117,34 @@ impl GrpcTransport {
         for endpoint in endpoints {
             crate::config::check_address(endpoint)?;
         }
+        let tls = match (tls, &dialing.tls_server_name) {
+            (Some(tls), Some(name)) => Some(tls.domain_name(name.clone())),
+            (tls, _) => tls,
+        };
+        let deadline = std::time::Instant::now() + timeout;
+        let mut transport = Self::fetch_first_map(endpoints, deadline, &tls).await?;
+        transport.address_map = dialing.address_map.clone();
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        transport.unreachable_advertised = transport
+            .probe_advertised(
+                endpoints,
+                left.clamp(Duration::from_millis(200), PROBE_WAIT),
+            )
+            .await;
+        Ok(Arc::new(transport))
+    }
+
+    /// The transport of the first endpoint to answer with the cluster map before `deadline`.
+    async fn fetch_first_map(
+        endpoints: &[String],
+        deadline: std::time::Instant,
+        tls: &Option<ClientTlsConfig>,
+    ) -> ServerResult<Self> {
         // A cluster still forming (or a node restarting) answers a moment later: keep asking
         // every endpoint until the deadline.
-        let deadline = std::time::Instant::now() + timeout;
         loop {
             let left = deadline.saturating_duration_since(std::time::Instant::now());
-            let once = Self::connect_once(endpoints, left.max(Duration::from_millis(200)), &tls);
+            let once = Self::connect_once(endpoints, left.max(Duration::from_millis(200)), tls);
             match once.await {
                 Ok(t) => return Ok(t),
                 Err(e) if std::time::Instant::now() >= deadline => return Err(e),
@@ -65,7 +157,7 @@ impl GrpcTransport {
         endpoints: &[String],
         timeout: Duration,
         tls: &Option<ClientTlsConfig>,
-    ) -> ServerResult<Arc<Self>> {
+    ) -> ServerResult<Self> {
         let mut reasons = Vec::new();
         for endpoint in endpoints {
             let fetched = fetch_map_of(endpoint, timeout.min(Duration::from_secs(2)), tls.as_ref());
@@ -77,12 +169,14 @@ impl GrpcTransport {
                         continue;
                     }
                     addresses.retain(|id, _| map.nodes.contains_key(id));
-                    return Ok(Arc::new(GrpcTransport {
+                    return Ok(GrpcTransport {
                         cluster,
                         addresses: RwLock::new(addresses),
                         channels: Mutex::new(HashMap::new()),
                         tls: tls.clone(),
-                    }));
+                        address_map: BTreeMap::new(),
+                        unreachable_advertised: None,
+                    });
                 }
                 Err(e) => reasons.push(format!("{endpoint}: {e}")),
             }
@@ -91,6 +185,60 @@ impl GrpcTransport {
             endpoints: endpoints.join(","),
             reason: reasons.join("; "),
         })
+    }
+
+    /// Where this client reaches a node that advertises `advertised`.
+    fn reachable(&self, advertised: &str) -> String {
+        self.address_map
+            .get(advertised)
+            .cloned()
+            .unwrap_or_else(|| advertised.to_string())
+    }
+
+    /// When no seed endpoint is among the addresses this client would dial, asks one of those
+    /// for the map: if it does not answer while a seed endpoint did, the nodes advertise
+    /// addresses this client cannot reach (NAT, Docker, port mapping). Says so, naming the
+    /// option, for every later failed dial. `None` when that is not the case.
+    async fn probe_advertised(&self, endpoints: &[String], wait: Duration) -> Option<String> {
+        let dialed: BTreeMap<NodeId, String> = self
+            .addresses
+            .read()
+            .ok()?
+            .iter()
+            .map(|(id, a)| (*id, self.reachable(a)))
+            .collect();
+        if dialed.values().any(|a| endpoints.contains(a)) {
+            return None;
+        }
+        let (node, address) = dialed.into_iter().next()?;
+        let error = match fetch_map_of(&address, wait, self.tls.as_ref()).await {
+            Ok(_) => return None,
+            Err(e) => e,
+        };
+        let advertised = self.addresses.read().ok()?.get(&node).cloned()?;
+        let mapped = if advertised == address {
+            format!("the address it advertises, {advertised}")
+        } else {
+            format!("{address} (mapped from its advertised {advertised})")
+        };
+        Some(format!(
+            "the seed endpoint {} answered, but node {node} at {mapped} did not ({error}): if \
+             the nodes are behind NAT, Docker or port mapping, give the client an address map \
+             from advertised to reachable addresses (address_map in Python, addressMap in \
+             Node, --address-map or SCALESTORE_ADDRESS_MAP for the CLI, Dialing::address_map \
+             in Rust)",
+            endpoints.join(",")
+        ))
+    }
+
+    /// A failed dial's error, with what the connect-time probe found.
+    fn explained(&self, error: Error) -> Error {
+        match (&self.unreachable_advertised, error) {
+            (Some(note), Error::Unavailable(reason)) => {
+                Error::Unavailable(format!("{reason}; {note}"))
+            }
+            (_, error) => error,
+        }
     }
 
     fn channel(&self, address: &str) -> Result<Channel> {
@@ -219,11 +367,14 @@ impl Transport for GrpcTransport {
             .ok()
             .and_then(|a| a.get(&node).cloned())
             .ok_or(Error::UnknownNode(node))?;
+        let address = self.reachable(&address);
         let to = Addressee {
             node,
             cluster: &self.cluster,
         };
-        let (response, _) = call_at(self.channel(&address)?, &request, forward, Some(to)).await?;
+        let (response, _) = call_at(self.channel(&address)?, &request, forward, Some(to))
+            .await
+            .map_err(|e| self.explained(e))?;
         if let ClientResponse::ShardMap(map) = &response {
             self.learn(map);
         }
@@ -286,11 +437,15 @@ impl Transport for GrpcTransport {
 /// How long one node may take to answer an Admin status or events call.
 const ADMIN_ASK: Duration = Duration::from_secs(5);
 
+/// How long connect waits for an advertised address it checks (see `probe_advertised`).
+const PROBE_WAIT: Duration = Duration::from_secs(2);
+
 impl GrpcTransport {
+    /// Every node's address as this client reaches it.
     fn known_addresses(&self) -> Vec<String> {
         self.addresses
             .read()
-            .map(|a| a.values().cloned().collect())
+            .map(|a| a.values().map(|a| self.reachable(a)).collect())
             .unwrap_or_default()
     }
 }
@@ -348,8 +503,7 @@ pub fn split_endpoints<S: AsRef<str>>(given: &[S]) -> Vec<String> {
 /// A client of the cluster at `endpoints`: the map is fetched within `options.connect_timeout`,
 /// and each call then has `options.timeout`.
 pub async fn connect(endpoints: &[String], options: ClientOptions) -> ServerResult<Client> {
-    let transport = GrpcTransport::connect(endpoints, options.connect_timeout).await?;
-    Ok(Client::new(transport, options))
+    connect_with(endpoints, options, None, &Dialing::default()).await
 }
 
 /// [`connect`] over TLS: `tls` names the CA that signed the nodes' certificates and, when the
@@ -359,10 +513,7 @@ pub async fn connect_tls(
     options: ClientOptions,
     tls: &crate::tls::TlsFiles,
 ) -> ServerResult<Client> {
-    let config = crate::tls::client_config(tls)?;
-    let transport =
-        GrpcTransport::connect_with(endpoints, options.connect_timeout, Some(config)).await?;
-    Ok(Client::new(transport, options))
+    connect_with(endpoints, options, Some(&tls.load()?), &Dialing::default()).await
 }
 
 /// [`connect_tls`] with the CA, certificate and key given as PEM contents.
@@ -371,8 +522,24 @@ pub async fn connect_tls_pem(
     options: ClientOptions,
     tls: &crate::tls::TlsPem,
 ) -> ServerResult<Client> {
-    let config = crate::tls::client_config_pem(tls)?;
+    connect_with(endpoints, options, Some(tls), &Dialing::default()).await
+}
+
+/// [`connect`] with every setting: TLS when `tls` is given (PEM contents), and how to dial the
+/// nodes the map names (`dialing`: an address map, a TLS server name).
+pub async fn connect_with(
+    endpoints: &[String],
+    options: ClientOptions,
+    tls: Option<&crate::tls::TlsPem>,
+    dialing: &Dialing,
+) -> ServerResult<Client> {
+    let tls = tls.map(crate::tls::client_config_pem).transpose()?;
+    if tls.is_none() && dialing.tls_server_name.is_some() {
+        return Err(ServerError::Config(
+            "a TLS server name needs TLS (the cluster's CA)".into(),
+        ));
+    }
     let transport =
-        GrpcTransport::connect_with(endpoints, options.connect_timeout, Some(config)).await?;
+        GrpcTransport::connect_with(endpoints, options.connect_timeout, tls, dialing).await?;
     Ok(Client::new(transport, options))
 }

@@ -3,15 +3,15 @@
 
 use pyo3::prelude::*;
 use scalestore::ClientOptions;
-use scalestore_server::TlsPem;
+use scalestore_server::{Dialing, TlsPem};
 
 use crate::args::{optional_seconds, seconds};
 use crate::client::PyClient;
-use crate::error::{invalid, Failure};
+use crate::error::{invalid, to_py, Failure};
 use crate::runtime::Runtime;
 
 #[pyfunction]
-#[pyo3(signature = (endpoints, timeout=10.0, ca=None, cert=None, key=None, connect_timeout=None, attempt_timeout=None))]
+#[pyo3(signature = (endpoints, timeout=10.0, ca=None, cert=None, key=None, connect_timeout=None, attempt_timeout=None, address_map=None, tls_server_name=None, backoff_initial=None, backoff_max=None))]
 #[allow(clippy::too_many_arguments)]
 pub fn connect(
     py: Python<'_>,
@@ -22,6 +22,10 @@ pub fn connect(
     key: Option<Vec<u8>>,
     connect_timeout: Option<f64>,
     attempt_timeout: Option<f64>,
+    address_map: Option<Vec<String>>,
+    tls_server_name: Option<String>,
+    backoff_initial: Option<f64>,
+    backoff_max: Option<f64>,
 ) -> PyResult<PyClient> {
     let endpoints = scalestore_server::transport::split_endpoints(&endpoints);
     if endpoints.is_empty() {
@@ -37,19 +41,32 @@ pub fn connect(
             "a client certificate needs the cluster's CA (ca=...)",
         ));
     }
+    if ca.is_none() && tls_server_name.is_some() {
+        return Err(invalid(
+            "a TLS server name needs TLS (tls=TLS(ca=..., server_name=...))",
+        ));
+    }
     let options = ClientOptions::for_connect(
         seconds(timeout, "timeout")?,
         optional_seconds(connect_timeout, "connect_timeout")?,
         optional_seconds(attempt_timeout, "attempt_timeout")?,
-    );
+    )
+    .with_backoff(
+        optional_seconds(backoff_initial, "backoff_initial")?,
+        optional_seconds(backoff_max, "backoff_max")?,
+    )
+    .map_err(to_py)?;
+    let dialing = Dialing {
+        address_map: Dialing::parse_address_map(&address_map.unwrap_or_default())
+            .map_err(|e| Failure::from(e).into_py())?,
+        tls_server_name,
+    };
     let rt = Runtime::new("client", 2)?;
     let tls = ca.map(|ca| TlsPem { ca, cert, key });
     let connected = rt.wait(py, async move {
-        match tls {
-            Some(tls) => scalestore_server::connect_tls_pem(&endpoints, options, &tls).await,
-            None => scalestore_server::connect(&endpoints, options).await,
-        }
-        .map_err(Failure::from)
+        scalestore_server::connect_with(&endpoints, options, tls.as_ref(), &dialing)
+            .await
+            .map_err(Failure::from)
     });
     match connected {
         Ok(client) => Ok(PyClient::new(rt, client, true)),

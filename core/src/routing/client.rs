@@ -69,6 +69,34 @@ impl ClientOptions {
             ..defaults
         }
     }
+
+    /// These options with the pause between retries changed where given: `initial` after the
+    /// first failed attempt, doubling up to `max`. Refuses a zero `initial` (retries would
+    /// spin) and an `initial` above `max`.
+    pub fn with_backoff(
+        mut self,
+        initial: Option<Duration>,
+        max: Option<Duration>,
+    ) -> Result<Self> {
+        if let Some(initial) = initial {
+            self.backoff_initial = initial;
+        }
+        if let Some(max) = max {
+            self.backoff_max = max;
+        }
+        if self.backoff_initial.is_zero() {
+            return Err(Error::InvalidArgument(
+                "the initial back-off must be above zero".into(),
+            ));
+        }
+        if self.backoff_initial > self.backoff_max {
+            return Err(Error::InvalidArgument(format!(
+                "the initial back-off ({:?}) is above the largest ({:?})",
+                self.backoff_initial, self.backoff_max
+            )));
+        }
+        Ok(self)
+    }
 }
 
 /// Outcome of a compare-and-swap.
@@ -1210,6 +1238,27 @@ mod tests {
             (given.timeout, given.connect_timeout, given.attempt_timeout),
             (s(60), s(1), s(3))
         );
+    }
+
+    #[test]
+    fn a_back_off_is_changed_only_where_given_and_a_zero_or_inverted_one_is_refused() {
+        let ms = Duration::from_millis;
+        let defaults = ClientOptions::default();
+        let slower = defaults
+            .with_backoff(Some(ms(50)), Some(ms(2000)))
+            .expect("valid");
+        assert_eq!(
+            (slower.backoff_initial, slower.backoff_max),
+            (ms(50), ms(2000))
+        );
+        let capped = defaults.with_backoff(None, Some(ms(100))).expect("valid");
+        assert_eq!(
+            (capped.backoff_initial, capped.backoff_max),
+            (defaults.backoff_initial, ms(100))
+        );
+        assert!(defaults.with_backoff(Some(ms(0)), None).is_err());
+        assert!(defaults.with_backoff(Some(ms(300)), Some(ms(100))).is_err());
+        assert!(defaults.with_backoff(None, Some(ms(1))).is_err());
     }
 
     #[test]
