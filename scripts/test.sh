@@ -29,6 +29,9 @@ rm -rf "$consumer"
 SCALESTORE_SERVER_BIN="$CARGO_TARGET_DIR/debug/scalestore-server" npm --prefix node test
 npm --prefix node run typecheck
 
+echo "== Packages, installed with no cargo on PATH"
+scripts/package.sh --install-check
+
 echo "== README commands"
 # The main job and the CLI examples, as printed.
 dev_log=$(mktemp)

@@ -1,21 +1,43 @@
 'use strict'
-// Loads the addon that scripts/build.js built into ../native. The package's install step
-// builds it; npm 11 skips a dependency's install step unless it is allowed
-// (`npm install --allow-scripts=scalestore ...`), so when the addon is missing the first
-// require builds it here (seconds once the README's set-up has built the workspace).
+// Loads the native addon, from the first of:
+// 1. ../native/scalestore.node, built by scripts/build.js when the package is installed from
+//    the repository;
+// 2. the prebuilt addon's per-platform package (scalestore-linux-x64-gnu, ...), an optional
+//    dependency of the package scripts/package.sh builds, so installing it needs no compiler;
+// 3. a build here: npm 11 skips a dependency's install step unless it is allowed
+//    (`npm install --allow-scripts=scalestore ...`), so when the addon is missing the first
+//    require builds it (seconds once the README's set-up has built the workspace).
 const fs = require('node:fs')
 const path = require('node:path')
 
 const file = path.join(__dirname, '..', 'native', 'scalestore.node')
 
-if (!fs.existsSync(file)) {
-  const { spawnSync } = require('node:child_process')
-  const build = spawnSync(process.execPath, [path.join(__dirname, '..', 'scripts', 'build.js')], {
-    stdio: ['ignore', process.stderr, process.stderr],
-  })
-  if (build.status !== 0) {
-    throw new Error(`scalestore: the native addon is not built and building it failed (exit ${build.status}); run \`npm run build\` in ${path.dirname(__dirname)}`)
+/** The per-platform package's name, as napi-rs names them (linux-x64-gnu, darwin-arm64, ...). */
+function platformPackage () {
+  let libc = ''
+  if (process.platform === 'linux') {
+    const report = typeof process.report?.getReport === 'function' ? process.report.getReport() : null
+    libc = report && report.header && report.header.glibcVersionRuntime ? '-gnu' : '-musl'
   }
+  return `scalestore-${process.platform}-${process.arch}${libc}`
 }
 
-module.exports = require(file)
+function load () {
+  if (fs.existsSync(file)) return require(file)
+  try {
+    return require(platformPackage())
+  } catch (e) {
+    if (e.code !== 'MODULE_NOT_FOUND') throw e
+  }
+  const { spawnSync } = require('node:child_process')
+  const build = spawnSync(process.execPath, [path.join(__dirname, '..', 'scripts', 'build.js')], {
+    stdio: ['ignore', process.stderr, process.stderr]
+  })
+  if (build.status !== 0) {
+    throw new Error(`scalestore: no prebuilt addon for this platform (${platformPackage()}) and building it failed (exit ${build.status}); run \`npm run build\` in ${path.dirname(__dirname)}`)
+  }
+  return require(file)
+}
+
+module.exports = load()
+module.exports.platformPackage = platformPackage
