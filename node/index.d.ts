@@ -16,6 +16,8 @@ export type ErrorCode =
   | 'SESSION_EXPIRED'
   | 'STORAGE'
   | 'DATA_DIR'
+  /** A client-only build has no embedded cluster (Cluster.start, runSuite). */
+  | 'UNSUPPORTED'
 
 export declare class ScaleStoreError extends Error {
   readonly code: ErrorCode

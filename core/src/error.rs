@@ -119,11 +119,13 @@ impl Error {
         )
     }
 
+    #[cfg_attr(not(feature = "embedded"), allow(dead_code))]
     pub(crate) fn storage(e: impl std::fmt::Display) -> Self {
         Error::Storage(e.to_string())
     }
 }
 
+#[cfg(feature = "embedded")]
 impl From<rocksdb::Error> for Error {
     fn from(e: rocksdb::Error) -> Self {
         Error::Storage(e.into_string())

@@ -10,53 +10,15 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Instant;
 
-use serde::{Deserialize, Serialize};
-
 use crate::error::{Error, Result};
 use crate::placement::events::EventLog;
 use crate::placement::manager::{self, ManagerOptions};
 use crate::placement::watch;
 use crate::replica::network::{AdminReply, AdminRequest, PeerTransport};
 use crate::replica::node::{GroupStatus, Node, NodeConfig};
-use crate::sharding::{NodeState, RingRange, ShardInfo, ShardMap, META_GROUP};
+use crate::sharding::{NodeState, ShardInfo, ShardMap, META_GROUP};
+pub use crate::status::{ClusterStatus, NodeStatus, ShardStatus};
 use crate::types::{GroupId, NodeId};
-
-/// One shard as the cluster sees it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ShardStatus {
-    pub shard: GroupId,
-    pub ranges: Vec<RingRange>,
-    pub replicas: Vec<NodeId>,
-    pub leader: Option<NodeId>,
-    pub term: u64,
-    pub committed_index: Option<u64>,
-    pub applied_index: Option<u64>,
-    /// Approximate bytes of user data (on the reporting replica).
-    pub approximate_bytes: u64,
-    /// The Raft voter sets (one when uniform; two while a voter change is unfinished).
-    #[serde(default)]
-    pub voter_sets: Vec<Vec<NodeId>>,
-    /// Whether the membership is joint: a voter change the manager has yet to finish.
-    #[serde(default)]
-    pub joint: bool,
-}
-
-/// One node as the cluster sees it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct NodeStatus {
-    pub node: NodeId,
-    pub up: bool,
-    /// Shards with a replica on this node.
-    pub shards: Vec<GroupId>,
-    /// How many of them this node currently leads.
-    pub leaders: usize,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ClusterStatus {
-    pub shards: Vec<ShardStatus>,
-    pub nodes: Vec<NodeStatus>,
-}
 
 /// What a started node runs besides its replicas.
 #[derive(Clone)]

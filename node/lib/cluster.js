@@ -5,7 +5,7 @@
 const fs = require('node:fs')
 const addon = require('./native')
 const args = require('./args')
-const { native, invalid, now } = require('./error')
+const { native, invalid, now, requireEmbedded } = require('./error')
 const { Client, statusOf, eventsOf } = require('./client')
 const { recording } = require('./history')
 const { LoadRun } = require('./load')
@@ -54,6 +54,7 @@ class Cluster {
     if (start.seed !== undefined && (!Number.isInteger(start.seed) || start.seed < 0)) {
       throw invalid(`seed must be a whole number from 0, not ${start.seed}`)
     }
+    requireEmbedded(addon, 'Cluster.start()')
     const inner = await native(() => addon.startCluster(start))
     const temporaryDir = start.dataDir === undefined ? inner.dataDir : null
     if (temporaryDir) removeAtExit(temporaryDir)

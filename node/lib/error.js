@@ -5,7 +5,7 @@
 // method runs through it, so every failure is a rejection of the Promise the method returned.
 
 const CODES = Object.freeze([
-  'UNAVAILABLE', 'TIMEOUT', 'INVALID_ARGUMENT', 'CLOSED', 'SESSION_EXPIRED', 'STORAGE', 'DATA_DIR',
+  'UNAVAILABLE', 'TIMEOUT', 'INVALID_ARGUMENT', 'CLOSED', 'SESSION_EXPIRED', 'STORAGE', 'DATA_DIR', 'UNSUPPORTED',
 ])
 
 class ScaleStoreError extends Error {
@@ -60,4 +60,10 @@ function closed (message) {
   return new ScaleStoreError('CLOSED', message)
 }
 
-module.exports = { ScaleStoreError, CODES, native, now, translate, invalid, closed }
+/** UNSUPPORTED in a client-only build of the addon (no `embedded` cargo feature). */
+function requireEmbedded (addon, what) {
+  if (typeof addon.embedded === 'function' && addon.embedded()) return
+  throw new ScaleStoreError('UNSUPPORTED', `${what} needs the embedded cluster, and this scalestore package is the client-only build (compiled without the 'embedded' cargo feature, so without RocksDB); install the full package, or connect() to a running cluster`)
+}
+
+module.exports = { ScaleStoreError, CODES, native, now, translate, invalid, closed, requireEmbedded }

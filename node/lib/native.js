@@ -9,18 +9,9 @@
 //    require builds it (seconds once the README's set-up has built the workspace).
 const fs = require('node:fs')
 const path = require('node:path')
+const { platformPackage } = require('./platform')
 
 const file = path.join(__dirname, '..', 'native', 'scalestore.node')
-
-/** The per-platform package's name, as napi-rs names them (linux-x64-gnu, darwin-arm64, ...). */
-function platformPackage () {
-  let libc = ''
-  if (process.platform === 'linux') {
-    const report = typeof process.report?.getReport === 'function' ? process.report.getReport() : null
-    libc = report && report.header && report.header.glibcVersionRuntime ? '-gnu' : '-musl'
-  }
-  return `scalestore-${process.platform}-${process.arch}${libc}`
-}
 
 function load () {
   if (fs.existsSync(file)) return require(file)
@@ -40,4 +31,3 @@ function load () {
 }
 
 module.exports = load()
-module.exports.platformPackage = platformPackage

@@ -4,12 +4,14 @@
 
 const addon = require('./native')
 const args = require('./args')
-const { native, invalid } = require('./error')
+const { native, invalid, requireEmbedded } = require('./error')
 const { History } = require('./history')
 
-const NEMESES = Object.freeze(addon.nemeses())
+// Empty in a client-only build (no embedded cluster to run the suite on).
+const NEMESES = Object.freeze(typeof addon.nemeses === 'function' ? addon.nemeses() : [])
 
 async function runSuite (opts) {
+  requireEmbedded(addon, 'runSuite()')
   const o = args.options(opts)
   if (typeof o.nemesis !== 'string') throw new TypeError(`nemesis must be a string, one of ${NEMESES.join(', ')}`)
   if (!NEMESES.includes(o.nemesis)) throw invalid(`unknown nemesis '${o.nemesis}'; one of ${NEMESES.join(', ')}`)

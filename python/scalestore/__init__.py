@@ -26,6 +26,7 @@ from .errors import (
     StorageError,
     Timeout,
     Unavailable,
+    Unsupported,
 )
 from .history import History
 from .load import LoadReport, LoadRun
@@ -56,6 +57,7 @@ __all__ = [
     "TLS",
     "Timeout",
     "Unavailable",
+    "Unsupported",
     "check_linearizable",
     "connect",
     "connect_async",

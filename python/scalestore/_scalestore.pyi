@@ -11,6 +11,8 @@ _Callback = Optional[Callable[[bool, Any], None]]
 _Consistency = Literal["linearizable", "lease", "stale"]
 
 __version__: str
+# Whether this build carries the embedded cluster (the `embedded` cargo feature).
+EMBEDDED: bool
 __all__ = [
     "Cluster",
     "Client",
@@ -21,6 +23,7 @@ __all__ = [
     "run_suite",
     "nemeses",
     "__version__",
+    "EMBEDDED",
 ]
 
 @final

@@ -13,7 +13,7 @@ from typing import Any, Dict, Iterator, List, Optional, Sequence, Union
 from . import _scalestore as _native
 from ._html import status_html
 from .client import AsyncClient, Client, Consistency, Key, Status, _encoding
-from .errors import InvalidArgument, InvalidType, Timeout
+from .errors import InvalidArgument, InvalidType, Timeout, require_embedded
 from .history import History
 from .load import LoadRun
 
@@ -68,6 +68,7 @@ class Cluster:
         data_dir: Optional[Union[str, "os.PathLike[str]"]] = None,
         seed: Optional[int] = None,
     ) -> None:
+        require_embedded("Cluster(...)")
         if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or seed < 0):
             raise InvalidType("seed must be a non-negative int or None")
         if data_dir is not None and not isinstance(data_dir, (str, os.PathLike)):

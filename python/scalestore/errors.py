@@ -15,6 +15,7 @@ __all__ = [
     "DataDirError",
     "InvalidArgument",
     "InvalidType",
+    "Unsupported",
 ]
 
 
@@ -76,3 +77,23 @@ class InvalidType(InvalidArgument, TypeError):
     """An argument of the wrong type (a key that is neither bytes nor str, ...)."""
 
     default_kind = "invalid_argument"
+
+
+class Unsupported(Error, NotImplementedError):
+    """This build of the package lacks the feature asked for: a client-only build (without the
+    ``embedded`` cargo feature) has no embedded cluster and no fault suite."""
+
+    default_kind = "unsupported"
+
+
+def require_embedded(what: str) -> None:
+    """Raises :class:`Unsupported` in a client-only build."""
+    from . import _scalestore
+
+    if not getattr(_scalestore, "EMBEDDED", False):
+        raise Unsupported(
+            f"{what} needs the embedded cluster, and this scalestore package is the client-only "
+            "build (compiled without the 'embedded' cargo feature, so without RocksDB); install "
+            "the full package, or connect() to a running cluster"
+        )
+

@@ -10,10 +10,11 @@ from typing import Any, Dict, List, Optional, Tuple
 
 from . import _scalestore as _native
 from ._html import table
-from .errors import InvalidType
+from .errors import InvalidType, require_embedded
 from .history import History
 
-NEMESES: Tuple[str, ...] = tuple(_native.nemeses())
+# Empty in a client-only build (no embedded cluster to run the suite on).
+NEMESES: Tuple[str, ...] = tuple(_native.nemeses()) if getattr(_native, "EMBEDDED", False) else ()
 
 
 @dataclass(frozen=True)
@@ -64,6 +65,7 @@ def run_suite(nemesis: str = "crash-all", seed: int = 1, seconds: float = 5.0) -
         raise InvalidType("seed must be a non-negative int")
     if isinstance(seconds, bool) or not isinstance(seconds, (int, float)):
         raise InvalidType("seconds must be a number")
+    require_embedded("run_suite")
     d = _native.run_suite(nemesis, seed, float(seconds))
     known = {
         "passed", "verdict", "operations", "lost", "duplicated", "lost_appends",

@@ -12,10 +12,10 @@ use scalestore::{Client, ClientOptions, Error, NodeId, Result, ShardMap, Transpo
 use tonic::transport::{Channel, ClientTlsConfig};
 
 use crate::error::{ServerError, ServerResult};
-use crate::peer::{channel_with, decode, encode};
 use crate::proto::admin_client::AdminClient;
 use crate::proto::internal_client::InternalClient;
 use crate::proto::{ClientCall, EventsRequest, StatusRequest, StatusResponse};
+use crate::wire::{channel_with, decode, encode};
 use scalestore::{ClusterStatus, Event, NodeStatus, ShardStatus};
 
 /// Calls nodes of one cluster over gRPC.
@@ -290,13 +290,13 @@ async fn call_at(
         forward,
         node: to.as_ref().map(|a| a.node),
     });
-    crate::peer::set_header(
+    crate::wire::set_header(
         &mut call,
-        crate::peer::PROTOCOL_HEADER,
-        crate::peer::PROTOCOL,
+        crate::wire::PROTOCOL_HEADER,
+        crate::wire::PROTOCOL,
     );
     if let Some(cluster) = to.as_ref().map(|a| a.cluster).filter(|c| !c.is_empty()) {
-        crate::peer::set_header(&mut call, crate::peer::CLUSTER_HEADER, cluster);
+        crate::wire::set_header(&mut call, crate::wire::CLUSTER_HEADER, cluster);
     }
     let reply = client
         .client(call)
@@ -320,6 +320,7 @@ fn transport_error(status: tonic::Status) -> Error {
 }
 
 /// The cluster map as `endpoint` knows it, within `timeout`.
+#[cfg_attr(not(feature = "embedded"), allow(dead_code))]
 pub(crate) async fn fetch_map(
     endpoint: &str,
     timeout: Duration,

@@ -10,9 +10,17 @@
 mod args;
 mod checker;
 mod client;
+#[cfg(feature = "embedded")]
 mod cluster;
 mod error;
 mod history;
 mod load;
+#[cfg(feature = "embedded")]
 mod suite;
 mod transport;
+
+/// Whether this build carries the embedded cluster (the `embedded` cargo feature).
+#[napi_derive::napi]
+pub fn embedded() -> bool {
+    cfg!(feature = "embedded")
+}

@@ -2,5 +2,7 @@
 //! event log it (and the embedded cluster) write to.
 
 pub mod events;
+#[cfg(feature = "embedded")]
 pub mod manager;
+#[cfg(feature = "embedded")]
 pub mod watch;

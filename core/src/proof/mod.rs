@@ -3,4 +3,5 @@
 
 pub mod checker;
 pub mod history;
+#[cfg(feature = "embedded")]
 pub mod suite;

@@ -16,12 +16,12 @@ use tokio::time::Instant;
 
 use crate::config::Limits;
 use crate::error::{Error, Result};
-use crate::host::ClusterStatus;
 use crate::placement::events::Event;
 use crate::proof::history::{output_of_error, History, OpInput, OpOutput, Operation, RecordSwitch};
 use crate::protocol::{ClientRequest, ClientResponse, GroupStatus};
 use crate::routing::transport::Transport;
 use crate::sharding::ShardMap;
+use crate::status::ClusterStatus;
 use crate::types::{Command, CommandResult, GroupId, NodeId, ReadConsistency, SessionRef};
 
 #[derive(Debug, Clone, Copy)]

@@ -4,9 +4,9 @@
 use async_trait::async_trait;
 
 use crate::error::{Error, Result};
-use crate::host::ClusterStatus;
 use crate::placement::events::Event;
 use crate::protocol::{ClientRequest, ClientResponse};
+use crate::status::ClusterStatus;
 use crate::types::NodeId;
 
 #[async_trait]

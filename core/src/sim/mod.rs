@@ -122,6 +122,7 @@ fn with_rng<T>(f: impl FnOnce(&mut StdRng) -> T) -> Option<T> {
 
 /// What takes virtual time in a deterministic run, and how much (a range the draw falls in).
 #[derive(Debug, Clone, Copy)]
+#[cfg_attr(not(feature = "embedded"), allow(dead_code))]
 pub(crate) enum Cost {
     /// One in-process message, one way.
     Message,
@@ -131,6 +132,7 @@ pub(crate) enum Cost {
     Apply,
 }
 
+#[cfg_attr(not(feature = "embedded"), allow(dead_code))]
 impl Cost {
     fn micros(self) -> (u64, u64) {
         match self {
@@ -142,6 +144,7 @@ impl Cost {
 }
 
 /// In a deterministic run, waits a seeded virtual duration for `cost`; outside one, nothing.
+#[cfg_attr(not(feature = "embedded"), allow(dead_code))]
 pub(crate) async fn pause(cost: Cost) {
     let (low, high) = cost.micros();
     if let Some(us) = with_rng(|rng| rng.random_range(low..=high)) {
