@@ -24,14 +24,22 @@ pub struct GrpcTransport {
     /// is for), so a node of another cluster, or another node at a reused address, refuses
     /// the call instead of serving it.
     cluster: String,
-    /// Every node's address as the node advertises it (the cluster map's).
-    addresses: RwLock<BTreeMap<NodeId, String>>,
+    /// Every node's address, as the node advertises it (the cluster map's) and as this
+    /// client dials it (through `address_map`), worked out once when the map is learned.
+    addresses: RwLock<BTreeMap<NodeId, NodeAddress>>,
     channels: Mutex<HashMap<String, Channel>>,
     tls: Option<ClientTlsConfig>,
     address_map: BTreeMap<String, String>,
     /// Set when, at connect, the seed endpoint answered but an advertised address did not:
     /// added to the error of every failed dial (it names the option that fixes it).
     unreachable_advertised: Option<String>,
+}
+
+/// Where one node is: as it advertises itself, and as this client reaches it.
+#[derive(Debug, Clone)]
+struct NodeAddress {
+    advertised: String,
+    dialed: String,
 }
 
 /// How a client dials the nodes it learns of from the cluster map. The defaults suit a
@@ -124,6 +132,11 @@ impl GrpcTransport {
         let deadline = std::time::Instant::now() + timeout;
         let mut transport = Self::fetch_first_map(endpoints, deadline, &tls).await?;
         transport.address_map = dialing.address_map.clone();
+        if let Ok(addresses) = transport.addresses.get_mut() {
+            for a in addresses.values_mut() {
+                a.dialed = reachable(&transport.address_map, &a.advertised);
+            }
+        }
         let left = deadline.saturating_duration_since(std::time::Instant::now());
         transport.unreachable_advertised = transport
             .probe_advertised(
@@ -163,15 +176,13 @@ impl GrpcTransport {
             let fetched = fetch_map_of(endpoint, timeout.min(Duration::from_secs(2)), tls.as_ref());
             match fetched.await {
                 Ok((map, cluster)) => {
-                    let mut addresses = map.addresses.clone();
-                    if addresses.is_empty() {
+                    if map.addresses.is_empty() {
                         reasons.push(format!("{endpoint}: its map names no node addresses"));
                         continue;
                     }
-                    addresses.retain(|id, _| map.nodes.contains_key(id));
                     return Ok(GrpcTransport {
                         cluster,
-                        addresses: RwLock::new(addresses),
+                        addresses: RwLock::new(node_addresses(&map, &BTreeMap::new())),
                         channels: Mutex::new(HashMap::new()),
                         tls: tls.clone(),
                         address_map: BTreeMap::new(),
@@ -187,35 +198,29 @@ impl GrpcTransport {
         })
     }
 
-    /// Where this client reaches a node that advertises `advertised`.
-    fn reachable(&self, advertised: &str) -> String {
-        self.address_map
-            .get(advertised)
-            .cloned()
-            .unwrap_or_else(|| advertised.to_string())
-    }
-
     /// When no seed endpoint is among the addresses this client would dial, asks one of those
     /// for the map: if it does not answer while a seed endpoint did, the nodes advertise
     /// addresses this client cannot reach (NAT, Docker, port mapping). Says so, naming the
     /// option, for every later failed dial. `None` when that is not the case.
     async fn probe_advertised(&self, endpoints: &[String], wait: Duration) -> Option<String> {
-        let dialed: BTreeMap<NodeId, String> = self
-            .addresses
-            .read()
-            .ok()?
-            .iter()
-            .map(|(id, a)| (*id, self.reachable(a)))
-            .collect();
-        if dialed.values().any(|a| endpoints.contains(a)) {
-            return None;
-        }
-        let (node, address) = dialed.into_iter().next()?;
+        let (
+            node,
+            NodeAddress {
+                advertised,
+                dialed: address,
+            },
+        ) = {
+            let addresses = self.addresses.read().ok()?;
+            if addresses.values().any(|a| endpoints.contains(&a.dialed)) {
+                return None;
+            }
+            let (node, address) = addresses.iter().next()?;
+            (*node, address.clone())
+        };
         let error = match fetch_map_of(&address, wait, self.tls.as_ref()).await {
             Ok(_) => return None,
             Err(e) => e,
         };
-        let advertised = self.addresses.read().ok()?.get(&node).cloned()?;
         let mapped = if advertised == address {
             format!("the address it advertises, {advertised}")
         } else {
@@ -241,6 +246,16 @@ impl GrpcTransport {
         }
     }
 
+    /// The channel to `node`, as this client dials it.
+    fn channel_to(&self, node: NodeId) -> Result<Channel> {
+        let addresses = self
+            .addresses
+            .read()
+            .map_err(|_| Error::Unavailable("transport poisoned".into()))?;
+        let address = addresses.get(&node).ok_or(Error::UnknownNode(node))?;
+        self.channel(&address.dialed)
+    }
+
     fn channel(&self, address: &str) -> Result<Channel> {
         let mut channels = self
             .channels
@@ -259,14 +274,35 @@ impl GrpcTransport {
             return;
         }
         if let Ok(mut a) = self.addresses.write() {
-            *a = map
-                .addresses
-                .iter()
-                .filter(|(id, _)| map.nodes.contains_key(id))
-                .map(|(id, addr)| (*id, addr.clone()))
-                .collect();
+            *a = node_addresses(map, &self.address_map);
         }
     }
+}
+
+/// Where this client reaches a node that advertises `advertised`.
+fn reachable(address_map: &BTreeMap<String, String>, advertised: &str) -> String {
+    address_map
+        .get(advertised)
+        .cloned()
+        .unwrap_or_else(|| advertised.to_string())
+}
+
+/// The addresses of the map's member nodes, each as advertised and as dialed.
+fn node_addresses(
+    map: &ShardMap,
+    address_map: &BTreeMap<String, String>,
+) -> BTreeMap<NodeId, NodeAddress> {
+    map.addresses
+        .iter()
+        .filter(|(id, _)| map.nodes.contains_key(id))
+        .map(|(id, advertised)| {
+            let address = NodeAddress {
+                advertised: advertised.clone(),
+                dialed: reachable(address_map, advertised),
+            };
+            (*id, address)
+        })
+        .collect()
 }
 
 /// Who a call is for: the node (as the map names it) and its cluster.
@@ -362,18 +398,11 @@ impl Transport for GrpcTransport {
         request: ClientRequest,
         forward: bool,
     ) -> Result<ClientResponse> {
-        let address = self
-            .addresses
-            .read()
-            .ok()
-            .and_then(|a| a.get(&node).cloned())
-            .ok_or(Error::UnknownNode(node))?;
-        let address = self.reachable(&address);
         let to = Addressee {
             node,
             cluster: &self.cluster,
         };
-        let (response, _) = call_at(self.channel(&address)?, &request, forward, Some(to))
+        let (response, _) = call_at(self.channel_to(node)?, &request, forward, Some(to))
             .await
             .map_err(|e| self.explained(e))?;
         if let ClientResponse::ShardMap(map) = &response {
@@ -446,7 +475,7 @@ impl GrpcTransport {
     fn known_addresses(&self) -> Vec<String> {
         self.addresses
             .read()
-            .map(|a| a.values().map(|a| self.reachable(a)).collect())
+            .map(|a| a.values().map(|a| a.dialed.clone()).collect())
             .unwrap_or_default()
     }
 }

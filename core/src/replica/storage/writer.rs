@@ -184,8 +184,7 @@ impl Writer {
                 loop {
                     wake.notified().await;
                     crate::sim::pause(crate::sim::Cost::LogRound).await;
-                    let round =
-                        std::mem::take(&mut *queue.lock().unwrap_or_else(|e| e.into_inner()));
+                    let round = take_queued(&queue);
                     match worker.upgrade() {
                         Some(w) if !round.is_empty() => w.round(round),
                         Some(_) => {}
@@ -250,14 +249,11 @@ impl Writer {
         else {
             return None;
         };
-        let mut round = std::mem::take(&mut *queue.lock().unwrap_or_else(|e| e.into_inner()));
+        let mut round = take_queued(queue);
         let (tx, mut rx) = tokio::sync::oneshot::channel();
         round.push(Request::new(Vec::new(), Done::Durable(tx)));
         worker.round(round);
-        Some(
-            rx.try_recv()
-                .unwrap_or_else(|_| Err("the log writer stopped".into())),
-        )
+        Some(rx.try_recv().unwrap_or_else(|_| Err(STOPPED.into())))
     }
 
     pub(crate) fn synced(&self) -> SyncedWal {
@@ -280,7 +276,7 @@ impl Writer {
                 ..
             } => {
                 task.abort();
-                let round = std::mem::take(&mut *queue.lock().unwrap_or_else(|e| e.into_inner()));
+                let round = take_queued(queue);
                 if let Some(w) = worker.take() {
                     if !round.is_empty() {
                         w.round(round);
@@ -292,6 +288,11 @@ impl Writer {
 }
 
 const STOPPED: &str = "the log writer stopped";
+
+/// Everything queued for a round run as a task, in queue order; the queue is left empty.
+fn take_queued(queue: &Mutex<Vec<Request>>) -> Vec<Request> {
+    std::mem::take(&mut *queue.lock().unwrap_or_else(|e| e.into_inner()))
+}
 
 /// What the writer owns.
 struct Worker {
