@@ -286,10 +286,7 @@ fn channel_to(cli: &Cli, address: &str) -> ServerResult<tonic::transport::Channe
     let tls = tls_files(cli)?
         .map(|f| crate::tls::client_config(&f))
         .transpose()?
-        .map(|tls| match &cli.tls_server_name {
-            Some(name) => tls.domain_name(name.clone()),
-            None => tls,
-        });
+        .map(|tls| crate::tls::with_server_name(tls, cli.tls_server_name.as_deref()));
     Ok(crate::peer::channel_with(address, tls.as_ref())?)
 }
 

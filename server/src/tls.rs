@@ -54,6 +54,15 @@ pub fn client_config(files: &TlsFiles) -> ServerResult<ClientTlsConfig> {
     client_config_pem(&files.load()?)
 }
 
+/// `tls`, checking the nodes' certificates against `name` instead of the host dialed when a
+/// name is given (`--tls-server-name`, `Dialing::tls_server_name`).
+pub fn with_server_name(tls: ClientTlsConfig, name: Option<&str>) -> ClientTlsConfig {
+    match name {
+        Some(name) => tls.domain_name(name),
+        None => tls,
+    }
+}
+
 /// [`client_config`] from PEM contents.
 pub fn client_config_pem(pem: &TlsPem) -> ServerResult<ClientTlsConfig> {
     let mut config = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(&pem.ca));

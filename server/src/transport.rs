@@ -125,10 +125,8 @@ impl GrpcTransport {
         for endpoint in endpoints {
             crate::config::check_address(endpoint)?;
         }
-        let tls = match (tls, &dialing.tls_server_name) {
-            (Some(tls), Some(name)) => Some(tls.domain_name(name.clone())),
-            (tls, _) => tls,
-        };
+        let tls =
+            tls.map(|tls| crate::tls::with_server_name(tls, dialing.tls_server_name.as_deref()));
         let deadline = std::time::Instant::now() + timeout;
         let mut transport = Self::fetch_first_map(endpoints, deadline, &tls).await?;
         transport.address_map = dialing.address_map.clone();

@@ -41,11 +41,6 @@ pub fn connect(
             "a client certificate needs the cluster's CA (ca=...)",
         ));
     }
-    if ca.is_none() && tls_server_name.is_some() {
-        return Err(invalid(
-            "a TLS server name needs TLS (tls=TLS(ca=..., server_name=...))",
-        ));
-    }
     let options = ClientOptions::for_connect(
         seconds(timeout, "timeout")?,
         optional_seconds(connect_timeout, "connect_timeout")?,
