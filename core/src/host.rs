@@ -58,8 +58,16 @@ pub async fn start_node(
     if on_disk.is_empty() {
         groups.extend(map.groups_on(id));
     }
+    // One group whose store cannot start (openraft refuses it as corrupted, say) keeps only
+    // that group down: the node starts the others and reports it.
     for group in groups {
-        node.start_group(group).await?;
+        if let Err(e) = node.start_group(group).await {
+            node.mark_unstartable(group, &e);
+            services.events.record(
+                "group_unstartable",
+                format!("group {group} on node {id} could not start: {e}"),
+            );
+        }
     }
     node.spawn_task(manager::spawn(
         &node,
@@ -225,17 +233,19 @@ pub async fn cluster_status(node: &Node) -> Result<ClusterStatus> {
     });
     let shards: Vec<ShardStatus> = futures::future::join_all(shard_asks).await;
     let pings = map.nodes.keys().map(|n| async move {
-        let up = manager::admin(node, *n, AdminRequest::Ping, ask)
-            .await
-            .is_ok();
-        (*n, up)
+        match manager::admin(node, *n, AdminRequest::Ping, ask).await {
+            Ok(AdminReply::Groups { unstartable, .. }) => (*n, true, unstartable),
+            Ok(_) => (*n, true, Vec::new()),
+            Err(_) => (*n, false, Vec::new()),
+        }
     });
-    let up: Vec<(NodeId, bool)> = futures::future::join_all(pings).await;
+    let up: Vec<(NodeId, bool, Vec<GroupId>)> = futures::future::join_all(pings).await;
     let nodes = up
         .into_iter()
-        .map(|(id, up)| NodeStatus {
+        .map(|(id, up, unstartable)| NodeStatus {
             node: id,
             up,
+            unstartable,
             shards: map.shards_on(id),
             leaders: shards.iter().filter(|s| s.leader == Some(id)).count(),
         })

@@ -35,6 +35,10 @@ pub struct NodeStatus {
     pub shards: Vec<GroupId>,
     /// How many of them this node currently leads.
     pub leaders: usize,
+    /// Groups on this node's disk that could not start (a corrupt store of one group): the
+    /// node serves its others.
+    #[serde(default)]
+    pub unstartable: Vec<GroupId>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -109,6 +109,10 @@ nemesis_test!(
     histories_stay_linearizable_through_a_snapshot_storm,
     Nemesis::SnapshotStorm
 );
+nemesis_test!(
+    histories_stay_linearizable_when_nodes_with_slow_fsyncs_crash,
+    Nemesis::SlowSyncCrashes
+);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_suite_catches_linearizable_reads_answered_without_read_index() {

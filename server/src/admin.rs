@@ -55,6 +55,7 @@ impl Admin for AdminService {
                 up: n.up,
                 shards: n.shards.clone(),
                 leaders: n.leaders as u32,
+                unstartable: n.unstartable.clone(),
             })
             .collect();
         let shards = status

@@ -559,7 +559,7 @@ fn status_json(s: &crate::proto::StatusResponse) -> serde_json::Value {
         "replication": s.replication,
         "nodes": s.nodes.iter().map(|n| json!({
             "id": n.id, "address": n.address, "state": n.state, "up": n.up,
-            "shards": n.shards, "leaders": n.leaders,
+            "shards": n.shards, "leaders": n.leaders, "unstartable": n.unstartable,
         })).collect::<Vec<_>>(),
         "shards": s.shards.iter().map(|h| json!({
             "id": h.id, "replicas": h.replicas, "leader": h.leader, "term": h.term,
@@ -583,6 +583,14 @@ fn status_table(s: &crate::proto::StatusResponse) -> String {
             if n.up { "yes" } else { "no" },
             n.shards.len(),
             n.leaders
+        ));
+    }
+    for n in s.nodes.iter().filter(|n| !n.unstartable.is_empty()) {
+        let groups: Vec<String> = n.unstartable.iter().map(u64::to_string).collect();
+        out.push_str(&format!(
+            "node {}: groups that could not start (see its log): {}\n",
+            n.id,
+            groups.join(",")
         ));
     }
     out.push_str("\nSHARD  LEADER  TERM  COMMIT  APPLIED  REPLICAS      SIZE\n");

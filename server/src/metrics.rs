@@ -119,7 +119,7 @@ struct NodeCollector {
     descs: Vec<Desc>,
 }
 
-const FAMILIES: [(&str, &str); 20] = [
+const FAMILIES: [(&str, &str); 21] = [
     ("scalestore_shard_term", "Raft term of each hosted group"),
     (
         "scalestore_shard_commit_index",
@@ -182,6 +182,10 @@ const FAMILIES: [(&str, &str); 20] = [
     (
         "scalestore_storage_write_failures_total",
         "Writes and WAL syncs the store refused",
+    ),
+    (
+        "scalestore_groups_unstartable",
+        "Groups on this node's disk that could not start (the node serves its other groups)",
     ),
     (
         "scalestore_storage_reopens_total",
@@ -403,6 +407,11 @@ impl Collector for NodeCollector {
                 "scalestore_storage_write_failures_total",
                 MetricType::COUNTER,
                 vec![counter(load(&stats.write_failures))],
+            ),
+            family(
+                "scalestore_groups_unstartable",
+                MetricType::GAUGE,
+                vec![gauge(node.unstartable_groups().len() as f64, &[])],
             ),
             family(
                 "scalestore_storage_reopens_total",

@@ -511,6 +511,7 @@ fn status_from_proto(s: StatusResponse) -> ClusterStatus {
                 up: n.up,
                 shards: n.shards,
                 leaders: n.leaders as usize,
+                unstartable: n.unstartable,
             })
             .collect(),
     }

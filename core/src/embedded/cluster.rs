@@ -468,6 +468,9 @@ impl EmbeddedCluster {
                     up: node.is_some(),
                     shards: hosted,
                     leaders,
+                    unstartable: node
+                        .map(|n| n.unstartable_groups().into_keys().collect())
+                        .unwrap_or_default(),
                 }
             })
             .collect();

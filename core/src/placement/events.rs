@@ -14,7 +14,8 @@ pub struct Event {
     /// `move_rolled_back`, `orphan_replica_removed`, `membership_repaired`, `node_up`,
     /// `node_down` (the manager's view), `node_added`, `node_removed`, `replication_changed`,
     /// `group_restarted` (a Fatal group restarted), `storage_failed` (a node's store refused a
-    /// write: it stops its groups), `storage_recovered` (it reopened its store and rejoined).
+    /// write: it stops its groups), `storage_recovered` (it reopened its store and rejoined),
+    /// `group_unstartable` (a group's stored state could not start; the node runs the others).
     pub kind: String,
     pub detail: String,
 }

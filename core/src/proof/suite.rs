@@ -58,10 +58,14 @@ pub enum Nemesis {
     /// A snapshot every 5 entries while nodes crash and restart: builds, transfers and
     /// installs overlap.
     SnapshotStorm,
+    /// One node's fsyncs turn slow, so its log writer lags behind what its groups queue, apply
+    /// (from the log's cache) and flush (snapshots); then it crashes in power-loss mode, or
+    /// every node does, and restarts.
+    SlowSyncCrashes,
 }
 
 impl Nemesis {
-    pub const ALL: [Nemesis; 11] = [
+    pub const ALL: [Nemesis; 12] = [
         Nemesis::None,
         Nemesis::MovingPartitions,
         Nemesis::ManyPartitions,
@@ -73,6 +77,7 @@ impl Nemesis {
         Nemesis::ClockJumps,
         Nemesis::LeaderChangesDuringMembership,
         Nemesis::SnapshotStorm,
+        Nemesis::SlowSyncCrashes,
     ];
 }
 
@@ -91,6 +96,7 @@ impl Nemesis {
             Nemesis::ClockJumps => "clock-jumps",
             Nemesis::LeaderChangesDuringMembership => "leader-changes-during-membership",
             Nemesis::SnapshotStorm => "snapshot-storm",
+            Nemesis::SlowSyncCrashes => "slow-sync-crashes",
         }
     }
 }
@@ -311,6 +317,7 @@ pub async fn run(options: RunOptions) -> Result<RunReport> {
             | Nemesis::Membership
             | Nemesis::LeaderChangesDuringMembership
             | Nemesis::SnapshotStorm
+            | Nemesis::SlowSyncCrashes
     );
     let lose_unsynced = crashes || !options.sync;
     let cluster = Arc::new(
@@ -843,6 +850,30 @@ async fn run_nemesis(
                     crashed.push(victim);
                 } else if let Some(n) = crashed.pop() {
                     cluster.restart_node(n).await?;
+                }
+            }
+            Nemesis::SlowSyncCrashes => {
+                let running = cluster.running_nodes();
+                if !running.is_empty() {
+                    let victim = running[rng.random_range(0..running.len())];
+                    let slow = Duration::from_millis(rng.random_range(20..80));
+                    cluster.failpoints().slow_syncs_on(victim, slow);
+                    tokio::time::sleep(pause(&mut rng)).await;
+                    if rng.random_bool(0.3) {
+                        cluster.crash_all().await?;
+                        tokio::time::sleep(Duration::from_millis(rng.random_range(10..100)))
+                            .await;
+                        for n in cluster.node_ids() {
+                            cluster.restart_node(n).await?;
+                        }
+                    } else {
+                        cluster.crash_node(victim).await?;
+                        tokio::time::sleep(pause(&mut rng)).await;
+                        cluster.restart_node(victim).await?;
+                    }
+                    cluster
+                        .failpoints()
+                        .slow_syncs_on(victim, Duration::ZERO);
                 }
             }
             Nemesis::CrashAll => {

@@ -34,6 +34,14 @@ pub struct Failpoints {
     /// How long a sender waits for its last chunk's answer before it asks again (ms; 0: the
     /// default).
     install_wait_ms: AtomicU64,
+    /// Nodes whose log writer takes no round until released.
+    held_writers: std::sync::Mutex<std::collections::BTreeSet<NodeId>>,
+    writers_released: std::sync::Condvar,
+    /// Node whose log writer sleeps before every WAL sync (0: none), and for how long (ms).
+    slow_syncs_node: AtomicU64,
+    slow_syncs_ms: AtomicU64,
+    /// Log writer rounds (of any node) that panic.
+    panic_writer_rounds: AtomicU32,
 }
 
 impl Failpoints {
@@ -176,6 +184,64 @@ impl Failpoints {
         self.release.notified().await;
         self.holding.store(false, Ordering::SeqCst);
         true
+    }
+
+    /// The log writer of `node` takes no new round until [`release_log_writer`]: its queue
+    /// grows, everything queued is readable from the groups' caches and nothing reaches RocksDB
+    /// (a stalled disk, a RocksDB write stall). Only where rounds run on the writer's own thread
+    /// (not in a deterministic run, whose one thread would wait forever).
+    ///
+    /// [`release_log_writer`]: Self::release_log_writer
+    pub fn hold_log_writer(&self, node: NodeId) {
+        if let Ok(mut held) = self.held_writers.lock() {
+            held.insert(node);
+        }
+    }
+
+    /// Lets the log writer of `node` go on.
+    pub fn release_log_writer(&self, node: NodeId) {
+        if let Ok(mut held) = self.held_writers.lock() {
+            held.remove(&node);
+        }
+        self.writers_released.notify_all();
+    }
+
+    /// Blocks the calling writer thread while the writer of `node` is held.
+    pub(crate) fn wait_while_writer_held(&self, node: NodeId) {
+        let Ok(mut held) = self.held_writers.lock() else {
+            return;
+        };
+        while held.contains(&node) {
+            held = match self.writers_released.wait(held) {
+                Ok(h) => h,
+                Err(_) => return,
+            };
+        }
+    }
+
+    /// Every WAL sync of `node`'s log writer sleeps `delay` first (a slow fsync: the writer lags
+    /// behind what its groups queue and apply). `Duration::ZERO` turns it off.
+    pub fn slow_syncs_on(&self, node: NodeId, delay: std::time::Duration) {
+        self.slow_syncs_ms
+            .store(delay.as_millis() as u64, Ordering::SeqCst);
+        self.slow_syncs_node.store(node, Ordering::SeqCst);
+    }
+
+    pub(crate) fn sync_delay(&self, node: NodeId) -> Option<std::time::Duration> {
+        if self.slow_syncs_node.load(Ordering::Relaxed) != node {
+            return None;
+        }
+        let ms = self.slow_syncs_ms.load(Ordering::SeqCst);
+        (ms > 0).then(|| std::time::Duration::from_millis(ms))
+    }
+
+    /// The next `n` log writer rounds (of any node) panic before they write.
+    pub fn panic_in_writer_rounds(&self, n: u32) {
+        self.panic_writer_rounds.store(n, Ordering::SeqCst);
+    }
+
+    pub(crate) fn take_writer_panic(&self) -> bool {
+        take_one(&self.panic_writer_rounds)
     }
 
     pub(crate) fn take_fail(&self) -> bool {

@@ -129,6 +129,8 @@ pub enum AdminReply {
         /// The groups it leads: what the manager balances leaders by, with no question per
         /// group.
         leading: Vec<Led>,
+        /// Groups on its disk that could not start.
+        unstartable: Vec<GroupId>,
     },
     Size(u64),
 }

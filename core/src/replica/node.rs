@@ -24,7 +24,9 @@ use crate::replica::network::{
 };
 use crate::replica::snapshot_transfer;
 use crate::replica::storage::identity::Identity;
-use crate::replica::storage::{count, GroupInstance, NodeStore, SnapshotFile, StorageStats};
+use crate::replica::storage::{
+    count, GroupInstance, NodeStore, SnapshotFile, StorageStats, WriterFaults,
+};
 use crate::replica::Raft;
 use crate::sharding::{ShardMap, META_GROUP};
 // Where the status type lived before it moved to the shared vocabulary.
@@ -79,6 +81,9 @@ pub struct Node {
     leader_clocks: std::sync::Mutex<BTreeMap<GroupId, LeaderClock>>,
     /// Held while a group starts (see `start_group`).
     starting: tokio::sync::Mutex<()>,
+    /// Groups whose stored state could not be started (a corrupt or unreadable store of one
+    /// group), with the error: the node serves its other groups and reports these.
+    unstartable: std::sync::Mutex<BTreeMap<GroupId, String>>,
     /// Snapshots arriving in chunks.
     snapshots_in: snapshot_transfer::Receiver,
     /// Per group, the transfer whose snapshot is being (or was last) installed, and the install's
@@ -121,7 +126,17 @@ impl Node {
     ) -> Result<Arc<Node>> {
         let identity = Identity::new(&config.cluster_id, config.id);
         let config_id = config.id;
-        let store = NodeStore::open(dir, &identity, config.storage)?;
+        let faults = WriterFaults {
+            node: config_id,
+            failpoints: config.failpoints.clone(),
+        };
+        let store = NodeStore::open_for_node(
+            dir,
+            &identity,
+            config.storage,
+            Arc::new(StorageStats::default()),
+            faults,
+        )?;
         let hibernation = Hibernation::new(&config.timing);
         Ok(Arc::new(Node {
             stopping: AtomicBool::new(false),
@@ -136,6 +151,7 @@ impl Node {
             shard_map: RwLock::new(Arc::new(ShardMap::uniform(1, &[config_id], 1)?)),
             leader_clocks: std::sync::Mutex::new(BTreeMap::new()),
             starting: tokio::sync::Mutex::new(()),
+            unstartable: std::sync::Mutex::new(BTreeMap::new()),
             snapshots_in: snapshot_transfer::Receiver::default(),
             installs_in: std::sync::Mutex::new(BTreeMap::new()),
             hibernation,
@@ -233,8 +249,12 @@ impl Node {
         }
         let identity = Identity::new(&self.config.cluster_id, self.config.id);
         let (dir, options, stats) = (self.dir.clone(), self.config.storage, self.stats.clone());
+        let faults = WriterFaults {
+            node: self.id(),
+            failpoints: self.config.failpoints.clone(),
+        };
         let store = crate::sim::blocking(move || {
-            NodeStore::open_with_stats(&dir, &identity, options, stats)
+            NodeStore::open_for_node(&dir, &identity, options, stats, faults)
         })
         .await
         .map_err(|e| Error::Storage(format!("reopening the store: {e}")))??;
@@ -291,15 +311,18 @@ impl Node {
         let (opening, ttl) = (store.clone(), self.config.timing.session_ttl_ms);
         let instance = GroupInstance::new(self.id(), self.config.failpoints.clone());
         let opened = instance.clone();
+        // One log store for Raft and the state machine: an apply waits for its entries' writes.
+        let log = store.log_store(group);
+        let sm_log = log.clone();
         let state_machine =
-            crate::sim::blocking(move || opening.state_machine_of(group, ttl, opened))
+            crate::sim::blocking(move || opening.state_machine_of(group, ttl, opened, sm_log))
                 .await
                 .map_err(|e| Error::Storage(format!("opening group {group}: {e}")))??;
         let raft = Raft::new(
             self.id(),
             self.config.timing.to_openraft()?,
             network,
-            store.log_store(group),
+            log,
             state_machine,
         )
         .await
@@ -309,6 +332,9 @@ impl Node {
         })?;
         if let Ok(mut instances) = self.instances.lock() {
             instances.insert(group, instance);
+        }
+        if let Ok(mut u) = self.unstartable.lock() {
+            u.remove(&group);
         }
         self.groups
             .write()
@@ -340,6 +366,24 @@ impl Node {
 
     pub(crate) fn hibernation(&self) -> &Hibernation {
         &self.hibernation
+    }
+
+    /// Groups on this node's disk that could not start, with why: one group's broken store
+    /// keeps only that group down, and is reported here (`status`, metrics, events).
+    pub fn unstartable_groups(&self) -> BTreeMap<GroupId, String> {
+        self.unstartable
+            .lock()
+            .map(|u| u.clone())
+            .unwrap_or_default()
+    }
+
+    /// Records that `group` could not start on this node (see
+    /// [`unstartable_groups`](Self::unstartable_groups)).
+    pub(crate) fn mark_unstartable(&self, group: GroupId, error: &Error) {
+        tracing::error!(node = self.id(), group, %error, "group could not start; the node serves its other groups");
+        if let Ok(mut u) = self.unstartable.lock() {
+            u.insert(group, error.to_string());
+        }
     }
 
     /// The groups whose Raft timers this node has stopped because they are idle.
@@ -401,7 +445,17 @@ impl Node {
     }
 
     fn raft_or_wrong_shard(&self, group: GroupId) -> Result<Raft> {
-        self.raft(group).ok_or(Error::GroupNotHosted {
+        if let Some(r) = self.raft(group) {
+            return Ok(r);
+        }
+        if let Some(error) = self.unstartable.lock().ok().and_then(|u| u.get(&group).cloned()) {
+            // Retryable: another replica of the group answers.
+            return Err(Error::Unavailable(format!(
+                "group {group} could not start on node {}: {error}",
+                self.id()
+            )));
+        }
+        Err(Error::GroupNotHosted {
             group,
             node: self.id(),
         })
@@ -568,6 +622,7 @@ impl Node {
                 node: self.id(),
                 groups: self.groups(),
                 leading: self.leading(),
+                unstartable: self.unstartable_groups().into_keys().collect(),
             }),
             AdminRequest::Liveness { from, asleep } => {
                 self.hibernation.heard(from, asleep);

@@ -31,8 +31,8 @@ impl StoreBuilder<TypeConfig, LogStore, StateMachine, tempfile::TempDir> for Fre
     ) -> Result<(tempfile::TempDir, LogStore, StateMachine), StorageError<TypeConfig>> {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = open_store(dir.path());
-        let sm = store.state_machine(GROUP_UNDER_TEST, TTL).expect("sm");
-        Ok((dir, store.log_store(GROUP_UNDER_TEST), sm))
+        let (log, sm) = store.group_storage(GROUP_UNDER_TEST, TTL).expect("storage");
+        Ok((dir, log, sm))
     }
 }
 
@@ -77,8 +77,7 @@ fn log_id(term: u64, index: u64) -> LogId {
 }
 
 async fn fill_neighbour(store: &Arc<NodeStore>) {
-    let mut log = store.log_store(NEIGHBOUR_GROUP);
-    let mut sm = store.state_machine(NEIGHBOUR_GROUP, TTL).expect("sm");
+    let (mut log, mut sm) = store.group_storage(NEIGHBOUR_GROUP, TTL).expect("storage");
     let entries: Vec<Entry> = (1..=20)
         .map(|i| {
             Entry::new_normal(
@@ -122,8 +121,7 @@ impl StoreBuilder<TypeConfig, LogStore, StateMachine, NeighbourCheck> for Shared
             "neighbour has log, vote and data: {}",
             before.len()
         );
-        let sm = store.state_machine(GROUP_UNDER_TEST, TTL).expect("sm");
-        let log = store.log_store(GROUP_UNDER_TEST);
+        let (log, sm) = store.group_storage(GROUP_UNDER_TEST, TTL).expect("storage");
         let check = NeighbourCheck {
             store,
             before,

@@ -15,7 +15,7 @@ use openraft::OptionalSend;
 use rocksdb::{Direction, IteratorMode, ReadOptions};
 
 use super::keys::{self, CF_LOG, CF_RAFT};
-use super::writer::{Done, Op, Request};
+use super::writer::{Done, Op, Request, STOPPED};
 use super::{encode, io_err, NodeStore};
 use crate::types::{Entry, GroupId, LogId, TypeConfig, Vote};
 
@@ -46,6 +46,8 @@ struct RecentEntries {
     /// Number of the last change queued to the writer, and of the last one it wrote.
     queued: u64,
     written: u64,
+    /// Told whether the writer wrote change number N (and every one before it), by N.
+    waiters: Vec<(u64, tokio::sync::oneshot::Sender<bool>)>,
 }
 
 impl RecentEntries {
@@ -97,6 +99,15 @@ impl RecentEntries {
             self.clear();
         }
         self.written = self.written.max(change);
+        let mut i = 0;
+        while i < self.waiters.len() {
+            if self.waiters[i].0 <= change {
+                let (_, tx) = self.waiters.swap_remove(i);
+                let _ = tx.send(ok);
+            } else {
+                i += 1;
+            }
+        }
         self.evict();
     }
 
@@ -147,16 +158,16 @@ impl RecentEntries {
 
 impl LogStore {
     pub(crate) fn new(group: GroupId, store: Arc<NodeStore>) -> Self {
-        LogStore {
+        let log = LogStore {
             group,
             store,
-            // Change 1 is queued before anything else is read: a group restarted in a running
-            // process reads only once the writes of its previous instance are in RocksDB.
-            recent: Arc::new(Mutex::new(RecentEntries {
-                queued: 1,
-                ..Default::default()
-            })),
-        }
+            recent: Arc::default(),
+        };
+        // Change 1 is an empty one, queued before anything else is read: a group restarted in
+        // a running process reads (and applies) only once the writes of its previous instance
+        // are in RocksDB.
+        let _ = log.queue(Vec::new(), Done::Nothing, |_, _| {});
+        log
     }
 
     fn recent(&self) -> io::Result<MutexGuard<'_, RecentEntries>> {
@@ -174,21 +185,55 @@ impl LogStore {
         push: impl FnOnce(&mut RecentEntries, u64),
     ) -> io::Result<()> {
         self.store.check_not_frozen()?;
-        let mut recent = self.recent()?;
-        let change = recent.next_change();
-        push(&mut recent, change);
-        let cache = self.recent.clone();
-        let after_write = Box::new(move |ok: bool| {
-            if let Ok(mut recent) = cache.lock() {
-                recent.written(change, ok);
+        let refused = {
+            let mut recent = self.recent()?;
+            let change = recent.next_change();
+            push(&mut recent, change);
+            let cache = self.recent.clone();
+            let after_write = Box::new(move |ok: bool| {
+                if let Ok(mut recent) = cache.lock() {
+                    recent.written(change, ok);
+                }
+            });
+            self.store
+                .submit(Request {
+                    ops,
+                    after_write: Some(after_write),
+                    done,
+                })
+                .err()
+        };
+        // Failed with the cache's lock released: the request's callback takes it.
+        match refused {
+            Some(request) => {
+                request.fail(STOPPED.into());
+                Err(io_err(STOPPED))
             }
-        });
-        self.store.submit(Request {
-            ops,
-            after_write: Some(after_write),
-            done,
-        });
-        Ok(())
+            None => Ok(()),
+        }
+    }
+
+    /// Returns once every change of this group queued so far is in RocksDB: an apply waits
+    /// here, so an applied index never reaches disk (by any flush of the state machine's
+    /// memtable) ahead of the log entries it names. Costs nothing when nothing is pending.
+    pub(crate) async fn queued_changes_written(&self) -> io::Result<()> {
+        let rx = {
+            let mut recent = self.recent()?;
+            if !recent.pending() {
+                return Ok(());
+            }
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            let last = recent.queued;
+            recent.waiters.push((last, tx));
+            rx
+        };
+        match rx.await {
+            Ok(true) => Ok(()),
+            _ => Err(io_err(format!(
+                "group {}: the log writes an apply waits for failed",
+                self.group
+            ))),
+        }
     }
 
     /// Returns once every change of this group queued so far is in RocksDB (readable there).
@@ -382,6 +427,70 @@ mod tests {
 
     fn indexes(entries: Option<Vec<Entry>>) -> Option<Vec<u64>> {
         entries.map(|es| es.iter().map(|e| e.index()).collect())
+    }
+
+    /// Issue 31's fourth defect: a panic in a writer round dropped the round's requests (the
+    /// group's flush callback never fired, so it waited forever) and killed the writer's thread;
+    /// the next change then failed to queue and, failing its request under the cache's lock,
+    /// deadlocked on that lock. Now the round's requests fail, the store counts as failed (as
+    /// after a failed sync), and later changes fail at once.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_writer_round_that_panics_fails_its_callers_and_the_store_instead_of_hanging() {
+        use crate::config::StorageOptions;
+        use crate::replica::failpoints::Failpoints;
+        use crate::replica::storage::identity::Identity;
+        use crate::replica::storage::WriterFaults;
+        use openraft::type_config::TypeConfigExt;
+        use std::time::Duration;
+
+        let dir = tempfile::tempdir().expect("tempdir");
+        let failpoints = Arc::new(Failpoints::default());
+        let faults = WriterFaults {
+            node: 1,
+            failpoints: failpoints.clone(),
+        };
+        let store = NodeStore::open_for_node(
+            dir.path(),
+            &Identity::new("writer-panic", 1),
+            StorageOptions::default(),
+            Arc::default(),
+            faults,
+        )
+        .expect("open");
+        let mut log = store.log_store(7);
+        log.read_vote().await.expect("the log's first change is written");
+
+        failpoints.panic_in_writer_rounds(1);
+        let (tx, rx) = TypeConfig::oneshot();
+        log.append(vec![entry(1)], IOFlushed::signal(tx))
+            .await
+            .expect("queued");
+        let flushed = tokio::time::timeout(Duration::from_secs(5), rx)
+            .await
+            .expect("the flush callback fires instead of hanging")
+            .expect("the callback is answered, not dropped");
+        assert!(flushed.is_err(), "the append failed");
+        assert!(
+            store.failure().is_some_and(|f| f.contains("panicked")),
+            "the store counts as failed: {:?}",
+            store.failure()
+        );
+
+        // The next append, from a thread of its own so that a deadlock shows as a timeout.
+        let (done_tx, done_rx) = std::sync::mpsc::channel();
+        let (mut again, runtime) = (log.clone(), tokio::runtime::Handle::current());
+        std::thread::spawn(move || {
+            let result = runtime.block_on(async {
+                let (tx, rx) = TypeConfig::oneshot();
+                again.append(vec![entry(2)], IOFlushed::signal(tx)).await?;
+                rx.await.map_err(io_err)?
+            });
+            let _ = done_tx.send(result);
+        });
+        let second = done_rx
+            .recv_timeout(Duration::from_secs(5))
+            .expect("a change after the panic returns instead of hanging");
+        assert!(second.is_err(), "and fails: the store must be reopened");
     }
 
     #[test]

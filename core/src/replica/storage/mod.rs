@@ -27,6 +27,7 @@ use crate::error::{Error, Result};
 use crate::types::GroupId;
 use identity::Identity;
 use writer::{Done, Op, Request, Writer};
+pub(crate) use writer::WriterFaults;
 
 /// A user key and its value.
 pub type KeyValue = (Vec<u8>, Vec<u8>);
@@ -251,6 +252,17 @@ impl NodeStore {
         options: StorageOptions,
         stats: Arc<StorageStats>,
     ) -> Result<Arc<Self>> {
+        Self::open_for_node(dir, identity, options, stats, WriterFaults::default())
+    }
+
+    /// [`open_with_stats`](Self::open_with_stats) for a node whose log writer takes `faults`.
+    pub(crate) fn open_for_node(
+        dir: &Path,
+        identity: &Identity,
+        options: StorageOptions,
+        stats: Arc<StorageStats>,
+        faults: WriterFaults,
+    ) -> Result<Arc<Self>> {
         identity.claim(dir)?;
         let mut db_opts = Options::default();
         db_opts.create_if_missing(true);
@@ -286,6 +298,7 @@ impl NodeStore {
             stats.clone(),
             failure.clone(),
             frozen.clone(),
+            faults,
         )?;
         std::fs::create_dir_all(dir.join("snapshots"))?;
         Ok(Arc::new(NodeStore {
@@ -418,24 +431,39 @@ impl NodeStore {
         LogStore::new(group, self.clone())
     }
 
-    /// The state machine of `group` in this node's RocksDB.
+    /// The state machine of `group` in this node's RocksDB, with a log store of its own (see
+    /// [`group_storage`](Self::group_storage) for the pair a Raft instance needs).
     pub fn state_machine(
         self: &Arc<Self>,
         group: GroupId,
         session_ttl_ms: u64,
     ) -> Result<StateMachine> {
-        let instance = GroupInstance::new(0, Default::default());
-        StateMachine::new(group, self.clone(), session_ttl_ms, instance)
+        Ok(self.group_storage(group, session_ttl_ms)?.1)
     }
 
-    /// [`state_machine`](Self::state_machine) as one running `instance` of the group.
+    /// The log store and state machine of `group`, sharing the log's cache: an apply waits
+    /// until the log writes of the entries it applies are in RocksDB.
+    pub fn group_storage(
+        self: &Arc<Self>,
+        group: GroupId,
+        session_ttl_ms: u64,
+    ) -> Result<(LogStore, StateMachine)> {
+        let instance = GroupInstance::new(0, Default::default());
+        let log = self.log_store(group);
+        let sm = StateMachine::new(group, self.clone(), session_ttl_ms, instance, log.clone())?;
+        Ok((log, sm))
+    }
+
+    /// [`state_machine`](Self::state_machine) as one running `instance` of the group, over
+    /// `log`, the log store the group's Raft instance uses.
     pub(crate) fn state_machine_of(
         self: &Arc<Self>,
         group: GroupId,
         session_ttl_ms: u64,
         instance: Arc<GroupInstance>,
+        log: LogStore,
     ) -> Result<StateMachine> {
-        StateMachine::new(group, self.clone(), session_ttl_ms, instance)
+        StateMachine::new(group, self.clone(), session_ttl_ms, instance, log)
     }
 
     /// Reads a user key of `group` from the local state machine, whatever this replica's role.
@@ -678,11 +706,16 @@ impl NodeStore {
     /// Writes every group's applied changes to disk (one flush of the state machine's column
     /// family serves them all) and returns once they are there. Blocks: call on a blocking
     /// thread.
+    ///
+    /// Everything queued to the log writer before is written first: an applied index must
+    /// never reach disk ahead of the log entries it names (applies wait for their own entries;
+    /// this keeps the order for any write queued before the flush, too).
     fn flush_applied(&self) -> std::io::Result<()> {
         if !self.unlogged_applies {
             // Applies went through the WAL: the next sync makes them durable.
             return Ok(());
         }
+        self.written_blocking()?;
         let _files = self.files_stay();
         self.check_not_frozen()?;
         let mut options = rocksdb::FlushOptions::default();
@@ -696,8 +729,10 @@ impl NodeStore {
             })
     }
 
-    /// Queues `request` to the log writer, behind everything queued before it.
-    pub(crate) fn submit(&self, request: Request) {
+    /// Queues `request` to the log writer, behind everything queued before it. A writer that
+    /// has stopped gives the request back: the caller fails it once it holds no lock that the
+    /// request's callbacks take.
+    pub(crate) fn submit(&self, request: Request) -> std::result::Result<(), Request> {
         self.writer.submit(request)
     }
 
@@ -706,8 +741,25 @@ impl NodeStore {
     async fn write_durable(&self, ops: Vec<Op>) -> std::io::Result<()> {
         self.check_not_frozen()?;
         let (tx, rx) = tokio::sync::oneshot::channel();
-        self.submit(Request::new(ops, Done::Durable(tx)));
+        if let Err(refused) = self.submit(Request::new(ops, Done::Durable(tx))) {
+            refused.fail(writer::STOPPED.into());
+        }
         rx.await.map_err(io_err)?.map_err(io_err)
+    }
+
+    /// Returns once everything queued to the log writer so far is in RocksDB (not necessarily
+    /// synced). Blocks: on a thread of the blocking pool it waits for the writer's thread; in a
+    /// deterministic run (one thread) it runs a round itself.
+    fn written_blocking(&self) -> std::io::Result<()> {
+        if let Some(result) = self.writer.round_inline() {
+            return result.map_err(std::io::Error::other);
+        }
+        self.check_not_frozen()?;
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        if let Err(refused) = self.submit(Request::new(Vec::new(), Done::Written(tx))) {
+            refused.fail(writer::STOPPED.into());
+        }
+        rx.blocking_recv().map_err(io_err)?.map_err(io_err)
     }
 
     /// Returns once everything written or queued so far is on disk (with sync switched off:

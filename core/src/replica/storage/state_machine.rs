@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use super::keys::{self, CF_SM};
 use super::snapshot::{self, SnapshotFile, SnapshotRecord, SnapshotWriter};
-use super::{count, encode, io_err, GroupInstance, NodeStore};
+use super::{count, encode, io_err, GroupInstance, LogStore, NodeStore};
 use crate::types::{
     Command, CommandResult, GroupId, LogId, Proposal, ProposalBody, SnapshotMeta, StoredMembership,
     TypeConfig,
@@ -44,6 +44,9 @@ pub struct StateMachine {
     record_lock: Arc<std::sync::Mutex<()>>,
     /// The instance this clone belongs to: once stopped, nothing more is written.
     instance: Arc<GroupInstance>,
+    /// The group's log store (the one its Raft instance appends through): an apply waits until
+    /// the log writes of its entries are in RocksDB.
+    log: LogStore,
 }
 
 impl StateMachine {
@@ -52,6 +55,7 @@ impl StateMachine {
         store: Arc<NodeStore>,
         session_ttl_ms: u64,
         instance: Arc<GroupInstance>,
+        log: LogStore,
     ) -> crate::error::Result<Self> {
         std::fs::create_dir_all(snapshot::group_dir(store.dir(), group))?;
         let installing: Option<SnapshotRecord> =
@@ -72,6 +76,7 @@ impl StateMachine {
             record_lock: Arc::new(std::sync::Mutex::new(())),
             sweep_cursor: Arc::new(std::sync::Mutex::new(None)),
             instance,
+            log,
         })
     }
 
@@ -467,6 +472,12 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let Some(last_applied) = last_applied else {
             return Ok(());
         };
+        // Entries are applied as soon as they are committed and queued here, which may be
+        // before this node's log writer has put them in RocksDB (they are read from the
+        // cache). The applied index must not reach disk ahead of them: any flush of the
+        // memtable (another group's snapshot, a full memtable) could make it durable while a
+        // crash takes the entries, and the group would not start again.
+        self.log.queued_changes_written().await?;
         // Sessions are swept a step per applied batch until a pass is complete, never by one
         // full scan inside an apply.
         let sweep_every = (self.session_ttl_ms / 4).max(1);
@@ -500,7 +511,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             );
         }
         self.check_running()?;
-        // The log is durable; the state machine is rebuilt from it after a crash, so neither
+        // The log is in RocksDB; the state machine is rebuilt from it after a crash, so neither
         // the WAL nor an fsync.
         self.store.write_unlogged(batch)?;
         count(&self.store.stats.entries_applied, n);
@@ -931,6 +942,114 @@ mod tests {
         );
         let applied = applied.map(|l| l.index()).unwrap_or(0);
         (applied, store.get(GROUP, b"key-15").expect("get").is_some())
+    }
+
+    /// Issue 31's first defect: a follower applies entries its log writer has not yet put in
+    /// RocksDB (a slow fsync, a write stall), reading them from the log's cache. Here the
+    /// durable log holds a stale tail (term 1, 3..=5); a new leader's truncate and entries
+    /// (term 2, 3..=4) are queued behind a held writer, read from the cache and applied, and
+    /// the state machine's memtable is flushed (as another group's snapshot does). Then power
+    /// is lost. If the applied index (term 2, 4) reached disk without its entries, openraft
+    /// finds applied ahead of the log and refuses to start the group: the node stays down.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_apply_waits_for_its_log_writes_so_a_crash_never_leaves_applied_ahead_of_the_log() {
+        use crate::replica::failpoints::Failpoints;
+        use crate::replica::storage::WriterFaults;
+        use openraft::storage::{IOFlushed, RaftLogReader, RaftLogStorage, StorageHelper};
+        use openraft::type_config::TypeConfigExt;
+
+        let dir = tempfile::tempdir().expect("tempdir");
+        let identity = Identity::new("applied-ahead", 1);
+        let options = StorageOptions {
+            lose_unsynced_on_crash: true,
+            ..StorageOptions::default()
+        };
+        let failpoints = Arc::new(Failpoints::default());
+        let open = || {
+            let faults = WriterFaults {
+                node: 1,
+                failpoints: failpoints.clone(),
+            };
+            NodeStore::open_for_node(dir.path(), &identity, options, Arc::default(), faults)
+                .expect("open")
+        };
+        let blank = |term: u64, indexes: std::ops::RangeInclusive<u64>| -> Vec<crate::types::Entry> {
+            indexes
+                .map(|i| openraft::testing::blank_ent::<TypeConfig>(term, 1, i))
+                .collect()
+        };
+        let kept = dir.path().join("db.at-crash");
+        let synced = {
+            let store = open();
+            let (mut log, sm) = store.group_storage(GROUP, TTL).expect("storage");
+            let (tx, rx) = TypeConfig::oneshot();
+            log.append(blank(1, 0..=5), IOFlushed::signal(tx))
+                .await
+                .expect("append");
+            rx.await.expect("flushed").expect("flush ok");
+            store.sync().await.expect("sync");
+
+            failpoints.hold_log_writer(1);
+            let agreed = blank(1, 2..=2)[0].log_id();
+            log.truncate_after(Some(agreed)).await.expect("truncate");
+            log.append(blank(2, 3..=4), IOFlushed::noop())
+                .await
+                .expect("append");
+            let fresh = log.try_get_log_entries(3..5).await.expect("from the cache");
+            assert_eq!(
+                fresh.iter().map(|e| e.log_id()).collect::<Vec<_>>(),
+                blank(2, 3..=4).iter().map(|e| e.log_id()).collect::<Vec<_>>()
+            );
+            let mut applying_sm = sm.clone();
+            let applying = tokio::spawn(async move {
+                applying_sm
+                    .apply(stream::iter(fresh.into_iter().map(|e| Ok((e, None)))))
+                    .await
+            });
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            let flushing = {
+                let store = store.clone();
+                tokio::task::spawn_blocking(move || store.flush_applied())
+            };
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            let (frozen, into) = (store.clone(), kept.clone());
+            tokio::task::spawn_blocking(move || frozen.freeze_for_crash(&into))
+                .await
+                .expect("join")
+                .expect("freeze");
+            failpoints.release_log_writer(1);
+            let _ = applying.await;
+            let _ = flushing.await;
+            let (synced, closed) = (store.synced_wal(), store.closed());
+            drop((log, sm, store));
+            while !closed.load(Ordering::SeqCst) {
+                tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+            }
+            let synced = synced.lock().expect("lock").clone();
+            synced
+        };
+        std::fs::remove_dir_all(dir.path().join("db")).expect("remove");
+        std::fs::rename(&kept, dir.path().join("db")).expect("rename");
+        crate::replica::storage::lose_unsynced_writes(&dir.path().join("db"), &synced)
+            .expect("cut the WAL back");
+
+        let store = open();
+        let (mut log, mut sm) = store.group_storage(GROUP, TTL).expect("storage");
+        let state = StorageHelper::new(&mut log, &mut sm)
+            .with_id(1)
+            .get_initial_state()
+            .await;
+        assert!(
+            state.is_ok(),
+            "the group must start after the crash: {:?}",
+            state.err()
+        );
+        let (applied, _) = sm.applied_state().await.expect("applied");
+        let last = log.get_log_state().await.expect("log state").last_log_id;
+        assert!(
+            applied.is_none() || applied.map(|a| a.index()) <= last.map(|l| l.index()),
+            "applied {applied:?} is within the log (last {last:?})"
+        );
     }
 
     /// Applies are written without the WAL: a crash takes the unflushed ones, with their

@@ -11,6 +11,7 @@
 //! crash in the lose-unsynced test mode.
 
 use std::collections::BTreeMap;
+use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
@@ -21,7 +22,8 @@ use rocksdb::{WriteBatch, WriteOptions, DB};
 
 use super::{count, record_failure, Failure, StorageStats};
 use crate::error::Result;
-use crate::types::TypeConfig;
+use crate::replica::failpoints::Failpoints;
+use crate::types::{NodeId, TypeConfig};
 
 /// Bytes of each WAL file known to be on disk.
 pub type SyncedWal = Arc<Mutex<BTreeMap<PathBuf, u64>>>;
@@ -88,7 +90,7 @@ impl Request {
         }
     }
 
-    fn fail(self, error: String) {
+    pub(crate) fn fail(self, error: String) {
         if let Some(after) = self.after_write {
             after(false);
         }
@@ -103,6 +105,13 @@ pub(crate) struct SyncMode {
     pub fsync: bool,
     /// Record the WAL's synced length at every sync (for the crash simulation).
     pub track_synced: bool,
+}
+
+/// Faults a test arms in one node's writer (see [`Failpoints`]).
+#[derive(Clone, Default)]
+pub(crate) struct WriterFaults {
+    pub node: NodeId,
+    pub failpoints: Arc<Failpoints>,
 }
 
 pub(crate) struct Writer {
@@ -136,6 +145,7 @@ impl Writer {
         stats: Arc<StorageStats>,
         failure: Failure,
         frozen: Arc<AtomicBool>,
+        faults: WriterFaults,
     ) -> Result<Self> {
         let synced: SyncedWal = Arc::new(Mutex::new(wal_sizes(&wal_dir)));
         let gate = Arc::new(Mutex::new(()));
@@ -148,6 +158,8 @@ impl Writer {
             failure,
             frozen,
             gate: gate.clone(),
+            faults,
+            broken: AtomicBool::new(false),
         };
         let runner = if crate::sim::is_deterministic() {
             Self::task(worker)
@@ -157,9 +169,10 @@ impl Writer {
                 .name("scalestore-log-writer".into())
                 .spawn(move || {
                     while let Ok(first) = rx.recv() {
+                        worker.wait_while_held();
                         let mut round = vec![first];
                         round.extend(rx.try_iter());
-                        worker.round(round);
+                        worker.run(round);
                     }
                 })?;
             Runner::Thread {
@@ -186,7 +199,7 @@ impl Writer {
                     crate::sim::pause(crate::sim::Cost::LogRound).await;
                     let round = take_queued(&queue);
                     match worker.upgrade() {
-                        Some(w) if !round.is_empty() => w.round(round),
+                        Some(w) if !round.is_empty() => w.run(round),
                         Some(_) => {}
                         None => {
                             round.into_iter().for_each(|r| r.fail(STOPPED.into()));
@@ -214,13 +227,12 @@ impl Writer {
         self.gate.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Queues `request` behind everything queued before it.
-    pub(crate) fn submit(&self, request: Request) {
+    /// Queues `request` behind everything queued before it; gives it back when the writer has
+    /// stopped, for the caller to fail once it holds no lock that the request's callbacks take.
+    pub(crate) fn submit(&self, request: Request) -> std::result::Result<(), Request> {
         match &self.runner {
             Runner::Thread { tx: Some(tx), .. } => {
-                if let Err(mpsc::SendError(r)) = tx.send(request) {
-                    r.fail(STOPPED.into());
-                }
+                tx.send(request).map_err(|mpsc::SendError(r)| r)?;
             }
             Runner::Task {
                 queue,
@@ -234,8 +246,9 @@ impl Writer {
                     .push(request);
                 wake.notify_one();
             }
-            _ => request.fail(STOPPED.into()),
+            _ => return Err(request),
         }
+        Ok(())
     }
 
     /// Where rounds run as a task (a deterministic run), runs one now, on the caller's thread,
@@ -252,7 +265,7 @@ impl Writer {
         let mut round = take_queued(queue);
         let (tx, mut rx) = tokio::sync::oneshot::channel();
         round.push(Request::new(Vec::new(), Done::Durable(tx)));
-        worker.round(round);
+        worker.run(round);
         Some(rx.try_recv().unwrap_or_else(|_| Err(STOPPED.into())))
     }
 
@@ -279,7 +292,7 @@ impl Writer {
                 let round = take_queued(queue);
                 if let Some(w) = worker.take() {
                     if !round.is_empty() {
-                        w.round(round);
+                        w.run(round);
                     }
                 }
             }
@@ -287,7 +300,7 @@ impl Writer {
     }
 }
 
-const STOPPED: &str = "the log writer stopped";
+pub(crate) const STOPPED: &str = "the log writer stopped";
 
 /// Everything queued for a round run as a task, in queue order; the queue is left empty.
 fn take_queued(queue: &Mutex<Vec<Request>>) -> Vec<Request> {
@@ -305,28 +318,64 @@ struct Worker {
     /// A simulated crash froze the store: nothing more is written.
     frozen: Arc<AtomicBool>,
     gate: Arc<Mutex<()>>,
+    faults: WriterFaults,
+    /// A round panicked: the store failed, and every later request fails at once (the node
+    /// reopens the store, which starts a new writer).
+    broken: AtomicBool,
 }
 
 impl Worker {
+    fn wait_while_held(&self) {
+        self.faults
+            .failpoints
+            .wait_while_writer_held(self.faults.node);
+    }
+
+    /// Runs one round. A panic inside it fails the store (as a failed write does) and every
+    /// request of the round not yet answered, so no caller waits forever for a callback.
+    fn run(&self, requests: Vec<Request>) {
+        let mut requests = requests;
+        if self.broken.load(Ordering::SeqCst) {
+            requests.into_iter().for_each(|r| r.fail(BROKEN.into()));
+            return;
+        }
+        let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| self.round(&mut requests)));
+        if let Err(panic) = outcome {
+            let what = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "a panic".into());
+            let error = format!("{BROKEN}: {what}");
+            self.broken.store(true, Ordering::SeqCst);
+            record_failure(&self.failure, &self.stats, &error);
+            requests.drain(..).for_each(|r| r.fail(error.clone()));
+        }
+    }
+
     /// One round: every queued request written in one batch, synced once if anyone waits for
-    /// durability, then every callback fired.
-    fn round(&self, requests: Vec<Request>) {
+    /// durability, then every callback fired. Requests are taken from `requests` as they are
+    /// answered: what a panic leaves there was not.
+    fn round(&self, requests: &mut Vec<Request>) {
+        if self.faults.failpoints.take_writer_panic() {
+            panic!("a log writer round panicked (failpoint)");
+        }
         let needs_sync = requests.iter().any(|r| r.done.needs_sync());
-        let (written, synced) = {
+        let synced = {
             let _writing = self.gate.lock();
-            let written = self.write(&requests);
-            let synced = match &written {
+            let written = self.write(requests);
+            // Readable in RocksDB from now on: caches unpin, and applies waiting for these log
+            // writes go on (a later flush of their applies syncs the WAL first).
+            for r in requests.iter_mut() {
+                if let Some(after) = r.after_write.take() {
+                    after(written.is_ok());
+                }
+            }
+            match &written {
                 Ok(()) if needs_sync => self.sync(),
                 other => other.clone(),
-            };
-            (written, synced)
-        };
-        let mut requests = requests;
-        for r in &mut requests {
-            if let Some(after) = r.after_write.take() {
-                after(written.is_ok());
             }
-        }
+        };
         if let Err(e) = &synced {
             if !self.frozen.load(Ordering::SeqCst) {
                 record_failure(&self.failure, &self.stats, e);
@@ -337,7 +386,7 @@ impl Worker {
             .filter(|r| matches!(r.done, Done::Raft(_)))
             .count();
         count(&self.stats.log_appends, raft as u64);
-        for r in requests {
+        for r in requests.drain(..) {
             r.done.complete(synced.clone());
         }
     }
@@ -383,6 +432,9 @@ impl Worker {
         }
         // Sizes taken before the fsync are covered by it; bytes written meanwhile by direct
         // writes wait for the next one.
+        if let Some(delay) = self.faults.failpoints.sync_delay(self.faults.node) {
+            std::thread::sleep(delay);
+        }
         let sizes = self.mode.track_synced.then(|| wal_sizes(&self.wal_dir));
         let started = std::time::Instant::now();
         let result = self
@@ -399,6 +451,8 @@ impl Worker {
         result
     }
 }
+
+const BROKEN: &str = "the log writer failed (a round panicked)";
 
 fn wal_sizes(dir: &Path) -> BTreeMap<PathBuf, u64> {
     let mut out = BTreeMap::new();
@@ -458,6 +512,8 @@ mod tests {
             failure: Failure::default(),
             frozen: Arc::default(),
             gate: Arc::default(),
+            faults: WriterFaults::default(),
+            broken: AtomicBool::new(false),
         }
     }
 
@@ -505,7 +561,7 @@ mod tests {
             &seen,
         );
         let (d, rd) = durable(vec![put(CF_LOG, b"1-5", b"new")]);
-        w.round(vec![a, b, c, Request::new(Vec::new(), Done::Nothing), d]);
+        w.run(vec![a, b, c, Request::new(Vec::new(), Done::Nothing), d]);
         for mut r in [ra, rb, rc, rd] {
             assert_eq!(r.try_recv().expect("completed"), Ok(()));
         }
@@ -522,13 +578,13 @@ mod tests {
         let w = worker(dir.path());
         let seen = Arc::new(Mutex::new(Vec::new()));
         let (a, mut ra) = watched(vec![put(CF_RAFT, b"1-committed", b"9")], &seen);
-        w.round(vec![a]);
+        w.run(vec![a]);
         assert_eq!(ra.try_recv().expect("completed"), Ok(()));
         assert_eq!(get(&w, CF_RAFT, b"1-committed"), Some(b"9".to_vec()));
         assert_eq!(w.stats.log_syncs.load(Ordering::Relaxed), 0);
         // The next durable round covers it.
         let (b, mut rb) = durable(Vec::new());
-        w.round(vec![b]);
+        w.run(vec![b]);
         assert_eq!(rb.try_recv().expect("completed"), Ok(()));
         assert_eq!(w.stats.log_syncs.load(Ordering::Relaxed), 1);
         assert_eq!(
@@ -546,7 +602,7 @@ mod tests {
         let seen = Arc::new(Mutex::new(Vec::new()));
         let (a, mut ra) = durable(vec![put(CF_LOG, b"1-1", b"x")]);
         let (b, mut rb) = watched(vec![put(CF_LOG, b"2-1", b"y")], &seen);
-        w.round(vec![a, b]);
+        w.run(vec![a, b]);
         assert!(ra.try_recv().expect("completed").is_err());
         assert!(rb.try_recv().expect("completed").is_err());
         assert_eq!(*seen.lock().expect("lock"), vec![false]);
