@@ -12,19 +12,97 @@ import pytest
 import scalestore
 
 
+def _press_ctrl_c_after(seconds, before=None):
+    """Simulates Ctrl-C from a timer thread (after ``before()``, if given); cancel and join it."""
+
+    def press():
+        if before is not None:
+            before()
+        _thread.interrupt_main()
+
+    timer = threading.Timer(seconds, press)
+    timer.start()
+    return timer
+
+
 def test_ctrl_c_interrupts_a_blocking_call_promptly():
     with scalestore.Cluster(nodes=3, shards=1) as c:
         kv = c.client()
         kv.put("k", "v")
         c.set_network(drop_rate=1.0)  # nothing answers: a call would wait out its timeout
-        timer = threading.Timer(0.5, _thread.interrupt_main)
-        timer.start()
         started = time.monotonic()
-        with pytest.raises(KeyboardInterrupt):
-            kv.get("k", timeout=30)
+        timer = _press_ctrl_c_after(0.5)
+        try:
+            with pytest.raises(KeyboardInterrupt):
+                kv.get("k", timeout=30)
+        finally:
+            timer.cancel()  # a call that failed early must not leave a Ctrl-C for later code
+            timer.join()
         assert time.monotonic() - started < 3
         c.set_network()
-        assert kv.get("k") == b"v"
+        assert kv.get("k", timeout=30) == b"v"
+
+
+def test_ctrl_c_is_not_swallowed_by_a_callback_released_while_a_call_waits():
+    # A client dropped with an awaitable call in flight leaves that call's callback behind. It
+    # must be released right there, with the GIL: left to a runtime thread, pyo3 releases it on
+    # whichever thread next takes the GIL, which can be the main thread waiting in a blocking
+    # call, and a finalizer running Python there eats a pending Ctrl-C ("Exception ignored").
+    main = threading.main_thread()
+    released_on = []
+    answered = []
+
+    class Callback:
+        def __call__(self, ok, value):
+            answered.append(ok)
+
+        def __del__(self):
+            released_on.append(threading.current_thread())
+            if threading.current_thread() is main:
+                time.sleep(0.5)  # the Ctrl-C arrives while this finalizer runs
+
+    with scalestore.Cluster(nodes=3, shards=1) as c:
+        kv = c.client()
+        kv.put("k", "v")
+        address = c.serve()
+        # Whether a runtime thread or the dropping one lets go last is a race in the old code:
+        # several clients make "always the dropping one" the only way to pass.
+        remotes = [scalestore.connect(address, timeout=30) for _ in range(8)]
+        c.set_network(drop_rate=1.0)  # nothing answers: every call stays in flight
+        for remote in remotes:
+            remote._inner._native.get("k", "linearizable", 30.0, Callback())
+        del remote
+        started = time.monotonic()
+        timer = _press_ctrl_c_after(0.3, before=remotes.clear)  # drop the clients, then Ctrl-C
+        try:
+            with pytest.raises(KeyboardInterrupt):
+                kv.get("k", timeout=10)
+        finally:
+            timer.cancel()
+            timer.join()
+        assert time.monotonic() - started < 3
+        assert answered == []
+        assert released_on == [timer] * 8, "a callback was not released where its client was dropped"
+        c.set_network()
+        assert kv.get("k", timeout=30) == b"v"
+
+
+def test_ctrl_c_while_an_error_is_built_stays_a_keyboard_interrupt(monkeypatch):
+    # Building a ScaleStore exception runs Python (its __init__) on the calling thread: a Ctrl-C
+    # that lands there must come out as KeyboardInterrupt, not folded into some other error.
+    class Interrupted(scalestore.errors.InvalidArgument):
+        def __init__(self, *args, **kwargs):
+            _thread.interrupt_main()  # pressed now: the handler raises in the Python below
+            super().__init__(*args, **kwargs)
+
+    with scalestore.Cluster(nodes=1, shards=1) as c:
+        kv = c.client()
+        monkeypatch.setattr(scalestore.errors, "InvalidArgument", Interrupted)
+        with pytest.raises(KeyboardInterrupt):
+            kv.get("k", consistency="bogus")
+        monkeypatch.undo()
+        with pytest.raises(scalestore.InvalidArgument):
+            kv.get("k", consistency="bogus")
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="no fork on this platform")

@@ -3,7 +3,7 @@
 //! `TimeoutError` and `InvalidArgument` a `ValueError`), with `.kind` set to the core's stable
 //! label (`not_leader`, `unknown_node`, ...).
 
-use pyo3::exceptions::PyRuntimeError;
+use pyo3::exceptions::{PyException, PyRuntimeError};
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 use scalestore_server::ServerError;
@@ -105,6 +105,9 @@ pub fn wrong_type(message: impl Into<String>) -> PyErr {
 fn raise(class: &str, kind: &str, message: String) -> PyErr {
     Python::with_gil(|py| match make(py, class, kind, &message) {
         Ok(e) => e,
+        // Making it runs Python, where a pending Ctrl-C is raised: a KeyboardInterrupt (or any
+        // other exception that is not an `Exception`) goes on as it is.
+        Err(stop) if !stop.is_instance_of::<PyException>(py) => stop,
         Err(lookup) => PyRuntimeError::new_err(format!("{message} (and {lookup})")),
     })
 }

@@ -148,7 +148,10 @@ impl Runtime {
         }
     }
 
-    /// Waits for `future` with the GIL released, checking for signals between slices.
+    /// Waits for `future` with the GIL released, checking for signals between slices. Each time
+    /// it takes the GIL back, pyo3 first releases the Python objects dropped meanwhile without
+    /// it: Python code run then (a finalizer) would take a pending Ctrl-C with it, so this module
+    /// never drops a Python object without the GIL (see `Drop for Runtime`).
     pub fn wait<T, F>(&self, py: Python<'_>, future: F) -> PyResult<T>
     where
         T: Send + 'static,
@@ -215,6 +218,14 @@ impl Drop for Runtime {
                 std::mem::forget(jobs.take());
             }
             return;
+        }
+        // Callbacks of calls still in flight are released here, by the Python object that owned
+        // this runtime. Left to the tasks, a runtime thread would drop them without the GIL and
+        // pyo3 would release them when some thread next takes it: maybe the main thread between
+        // two slices of `wait`, where a finalizer running Python swallows a pending Ctrl-C.
+        let abandoned: Vec<PyObject> = lock(&self.pending).drain().map(|(_, c)| c).collect();
+        if !abandoned.is_empty() {
+            Python::with_gil(|_| drop(abandoned));
         }
         if let Some(tokio) = tokio {
             tokio.shutdown_background();
