@@ -861,8 +861,7 @@ async fn run_nemesis(
                     tokio::time::sleep(pause(&mut rng)).await;
                     if rng.random_bool(0.3) {
                         cluster.crash_all().await?;
-                        tokio::time::sleep(Duration::from_millis(rng.random_range(10..100)))
-                            .await;
+                        tokio::time::sleep(Duration::from_millis(rng.random_range(10..100))).await;
                         for n in cluster.node_ids() {
                             cluster.restart_node(n).await?;
                         }
@@ -871,9 +870,7 @@ async fn run_nemesis(
                         tokio::time::sleep(pause(&mut rng)).await;
                         cluster.restart_node(victim).await?;
                     }
-                    cluster
-                        .failpoints()
-                        .slow_syncs_on(victim, Duration::ZERO);
+                    cluster.failpoints().slow_syncs_on(victim, Duration::ZERO);
                 }
             }
             Nemesis::CrashAll => {

@@ -458,7 +458,9 @@ mod tests {
         )
         .expect("open");
         let mut log = store.log_store(7);
-        log.read_vote().await.expect("the log's first change is written");
+        log.read_vote()
+            .await
+            .expect("the log's first change is written");
 
         failpoints.panic_in_writer_rounds(1);
         let (tx, rx) = TypeConfig::oneshot();

@@ -26,8 +26,8 @@ use crate::config::StorageOptions;
 use crate::error::{Error, Result};
 use crate::types::GroupId;
 use identity::Identity;
-use writer::{Done, Op, Request, Writer};
 pub(crate) use writer::WriterFaults;
+use writer::{Done, Op, Request, Writer};
 
 /// A user key and its value.
 pub type KeyValue = (Vec<u8>, Vec<u8>);

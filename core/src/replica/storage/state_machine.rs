@@ -973,11 +973,12 @@ mod tests {
             NodeStore::open_for_node(dir.path(), &identity, options, Arc::default(), faults)
                 .expect("open")
         };
-        let blank = |term: u64, indexes: std::ops::RangeInclusive<u64>| -> Vec<crate::types::Entry> {
-            indexes
-                .map(|i| openraft::testing::blank_ent::<TypeConfig>(term, 1, i))
-                .collect()
-        };
+        let blank =
+            |term: u64, indexes: std::ops::RangeInclusive<u64>| -> Vec<crate::types::Entry> {
+                indexes
+                    .map(|i| openraft::testing::blank_ent::<TypeConfig>(term, 1, i))
+                    .collect()
+            };
         let kept = dir.path().join("db.at-crash");
         let synced = {
             let store = open();
@@ -998,7 +999,10 @@ mod tests {
             let fresh = log.try_get_log_entries(3..5).await.expect("from the cache");
             assert_eq!(
                 fresh.iter().map(|e| e.log_id()).collect::<Vec<_>>(),
-                blank(2, 3..=4).iter().map(|e| e.log_id()).collect::<Vec<_>>()
+                blank(2, 3..=4)
+                    .iter()
+                    .map(|e| e.log_id())
+                    .collect::<Vec<_>>()
             );
             let mut applying_sm = sm.clone();
             let applying = tokio::spawn(async move {
