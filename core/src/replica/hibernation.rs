@@ -20,6 +20,16 @@
 //!   (the node died or is cut off: the follower's lease has long run out, so it stands for
 //!   election at its next tick, and failover stays within today's bound), or when a Raft message
 //!   other than a heartbeat arrives for the group (entries, a vote, a snapshot).
+//! - **What a sleeping group keeps.** A round in which a group falls asleep syncs the node's
+//!   store: the group's last committed mark is durable, so a replica that crashes and restarts
+//!   comes back with its whole log committed and matches its leader's claim again at once.
+//! - **Leases run out, the leader stays.** Nobody's lease is renewed while a group sleeps, so
+//!   Raft's lease check would grant any pre-vote. A replica refuses a pre-vote for a sleeping
+//!   group while its leader is known to be present: it leads the group and claims it asleep
+//!   (it then wakes the group, and its heartbeats reach the asker), or its leader's node
+//!   claimed the group asleep at its term within `silent_after`. A replica back from a restart
+//!   or a liveness gap deposes no healthy leader; a leader whose node went silent is replaced
+//!   as before, once the claim is older than `silent_after`.
 //!
 //! Safety does not rest on any of this: Raft's votes and terms decide leadership whatever the
 //! tickers do. Hibernation only decides when a replica's timers run.
@@ -151,6 +161,48 @@ impl Hibernation {
             .unwrap_or_default()
     }
 
+    /// Whether a pre-vote for `group` is to be refused because its leader is known to be
+    /// present, though the group sleeps and no heartbeat renews any lease: this node leads the
+    /// group and claims it asleep, or it follows a leader whose node claimed the group asleep,
+    /// at this node's term, within `silent_after`. A sleeping group's leases ran out long ago,
+    /// so without this a replica that stopped hearing its leader for a while (a restart, a
+    /// liveness gap) wins a vote at once and deposes a healthy leader. A leader that refuses
+    /// wakes the group: its heartbeats reach the asker and bring it back in line.
+    pub(crate) fn refuses_pre_vote(&self, group: GroupId, raft: &Raft) -> bool {
+        let (role, term, leader) = {
+            let watched = raft.metrics();
+            let m = watched.borrow_watched();
+            (m.state, m.current_term, m.current_leader)
+        };
+        match role {
+            ServerState::Leader => {
+                let claimed = self
+                    .groups
+                    .lock()
+                    .map(|g| g.get(&group).is_some_and(|s| s.claim.is_some()))
+                    .unwrap_or(false);
+                if claimed {
+                    self.active(group, raft);
+                }
+                claimed
+            }
+            ServerState::Follower | ServerState::Learner => {
+                let Some(leader) = leader else { return false };
+                let now = Instant::now();
+                self.heard
+                    .lock()
+                    .map(|heard| {
+                        heard.get(&leader).is_some_and(|h| {
+                            now.duration_since(h.at) < self.silent_after
+                                && h.asleep.get(&group).is_some_and(|c| c.term == term)
+                        })
+                    })
+                    .unwrap_or(false)
+            }
+            _ => false,
+        }
+    }
+
     /// Groups whose ticker this node stopped.
     pub(crate) fn asleep(&self) -> Vec<GroupId> {
         let mut asleep: Vec<GroupId> = self
@@ -168,7 +220,8 @@ impl Hibernation {
     }
 
     /// Looks at every group once: puts idle ones to sleep, wakes those whose leader is gone.
-    fn round(&self, groups: Vec<(GroupId, Raft)>) {
+    /// Returns whether a group fell asleep.
+    fn round(&self, groups: Vec<(GroupId, Raft)>) -> bool {
         let now = Instant::now();
         let fresh: BTreeMap<NodeId, BTreeMap<GroupId, Asleep>> = self
             .heard
@@ -182,8 +235,9 @@ impl Hibernation {
             })
             .unwrap_or_default();
         let Ok(mut states) = self.groups.lock() else {
-            return;
+            return false;
         };
+        let mut fell_asleep = false;
         for (group, raft) in groups {
             let state = states.entry(group).or_insert(GroupState {
                 last_active: now,
@@ -229,6 +283,7 @@ impl Hibernation {
                             state.stopped = true;
                             raft.runtime_config().tick(false);
                             self.sleeps.fetch_add(1, Ordering::Relaxed);
+                            fell_asleep = true;
                         }
                     } else if state.claim.is_some() || state.stopped {
                         state.claim = None;
@@ -247,6 +302,7 @@ impl Hibernation {
                         state.stopped = true;
                         raft.runtime_config().tick(false);
                         self.sleeps.fetch_add(1, Ordering::Relaxed);
+                        fell_asleep = true;
                     } else if !matches && state.stopped {
                         self.wake(state, &raft);
                     }
@@ -259,6 +315,7 @@ impl Hibernation {
                 }
             }
         }
+        fell_asleep
     }
 
     fn wake(&self, state: &mut GroupState, raft: &Raft) {
@@ -292,7 +349,18 @@ async fn run(weak: Weak<Node>) {
             .into_iter()
             .filter_map(|g| node.raft(g).map(|r| (g, r)))
             .collect();
-        node.hibernation().round(groups);
+        if node.hibernation().round(groups) {
+            // A group asleep has committed its whole log, but its last committed mark was
+            // queued without a sync, and nothing syncs it once every group sleeps: a replica
+            // that crashed would come back with committed < last, never match its leader's
+            // claim, and stand for election. One sync makes what the sleeping groups hold
+            // durable, committed marks included.
+            if let Ok(store) = node.store() {
+                if let Err(e) = store.sync().await {
+                    tracing::warn!(node = node.id(), error = %e, "sync as groups fell asleep");
+                }
+            }
+        }
         let me = node.id();
         let peers: Vec<NodeId> = node
             .shard_map()

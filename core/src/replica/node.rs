@@ -10,9 +10,9 @@ use tokio::time::Instant;
 
 use openraft::async_runtime::watch::WatchReceiver;
 use openraft::errors::{ClientWriteError, LinearizableReadError, RaftError};
-use openraft::raft::Precondition;
+use openraft::raft::{Precondition, VoteResponse};
 use openraft::storage::Snapshot;
-use openraft::{BasicNode, ChangeMembers, EntryPayload, Membership, ReadPolicy};
+use openraft::{BasicNode, ChangeMembers, EntryPayload, LinearizerOption, Membership, ReadPolicy};
 
 use crate::config::{Limits, RaftTiming, StorageOptions, TestSwitches, WallClock};
 use crate::error::{Error, Result};
@@ -448,7 +448,12 @@ impl Node {
         if let Some(r) = self.raft(group) {
             return Ok(r);
         }
-        if let Some(error) = self.unstartable.lock().ok().and_then(|u| u.get(&group).cloned()) {
+        if let Some(error) = self
+            .unstartable
+            .lock()
+            .ok()
+            .and_then(|u| u.get(&group).cloned())
+        {
             // Retryable: another replica of the group answers.
             return Err(Error::Unavailable(format!(
                 "group {group} could not start on node {}: {error}",
@@ -1063,24 +1068,29 @@ impl Node {
         consistency: ReadConsistency,
     ) -> Result<()> {
         let raft = self.raft_or_wrong_shard(group)?;
-        let policy = match consistency {
+        let option: LinearizerOption = match consistency {
             ReadConsistency::Stale => return self.check_listed(group),
             ReadConsistency::Linearizable
                 if self.config.testing.unsafe_local_linearizable_reads && group != META_GROUP =>
             {
                 return Ok(())
             }
-            ReadConsistency::Linearizable => ReadPolicy::ReadIndex,
-            ReadConsistency::Lease => ReadPolicy::LeaseRead,
+            ReadConsistency::Linearizable => ReadPolicy::ReadIndex.into(),
+            // Served from the leader's lease while it holds, with no round trip. A lease that
+            // ran out (the group slept; heartbeat acks are late) is not an error: a heartbeat
+            // round goes out at once and the read waits up to one lease for its acks (like a
+            // ReadIndex round). openraft's `LeaseRead` fails such a read at once, so every lease
+            // read that reached a waking shard but the one that woke it failed.
+            ReadConsistency::Lease => LinearizerOption::new(None, true),
         };
         let leading = raft.metrics().borrow_watched().state == openraft::ServerState::Leader;
         // A leader that slept has let its lease run out: its first read confirms leadership
         // by a heartbeat round (and a follower's read is forwarded: it wakes nothing).
-        let policy = match leading && self.hibernation.active(group, &raft) {
-            true => ReadPolicy::ReadIndex,
-            false => policy,
+        let option = match leading && self.hibernation.active(group, &raft) {
+            true => ReadPolicy::ReadIndex.into(),
+            false => option,
         };
-        match raft.ensure_linearizable(policy).await {
+        match raft.ensure_linearizable(option).await {
             Ok(_) => Ok(()),
             Err(e) => Err(self.raft_error(group, e, |api| match api {
                 LinearizableReadError::ForwardToLeader(f) => Some(f.leader_id),
@@ -1165,6 +1175,15 @@ impl Node {
             PeerRequest::Admin(req) => self.handle_admin(req).await.map(PeerResponse::Admin),
             PeerRequest::Raft { group, rpc } => {
                 let raft = self.raft_or_wrong_shard(group)?;
+                if matches!(rpc, RaftRpc::PreVote(_))
+                    && self.hibernation.refuses_pre_vote(group, &raft)
+                {
+                    // The group sleeps under a leader known to be alive (see `hibernation`):
+                    // refused, and the sleeping replica stays asleep.
+                    let vote = raft.metrics().borrow_watched().vote;
+                    let refused = VoteResponse::new(vote, None, false);
+                    return Ok(PeerResponse::Raft(RaftReply::Vote(refused)));
+                }
                 self.hibernation.message(group, &raft, &rpc);
                 let fatal = move |e: &dyn std::fmt::Display| Error::Fatal {
                     group,
