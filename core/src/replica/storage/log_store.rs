@@ -138,6 +138,14 @@ impl RecentEntries {
         self.bytes = 0;
     }
 
+    /// The number of the change that pushed the entry at `index`, if that entry is `id`.
+    fn change_of(&self, id: &LogId) -> Option<u64> {
+        let first = self.first_index()?;
+        let offset = id.index().checked_sub(first)?;
+        let (entry, _, change) = self.entries.get(usize::try_from(offset).ok()?)?;
+        (entry.log_id() == *id).then_some(*change)
+    }
+
     /// Entries `start..end`, only when every one of them is here.
     fn get(&self, start: u64, end: u64) -> Option<Vec<Entry>> {
         let first = self.first_index()?;
@@ -213,18 +221,21 @@ impl LogStore {
         }
     }
 
-    /// Returns once every change of this group queued so far is in RocksDB: an apply waits
-    /// here, so an applied index never reaches disk (by any flush of the state machine's
-    /// memtable) ahead of the log entries it names. Costs nothing when nothing is pending.
-    pub(crate) async fn queued_changes_written(&self) -> io::Result<()> {
+    /// Returns once entry `last`, and every change of this group queued before it, is in
+    /// RocksDB: an apply waits here, so an applied index never reaches disk (by any flush of
+    /// the state machine's memtable) ahead of the log entries it names. It waits for the change
+    /// that appended `last` only, not for appends queued after it (a busy leader always has
+    /// some), and costs nothing once that change is written. An entry not in the cache waits
+    /// for every change queued so far.
+    pub(crate) async fn written_through(&self, last: &LogId) -> io::Result<()> {
         let rx = {
             let mut recent = self.recent()?;
-            if !recent.pending() {
+            let change = recent.change_of(last).unwrap_or(recent.queued);
+            if change <= recent.written {
                 return Ok(());
             }
             let (tx, rx) = tokio::sync::oneshot::channel();
-            let last = recent.queued;
-            recent.waiters.push((last, tx));
+            recent.waiters.push((change, tx));
             rx
         };
         match rx.await {
@@ -545,6 +556,15 @@ mod tests {
             "nothing written: nothing evicted"
         );
         assert_eq!(indexes(recent.get(1, 7)), Some(vec![1, 2, 3, 4, 5, 6]));
+        // An apply of entries up to 3 waits for change 3 only, not for the appends after it.
+        assert_eq!(recent.change_of(&entry(3).log_id()), Some(3));
+        let other_term = openraft::testing::blank_ent::<TypeConfig>(2, 1, 3).log_id();
+        assert_eq!(
+            recent.change_of(&other_term),
+            None,
+            "not the entry held at 3"
+        );
+        assert_eq!(recent.change_of(&entry(9).log_id()), None);
         recent.written(3, true);
         assert!(recent.pending());
         assert_eq!(

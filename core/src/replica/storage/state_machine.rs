@@ -477,7 +477,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         // cache). The applied index must not reach disk ahead of them: any flush of the
         // memtable (another group's snapshot, a full memtable) could make it durable while a
         // crash takes the entries, and the group would not start again.
-        self.log.queued_changes_written().await?;
+        self.log.written_through(&last_applied).await?;
         // Sessions are swept a step per applied batch until a pass is complete, never by one
         // full scan inside an apply.
         let sweep_every = (self.session_ttl_ms / 4).max(1);
