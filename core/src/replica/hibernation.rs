@@ -35,7 +35,7 @@
 //! tickers do. Hibernation only decides when a replica's timers run.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 use tokio::time::Instant;
@@ -338,6 +338,11 @@ async fn run(weak: Weak<Node>) {
         Some(node) => node.hibernation().interval,
         None => return,
     };
+    // The sync as groups fall asleep runs off this loop: an fsync slowed by a busy disk (another
+    // replica's catch-up on the same disk) must not hold up the liveness exchange, whose
+    // silence wakes the groups this node leads and elects new leaders.
+    let sync_wanted = Arc::new(AtomicBool::new(false));
+    let syncing = Arc::new(AtomicBool::new(false));
     loop {
         tokio::time::sleep(interval).await;
         let Some(node) = weak.upgrade() else { return };
@@ -355,9 +360,18 @@ async fn run(weak: Weak<Node>) {
             // that crashed would come back with committed < last, never match its leader's
             // claim, and stand for election. One sync makes what the sleeping groups hold
             // durable, committed marks included.
+            sync_wanted.store(true, Ordering::SeqCst);
             if let Ok(store) = node.store() {
-                if let Err(e) = store.sync().await {
-                    tracing::warn!(node = node.id(), error = %e, "sync as groups fell asleep");
+                if !syncing.swap(true, Ordering::SeqCst) {
+                    let (wanted, syncing, me) = (sync_wanted.clone(), syncing.clone(), node.id());
+                    tokio::spawn(async move {
+                        while wanted.swap(false, Ordering::SeqCst) {
+                            if let Err(e) = store.sync().await {
+                                tracing::warn!(node = me, error = %e, "sync as groups fell asleep");
+                            }
+                        }
+                        syncing.store(false, Ordering::SeqCst);
+                    });
                 }
             }
         }
