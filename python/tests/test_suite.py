@@ -7,7 +7,8 @@ import scalestore
 
 def test_nemeses_are_the_kebab_case_names():
     assert "crash-all" in scalestore.NEMESES and "snapshot-storm" in scalestore.NEMESES
-    assert len(scalestore.NEMESES) == 11
+    assert "slow-sync-crashes" in scalestore.NEMESES
+    assert len(scalestore.NEMESES) == 12
 
 
 @pytest.mark.parametrize("nemesis", scalestore.NEMESES)
