@@ -136,6 +136,11 @@ export declare class Client<V extends Buffer | string = Buffer> {
     options?: CallOptions,
   ): Promise<void>
   status(options?: CallOptions): Promise<Status>
+  /**
+   * Splits `shard` online: the part of its ring range from `at` (default: the middle of its
+   * largest range) becomes a new shard on its replicas. Resolves to the new shard's id.
+   */
+  split(shard: number, options?: CallOptions & { at?: bigint | number }): Promise<number>
   events(options?: CallOptions): Promise<ClusterEvent[]>
   /** Records this client's operations while `fn` runs. */
   record(fn: () => unknown | Promise<unknown>): Promise<History>
@@ -206,6 +211,8 @@ export declare class Cluster {
   /** timeoutMs: default 120 s. */
   removeNode(id: number, options?: CallOptions | number): Promise<void>
   setReplication(replication: number): Promise<void>
+  /** Splits `shard` online (see Client.split); the new shard's id. */
+  split(shard: number, options?: { at?: bigint | number }): Promise<number>
   status(): Promise<Status>
   events(): Promise<ClusterEvent[]>
   waitForLeaders(timeoutMs?: number): Promise<void>

@@ -59,7 +59,10 @@ pub use load::{preload, LoadOptions, LoadReport, LoadRun, LoadTarget, Progress, 
 pub use manager::ManagerOptions;
 #[cfg(feature = "embedded")]
 pub use node::{GroupStatus, Node};
-pub use sharding::{ring_position, NodeState, RingRange, ShardInfo, ShardMap, META_GROUP};
+pub use sharding::{
+    ring_position, NodeState, RingRange, ShardDescriptor, ShardInfo, ShardMap, SplitDone,
+    SplitPlan, META_GROUP,
+};
 pub use status::{ClusterStatus, NodeStatus, ShardStatus};
 pub use transport::Transport;
 pub use types::{Command, CommandResult, GroupId, NodeId, ReadConsistency};

@@ -23,12 +23,15 @@ pub enum ClientRequest {
         consistency: ReadConsistency,
     },
     /// Up to `limit` pairs of the group with `start <= key < end` (`end` None: no bound).
+    /// `shard_version`: the version of the shard in the caller's map; a replica whose
+    /// descriptor has another refuses with `WrongShard` (a split moved keys in or out).
     Scan {
         group: GroupId,
         start: Vec<u8>,
         end: Option<Vec<u8>>,
         limit: usize,
         consistency: ReadConsistency,
+        shard_version: Option<u64>,
     },
     /// The group's status as the node asked sees it.
     GroupStatus {
@@ -119,6 +122,9 @@ pub struct GroupStatus {
     /// Voters and learners of the membership this node knows to be committed.
     #[serde(default)]
     pub committed_members: Vec<NodeId>,
+    /// The version of the shard's range descriptor on this node (0: never split).
+    #[serde(default)]
+    pub shard_version: u64,
 }
 
 impl GroupStatus {

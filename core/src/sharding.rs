@@ -34,6 +34,118 @@ pub struct ShardInfo {
     pub id: GroupId,
     pub ranges: Vec<RingRange>,
     pub replicas: Vec<NodeId>,
+    /// The version of the shard's range descriptor this entry mirrors (0: never split). It
+    /// grows with every split of the shard; a scan names it, and a replica whose descriptor
+    /// has another version refuses the scan (`WrongShard`): the caller's map is stale.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub version: u64,
+    /// For a shard born of a split: its parent, and the parent's descriptor version once the
+    /// split applied. A replica whose parent is still behind it builds the child itself when it
+    /// applies the split; any other starts it empty, to be filled by a snapshot.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub split_from: Option<(GroupId, u64)>,
+}
+
+fn is_zero(v: &u64) -> bool {
+    *v == 0
+}
+
+/// What a shard owns, as its own state machine records it (replicated, carried in snapshots):
+/// the truth of which keys it serves. The cluster map is a cache of these. A shard that has
+/// never been split has none stored and owns what the map gives it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShardDescriptor {
+    pub ranges: Vec<RingRange>,
+    pub version: u64,
+}
+
+impl ShardDescriptor {
+    pub fn covers(&self, position: u64) -> bool {
+        self.ranges.iter().any(|r| r.contains(position))
+    }
+
+    pub fn covers_key(&self, key: &[u8]) -> bool {
+        self.covers(ring_position(key))
+    }
+}
+
+/// A split of one shard, planned by the shard manager: the part of `parent`'s range from ring
+/// position `at` to the end of the range holding it becomes shard `child`. `version` and
+/// `membership` are the parent's when planned: its state machine refuses the split if either
+/// changed since (the fence against a deposed manager or a concurrent change). `ranges`: the
+/// parent's ranges in the map, which a parent without a descriptor takes as its own.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SplitPlan {
+    pub parent: GroupId,
+    pub child: GroupId,
+    pub at: u64,
+    pub version: u64,
+    pub ranges: Vec<RingRange>,
+    #[serde(default)]
+    pub membership: Option<LogId>,
+}
+
+/// A split the cluster map records: the part of `parent`'s range from ring position `at` on is
+/// now shard `child`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SplitDone {
+    pub parent: GroupId,
+    pub child: GroupId,
+    pub at: u64,
+}
+
+impl SplitPlan {
+    pub fn done(&self) -> SplitDone {
+        SplitDone {
+            parent: self.parent,
+            child: self.child,
+            at: self.at,
+        }
+    }
+
+    /// The descriptors of parent and child after the split of `before` (the parent's current
+    /// descriptor), or why the split cannot be applied to it.
+    pub fn divide(
+        &self,
+        before: &ShardDescriptor,
+    ) -> std::result::Result<(ShardDescriptor, ShardDescriptor), String> {
+        if before.version != self.version {
+            return Err(format!(
+                "shard {} is at version {}, the split was planned at {}",
+                self.parent, before.version, self.version
+            ));
+        }
+        let Some(i) = before.ranges.iter().position(|r| r.contains(self.at)) else {
+            return Err(format!(
+                "position {:#018x} is outside shard {}",
+                self.at, self.parent
+            ));
+        };
+        let range = before.ranges[i];
+        if range.start == self.at {
+            return Err(format!(
+                "position {:#018x} is the start of a range of shard {}: nothing would be left on one side",
+                self.at, self.parent
+            ));
+        }
+        let mut parent = before.ranges.clone();
+        parent[i].end_inclusive = self.at - 1;
+        let child = vec![RingRange {
+            start: self.at,
+            end_inclusive: range.end_inclusive,
+        }];
+        let version = self.version + 1;
+        Ok((
+            ShardDescriptor {
+                ranges: parent,
+                version,
+            },
+            ShardDescriptor {
+                ranges: child,
+                version,
+            },
+        ))
+    }
 }
 
 /// The group id of the shard manager's own Raft group (never a shard id).
@@ -93,6 +205,12 @@ pub struct ShardMap {
     /// Target replicas per shard.
     pub replication: usize,
     pub pending_move: Option<PendingMove>,
+    /// A split recorded before it is proposed to its shard, so that a new manager leader
+    /// finishes it (records it in the map, or drops it if the shard refused it).
+    pub pending_split: Option<SplitPlan>,
+    /// The id the next new shard gets (ids are never reused: a merged-away shard's data may
+    /// still sit on a node that was down).
+    pub next_shard_id: GroupId,
     /// Where each node listens (`host:port`), for clusters of processes; empty in process.
     pub addresses: BTreeMap<NodeId, String>,
     /// Range start -> (range end, shard), for lookups.
@@ -112,6 +230,10 @@ struct ShardMapData {
     replication: usize,
     #[serde(default)]
     pending_move: Option<PendingMove>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pending_split: Option<SplitPlan>,
+    #[serde(default)]
+    next_shard_id: GroupId,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     addresses: BTreeMap<NodeId, String>,
 }
@@ -124,6 +246,8 @@ impl TryFrom<ShardMapData> for ShardMap {
         map.meta_replicas = d.meta_replicas;
         map.replication = d.replication;
         map.pending_move = d.pending_move;
+        map.pending_split = d.pending_split;
+        map.next_shard_id = map.next_shard_id.max(d.next_shard_id);
         map.addresses = d.addresses;
         Ok(map)
     }
@@ -138,6 +262,8 @@ impl From<ShardMap> for ShardMapData {
             meta_replicas: m.meta_replicas,
             replication: m.replication,
             pending_move: m.pending_move,
+            pending_split: m.pending_split,
+            next_shard_id: m.next_shard_id,
             addresses: m.addresses,
         }
     }
@@ -159,9 +285,12 @@ impl ShardMap {
             meta_replicas: Vec::new(),
             replication,
             pending_move: None,
+            pending_split: None,
+            next_shard_id: 0,
             addresses: BTreeMap::new(),
             index: BTreeMap::new(),
         };
+        map.next_shard_id = map.shards.iter().map(|s| s.id + 1).max().unwrap_or(0);
         map.rebuild_index()?;
         Ok(map)
     }
@@ -196,6 +325,8 @@ impl ShardMap {
                         end_inclusive,
                     }],
                     replicas,
+                    version: 0,
+                    split_from: None,
                 }
             })
             .collect();
@@ -251,6 +382,102 @@ impl ShardMap {
             }
         }
         load
+    }
+
+    /// The descriptor the map records for shard `id`.
+    pub fn descriptor(&self, id: GroupId) -> Option<ShardDescriptor> {
+        self.shard(id).map(|s| ShardDescriptor {
+            ranges: s.ranges.clone(),
+            version: s.version,
+        })
+    }
+
+    /// Plans a split of `shard` at ring position `at` (default: the middle of its largest
+    /// range) into a new shard with the next free id, on the same replicas. Refused with
+    /// `InvalidArgument` for a shard that does not exist or a position outside it or at the
+    /// start of one of its ranges, and with a retryable `Unavailable` (busy) while a move or
+    /// another split is under way.
+    pub fn plan_split(&self, shard: GroupId, at: Option<u64>) -> Result<SplitPlan> {
+        let info = self.shard(shard).ok_or_else(|| {
+            Error::InvalidArgument(format!(
+                "shard {shard} does not exist (shards: {})",
+                describe_ids(&self.shard_ids())
+            ))
+        })?;
+        if let Some(p) = &self.pending_split {
+            return Err(Error::Unavailable(format!(
+                "busy: shard {} is being split; retry once it is done",
+                p.parent
+            )));
+        }
+        if let Some(m) = &self.pending_move {
+            return Err(Error::Unavailable(format!(
+                "busy: a replica of shard {} is being moved; retry once it is done",
+                m.group
+            )));
+        }
+        let at = match at {
+            Some(at) => at,
+            None => {
+                let widest = info
+                    .ranges
+                    .iter()
+                    .max_by_key(|r| r.end_inclusive - r.start)
+                    .copied()
+                    .ok_or_else(|| Error::InvalidArgument(format!("shard {shard} owns nothing")))?;
+                if widest.start == widest.end_inclusive {
+                    return Err(Error::InvalidArgument(format!(
+                        "shard {shard} owns single ring positions only: it cannot be split"
+                    )));
+                }
+                widest.start + (widest.end_inclusive - widest.start) / 2 + 1
+            }
+        };
+        let plan = SplitPlan {
+            parent: shard,
+            child: self.next_shard_id,
+            at,
+            version: info.version,
+            ranges: info.ranges.clone(),
+            membership: None,
+        };
+        let current = ShardDescriptor {
+            ranges: info.ranges.clone(),
+            version: info.version,
+        };
+        plan.divide(&current).map_err(Error::InvalidArgument)?;
+        Ok(plan)
+    }
+
+    /// Records a split that its shard has applied: the parent keeps the lower part, the child
+    /// (on the parent's replicas) takes the rest; the pending split is cleared. A split already
+    /// recorded (the child is in the map) changes nothing: returns false.
+    pub fn record_split(&mut self, plan: &SplitPlan) -> Result<bool> {
+        if self.pending_split.as_ref() == Some(plan) {
+            self.pending_split = None;
+        }
+        if self.shard(plan.child).is_some() {
+            return Ok(false);
+        }
+        let before = self.descriptor(plan.parent).ok_or_else(|| {
+            Error::InvalidArgument(format!("shard {} is not in the map", plan.parent))
+        })?;
+        let (parent, child) = plan.divide(&before).map_err(Error::InvalidArgument)?;
+        let replicas = self.replicas_of(plan.parent).unwrap_or_default().to_vec();
+        if let Some(p) = self.shards.iter_mut().find(|s| s.id == plan.parent) {
+            p.ranges = parent.ranges;
+            p.version = parent.version;
+        }
+        self.shards.push(ShardInfo {
+            id: plan.child,
+            ranges: child.ranges,
+            replicas,
+            version: child.version,
+            split_from: Some((plan.parent, child.version)),
+        });
+        self.next_shard_id = self.next_shard_id.max(plan.child + 1);
+        self.rebuild_index()?;
+        Ok(true)
     }
 
     /// One key for every shard: the first `{prefix}{i}` (i = 0, 1, ...) that lands in it, to
@@ -331,6 +558,16 @@ impl ShardMap {
     }
 }
 
+/// `0, 1, 2` for a few ids, `0, 1, ... (N in all)` for many.
+fn describe_ids(ids: &[GroupId]) -> String {
+    let shown: Vec<String> = ids.iter().take(8).map(u64::to_string).collect();
+    if ids.len() > shown.len() {
+        format!("{}, ... ({} in all)", shown.join(", "), ids.len())
+    } else {
+        shown.join(", ")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -397,5 +634,66 @@ mod tests {
         let mut map = ShardMap::uniform(2, &[1], 1).expect("map");
         map.shards[0].ranges[0].end_inclusive = u64::MAX;
         assert!(map.rebuild_index().is_err(), "overlap");
+    }
+
+    #[test]
+    fn a_split_divides_one_range_and_the_map_still_tiles_the_ring() {
+        let mut map = ShardMap::uniform(1, &[1, 2, 3], 3).expect("map");
+        let plan = map.plan_split(0, None).expect("plan");
+        assert_eq!((plan.child, plan.at, plan.version), (1, 1 << 63, 0));
+        assert!(map.record_split(&plan).expect("record"));
+        assert!(!map.record_split(&plan).expect("again"), "recorded once");
+        assert_eq!(map.shard_at(0), 0);
+        assert_eq!(map.shard_at((1 << 63) - 1), 0);
+        assert_eq!(map.shard_at(1 << 63), 1);
+        assert_eq!(map.shard_at(u64::MAX), 1);
+        assert_eq!(map.shard(1).expect("child").replicas, vec![1, 2, 3]);
+        assert_eq!(
+            (map.shard(0).unwrap().version, map.shard(1).unwrap().version),
+            (1, 1)
+        );
+        assert_eq!(map.next_shard_id, 2);
+        // Split again, each half: ids keep growing, the ring stays tiled.
+        for shard in [0, 1, 0] {
+            let plan = map.plan_split(shard, None).expect("plan");
+            map.record_split(&plan).expect("record");
+        }
+        assert_eq!(map.shard_ids(), vec![0, 1, 2, 3, 4]);
+        assert!(map.rebuild_index().is_ok());
+        let json = serde_json::to_vec(&map).expect("json");
+        let back: ShardMap = serde_json::from_slice(&json).expect("back");
+        assert_eq!(back, map);
+    }
+
+    #[test]
+    fn a_split_of_a_missing_shard_at_an_edge_or_outside_is_refused_and_changes_nothing() {
+        let map = ShardMap::uniform(2, &[1, 2, 3], 3).expect("map");
+        let before = map.clone();
+        let invalid = |e: Error| matches!(e, Error::InvalidArgument(_));
+        assert!(invalid(map.plan_split(7, None).unwrap_err()), "no shard 7");
+        assert!(
+            invalid(map.plan_split(0, Some(0)).unwrap_err()),
+            "at its start"
+        );
+        assert!(
+            invalid(map.plan_split(0, Some(1 << 63)).unwrap_err()),
+            "in shard 1"
+        );
+        assert!(map.plan_split(0, Some(1)).is_ok(), "one position in");
+        let mut busy = map.clone();
+        busy.pending_move = Some(PendingMove::new(1, Some(1), None));
+        assert!(
+            matches!(busy.plan_split(0, None), Err(Error::Unavailable(m)) if m.contains("busy"))
+        );
+        // A stale plan (planned before another split) is refused at divide time.
+        let plan = map.plan_split(0, None).expect("plan");
+        let mut later = map.clone();
+        later.record_split(&plan).expect("record");
+        let stale = SplitPlan {
+            child: 9,
+            ..plan.clone()
+        };
+        assert!(later.record_split(&stale).is_err());
+        assert_eq!(map, before);
     }
 }

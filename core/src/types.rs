@@ -130,6 +130,9 @@ pub enum ProposalBody {
     },
     /// Opens a client session; its id is the log index of this entry (never reused).
     OpenSession,
+    /// Splits the shard: applied at the same index on every replica, each of which builds the
+    /// child from its own copy (see `replica::storage::split`).
+    Split(crate::sharding::SplitPlan),
 }
 
 impl fmt::Display for Proposal {
@@ -150,6 +153,13 @@ impl fmt::Display for Proposal {
                 command,
             } => write!(f, "{command}"),
             ProposalBody::OpenSession => write!(f, "open-session"),
+            ProposalBody::Split(p) => {
+                write!(
+                    f,
+                    "split(shard {} at {:#018x} -> {})",
+                    p.parent, p.at, p.child
+                )
+            }
         }
     }
 }
@@ -188,6 +198,13 @@ pub enum CommandResult {
     /// How many keys a `DeletePrefix` deleted on its shard.
     DeletePrefix {
         count: u64,
+    },
+    /// A key of the write is not the shard's (any more): nothing was applied. Checked after the
+    /// exactly-once lookup, so a retry of a write applied before a split still gets its result.
+    WrongShard,
+    /// The shard split: its descriptor after the split (the child's is the rest of the range).
+    Split {
+        version: u64,
     },
 }
 

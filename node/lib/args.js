@@ -75,6 +75,18 @@ function nodeId (v, what = 'node id') {
   return count(v, what, 0)
 }
 
+/** A ring position (0 <= p < 2**64): a bigint, or a safe integer number; as a decimal string. */
+function position (v, what = 'at') {
+  if (v === undefined || v === null) return undefined
+  if (typeof v === 'number') {
+    if (!Number.isSafeInteger(v) || v < 0) throw invalid(`${what} must be a whole number from 0 (a bigint above 2**53), not ${v}`)
+    return String(v)
+  }
+  if (typeof v !== 'bigint') throw new TypeError(`${what} must be a bigint or a number, not ${typeName(v)}`)
+  if (v < 0n || v >= 2n ** 64n) throw invalid(`${what} must be a ring position in 0..2**64, not ${v}`)
+  return v.toString()
+}
+
 /** An encoding for values and scanned keys: undefined or null (Buffers) or one Node knows. */
 function encoding (v, what = 'encoding') {
   if (v === undefined || v === null) return v
@@ -86,4 +98,5 @@ function encoding (v, what = 'encoding') {
 module.exports = {
   encoding,
   bytes, optionalBytes, options, optionalNumber, optionalCount, count, timeout, consistency, nodeId, typeName,
+  position,
 }

@@ -188,6 +188,15 @@ class Client {
     return statusOf(await native(() => this._inner.status(t)))
   }
 
+  /** Splits a shard online: split(shard, { at, timeoutMs }); the new shard's id. */
+  async split (shard, opts) {
+    const s = args.count(shard, 'shard', 0)
+    const o = args.options(opts)
+    const at = args.position(o.at)
+    const t = args.timeout(o)
+    return await native(() => this._inner.split(s, at, t))
+  }
+
   async events (opts) {
     const t = args.timeout(args.options(opts))
     return eventsOf(await native(() => this._inner.events(t)))

@@ -144,6 +144,13 @@ class Cluster {
     await native(() => this._inner.removeNode(n, t ?? 120_000))
   }
 
+  /** Splits a shard online: split(shard, { at }) (at: a ring position, bigint); the new shard's id. */
+  async split (shard, opts) {
+    const s = args.count(shard, 'shard', 0)
+    const at = args.position(args.options(opts).at)
+    return await native(() => this._inner.split(s, at))
+  }
+
   async setReplication (r) {
     const n = args.count(r, 'replication', 1)
     await native(() => this._inner.setReplication(n))

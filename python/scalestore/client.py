@@ -195,6 +195,26 @@ def _native_client(inner: Any, how: str) -> None:
         )
 
 
+def _shard(value: Any) -> int:
+    """A shard id: an int from 0 (a shard that does not exist is the cluster's to refuse)."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidType(f"a shard id must be an int, not {type(value).__name__}")
+    if not 0 <= value < 2**64:
+        raise InvalidArgument(f"shard {value} does not exist")
+    return value
+
+
+def _position(value: Any) -> Optional[int]:
+    """A ring position (0 <= p < 2**64), or None."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidType(f"a ring position must be an int, not {type(value).__name__}")
+    if not 0 <= value < 2**64:
+        raise InvalidArgument(f"a ring position is in 0..2**64, not {value}")
+    return value
+
+
 def _encoding(encoding: Optional[str]) -> Optional[str]:
     """``encoding`` checked: None (bytes) or a codec Python knows."""
     if encoding is None:
@@ -369,6 +389,13 @@ class Client(Generic[V]):
     def status(self, timeout: Optional[float] = None) -> Status:
         """The cluster's status (same shape as :meth:`Cluster.status`)."""
         return Status(self._inner.status(timeout))
+
+    def split(self, shard: int, at: Optional[int] = None, timeout: Optional[float] = None) -> int:
+        """Splits ``shard`` online: the part of its ring range from position ``at`` (default:
+        the middle of its largest range) becomes a new shard on the same replicas; its id.
+        Raises InvalidArgument for a shard that does not exist or a position outside it or at
+        its start, Unavailable (retry) while it is being moved or split."""
+        return self._inner.split(_shard(shard), _position(at), timeout)  # type: ignore[no-any-return]
 
     def events(self, timeout: Optional[float] = None) -> List[Dict[str, Any]]:
         """Recent cluster events: ``{"time": Unix seconds, "kind": str, "detail": str}``."""
@@ -545,6 +572,10 @@ class AsyncClient(Generic[V]):
 
     async def status(self, timeout: Optional[float] = None) -> Status:
         return Status(await _awaiting(self._inner.status, timeout))
+
+    async def split(self, shard: int, at: Optional[int] = None, timeout: Optional[float] = None) -> int:
+        """See :meth:`Client.split`."""
+        return await _awaiting(self._inner.split, _shard(shard), _position(at), timeout)  # type: ignore[no-any-return]
 
     async def events(self, timeout: Optional[float] = None) -> List[Dict[str, Any]]:
         return await _awaiting(self._inner.events, timeout)  # type: ignore[no-any-return]

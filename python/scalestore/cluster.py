@@ -12,7 +12,7 @@ from typing import Any, Dict, Iterator, List, Optional, Sequence, Union
 
 from . import _scalestore as _native
 from ._html import status_html
-from .client import AsyncClient, Client, Consistency, Key, Status, _encoding
+from .client import AsyncClient, Client, Consistency, Key, Status, _encoding, _position, _shard
 from .errors import InvalidArgument, InvalidType, Timeout, require_embedded
 from .history import History
 from .load import LoadRun
@@ -168,6 +168,14 @@ class Cluster:
     def remove_node(self, node_id: int, timeout: float = 120.0) -> None:
         """Moves the node's replicas away, then removes it (waits up to ``timeout``)."""
         self._inner.remove_node(_node(node_id), _seconds("timeout", timeout))
+
+    def split(self, shard: int, at: Optional[int] = None) -> int:
+        """Splits ``shard`` online: the part of its ring range from position ``at`` (default:
+        the middle of its largest range) becomes a new shard on the same replicas, built by
+        each replica from its own copy; returns the new shard's id once the map records it.
+        Raises InvalidArgument for a shard that does not exist or a position outside it or at
+        its start, Unavailable (retry) while it is being moved or split."""
+        return self._inner.split(_shard(shard), _position(at))  # type: ignore[no-any-return]
 
     def set_replication(self, r: int) -> None:
         if isinstance(r, bool) or not isinstance(r, int):

@@ -14,7 +14,7 @@ use crate::proto::admin_server::Admin;
 use crate::proto::{
     Event, EventsRequest, EventsResponse, JoinRequest, JoinResponse, NodeInfo, RemoveNodeRequest,
     RemoveNodeResponse, RingRange, SetReplicationRequest, SetReplicationResponse, ShardInfo,
-    StatusRequest, StatusResponse,
+    SplitRequest, SplitResponse, StatusRequest, StatusResponse,
 };
 use crate::serve::ServiceContext;
 
@@ -178,6 +178,19 @@ impl Admin for AdminService {
             format!("replication factor is now {replication}"),
         );
         Ok(Response::new(SetReplicationResponse {}))
+    }
+
+    async fn split(&self, request: Request<SplitRequest>) -> Reply<SplitResponse> {
+        let r = request.into_inner();
+        let node = self.context.node.current().map_err(|e| self.status(&e))?;
+        let plan = scalestore::placement::split::split(&node, r.shard, r.at, &self.context.events)
+            .await
+            .map_err(|e| self.status(&e))?;
+        Ok(Response::new(SplitResponse {
+            parent: plan.parent,
+            child: plan.child,
+            at: plan.at,
+        }))
     }
 
     async fn events(&self, _request: Request<EventsRequest>) -> Reply<EventsResponse> {

@@ -14,7 +14,9 @@ use serde_json::json;
 
 use crate::error::{ServerError, ServerResult};
 use crate::proto::admin_client::AdminClient;
-use crate::proto::{EventsRequest, RemoveNodeRequest, SetReplicationRequest, StatusRequest};
+use crate::proto::{
+    EventsRequest, RemoveNodeRequest, SetReplicationRequest, SplitRequest, StatusRequest,
+};
 
 /// Exit code for bad usage (sysexits' EX_USAGE).
 pub const EXIT_USAGE: i32 = 64;
@@ -146,6 +148,13 @@ pub enum Command {
     },
     /// Set the number of replicas per shard.
     SetReplication { replication: u32 },
+    /// Split shard SHARD online: the part of its range from ring position --at (decimal or
+    /// 0x-hex; default: the middle of its largest range) becomes a new shard on its replicas.
+    Split {
+        shard: u64,
+        #[arg(long, value_parser = parse_position)]
+        at: Option<u64>,
+    },
     /// Recent cluster events from every node, oldest first.
     Events,
     /// Measure throughput, latency, CPU and fsyncs of a workload against ScaleStore servers
@@ -489,6 +498,25 @@ async fn run(cli: Cli) -> ServerResult<i32> {
                 print(&json!({"replication": replication}).to_string());
             }
         }
+        Command::Split { shard, at } => {
+            let done = admin(&cli)
+                .await?
+                .split(SplitRequest {
+                    shard: *shard,
+                    at: *at,
+                })
+                .await
+                .map_err(core)?
+                .into_inner();
+            print(&if json {
+                json!({"parent": done.parent, "child": done.child, "at": done.at}).to_string()
+            } else {
+                format!(
+                    "shard {} split at {:#018x}: shard {} serves the rest of its range",
+                    done.parent, done.at, done.child
+                )
+            });
+        }
         Command::Events => {
             let mut first = admin(&cli).await?;
             let status = first
@@ -640,4 +668,13 @@ mod tests {
         assert!(bytes("abc", true).is_err());
         assert_eq!(bytes("abc", false).expect("text"), b"abc");
     }
+}
+
+/// A ring position: decimal, or hex with `0x`.
+fn parse_position(s: &str) -> std::result::Result<u64, String> {
+    let parsed = match s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")) {
+        Some(hex) => u64::from_str_radix(hex, 16),
+        None => s.parse(),
+    };
+    parsed.map_err(|e| format!("{s:?} is not a ring position (0..2^64, decimal or 0x-hex): {e}"))
 }

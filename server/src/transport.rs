@@ -14,9 +14,9 @@ use tonic::transport::{Channel, ClientTlsConfig};
 use crate::error::{ServerError, ServerResult};
 use crate::proto::admin_client::AdminClient;
 use crate::proto::internal_client::InternalClient;
-use crate::proto::{ClientCall, EventsRequest, StatusRequest, StatusResponse};
+use crate::proto::{ClientCall, EventsRequest, SplitRequest, StatusRequest, StatusResponse};
 use crate::wire::{channel_with, decode, encode};
-use scalestore::{ClusterStatus, Event, NodeStatus, ShardStatus};
+use scalestore::{ClusterStatus, Event, NodeStatus, ShardStatus, SplitDone};
 
 /// Calls nodes of one cluster over gRPC.
 pub struct GrpcTransport {
@@ -426,6 +426,30 @@ impl Transport for GrpcTransport {
                 Ok(Ok(reply)) => return Ok(status_from_proto(reply.into_inner())),
                 Ok(Err(status)) => last = crate::convert::from_status(&status),
                 Err(_) => last = Error::Unavailable(format!("{address} did not answer")),
+            }
+        }
+        Err(last)
+    }
+
+    /// Asks one node after another until one answers (a node that answers with an error ends
+    /// it: the split may have been planned there).
+    async fn split(&self, shard: u64, at: Option<u64>) -> Result<SplitDone> {
+        let mut last = Error::Unavailable("no node address known".into());
+        for address in self.known_addresses() {
+            let mut admin = AdminClient::new(self.channel(&address)?);
+            match admin.split(SplitRequest { shard, at }).await {
+                Ok(reply) => {
+                    let r = reply.into_inner();
+                    return Ok(SplitDone {
+                        parent: r.parent,
+                        child: r.child,
+                        at: r.at,
+                    });
+                }
+                Err(status) if status.code() == tonic::Code::Unavailable => {
+                    last = crate::convert::from_status(&status);
+                }
+                Err(status) => return Err(crate::convert::from_status(&status)),
             }
         }
         Err(last)

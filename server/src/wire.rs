@@ -16,7 +16,7 @@ pub const NODE_HEADER: &str = "scalestore-node";
 pub const PROTOCOL_HEADER: &str = "scalestore-protocol";
 /// This build's internal protocol version: nodes and clients of another version are refused
 /// rather than misread.
-pub const PROTOCOL: &str = "3";
+pub const PROTOCOL: &str = "4";
 
 /// A plaintext channel to `address` (see [`channel_with`]).
 pub fn channel(address: &str) -> Result<Channel> {

@@ -31,6 +31,24 @@ pub fn millis(value: f64, what: &str) -> napi::Result<Duration> {
     Ok(Duration::from_secs_f64(value / 1000.0))
 }
 
+/// A ring position the JS side passed as a decimal string (see `position` in lib/args.js).
+pub fn position(value: Option<String>) -> napi::Result<Option<u64>> {
+    value
+        .map(|v| {
+            v.parse::<u64>().map_err(|e| {
+                invalid(format!(
+                    "at must be a ring position in 0..2**64, not {v}: {e}"
+                ))
+            })
+        })
+        .transpose()
+}
+
+/// A shard id as JS numbers carry it.
+pub fn shard_id(id: u64) -> napi::Result<u32> {
+    u32::try_from(id).map_err(|_| invalid(format!("shard id {id} does not fit a JS number here")))
+}
+
 pub fn optional_millis(value: Option<f64>, what: &str) -> napi::Result<Option<Duration>> {
     value.map(|v| millis(v, what)).transpose()
 }

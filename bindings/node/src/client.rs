@@ -8,7 +8,10 @@ use napi::bindgen_prelude::Buffer;
 use napi_derive::napi;
 use scalestore::{History, ScanOptions};
 
-use crate::args::{buffer, consistency, events_js, optional_millis, status_js, EventJs, StatusJs};
+use crate::args::{
+    buffer, consistency, events_js, optional_millis, position, shard_id, status_js, EventJs,
+    StatusJs,
+};
 use crate::error::{closed, invalid, to_js};
 use crate::history::NativeHistory;
 
@@ -242,6 +245,21 @@ impl NativeClient {
         let c = self.handle(timeout_ms)?;
         let status = c.cluster_status().await.map_err(to_js)?;
         Ok(status_js(&status))
+    }
+
+    /// Splits `shard` at ring position `at` (a decimal string; none: the middle of its largest
+    /// range); the new shard's id.
+    #[napi]
+    pub async fn split(
+        &self,
+        shard: u32,
+        at: Option<String>,
+        timeout_ms: Option<f64>,
+    ) -> napi::Result<u32> {
+        let at = position(at)?;
+        let c = self.handle(timeout_ms)?;
+        let done = c.split(u64::from(shard), at).await.map_err(to_js)?;
+        shard_id(done.child)
     }
 
     #[napi]

@@ -11,7 +11,9 @@ use napi_derive::napi;
 use scalestore::{ClusterOptions, EmbeddedCluster, LoadOptions, LoadRun, NetworkFaults};
 use scalestore_server::ServedCluster;
 
-use crate::args::{consistency, events_js, millis, status_js, whole, EventJs, StatusJs};
+use crate::args::{
+    consistency, events_js, millis, position, shard_id, status_js, whole, EventJs, StatusJs,
+};
 use crate::client::NativeClient;
 use crate::error::{closed, invalid, stopped, to_js};
 use crate::history::NativeHistory;
@@ -214,6 +216,19 @@ impl NativeCluster {
             .remove_node(u64::from(id), timeout)
             .await
             .map_err(to_js)
+    }
+
+    /// Splits `shard` at ring position `at` (a decimal string; none: the middle of its largest
+    /// range); the new shard's id.
+    #[napi]
+    pub async fn split(&self, shard: u32, at: Option<String>) -> napi::Result<u32> {
+        let at = position(at)?;
+        let plan = self
+            .cluster()?
+            .split(u64::from(shard), at)
+            .await
+            .map_err(to_js)?;
+        shard_id(plan.child)
     }
 
     #[napi]

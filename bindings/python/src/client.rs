@@ -391,6 +391,26 @@ impl PyClient {
         )
     }
 
+    /// Splits `shard` online at ring position `at` (default: the middle of its largest range);
+    /// the new shard's id.
+    #[pyo3(signature = (shard, at=None, timeout=None, callback=None))]
+    fn split(
+        &self,
+        py: Python<'_>,
+        shard: u64,
+        at: Option<u64>,
+        timeout: Option<f64>,
+        callback: Option<PyObject>,
+    ) -> PyResult<PyObject> {
+        let c = self.handle(timeout)?;
+        self.rt.run(
+            py,
+            callback,
+            async move { c.split(shard, at).await.map_err(Failure::from) },
+            Box::new(|py, done| Ok(done.child.into_pyobject(py)?.into_any().unbind())),
+        )
+    }
+
     #[pyo3(signature = (timeout=None, callback=None))]
     fn events(
         &self,

@@ -192,6 +192,15 @@ impl PyCluster {
         )
     }
 
+    /// Splits `shard` online at ring position `at` (default: the middle of its largest range);
+    /// the new shard's id.
+    #[pyo3(signature = (shard, at=None))]
+    fn split(&self, py: Python<'_>, shard: u64, at: Option<u64>) -> PyResult<u64> {
+        self.wait(py, move |c| async move {
+            c.split(shard, at).await.map(|plan| plan.child)
+        })
+    }
+
     fn set_replication(&self, py: Python<'_>, replication: usize) -> PyResult<()> {
         self.wait(
             py,

@@ -25,7 +25,7 @@ use crate::replica::storage::identity::write_synced;
 use crate::replica::storage::{lose_unsynced_writes, StorageStats};
 use crate::routing::client::{Client, ClientOptions};
 use crate::routing::transport::Transport;
-use crate::sharding::{NodeState, ShardMap, META_GROUP};
+use crate::sharding::{NodeState, ShardMap, SplitPlan, META_GROUP};
 use crate::types::{GroupId, NodeId};
 
 const CLUSTER_FILE: &str = "scalestore-cluster.json";
@@ -673,6 +673,16 @@ impl EmbeddedCluster {
         Ok(())
     }
 
+    /// Splits `shard` at ring position `at` (default: the middle of its largest range) while it
+    /// serves: the upper part becomes a new shard on the same replicas. Returns the plan once
+    /// the map records it (the child's id is `plan.child`). A shard that does not exist, or a
+    /// position outside it or at the start of its range, is `InvalidArgument`; a shard being
+    /// moved or split is a retryable `Unavailable` (busy). Nothing changes on error.
+    pub async fn split(&self, shard: GroupId, at: Option<u64>) -> Result<SplitPlan> {
+        let node = self.any_node()?;
+        crate::placement::split::split(&node, shard, at, &self.events).await
+    }
+
     /// Changes the replication factor of every shard on the running cluster (up or down); the
     /// manager adds or drops replicas one at a time.
     pub async fn set_replication(&self, replication: usize) -> Result<()> {
@@ -701,6 +711,7 @@ impl EmbeddedCluster {
                         .copied()
                         .collect();
                     let idle = map.pending_move.is_none()
+                        && map.pending_split.is_none()
                         && manager::plan(&map, &down).is_none()
                         && map.nodes.values().all(|s| *s == NodeState::Active);
                     if idle && self.memberships_match(&map) && self.leaders_balanced(&map, &down) {

@@ -15,8 +15,9 @@ use crate::protocol::{ClientRequest, ClientResponse};
 use crate::replica::network::{PeerRequest, PeerResponse, PeerTransport};
 use crate::replica::node::Node;
 use crate::routing::transport::Transport;
+use crate::sharding::SplitDone;
 use crate::sim::Cost;
-use crate::types::NodeId;
+use crate::types::{GroupId, NodeId};
 
 pub struct InProcNetwork {
     /// Nodes that are up. A stopped node is absent: messages to it fail as unreachable.
@@ -106,6 +107,19 @@ impl InProcNetwork {
 }
 
 impl InProcNetwork {
+    /// Any node that runs (for the cluster-wide asks: status, splits).
+    fn any_running_node(&self) -> Result<Arc<Node>> {
+        let running: Vec<Arc<Node>> = self
+            .up
+            .read()
+            .map(|up| up.values().cloned().collect())
+            .unwrap_or_default();
+        running
+            .into_iter()
+            .find(|n| !n.is_stopping())
+            .ok_or_else(|| Error::Unavailable("no node is running".into()))
+    }
+
     /// Carries one message to node `to` through the fault layer: delay, loss of the request,
     /// loss of the reply after `handle` ran, and (for node-to-node links, `from` set) partitions
     /// checked when sent, when delivered and when answered.
@@ -192,16 +206,17 @@ impl Transport for InProcNetwork {
     }
 
     async fn cluster_status(&self) -> Result<ClusterStatus> {
-        let running: Vec<Arc<Node>> = self
-            .up
-            .read()
-            .map(|up| up.values().cloned().collect())
-            .unwrap_or_default();
-        let node = running
-            .into_iter()
-            .find(|n| !n.is_stopping())
-            .ok_or_else(|| Error::Unavailable("no node is running".into()))?;
+        let node = self.any_running_node()?;
         host::cluster_status(&node).await
+    }
+
+    async fn split(&self, shard: GroupId, at: Option<u64>) -> Result<SplitDone> {
+        let log = self.events.read().ok().and_then(|e| e.clone());
+        let events = log.unwrap_or_default();
+        let node = self.any_running_node()?;
+        crate::placement::split::split(&node, shard, at, &events)
+            .await
+            .map(|p| p.done())
     }
 
     async fn events(&self) -> Result<Vec<Event>> {

@@ -46,7 +46,7 @@ impl Default for ManagerOptions {
 /// caller), or only on this node while it leads (the manager itself: a deposed manager's read or
 /// write then fails instead of being forwarded to the new leader and taking effect there).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Via {
+pub(crate) enum Via {
     AnyNode,
     ThisLeader,
 }
@@ -168,7 +168,7 @@ async fn manager_update_map(
     update_map_via(node, Via::ThisLeader, change).await
 }
 
-async fn update_map_via(
+pub(crate) async fn update_map_via(
     node: &Node,
     via: Via,
     change: impl Fn(&mut ShardMap) -> Result<bool>,
@@ -251,7 +251,7 @@ async fn status_of(node: &Node, target: NodeId, group: GroupId) -> Result<GroupS
 /// The leader of `group`, as its replicas report it. Every candidate is asked; of several
 /// nodes that believe they lead (an old leader cut off has not stepped down yet), the one of the
 /// highest term is the leader, and only its view of the membership counts.
-async fn find_leader(
+pub(crate) async fn find_leader(
     node: &Node,
     group: GroupId,
     candidates: &[NodeId],
@@ -379,6 +379,13 @@ async fn run(weak: Weak<Node>, options: ManagerOptions, events: Arc<EventLog>) {
             state = None;
             continue;
         }
+        if state.is_none() {
+            // A new manager tells every node the map: nodes that restarted (a whole cluster
+            // after a crash, say) start from an older map and would route by it.
+            if let Ok((map, _)) = read_map_via(&node, Via::ThisLeader).await {
+                broadcast_map(&node, &map).await;
+            }
+        }
         let st = state.get_or_insert_with(ManagerState::default);
         if let Err(e) = reconcile(&node, &options, &events, st).await {
             tracing::debug!(node = node.id(), error = %e, "manager tick");
@@ -444,6 +451,11 @@ async fn reconcile(
             );
         }
     }
+    if let Some(plan) = map.pending_split {
+        return crate::placement::split::finish(node, &plan, Via::ThisLeader, events)
+            .await
+            .map(|_| ());
+    }
     if let Some(mv) = map.pending_move {
         return drive(node, options, &map, mv, events, st).await;
     }
@@ -455,7 +467,7 @@ async fn reconcile(
         let (_, status) = find_leader(node, mv.group, &candidates(&map, &mv)).await?;
         mv.fence = status.membership_log_id;
         let started = manager_update_map(node, |m| {
-            if m.pending_move.is_some() {
+            if m.pending_move.is_some() || m.pending_split.is_some() {
                 return Ok(false);
             }
             m.pending_move = Some(mv);

@@ -5,4 +5,6 @@ pub mod events;
 #[cfg(feature = "embedded")]
 pub mod manager;
 #[cfg(feature = "embedded")]
+pub mod split;
+#[cfg(feature = "embedded")]
 pub mod watch;

@@ -62,6 +62,7 @@ pub fn spawn(node: &Arc<Node>, events: Arc<EventLog>) -> tokio::task::JoinHandle
 async fn run(weak: Weak<Node>, events: Arc<EventLog>) {
     let mut seen: BTreeMap<GroupId, Seen> = BTreeMap::new();
     let mut failed: Option<FailedStore> = None;
+    let mut ticks: u64 = 0;
     loop {
         tokio::time::sleep(TICK).await;
         let Some(node) = weak.upgrade() else { return };
@@ -75,6 +76,21 @@ async fn run(weak: Weak<Node>, events: Arc<EventLog>) {
                 continue;
             }
             None => failed = None,
+        }
+        ticks += 1;
+        if ticks % CHILD_CHECK_TICKS == 0 {
+            start_unbuilt_children(&node, &events).await;
+        }
+        // Children of splits this node applied (a restart would start them from disk too).
+        for (child, outcome) in node.start_born_children().await {
+            if let Err(e) = outcome {
+                events.record(
+                    "group_unstartable",
+                    format!(
+                        "shard {child} (split off its parent) could not start on node {me}: {e}"
+                    ),
+                );
+            }
         }
         // One pass over the group table, metrics read in place (a clone of each group's
         // metrics and handle per tick was the larger part of an idle node's own work); Fatal
@@ -125,6 +141,40 @@ async fn run(weak: Weak<Node>, events: Arc<EventLog>) {
                     ),
                 );
             }
+        }
+    }
+}
+
+/// How often (in ticks) a node looks for split children the map gives it that it runs no
+/// replica of.
+const CHILD_CHECK_TICKS: u64 = 20;
+
+/// Starts, empty, the replicas of split children that the map gives this node and that it will
+/// not build itself: its replica of the parent got the split inside a snapshot (or it has none).
+/// The child's leader fills them with a snapshot (its log starts after the split entry). A
+/// replica whose parent has not applied the split yet is left to build the child when it does.
+async fn start_unbuilt_children(node: &Node, events: &EventLog) {
+    let me = node.id();
+    let (map, unstartable) = (node.shard_map(), node.unstartable_groups());
+    let Ok(store) = node.store() else { return };
+    for shard in map.shards.iter().filter(|s| s.replicas.contains(&me)) {
+        let Some((parent, version)) = shard.split_from else {
+            continue;
+        };
+        if node.raft(shard.id).is_some() || unstartable.contains_key(&shard.id) {
+            continue;
+        }
+        let parent_behind =
+            node.raft(parent).is_some() && store.shard_version(parent).is_ok_and(|v| v < version);
+        if parent_behind {
+            continue;
+        }
+        match node.start_group(shard.id).await {
+            Ok(_) => events.record(
+                "split_child_started",
+                format!("shard {} on node {me}: its parent's replica had no split to build it from; filled by its leader", shard.id),
+            ),
+            Err(e) => tracing::debug!(shard = shard.id, error = %e, "starting a split child"),
         }
     }
 }

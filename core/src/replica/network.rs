@@ -104,6 +104,9 @@ pub enum AdminRequest {
     },
     /// The new cluster map.
     SetMap(Box<ShardMap>),
+    /// On the shard's leader: propose the split (see `replica::storage::split`); answered with
+    /// the parent's descriptor version after it, or the reason the shard refused it.
+    Split(crate::sharding::SplitPlan),
     /// The liveness exchange of hibernation (one per node pair per interval): the groups the
     /// sender leads that are asleep.
     Liveness {
@@ -115,6 +118,10 @@ pub enum AdminRequest {
 #[derive(Debug, Serialize, Deserialize)]
 pub enum AdminReply {
     Done,
+    /// A split applied: the parent's descriptor version after it.
+    Split {
+        version: u64,
+    },
     /// The answer to `Liveness`: the groups the answering node leads that are asleep.
     Liveness {
         node: NodeId,
@@ -262,7 +269,7 @@ fn entry_bytes(entry: &crate::types::Entry) -> usize {
                 .chain(command.values())
                 .map(<[u8]>::len)
                 .sum(),
-            crate::types::ProposalBody::OpenSession => 0,
+            crate::types::ProposalBody::OpenSession | crate::types::ProposalBody::Split(_) => 0,
         },
         _ => 0,
     }

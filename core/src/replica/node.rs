@@ -344,6 +344,36 @@ impl Node {
         Ok(raft)
     }
 
+    /// Starts the children this node built by applying splits (see
+    /// `replica::storage::split`), and returns them. Where this node led the parent, it
+    /// campaigns for the child at once: the child's replicas all voted in the split entry's
+    /// term, and the parent's leader is the natural first leader (it has every entry).
+    pub async fn start_born_children(&self) -> Vec<(GroupId, Result<()>)> {
+        let Ok(store) = self.store() else {
+            return Vec::new();
+        };
+        let mut started = Vec::new();
+        for (parent, child) in store.take_born() {
+            let outcome = match self.start_group(child).await {
+                Ok(raft) => {
+                    let led_parent = self.raft(parent).is_some_and(|p| p.is_leader());
+                    if led_parent {
+                        if let Err(e) = raft.trigger().elect(false).await {
+                            tracing::debug!(child, error = %e, "campaign for a split's child");
+                        }
+                    }
+                    Ok(())
+                }
+                Err(e) => {
+                    self.mark_unstartable(child, &e);
+                    Err(e)
+                }
+            };
+            started.push((child, outcome));
+        }
+        started
+    }
+
     /// Makes `members` the first membership of `group` (once, on one node, for a new group).
     pub async fn initialize_group(&self, group: GroupId, members: &[NodeId]) -> Result<()> {
         let raft = self.raft_or_wrong_shard(group)?;
@@ -496,6 +526,7 @@ impl Node {
                 .nodes()
                 .map(|(id, _)| *id)
                 .collect(),
+            shard_version: self.store()?.shard_version(group)?,
         })
     }
 
@@ -694,6 +725,15 @@ impl Node {
                 Ok(AdminReply::Done)
             }
             AdminRequest::Status { group } => Ok(AdminReply::Status(Box::new(self.status(group)?))),
+            AdminRequest::Split(plan) => {
+                let group = plan.parent;
+                match self.propose(group, ProposalBody::Split(plan)).await? {
+                    CommandResult::Split { version } => Ok(AdminReply::Split { version }),
+                    other => Err(Error::Unavailable(format!(
+                        "group {group} answered a split with {other:?}"
+                    ))),
+                }
+            }
             AdminRequest::Size { group } => {
                 let store = self.store()?;
                 let size = crate::sim::blocking(move || store.approximate_size(group))
@@ -878,6 +918,28 @@ impl Node {
         self.store()?.delete_group(group).await
     }
 
+    /// Refuses a write whose keys the map does not place in `group`, before it is proposed.
+    /// A shard that has been split (as this replica or the map knows) decides at apply
+    /// instead, from its descriptor and after the exactly-once lookup: a retry of a write it
+    /// applied before the split must get its first result, not a `WrongShard` that would send it
+    /// to the child to be applied twice. (Its split entry precedes any write proposed now, so
+    /// the descriptor is in place when the write applies.)
+    fn check_write_owned(
+        &self,
+        group: GroupId,
+        command: &crate::types::Command,
+        in_session: bool,
+    ) -> Result<()> {
+        if group == META_GROUP || !in_session {
+            return self.check_owned(group, command.keys());
+        }
+        let split_in_map = self.shard_map().shard(group).is_some_and(|s| s.version > 0);
+        if split_in_map || self.store()?.shard_version(group)? > 0 {
+            return Ok(());
+        }
+        self.check_owned(group, command.keys())
+    }
+
     /// Refuses keys that the map does not place in `group`.
     fn check_owned<'k>(
         &self,
@@ -910,7 +972,7 @@ impl Node {
                 if *group != META_GROUP {
                     self.config.limits.check_command(command)?;
                 }
-                self.check_owned(*group, command.keys())?;
+                self.check_write_owned(*group, command, session.is_some())?;
                 let body = ProposalBody::Write {
                     session: *session,
                     command: command.clone(),
@@ -952,12 +1014,15 @@ impl Node {
                 end,
                 limit,
                 consistency,
+                shard_version,
             } => {
                 if *group != META_GROUP {
                     self.config.limits.check_scan_page(*limit)?;
                 }
                 self.ensure_readable(*group, *consistency).await?;
-                let (items, more) = self.store()?.scan(*group, start, end.as_deref(), *limit)?;
+                let (items, more) =
+                    self.store()?
+                        .scan_at(*group, *shard_version, start, end.as_deref(), *limit)?;
                 Ok(ClientResponse::Scan { items, more })
             }
             ClientRequest::GroupStatus { group } => {
@@ -992,6 +1057,10 @@ impl Node {
                     Err(Error::SessionExpired { group, session })
                 }
                 CommandResult::Rejected { reason } => Err(Error::InvalidArgument(reason)),
+                CommandResult::WrongShard => Err(Error::WrongShard {
+                    group,
+                    node: self.id(),
+                }),
                 other => Ok(other),
             },
             Err(e) => Err(self.raft_error(group, e, |api| match api {

@@ -20,9 +20,13 @@ use crate::placement::events::Event;
 use crate::proof::history::{output_of_error, History, OpInput, OpOutput, Operation, RecordSwitch};
 use crate::protocol::{ClientRequest, ClientResponse, GroupStatus};
 use crate::routing::transport::Transport;
-use crate::sharding::ShardMap;
+use crate::sharding::{ShardMap, SplitDone};
 use crate::status::ClusterStatus;
 use crate::types::{Command, CommandResult, GroupId, NodeId, ReadConsistency, SessionRef};
+
+/// How many times one operation re-routes after `WrongShard` (a stale map) before it gives up:
+/// enough to wait out a split's few moments between its apply and its record in the map.
+const REROUTES: u32 = 40;
 
 #[derive(Debug, Clone, Copy)]
 pub struct ClientOptions {
@@ -414,6 +418,19 @@ impl Client {
             .await
     }
 
+    /// Splits `shard` online at ring position `at` (default: the middle of its largest range):
+    /// the part of its range from `at` on becomes a new shard (`child`) on its replicas.
+    /// Returns once the cluster map records it. See
+    /// [`EmbeddedCluster::split`](crate::EmbeddedCluster::split) for the errors.
+    pub async fn split(&self, shard: GroupId, at: Option<u64>) -> Result<SplitDone> {
+        self.check_open()?;
+        let done = self
+            .bounded("a split", self.shared.transport.split(shard, at))
+            .await?;
+        self.refresh_map().await?;
+        Ok(done)
+    }
+
     /// Recent cluster events, oldest first.
     pub async fn events(&self) -> Result<Vec<Event>> {
         self.check_open()?;
@@ -458,6 +475,20 @@ impl Client {
         }
     }
 
+    /// After a `WrongShard`: takes a fresh map. The map records a split only after the shard
+    /// has applied it, so for a moment the fresh map may still name the old shard: then it
+    /// waits a little before the next attempt (see [`REROUTES`]).
+    async fn reroute(&self, attempt: &mut u32) -> Result<()> {
+        *attempt += 1;
+        let before = self.shard_map().await?.epoch;
+        let map = self.refresh_map().await?;
+        if map.epoch == before && *attempt > 1 {
+            let wait = (10 * u64::from(*attempt)).min(200);
+            tokio::time::sleep(Duration::from_millis(wait)).await;
+        }
+        Ok(())
+    }
+
     /// Sends the request `build` makes for the shard owning `key`, refreshing the map and
     /// retrying on `WrongShard`.
     async fn routed(
@@ -469,9 +500,8 @@ impl Client {
         loop {
             let group = self.shard_map().await?.shard_of(key);
             match self.execute(build(group)).await {
-                Err(Error::WrongShard { .. }) if attempt < 3 => {
-                    attempt += 1;
-                    self.refresh_map().await?;
+                Err(Error::WrongShard { .. }) if attempt < REROUTES => {
+                    self.reroute(&mut attempt).await?;
                 }
                 other => return other,
             }
@@ -647,7 +677,7 @@ impl Client {
                             out[*i] = v;
                         }
                     }
-                    Err(Error::WrongShard { .. }) if attempt < 3 => wrong_shard = true,
+                    Err(Error::WrongShard { .. }) if attempt < REROUTES => wrong_shard = true,
                     Err(e) => return Err(e),
                     Ok(other) => return Err(unexpected(other)),
                 }
@@ -655,8 +685,7 @@ impl Client {
             if !wrong_shard {
                 return Ok(out);
             }
-            attempt += 1;
-            self.refresh_map().await?;
+            self.reroute(&mut attempt).await?;
         }
     }
 
@@ -695,15 +724,14 @@ impl Client {
             for (pairs, res) in futures::future::join_all(writes).await {
                 match res {
                     Ok(_) => {}
-                    Err(Error::WrongShard { .. }) if attempt < 3 => pending.extend(pairs),
+                    Err(Error::WrongShard { .. }) if attempt < REROUTES => pending.extend(pairs),
                     Err(e) => return Err(e),
                 }
             }
             if pending.is_empty() {
                 return Ok(());
             }
-            attempt += 1;
-            self.refresh_map().await?;
+            self.reroute(&mut attempt).await?;
         }
     }
 
@@ -728,28 +756,15 @@ impl Client {
         if upper.as_ref().is_some_and(|u| *u <= lower) {
             return Ok(ScanPage::default());
         }
-        let map = self.shard_map().await?;
-        let scans = map.shard_ids().into_iter().map(|group| {
-            let request = ClientRequest::Scan {
-                group,
-                start: lower.clone(),
-                end: upper.clone(),
-                limit: options.limit,
-                consistency: options.consistency,
-            };
-            self.execute(request)
-        });
-        let mut merged = Vec::new();
-        let mut more = false;
-        for res in futures::future::join_all(scans).await {
-            match res? {
-                ClientResponse::Scan { items, more: m } => {
-                    more |= m;
-                    merged.extend(items);
+        let mut attempt = 0;
+        let (mut merged, mut more) = loop {
+            match self.scan_every_shard(options, &lower, &upper).await {
+                Err(Error::WrongShard { .. }) if attempt < REROUTES => {
+                    self.reroute(&mut attempt).await?;
                 }
-                other => return Err(unexpected(other)),
+                other => break other?,
             }
-        }
+        };
         merged.sort_by(|a, b| a.0.cmp(&b.0));
         if merged.len() > options.limit {
             merged.truncate(options.limit);
@@ -764,6 +779,40 @@ impl Client {
             items: merged,
             cursor,
         })
+    }
+
+    /// One page of `[lower, upper)` from every shard of the map, each scanned at the version
+    /// the map names (a shard whose descriptor moved on refuses: `WrongShard`), unsorted.
+    async fn scan_every_shard(
+        &self,
+        options: &ScanOptions,
+        lower: &[u8],
+        upper: &Option<Vec<u8>>,
+    ) -> Result<(Vec<KeyValue>, bool)> {
+        let map = self.shard_map().await?;
+        let scans = map.shards.iter().map(|shard| {
+            let request = ClientRequest::Scan {
+                group: shard.id,
+                start: lower.to_vec(),
+                end: upper.clone(),
+                limit: options.limit,
+                consistency: options.consistency,
+                shard_version: Some(shard.version),
+            };
+            self.execute(request)
+        });
+        let mut merged = Vec::new();
+        let mut more = false;
+        for res in futures::future::join_all(scans).await {
+            match res? {
+                ClientResponse::Scan { items, more: m } => {
+                    more |= m;
+                    merged.extend(items);
+                }
+                other => return Err(unexpected(other)),
+            }
+        }
+        Ok((merged, more))
     }
 
     /// Every pair a scan yields, page by page (for small results; page with [`scan`](Self::scan)
@@ -847,9 +896,8 @@ impl Client {
         loop {
             let group = self.shard_map().await?.shard_of(&key);
             match self.write_in(group, command.clone()).await {
-                Err(Error::WrongShard { .. }) if attempt < 3 => {
-                    attempt += 1;
-                    self.refresh_map().await?;
+                Err(Error::WrongShard { .. }) if attempt < REROUTES => {
+                    self.reroute(&mut attempt).await?;
                 }
                 other => return other,
             }
@@ -1033,7 +1081,9 @@ impl Client {
                     }
                 }
                 // The key belongs to another group: nothing was applied anywhere (ownership is
-                // checked before proposing), so the caller may re-route under a new sequence.
+                // checked before proposing, and at apply after the exactly-once lookup: a write
+                // applied before a split answers its retries with its first result), so the
+                // caller may re-route under a new sequence.
                 (Err(e @ Error::WrongShard { .. }), _) => return Err(e),
                 // The replica moved: retry the same request (same sequence number, so it stays
                 // exactly-once) at another replica, with a fresh map.

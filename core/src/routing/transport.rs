@@ -6,8 +6,9 @@ use async_trait::async_trait;
 use crate::error::{Error, Result};
 use crate::placement::events::Event;
 use crate::protocol::{ClientRequest, ClientResponse};
+use crate::sharding::SplitDone;
 use crate::status::ClusterStatus;
-use crate::types::NodeId;
+use crate::types::{GroupId, NodeId};
 
 #[async_trait]
 pub trait Transport: Send + Sync + 'static {
@@ -27,6 +28,15 @@ pub trait Transport: Send + Sync + 'static {
     async fn cluster_status(&self) -> Result<ClusterStatus> {
         Err(Error::Unavailable(
             "this transport cannot report the cluster's status".into(),
+        ))
+    }
+
+    /// Splits `shard` at ring position `at` (default: the middle of its largest range) and
+    /// returns it once the cluster map records it.
+    async fn split(&self, shard: GroupId, at: Option<u64>) -> Result<SplitDone> {
+        let _ = (shard, at);
+        Err(Error::Unavailable(
+            "this transport cannot split shards".into(),
         ))
     }
 

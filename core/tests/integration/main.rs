@@ -13,4 +13,5 @@ mod recording;
 mod replicated_group;
 mod shard_manager;
 mod sharding;
+mod splits;
 mod storage_suite;

@@ -578,6 +578,7 @@ async fn oversized_batches_scan_pages_and_entries_are_refused_and_nothing_is_wri
             end: None,
             limit: 10_001,
             consistency: ReadConsistency::Linearizable,
+            shard_version: None,
         },
     ];
     for request in raw {

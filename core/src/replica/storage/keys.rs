@@ -8,7 +8,7 @@
 //! | `sm`          | group, 0x00, tag (applied/membership/snapshot meta) | postcard |
 //! | `sm`          | group, 0x01, user key        | user value                    |
 //! | `sm`          | group, 0x02, session id      | postcard(SessionState)        |
-//! | `sm`          | group, 0x03, tag             | replicated state machine meta (log clock) |
+//! | `sm`          | group, 0x03, tag             | replicated state machine meta (log clock, range descriptor) |
 //!
 //! Snapshots carry `sm` from 0x01 on: data, sessions and the log clock.
 
@@ -28,6 +28,8 @@ const SM_DATA: u8 = 0x01;
 const SM_SESSION: u8 = 0x02;
 const SM_REPLICATED_META: u8 = 0x03;
 pub const SM_CLOCK: u8 = 1;
+/// Replicated: the shard's range descriptor (see `split`).
+pub const SM_DESCRIPTOR: u8 = 2;
 pub const SM_APPLIED: u8 = 1;
 pub const SM_MEMBERSHIP: u8 = 2;
 pub const SM_SNAPSHOT_META: u8 = 3;

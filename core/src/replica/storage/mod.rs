@@ -5,6 +5,7 @@ pub mod identity;
 pub mod keys;
 mod log_store;
 pub(crate) mod snapshot;
+pub(crate) mod split;
 mod state_machine;
 mod writer;
 
@@ -170,6 +171,11 @@ pub struct NodeStore {
     /// Off in a forked child of a process that had opened a store: there RocksDB has no
     /// background thread to flush them, and a close would wait for one forever.
     unlogged_applies: bool,
+    /// The node this store belongs to (named in `WrongShard` answers).
+    node: crate::types::NodeId,
+    /// Children this node built by applying splits, with their parents, not yet started by
+    /// the node (see [`take_born`](Self::take_born)).
+    born: Mutex<Vec<(GroupId, GroupId)>>,
     /// Set once this store is dropped and its RocksDB closed (the last field: fields drop in
     /// order, `db` first). A weak count at zero is not enough: the destructor may still run.
     closed: ClosedOnDrop,
@@ -311,6 +317,8 @@ impl NodeStore {
             frozen,
             files: Arc::default(),
             unlogged_applies,
+            node: identity.node_id,
+            born: Mutex::new(Vec::new()),
             closed: ClosedOnDrop(Arc::default()),
         }))
     }
@@ -467,18 +475,19 @@ impl NodeStore {
     }
 
     /// Reads a user key of `group` from the local state machine, whatever this replica's role.
+    /// A key the group's descriptor does not cover (it went to a shard split off) is refused
+    /// with `WrongShard`, judged in the same RocksDB snapshot as the read.
     pub fn get(&self, group: GroupId, key: &[u8]) -> Result<Option<Vec<u8>>> {
-        // One key needs no RocksDB snapshot: a point read is atomic.
-        self.outside_installs(group, || {
-            Ok(self
-                .db
-                .get_cf(self.cf(keys::CF_SM), keys::data_key(group, key))?)
+        self.reads(group, |snapshot| {
+            self.check_covered(group, snapshot, [key])?;
+            Ok(snapshot.get_cf(self.cf(keys::CF_SM), keys::data_key(group, key))?)
         })
     }
 
     /// Reads many user keys of `group` from one RocksDB snapshot, in the order given.
     pub fn get_many(&self, group: GroupId, user_keys: &[Vec<u8>]) -> Result<Vec<Option<Vec<u8>>>> {
         self.reads(group, |snapshot| {
+            self.check_covered(group, snapshot, user_keys.iter().map(Vec::as_slice))?;
             let cf = self.cf(keys::CF_SM);
             snapshot
                 .multi_get_cf(user_keys.iter().map(|k| (cf, keys::data_key(group, k))))
@@ -488,11 +497,76 @@ impl NodeStore {
         })
     }
 
+    /// The descriptor of `group` as of `snapshot` (`None`: never split).
+    fn descriptor_in(
+        &self,
+        group: GroupId,
+        snapshot: &rocksdb::SnapshotWithThreadMode<'_, DB>,
+    ) -> Result<Option<crate::sharding::ShardDescriptor>> {
+        match snapshot.get_cf(self.cf(keys::CF_SM), split::descriptor_key(group))? {
+            None => Ok(None),
+            Some(bytes) => Ok(Some(postcard::from_bytes(&bytes).map_err(Error::storage)?)),
+        }
+    }
+
+    /// Refuses (`WrongShard`) a key that `group`'s descriptor in `snapshot` does not cover.
+    fn check_covered<'k>(
+        &self,
+        group: GroupId,
+        snapshot: &rocksdb::SnapshotWithThreadMode<'_, DB>,
+        user_keys: impl IntoIterator<Item = &'k [u8]>,
+    ) -> Result<()> {
+        if let Some(d) = self.descriptor_in(group, snapshot)? {
+            if !user_keys.into_iter().all(|k| d.covers_key(k)) {
+                return Err(Error::WrongShard {
+                    group,
+                    node: self.node,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// The version of `group`'s range descriptor on this node (0: never split).
+    pub fn shard_version(&self, group: GroupId) -> Result<u64> {
+        Ok(split::read_descriptor(self, group)?.map_or(0, |d| d.version))
+    }
+
+    /// Records children built by a split of `parent` (see [`take_born`](Self::take_born)).
+    fn note_born(&self, parent: GroupId, children: &[GroupId]) {
+        if let Ok(mut born) = self.born.lock() {
+            born.extend(children.iter().map(|c| (parent, *c)));
+        }
+    }
+
+    /// Children built by applying splits since the last call, with their parents: the node
+    /// starts them (they are on disk, so a restart would start them too).
+    pub fn take_born(&self) -> Vec<(GroupId, GroupId)> {
+        self.born
+            .lock()
+            .map(|mut b| std::mem::take(&mut *b))
+            .unwrap_or_default()
+    }
+
     /// Up to `limit` user pairs of `group` with `start <= key < end`, in key order, and whether
-    /// more remain.
+    /// more remain. With `version`, only while the group's descriptor is at that version (the
+    /// one the caller's map names): otherwise `WrongShard`, since the caller would miss keys a
+    /// split moved, or get keys twice.
     pub fn scan(
         &self,
         group: GroupId,
+        start: &[u8],
+        end: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<(Vec<KeyValue>, bool)> {
+        self.scan_at(group, None, start, end, limit)
+    }
+
+    /// [`scan`](Self::scan) of the descriptor at `version` (see there).
+    pub fn scan_at(
+        &self,
+        group: GroupId,
+        version: Option<u64>,
         start: &[u8],
         end: Option<&[u8]>,
         limit: usize,
@@ -502,6 +576,17 @@ impl NodeStore {
             None => keys::data_range(group).1,
         };
         self.reads(group, |snapshot| {
+            if let Some(wanted) = version {
+                let found = self
+                    .descriptor_in(group, snapshot)?
+                    .map_or(0, |d| d.version);
+                if found != wanted {
+                    return Err(Error::WrongShard {
+                        group,
+                        node: self.node,
+                    });
+                }
+            }
             let mut ro = rocksdb::ReadOptions::default();
             ro.set_iterate_upper_bound(upper);
             ro.set_snapshot(snapshot);

@@ -15,7 +15,9 @@ use serde::{Deserialize, Serialize};
 
 use super::keys::{self, CF_SM};
 use super::snapshot::{self, SnapshotFile, SnapshotRecord, SnapshotWriter};
+use super::split;
 use super::{count, encode, io_err, GroupInstance, LogStore, NodeStore};
+use crate::sharding::ShardDescriptor;
 use crate::types::{
     Command, CommandResult, GroupId, LogId, Proposal, ProposalBody, SnapshotMeta, StoredMembership,
     TypeConfig,
@@ -160,21 +162,27 @@ struct SessionState {
 }
 
 /// The state as of the batch being built: pending writes first, then RocksDB.
-struct BatchView<'a> {
-    store: &'a NodeStore,
-    group: GroupId,
+pub(super) struct BatchView<'a> {
+    pub(super) store: &'a NodeStore,
+    pub(super) group: GroupId,
     session_ttl_ms: u64,
     /// Log time: the largest leader timestamp applied so far.
-    clock_ms: u64,
-    batch: WriteBatch,
+    pub(super) clock_ms: u64,
+    pub(super) batch: WriteBatch,
     pending: HashMap<Vec<u8>, Option<Vec<u8>>>,
     sessions: HashMap<u64, Option<SessionState>>,
     duplicates: u64,
     expired: u64,
+    /// What the shard owns, as of the batch (`None`: never split; see [`split`](super::split)).
+    pub(super) descriptor: Option<ShardDescriptor>,
+    /// Whether the batch applies a split (it is then written durably), and the children this
+    /// node built.
+    pub(super) split: bool,
+    pub(super) born: Vec<GroupId>,
 }
 
 impl BatchView<'_> {
-    fn get(&self, key: &[u8]) -> io::Result<Option<Vec<u8>>> {
+    pub(super) fn get(&self, key: &[u8]) -> io::Result<Option<Vec<u8>>> {
         if let Some(v) = self.pending.get(key) {
             return Ok(v.clone());
         }
@@ -193,7 +201,7 @@ impl BatchView<'_> {
         self.pending.insert(key.to_vec(), Some(value));
     }
 
-    fn delete(&mut self, key: &[u8]) {
+    pub(super) fn delete(&mut self, key: &[u8]) {
         self.batch
             .delete_cf(self.store.cf(CF_SM), keys::data_key(self.group, key));
         self.pending.insert(key.to_vec(), None);
@@ -201,7 +209,7 @@ impl BatchView<'_> {
 
     /// Every key of the group starting with `prefix`, as this batch sees it (stored keys not
     /// deleted earlier in the batch, and keys the batch put).
-    fn keys_with_prefix(&self, prefix: &[u8]) -> io::Result<Vec<Vec<u8>>> {
+    pub(super) fn keys_with_prefix(&self, prefix: &[u8]) -> io::Result<Vec<Vec<u8>>> {
         let cf = self.store.cf(CF_SM);
         let from = keys::data_key(self.group, prefix);
         let mut found = std::collections::BTreeSet::new();
@@ -272,10 +280,16 @@ impl BatchView<'_> {
                 self.put_session(index, state)?;
                 Ok(CommandResult::SessionOpened { session: index })
             }
+            ProposalBody::Split(_) => Err(io_err("a split is applied by apply_split")),
             ProposalBody::Write {
                 session: None,
                 command,
-            } => self.apply_command(command),
+            } => {
+                if !self.owns(&command) {
+                    return Ok(CommandResult::WrongShard);
+                }
+                self.apply_command(command)
+            }
             ProposalBody::Write {
                 session: Some(r),
                 command,
@@ -297,6 +311,9 @@ impl BatchView<'_> {
                             r.seq, r.session
                         ),
                     }
+                } else if !self.owns(&command) {
+                    // Not applied, so not recorded: every copy of it is refused alike.
+                    CommandResult::WrongShard
                 } else {
                     let result = self.apply_command(command)?;
                     state.results.insert(r.seq, result.clone());
@@ -447,16 +464,30 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             sessions: HashMap::new(),
             duplicates: 0,
             expired: 0,
+            descriptor: split::read_descriptor(&self.store, self.group)?,
+            split: false,
+            born: Vec::new(),
         };
         let mut responders = Vec::new();
         let mut last_applied = None;
-        let mut membership = None;
+        let mut membership: Option<StoredMembership> = None;
         let mut n = 0;
         while let Some(item) = entries.next().await {
             let (entry, responder) = item?;
             let log_id = entry.log_id();
             let result = match entry.payload {
                 EntryPayload::Blank => CommandResult::None,
+                EntryPayload::Normal(Proposal {
+                    time_ms,
+                    body: ProposalBody::Split(plan),
+                }) => {
+                    view.clock_ms = view.clock_ms.max(time_ms);
+                    let current = match &membership {
+                        Some(m) => m.clone(),
+                        None => self.read_applied()?.1,
+                    };
+                    view.apply_split(log_id, plan, current)?
+                }
                 EntryPayload::Normal(proposal) => view.apply_proposal(log_id.index(), proposal)?,
                 EntryPayload::Membership(m) => {
                     membership = Some(StoredMembership::new(Some(log_id), m));
@@ -481,20 +512,22 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         // Sessions are swept a step per applied batch until a pass is complete, never by one
         // full scan inside an apply.
         let sweep_every = (self.session_ttl_ms / 4).max(1);
-        let mut cursor = self.sweep_cursor.lock().map_err(io_err)?;
-        let due = view.clock_ms
-            >= self
-                .last_sweep_ms
-                .load(Ordering::Relaxed)
-                .saturating_add(sweep_every);
-        if cursor.is_some() || due {
-            *cursor = view.sweep_sessions(cursor.take(), SWEEP_STEP)?;
-            if cursor.is_none() {
-                self.last_sweep_ms.store(view.clock_ms, Ordering::Relaxed);
+        {
+            let mut cursor = self.sweep_cursor.lock().map_err(io_err)?;
+            let due = view.clock_ms
+                >= self
+                    .last_sweep_ms
+                    .load(Ordering::Relaxed)
+                    .saturating_add(sweep_every);
+            if cursor.is_some() || due {
+                *cursor = view.sweep_sessions(cursor.take(), SWEEP_STEP)?;
+                if cursor.is_none() {
+                    self.last_sweep_ms.store(view.clock_ms, Ordering::Relaxed);
+                }
             }
         }
-        drop(cursor);
         let (duplicates, expired, clock_ms) = (view.duplicates, view.expired, view.clock_ms);
+        let (split, born) = (view.split, std::mem::take(&mut view.born));
         let cf = self.store.cf(CF_SM);
         let mut batch = view.batch;
         batch.put_cf(cf, clock_key, encode(&clock_ms)?);
@@ -511,9 +544,20 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             );
         }
         self.check_running()?;
-        // The log is in RocksDB; the state machine is rebuilt from it after a crash, so neither
-        // the WAL nor an fsync.
-        self.store.write_unlogged(batch)?;
+        if split {
+            // A split builds a child whose Raft state must never be durable without its data,
+            // nor the parent's applied index behind it: the applies before are flushed, then
+            // this batch goes through the WAL and is synced (see `split`).
+            let store = self.store.clone();
+            crate::sim::blocking(move || store.flush_applied()).await??;
+            self.store.write(batch)?;
+            self.store.sync().await?;
+            self.store.note_born(self.group, &born);
+        } else {
+            // The log is in RocksDB; the state machine is rebuilt from it after a crash, so
+            // neither the WAL nor an fsync.
+            self.store.write_unlogged(batch)?;
+        }
         count(&self.store.stats.entries_applied, n);
         count(&self.store.stats.duplicates_suppressed, duplicates);
         count(&self.store.stats.sessions_expired, expired);
