@@ -649,7 +649,10 @@ mod tests {
         assert_eq!(map.shard_at(u64::MAX), 1);
         assert_eq!(map.shard(1).expect("child").replicas, vec![1, 2, 3]);
         assert_eq!(
-            (map.shard(0).unwrap().version, map.shard(1).unwrap().version),
+            (
+                map.shard(0).expect("0").version,
+                map.shard(1).expect("1").version
+            ),
             (1, 1)
         );
         assert_eq!(map.next_shard_id, 2);
@@ -670,13 +673,16 @@ mod tests {
         let map = ShardMap::uniform(2, &[1, 2, 3], 3).expect("map");
         let before = map.clone();
         let invalid = |e: Error| matches!(e, Error::InvalidArgument(_));
-        assert!(invalid(map.plan_split(7, None).unwrap_err()), "no shard 7");
         assert!(
-            invalid(map.plan_split(0, Some(0)).unwrap_err()),
+            invalid(map.plan_split(7, None).expect_err("no shard 7")),
+            "no shard 7"
+        );
+        assert!(
+            invalid(map.plan_split(0, Some(0)).expect_err("at its start")),
             "at its start"
         );
         assert!(
-            invalid(map.plan_split(0, Some(1 << 63)).unwrap_err()),
+            invalid(map.plan_split(0, Some(1 << 63)).expect_err("in shard 1")),
             "in shard 1"
         );
         assert!(map.plan_split(0, Some(1)).is_ok(), "one position in");

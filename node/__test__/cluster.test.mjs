@@ -184,3 +184,25 @@ test("startLoad's timeline shows the dip when a shard leader is stopped", async 
     await cluster.close()
   }
 })
+
+test('split divides a shard online and every key stays readable; bad splits reject and change nothing', async () => {
+  const cluster = await Cluster.start({ nodes: 3, shards: 1 })
+  try {
+    await cluster.waitForLeaders(30_000)
+    const kv = cluster.client()
+    const entries = Array.from({ length: 150 }, (_, i) => [`k${i}`, `v${i}`])
+    await kv.putMany(entries)
+    assert.equal(await cluster.split(0), 1)
+    assert.equal(await kv.split(0, { at: 2n ** 62n }), 2)
+    assert.equal((await cluster.status()).shards.length, 3)
+    const got = await kv.getMany(entries.map(([k]) => k))
+    assert.deepEqual(got, entries.map(([, v]) => Buffer.from(v)))
+    await assert.rejects(cluster.split(9), (e) => e instanceof ScaleStoreError && e.code === 'INVALID_ARGUMENT')
+    await assert.rejects(cluster.split(0, { at: 0 }), (e) => e.code === 'INVALID_ARGUMENT')
+    await assert.rejects(cluster.split(0, { at: 2n ** 64n }), (e) => e.code === 'INVALID_ARGUMENT')
+    await assert.rejects(cluster.split('0'), TypeError)
+    assert.equal((await cluster.status()).shards.length, 3, 'nothing changed')
+  } finally {
+    await cluster.close()
+  }
+})

@@ -251,6 +251,14 @@ def test_connect_to_scalestore_server_processes(server_cluster):
         assert len(status["nodes"]) == 3 and len(status["shards"]) == 4
         with pytest.raises(scalestore.InvalidArgument):
             kv.put("k" * 5000, "v")
+        # A split over the Admin service: the new shard takes part of the data, nothing is lost.
+        kv.put_many([(f"s{i}", str(i)) for i in range(100)])
+        child = kv.split(0)
+        assert child == 4
+        assert len(kv.status()["shards"]) == 5
+        assert kv.get_many([f"s{i}" for i in range(100)]) == [str(i).encode() for i in range(100)]
+        with pytest.raises(scalestore.InvalidArgument):
+            kv.split(99)
     finally:
         kv.close()
     tls = scalestore.TLS(ca="/no/such/ca.pem")
@@ -326,3 +334,27 @@ def test_address_maps_tls_server_names_and_back_offs_are_checked_at_once():
         scalestore.connect("127.0.0.1:1", timeout=0.5, backoff_initial=0)
     with pytest.raises(scalestore.InvalidType):
         scalestore.connect("127.0.0.1:1", timeout=0.5, tls=scalestore.TLS(ca=b"-----BEGIN x", server_name=3))  # type: ignore[arg-type]
+
+
+def test_a_split_divides_a_shard_online_and_keeps_every_key():
+    with scalestore.Cluster(nodes=3, shards=1) as c:
+        c.wait_for_leaders(30)
+        with c.client() as kv:
+            kv.put_many([(f"k{i}", f"v{i}") for i in range(200)])
+            child = c.split(0)
+            assert child == 1
+            assert c.split(0, at=2**62) == 2
+            assert len(c.status()["shards"]) == 3
+            assert kv.get_many([f"k{i}" for i in range(200)]) == [f"v{i}".encode() for i in range(200)]
+            assert len(kv.scan(limit=1000)) == 200
+            kv.put("after", "split")
+            assert kv.get("after") == b"split"
+            with pytest.raises(scalestore.InvalidArgument):
+                c.split(7)
+            with pytest.raises(scalestore.InvalidArgument):
+                c.split(0, at=0)
+            with pytest.raises(scalestore.InvalidType):
+                c.split("0")  # type: ignore[arg-type]
+            with pytest.raises(scalestore.InvalidArgument):
+                c.split(0, at=2**64)
+            assert len(c.status()["shards"]) == 3, "nothing changed"

@@ -649,8 +649,28 @@ fn human_bytes(n: u64) -> String {
     }
 }
 
+/// A ring position: decimal, or hex with `0x`.
+fn parse_position(s: &str) -> std::result::Result<u64, String> {
+    let parsed = match s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")) {
+        Some(hex) => u64::from_str_radix(hex, 16),
+        None => s.parse(),
+    };
+    parsed.map_err(|e| format!("{s:?} is not a ring position (0..2^64, decimal or 0x-hex): {e}"))
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_ring_position_is_decimal_or_0x_hex_and_anything_else_is_refused_by_name() {
+        assert_eq!(super::parse_position("42"), Ok(42));
+        assert_eq!(super::parse_position("0x8000000000000000"), Ok(1 << 63));
+        assert_eq!(super::parse_position("0XFF"), Ok(255));
+        for bad in ["", "-1", "0x", "18446744073709551616", "half"] {
+            let err = super::parse_position(bad).expect_err(bad);
+            assert!(err.contains("ring position"), "{err}");
+        }
+    }
+
     use super::*;
 
     #[test]
@@ -668,13 +688,4 @@ mod tests {
         assert!(bytes("abc", true).is_err());
         assert_eq!(bytes("abc", false).expect("text"), b"abc");
     }
-}
-
-/// A ring position: decimal, or hex with `0x`.
-fn parse_position(s: &str) -> std::result::Result<u64, String> {
-    let parsed = match s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")) {
-        Some(hex) => u64::from_str_radix(hex, 16),
-        None => s.parse(),
-    };
-    parsed.map_err(|e| format!("{s:?} is not a ring position (0..2^64, decimal or 0x-hex): {e}"))
 }

@@ -119,7 +119,7 @@ struct NodeCollector {
     descs: Vec<Desc>,
 }
 
-const FAMILIES: [(&str, &str); 21] = [
+const FAMILIES: [(&str, &str); 23] = [
     ("scalestore_shard_term", "Raft term of each hosted group"),
     (
         "scalestore_shard_commit_index",
@@ -190,6 +190,14 @@ const FAMILIES: [(&str, &str); 21] = [
     (
         "scalestore_storage_reopens_total",
         "Times a failed store was reopened once its disk had room",
+    ),
+    (
+        "scalestore_splits_applied_total",
+        "Shard splits applied by this node's replicas",
+    ),
+    (
+        "scalestore_split_stall_seconds_total",
+        "Time the applies carrying splits took (the parent's stall: keys moved, child built, synced)",
     ),
     (
         "process_cpu_seconds_total",
@@ -417,6 +425,16 @@ impl Collector for NodeCollector {
                 "scalestore_storage_reopens_total",
                 MetricType::COUNTER,
                 vec![counter(load(&stats.reopens))],
+            ),
+            family(
+                "scalestore_splits_applied_total",
+                MetricType::COUNTER,
+                vec![counter(load(&stats.splits_applied))],
+            ),
+            family(
+                "scalestore_split_stall_seconds_total",
+                MetricType::COUNTER,
+                vec![counter_f64(load(&stats.split_stall_us) as f64 / 1e6)],
             ),
             family(
                 "process_cpu_seconds_total",

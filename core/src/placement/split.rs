@@ -64,9 +64,46 @@ pub async fn split(
         )));
     }
     events.record("split_started", describe(&plan));
-    finish(node, &plan, Via::AnyNode, events).await?;
-    Ok(plan)
+    // Recorded as pending, the split will be finished (by this call or the manager): wait for
+    // that, through leader changes and slow answers, rather than report an error for a split
+    // that then happens.
+    let deadline = tokio::time::Instant::now() + FINISH_WAIT;
+    loop {
+        let error = match finish(node, &plan, Via::AnyNode, events).await {
+            Ok(Finished::Recorded) => return Ok(plan),
+            Ok(Finished::Refused(reason)) => {
+                return Err(Error::Unavailable(format!(
+                    "busy: shard {} refused the split ({reason}); plan it again",
+                    plan.parent
+                )))
+            }
+            Err(e) => e,
+        };
+        let retry = error.is_retryable() || matches!(error, Error::Timeout { .. });
+        if !retry || tokio::time::Instant::now() >= deadline {
+            return Err(error);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let (map, _) = crate::placement::manager::read_map(node).await?;
+        if map.shard(plan.child).is_some() {
+            return Ok(plan);
+        }
+        if map.pending_split.as_ref() != Some(&plan) {
+            return Err(error);
+        }
+    }
 }
+
+/// How a pending split ended.
+pub(crate) enum Finished {
+    /// Applied by the shard (now or before) and recorded in the map.
+    Recorded,
+    /// Refused by the shard (its version or membership moved on) and dropped from the map.
+    Refused(String),
+}
+
+/// How long a split call waits for a split it recorded to finish.
+const FINISH_WAIT: Duration = Duration::from_secs(60);
 
 /// Proposes the pending `plan` to its shard (again, if an earlier attempt's outcome is
 /// unknown) and records the outcome in the map: applied (now or before), the split joins the
@@ -77,7 +114,7 @@ pub(crate) async fn finish(
     plan: &SplitPlan,
     via: Via,
     events: &EventLog,
-) -> Result<()> {
+) -> Result<Finished> {
     let (map, _) = crate::placement::manager::read_map(node).await?;
     let replicas = map.replicas_of(plan.parent).unwrap_or_default().to_vec();
     let (leader, status) = leader_of(node, plan.parent, &replicas).await?;
@@ -106,7 +143,7 @@ pub(crate) async fn finish(
             let done = plan.clone();
             update_map_via(node, via, move |m| m.record_split(&done)).await?;
             events.record("split_finished", describe(plan));
-            Ok(())
+            Ok(Finished::Recorded)
         }
         Err(Error::InvalidArgument(reason)) => {
             // The shard refused it (its version or membership moved on): nothing was applied.
@@ -120,10 +157,7 @@ pub(crate) async fn finish(
             })
             .await?;
             events.record("split_refused", format!("{}: {reason}", describe(plan)));
-            Err(Error::Unavailable(format!(
-                "busy: shard {} refused the split ({reason}); plan it again",
-                plan.parent
-            )))
+            Ok(Finished::Refused(reason))
         }
         Err(e) => Err(e),
     }
@@ -148,7 +182,7 @@ async fn leader_of(
 }
 
 /// How long a split waits for its shard to have a leader.
-const LEADER_WAIT: Duration = Duration::from_secs(5);
+const LEADER_WAIT: Duration = Duration::from_secs(10);
 
 fn describe(plan: &SplitPlan) -> String {
     format!(

@@ -78,7 +78,7 @@ async fn run(weak: Weak<Node>, events: Arc<EventLog>) {
             None => failed = None,
         }
         ticks += 1;
-        if ticks % CHILD_CHECK_TICKS == 0 {
+        if ticks.is_multiple_of(CHILD_CHECK_TICKS) {
             start_unbuilt_children(&node, &events).await;
         }
         // Children of splits this node applied (a restart would start them from disk too).

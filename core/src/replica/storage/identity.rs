@@ -12,7 +12,12 @@ use crate::types::NodeId;
 
 pub const IDENTITY_FILE: &str = "SCALESTORE_IDENTITY";
 pub const FORMAT_NAME: &str = "scalestore-node";
-pub const FORMAT_VERSION: u32 = 1;
+/// 2: shards may have range descriptors and split entries in their logs (a build that reads
+/// only 1 would serve a split shard's moved keys as its own). A version-1 dir holds neither, so
+/// it is upgraded in place: its marker is rewritten, nothing else changes.
+pub const FORMAT_VERSION: u32 = 2;
+/// The oldest format this build upgrades in place.
+pub const OLDEST_UPGRADABLE: u32 = 1;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Identity {
@@ -66,9 +71,9 @@ impl Identity {
         if found.format != FORMAT_NAME {
             return Err(refuse(format!("unknown format {:?}", found.format)));
         }
-        if found.format_version != FORMAT_VERSION {
+        if !(OLDEST_UPGRADABLE..=FORMAT_VERSION).contains(&found.format_version) {
             return Err(refuse(format!(
-                "format version {} is not supported (this build reads {FORMAT_VERSION})",
+                "format version {} is not supported (this build reads {OLDEST_UPGRADABLE} to {FORMAT_VERSION})",
                 found.format_version
             )));
         }
@@ -83,6 +88,22 @@ impl Identity {
                 "belongs to node {}, not node {}",
                 found.node_id, self.node_id
             )));
+        }
+        if found.format_version < FORMAT_VERSION {
+            tracing::info!(
+                dir = %dir.display(),
+                from = found.format_version,
+                to = FORMAT_VERSION,
+                "data dir format upgraded in place"
+            );
+            let upgraded = Identity {
+                format_version: FORMAT_VERSION,
+                ..found
+            };
+            write_synced(
+                &marker,
+                &serde_json::to_vec_pretty(&upgraded).map_err(Error::storage)?,
+            )?;
         }
         Ok(())
     }
@@ -150,6 +171,51 @@ mod tests {
             fs::read_dir(&foreign).expect("ls").count(),
             1,
             "nothing added"
+        );
+    }
+
+    #[test]
+    fn a_version_1_dir_is_upgraded_in_place_and_a_newer_one_refused_naming_both_versions() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("n1");
+        let mut old = Identity::new("c1", 1);
+        old.format_version = 1;
+        fs::create_dir_all(&path).expect("mkdir");
+        fs::write(
+            path.join(IDENTITY_FILE),
+            serde_json::to_vec(&old).expect("json"),
+        )
+        .expect("w");
+        fs::write(path.join("CURRENT"), b"MANIFEST-000001\n").expect("w");
+        Identity::new("c1", 1)
+            .claim(&path)
+            .expect("a version-1 dir is taken");
+        let now: Identity =
+            serde_json::from_slice(&fs::read(path.join(IDENTITY_FILE)).expect("r")).expect("json");
+        assert_eq!(now.format_version, FORMAT_VERSION);
+        assert_eq!(
+            fs::read(path.join("CURRENT")).expect("r"),
+            b"MANIFEST-000001\n"
+        );
+        // A version-1 dir of another node is refused untouched, not upgraded.
+        let other = dir.path().join("n2");
+        fs::create_dir_all(&other).expect("mkdir");
+        let bytes = serde_json::to_vec(&old).expect("json");
+        fs::write(other.join(IDENTITY_FILE), &bytes).expect("w");
+        assert!(Identity::new("c1", 2).claim(&other).is_err());
+        assert_eq!(fs::read(other.join(IDENTITY_FILE)).expect("r"), bytes);
+        let mut newer = Identity::new("c1", 1);
+        newer.format_version = FORMAT_VERSION + 1;
+        fs::write(
+            path.join(IDENTITY_FILE),
+            serde_json::to_vec(&newer).expect("json"),
+        )
+        .expect("w");
+        let err = Identity::new("c1", 1).claim(&path).expect_err("newer");
+        let message = err.to_string();
+        assert!(
+            message.contains("format version 3") && message.contains("1 to 2"),
+            "{message}"
         );
     }
 }

@@ -55,6 +55,11 @@ pub struct StorageStats {
     pub duplicates_suppressed: AtomicU64,
     /// Sessions removed because they were idle past the TTL.
     pub sessions_expired: AtomicU64,
+    /// Splits applied by this node's replicas (each replica of a shard applies its splits).
+    pub splits_applied: AtomicU64,
+    /// How long the applies that carried those splits took, in µs, in all: the parent's stall
+    /// (keys moved, the child built, the batch flushed and synced).
+    pub split_stall_us: AtomicU64,
     /// Snapshots built from the local state machine.
     pub snapshots_built: AtomicU64,
     /// Snapshots received from a leader and installed.

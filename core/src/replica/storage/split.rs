@@ -89,7 +89,7 @@ impl BatchView<'_> {
                 plan.parent, self.group
             )));
         }
-        if plan.membership.is_some() && plan.membership != membership.log_id().clone() {
+        if plan.membership.is_some() && plan.membership != *membership.log_id() {
             return Ok(rejected(format!(
                 "shard {}'s membership changed since the split was planned",
                 self.group

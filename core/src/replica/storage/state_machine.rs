@@ -451,6 +451,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         if let Some(delay) = self.instance.apply_delay() {
             tokio::time::sleep(delay).await;
         }
+        let started = std::time::Instant::now();
         crate::sim::pause(crate::sim::Cost::Apply).await;
         let clock_key = keys::replicated_meta_key(self.group, keys::SM_CLOCK);
         let clock_ms = self.store.get_value::<u64>(CF_SM, &clock_key)?.unwrap_or(0);
@@ -553,6 +554,11 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             self.store.write(batch)?;
             self.store.sync().await?;
             self.store.note_born(self.group, &born);
+            count(&self.store.stats.splits_applied, 1);
+            count(
+                &self.store.stats.split_stall_us,
+                started.elapsed().as_micros() as u64,
+            );
         } else {
             // The log is in RocksDB; the state machine is rebuilt from it after a crash, so
             // neither the WAL nor an fsync.
