@@ -128,6 +128,56 @@ async fn kill_9_of_a_shard_leader_loses_no_acknowledged_write_and_the_node_catch
     wait_for_value_on(&p, leader, "after", "restart").await;
 }
 
+/// A node whose every WAL sync sleeps 30 ms first (armed through `SCALESTORE_FAILPOINTS`, so
+/// its groups queue and apply ahead of what is on disk) is killed -9 under load: it boots again
+/// with every group, no acknowledged write is lost, the history is linearizable, and it
+/// catches up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_with_slow_fsyncs_killed_under_load_boots_and_loses_no_acknowledged_write() {
+    use scalestore_server::process::FAILPOINTS_ENV;
+    const SLOW: u64 = 1;
+    let slow_syncs = [(FAILPOINTS_ENV, "slow_syncs=30")];
+    let p = Processes::prepare(3, 2, &[]);
+    p.restart_with_env(SLOW, &slow_syncs);
+    p.restart(2);
+    p.restart(3);
+    p.wait_all_led().await;
+    let armed = |log: &str| log.matches("failpoint armed").count();
+    assert_eq!(armed(&p.log(SLOW)), 1, "{}", p.log(SLOW));
+    assert_eq!(armed(&p.log(2)), 0, "only the slow node is slowed");
+    writers_survive(&p, async {
+        p.kill9(SLOW);
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        // Restarted on the same slow disk: a reboot does not make a disk faster, and recovery
+        // and catch-up are then slowed as well.
+        p.restart_with_env(SLOW, &slow_syncs);
+    })
+    .await;
+    p.client()
+        .await
+        .put("after", "restart")
+        .await
+        .expect("write");
+    wait_for_value_on(&p, SLOW, "after", "restart").await;
+    let log = p.log(SLOW);
+    assert_eq!(armed(&log), 2, "both boots ran with slow syncs: {log}");
+    assert!(!log.contains("could not start"), "{log}");
+    let status = p.wait_led(SLOW).await;
+    let reported = status
+        .nodes
+        .iter()
+        .find(|n| n.id == SLOW)
+        .expect("the slow node in the status");
+    assert!(reported.up, "{status:?}");
+    assert!(reported.unstartable.is_empty(), "{status:?}");
+    let (_, scrape) = p.http_get(SLOW, "/metrics");
+    assert_eq!(
+        sample(&scrape, "scalestore_groups_unstartable"),
+        Some(0.0),
+        "{scrape}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigstop_of_a_shard_leader_loses_no_acknowledged_write() {
     let p = Processes::start(3, 2).await;
@@ -781,6 +831,135 @@ async fn restarting_with_contradicting_bootstrap_flags_is_refused_and_agreeing_o
     );
     p.restart(3);
     wait_for_value_on(&p, 3, "stays", "put").await;
+}
+
+/// One group on a node's disk that cannot start (group 1's state machine made to hold an entry
+/// its log never had, so openraft refuses it) keeps only that group down: the process starts
+/// and serves its other group, `status` (text and JSON) and `/metrics` report the group, and
+/// both shards keep their data and take writes (the other replicas serve shard 1).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_group_that_cannot_start_is_reported_by_status_and_metrics_across_processes() {
+    use futures::stream;
+    use openraft::storage::RaftStateMachine;
+    use scalestore::storage::identity::{Identity, IDENTITY_FILE};
+    use scalestore::storage::NodeStore;
+    use scalestore::types::TypeConfig;
+    use std::sync::atomic::Ordering;
+
+    let p = Processes::start(3, 2).await;
+    let client = p.client().await;
+    let mut keys = [None, None];
+    for i in 0.. {
+        let key = format!("key-{i}");
+        let shard = client.shard_of(&key).await.expect("shard") as usize;
+        keys[shard].get_or_insert(key);
+        if keys.iter().all(Option::is_some) {
+            break;
+        }
+    }
+    let [Some(key0), Some(key1)] = keys else {
+        unreachable!("a key in each shard")
+    };
+    client.put(&key0, "zero").await.expect("put");
+    client.put(&key1, "one").await.expect("put");
+
+    const VICTIM: u64 = 2;
+    assert!(p.terminate(VICTIM).success());
+    {
+        // The server keeps its node's store in `<data dir>/node`, claimed for the cluster id
+        // written in its identity file.
+        let dir = p.data_dir(VICTIM).join("node");
+        let identity: Identity =
+            serde_json::from_slice(&std::fs::read(dir.join(IDENTITY_FILE)).expect("identity file"))
+                .expect("identity");
+        assert_eq!(identity.node_id, VICTIM);
+        let store = NodeStore::open(
+            &dir,
+            &Identity::new(&identity.cluster_id, VICTIM),
+            scalestore::StorageOptions::default(),
+        )
+        .expect("open");
+        let mut sm = store.state_machine(1, 60_000).expect("sm");
+        let alien = openraft::testing::blank_ent::<TypeConfig>(999, VICTIM, 1);
+        sm.apply(stream::iter([Ok((alien, None))]))
+            .await
+            .expect("apply");
+        let closed = store.closed();
+        drop((sm, store));
+        while !closed.load(Ordering::SeqCst) {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+    p.restart(VICTIM);
+
+    let reported_by_victim = |s: &proto::StatusResponse| {
+        s.nodes
+            .iter()
+            .any(|n| n.id == VICTIM && n.up && n.unstartable == [1])
+    };
+    p.wait_for_status(1, WAIT, "node 2's group 1 unstartable", reported_by_victim)
+        .await;
+    let endpoints = p.endpoints();
+    let text = stdout(&cli(&["--endpoints", &endpoints, "status"]));
+    assert!(
+        text.contains("node 2: groups that could not start (see its log): 1\n"),
+        "{text}"
+    );
+    let json: serde_json::Value = serde_json::from_str(&stdout(&cli(&[
+        "--endpoints",
+        &endpoints,
+        "--json",
+        "status",
+    ])))
+    .expect("status as JSON");
+    let nodes = json["nodes"].as_array().expect("nodes");
+    assert_eq!(nodes.len(), 3, "{json}");
+    for node in nodes {
+        let expected = if node["id"] == VICTIM {
+            serde_json::json!([1])
+        } else {
+            serde_json::json!([])
+        };
+        assert_eq!(node["unstartable"], expected, "{json}");
+    }
+    for id in 1..=3 {
+        let (code, scrape) = p.http_get(id, "/metrics");
+        assert_eq!(code, 200, "{scrape}");
+        let expected = if id == VICTIM { 1.0 } else { 0.0 };
+        assert_eq!(
+            sample(&scrape, "scalestore_groups_unstartable"),
+            Some(expected),
+            "node {id}: {scrape}"
+        );
+    }
+    let log = p.log(VICTIM);
+    assert!(log.contains("group could not start"), "{log}");
+    let events = stdout(&cli(&["--endpoints", &endpoints, "events"]));
+    assert!(
+        events
+            .lines()
+            .any(|l| l.contains("group_unstartable") && l.contains("group 1 on node 2")),
+        "{events}"
+    );
+
+    // Both shards keep their data and take writes; the victim's healthy group follows them.
+    let client = p.client().await;
+    assert_eq!(
+        client.get(&key0).await.expect("get"),
+        Some(b"zero".to_vec())
+    );
+    assert_eq!(client.get(&key1).await.expect("get"), Some(b"one".to_vec()));
+    client.put(&key0, "zero again").await.expect("put");
+    client.put(&key1, "one again").await.expect("put");
+    assert_eq!(
+        client.get(&key0).await.expect("get"),
+        Some(b"zero again".to_vec())
+    );
+    assert_eq!(
+        client.get(&key1).await.expect("get"),
+        Some(b"one again".to_vec())
+    );
+    wait_for_value_on(&p, VICTIM, &key0, "zero again").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -37,17 +37,13 @@ pub struct ShardInfo {
     /// The version of the shard's range descriptor this entry mirrors (0: never split). It
     /// grows with every split of the shard; a scan names it, and a replica whose descriptor
     /// has another version refuses the scan (`WrongShard`): the caller's map is stale.
-    #[serde(default, skip_serializing_if = "is_zero")]
+    #[serde(default)]
     pub version: u64,
     /// For a shard born of a split: its parent, and the parent's descriptor version once the
     /// split applied. A replica whose parent is still behind it builds the child itself when it
     /// applies the split; any other starts it empty, to be filled by a snapshot.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub split_from: Option<(GroupId, u64)>,
-}
-
-fn is_zero(v: &u64) -> bool {
-    *v == 0
 }
 
 /// What a shard owns, as its own state machine records it (replicated, carried in snapshots):
@@ -171,7 +167,7 @@ pub struct PendingMove {
     /// recorded here before the change is proposed: the group's Raft refuses a change whose
     /// fence is not its current membership, so a manager that could no longer write the map (a
     /// deposed one) cannot change the group's voters.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub fence: Option<LogId>,
 }
 
@@ -217,7 +213,10 @@ pub struct ShardMap {
     index: BTreeMap<u64, (u64, GroupId)>,
 }
 
-/// The serialized form of a [`ShardMap`] (the index is rebuilt and checked on load).
+/// The serialized form of a [`ShardMap`] (the index is rebuilt and checked on load). Every
+/// field is always written: the map also travels as postcard, which has no field names, so a
+/// field skipped when empty would shift the ones after it. `default` lets an older map stored
+/// as JSON load.
 #[derive(Serialize, Deserialize)]
 struct ShardMapData {
     epoch: u64,
@@ -230,11 +229,11 @@ struct ShardMapData {
     replication: usize,
     #[serde(default)]
     pending_move: Option<PendingMove>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pending_split: Option<SplitPlan>,
     #[serde(default)]
     next_shard_id: GroupId,
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[serde(default)]
     addresses: BTreeMap<NodeId, String>,
 }
 
@@ -666,6 +665,16 @@ mod tests {
         let json = serde_json::to_vec(&map).expect("json");
         let back: ShardMap = serde_json::from_slice(&json).expect("back");
         assert_eq!(back, map);
+        // Nodes and clients send the map as postcard (no field names): with a pending split
+        // and without, it must come back whole.
+        for pending in [None, Some(map.plan_split(2, None).expect("plan"))] {
+            let mut sent = map.clone();
+            sent.pending_split = pending;
+            sent.pending_move = Some(PendingMove::new(1, Some(1), None));
+            let bytes = postcard::to_allocvec(&sent).expect("postcard");
+            let back: ShardMap = postcard::from_bytes(&bytes).expect("decoded");
+            assert_eq!(back, sent);
+        }
     }
 
     #[test]

@@ -31,6 +31,56 @@ use crate::serve::{serve_node, NodeHandle, ServiceContext};
 
 const SERVER_FILE: &str = "scalestore-server.json";
 
+/// Test hook, as TiKV's `FAILPOINTS`: faults armed inside this process, read once at start. A
+/// comma-separated list; for now only `slow_syncs=<ms>` (every WAL sync of this node sleeps that
+/// long first: a slow disk). An unknown or malformed entry refuses the start.
+pub const FAILPOINTS_ENV: &str = "SCALESTORE_FAILPOINTS";
+
+/// One fault of [`FAILPOINTS_ENV`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Failpoint {
+    SlowSyncs(Duration),
+}
+
+/// The faults `spec` (the value of [`FAILPOINTS_ENV`]) names.
+fn parse_failpoints(spec: &str) -> ServerResult<Vec<Failpoint>> {
+    let refuse =
+        |entry: &str, why: &str| ServerError::Config(format!("{FAILPOINTS_ENV}: {entry:?} {why}"));
+    spec.split(',')
+        .map(str::trim)
+        .filter(|entry| !entry.is_empty())
+        .map(|entry| match entry.split_once('=') {
+            Some((name, ms)) if name.trim() == "slow_syncs" => ms
+                .trim()
+                .parse::<u64>()
+                .map(|ms| Failpoint::SlowSyncs(Duration::from_millis(ms)))
+                .map_err(|_| refuse(entry, "is malformed: expected slow_syncs=<ms>")),
+            _ => Err(refuse(entry, "is unknown (known: slow_syncs=<ms>)")),
+        })
+        .collect()
+}
+
+/// The faults [`FAILPOINTS_ENV`] arms on node `id` (none when it is unset).
+fn failpoints_from_env(id: NodeId) -> ServerResult<Failpoints> {
+    let failpoints = Failpoints::default();
+    let spec = match std::env::var(FAILPOINTS_ENV) {
+        Ok(spec) => spec,
+        Err(std::env::VarError::NotPresent) => return Ok(failpoints),
+        Err(std::env::VarError::NotUnicode(_)) => {
+            return Err(ServerError::Config(format!(
+                "{FAILPOINTS_ENV} is not UTF-8"
+            )))
+        }
+    };
+    for failpoint in parse_failpoints(&spec)? {
+        match failpoint {
+            Failpoint::SlowSyncs(delay) => failpoints.slow_syncs_on(id, delay),
+        }
+        tracing::warn!(node = id, ?failpoint, "failpoint armed ({FAILPOINTS_ENV})");
+    }
+    Ok(failpoints)
+}
+
 /// What a data dir remembers about its node beyond the store itself.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 struct StoredServer {
@@ -89,6 +139,7 @@ pub async fn run_until(
     config: ServerConfig,
     shutdown: impl Future<Output = Stop>,
 ) -> ServerResult<()> {
+    let failpoints = failpoints_from_env(config.id)?;
     std::fs::create_dir_all(&config.data_dir)?;
     let stored = prepare(&config).await?;
     let listener = TcpListener::bind(&config.listen)
@@ -144,7 +195,7 @@ pub async fn run_until(
         limits: Limits::default(),
         storage: StorageOptions::default(),
         testing: TestSwitches::default(),
-        failpoints: Arc::new(Failpoints::default()),
+        failpoints: Arc::new(failpoints),
         clock: Arc::new(WallClock::default()),
     };
     let services = HostServices {
@@ -538,6 +589,39 @@ async fn follow_map(
                 peers.learn(&theirs.addresses);
                 node.set_shard_map(Arc::new(theirs));
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failpoints_parse_known_entries_and_refuse_the_rest_by_name() {
+        let slow = |ms| Failpoint::SlowSyncs(Duration::from_millis(ms));
+        assert_eq!(parse_failpoints("").expect("empty"), vec![]);
+        assert_eq!(
+            parse_failpoints("slow_syncs=30").expect("one"),
+            vec![slow(30)]
+        );
+        assert_eq!(
+            parse_failpoints(" slow_syncs = 5 , slow_syncs=0,").expect("spaces, a trailing comma"),
+            vec![slow(5), slow(0)]
+        );
+        for (spec, named) in [
+            ("slow_syncs", "slow_syncs"),
+            ("slow_syncs=", "slow_syncs="),
+            ("slow_syncs=-1", "slow_syncs=-1"),
+            ("slow_syncs=30ms", "slow_syncs=30ms"),
+            ("slow_syncs=30,fast_disk=1", "fast_disk=1"),
+            ("panic", "panic"),
+        ] {
+            let error = parse_failpoints(spec).expect_err(spec).to_string();
+            assert!(
+                error.contains(FAILPOINTS_ENV) && error.contains(&format!("{named:?}")),
+                "{spec}: {error}"
+            );
         }
     }
 }

@@ -158,6 +158,12 @@ impl Processes {
     }
 
     pub fn spawn(&self, id: u64, args: Vec<String>) {
+        self.spawn_with_env(id, args, &[]);
+    }
+
+    /// [`spawn`](Self::spawn) with `env` added to the process's environment (say
+    /// `SCALESTORE_FAILPOINTS`); a later [`restart`](Self::restart) starts it without them.
+    pub fn spawn_with_env(&self, id: u64, args: Vec<String>, env: &[(&str, &str)]) {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -174,6 +180,7 @@ impl Processes {
         };
         let child = command
             .args(&args)
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -244,6 +251,12 @@ impl Processes {
     pub fn restart(&self, id: u64) {
         let args = self.args.lock().expect("lock")[&id].clone();
         self.spawn(id, args);
+    }
+
+    /// Restarts `id` with its original command line and `env` added to its environment.
+    pub fn restart_with_env(&self, id: u64, env: &[(&str, &str)]) {
+        let args = self.args.lock().expect("lock")[&id].clone();
+        self.spawn_with_env(id, args, env);
     }
 
     pub fn log(&self, id: u64) -> String {
